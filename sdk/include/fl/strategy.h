@@ -1,0 +1,65 @@
+#ifndef FL_SDK_INCLUDE_FL_STRATEGY_H_
+#define FL_SDK_INCLUDE_FL_STRATEGY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "fl/param_set.h"
+#include "fl/status.h"
+#include "fl/update.h"
+
+namespace fl {
+
+// What a round's aggregator reports: the weighted mean of the clients' deltas.
+struct AggregateReport {
+  ParamSet mean_delta;   // sum_i w_i * delta_i / sum_i w_i
+  double total_weight = 0;
+  uint64_t count = 0;    // updates folded
+  double mean_train_loss = 0;
+};
+
+// Folds one round's updates as they arrive (memory independent of the number of
+// clients). Mirrors an accumulate / merge / report aggregator. Not thread-safe; the
+// coordinator serializes calls.
+class RoundAggregator {
+ public:
+  virtual ~RoundAggregator() = default;
+  // Validates `payload` (layout hash, size, encoding, finite values) and folds it.
+  // On any error the aggregator is unchanged. InvalidArgument for malformed or
+  // non-finite content; FailedPrecondition once consumed by Report().
+  virtual Status Accumulate(const Payload& payload) = 0;
+  // Folds another aggregator of the same round into this one, consuming it.
+  virtual Status MergeWith(RoundAggregator&& other) = 0;
+  virtual uint64_t count() const = 0;
+  // True once at least one update was folded and Report() was not called.
+  virtual bool CanReport() const = 0;
+  // Consumes the aggregator. FailedPrecondition if !CanReport().
+  virtual Result<AggregateReport> Report() && = 0;
+};
+
+// The server half of an algorithm. Long-lived; the coordinator owns it and calls it
+// from one thread at a time.
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual std::string_view name() const = 0;
+  // The training configuration sent to clients in `round` (seed excluded; the
+  // coordinator derives a per-client seed).
+  virtual TrainConfig ConfigureRound(uint64_t round) const = 0;
+  // A fresh aggregator for `round`, whose updates were computed against `global`.
+  virtual std::unique_ptr<RoundAggregator> NewRoundAggregator(const ParamSet& global,
+                                                              uint64_t round) = 0;
+  // Applies the round's aggregate to the global model (server optimizer).
+  virtual Status ApplyRound(AggregateReport report, ParamSet* global) = 0;
+  // Optimizer state (e.g. FedAdam moments) for crash recovery; empty if stateless.
+  virtual std::string SaveState() const { return {}; }
+  virtual Status LoadState(std::string_view state) {
+    return state.empty() ? Status::Ok() : Status::InvalidArgument("strategy is stateless");
+  }
+};
+
+}  // namespace fl
+
+#endif  // FL_SDK_INCLUDE_FL_STRATEGY_H_

@@ -1,0 +1,132 @@
+#ifndef FL_SDK_STORE_STORE_H_
+#define FL_SDK_STORE_STORE_H_
+
+// The only code that speaks SQL. Server and simulation state in one SQLite file (WAL):
+// clients, sessions, rounds, the update ledger, model versions, run metadata and
+// per-round metrics.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fl/status.h"
+
+namespace fl::internal {
+
+struct StoreOptions {
+  std::string path;     // SQLite file; ":memory:" for a throwaway store
+  // true: synchronous=FULL, so a committed transaction survives kill -9 and power loss.
+  // false: synchronous=OFF (simulations, which do not need crash recovery).
+  bool durable = true;
+  int busy_timeout_ms = 5000;
+};
+
+struct ClientRecord {
+  uint64_t id = 0;
+  std::string name;
+  int64_t joined_at = 0;   // unix seconds
+  int64_t last_seen = 0;   // unix seconds
+};
+
+// Round states. Persisted: never change existing values.
+enum class RoundState : int { kOpen = 1, kClosed = 2 };
+
+struct RoundRecord {
+  uint64_t round = 0;
+  uint64_t base_version = 0;
+  RoundState state = RoundState::kOpen;
+  std::vector<uint64_t> selected;  // client ids
+  int64_t opened_at = 0;
+  int64_t closed_at = 0;
+  uint64_t num_updates = 0;
+  double total_weight = 0;
+  double train_loss = 0;
+};
+
+// One row per update received, accepted or not.
+struct LedgerEntry {
+  int64_t id = 0;            // assigned by the store
+  uint64_t round = 0;
+  uint64_t client_id = 0;    // 0 if the client could not be identified
+  uint64_t base_version = 0;
+  int status_code = 0;       // fl::StatusCode; 0 = accepted
+  std::string reason;        // empty when accepted
+  uint64_t bytes = 0;
+  double weight = 0;
+  std::string sha256_hex;
+  std::string spool_path;    // where the accepted payload is kept until the round closes
+  int64_t created_at = 0;
+};
+
+struct ModelRecord {
+  uint64_t version = 0;
+  uint64_t round = 0;            // the round that produced it (0 for the initial model)
+  std::string path;              // file holding the serialized ParamSet
+  std::string sha256_hex;        // of that file's content
+  uint64_t num_params = 0;
+  uint64_t layout_hash = 0;
+  std::string strategy_state;    // Strategy::SaveState() after producing this version
+  int64_t created_at = 0;
+};
+
+// Per-round results of a simulation or server run (the run record).
+struct RoundMetrics {
+  uint64_t round = 0;
+  double accuracy = 0;
+  double test_loss = 0;
+  double train_loss = 0;
+  uint64_t bytes_up = 0;
+  uint64_t bytes_down = 0;
+  uint64_t clients = 0;
+  double wall_seconds = 0;
+};
+
+// Thread-compatible: callers serialize access (the Coordinator holds its mutex).
+class Store {
+ public:
+  virtual ~Store() = default;
+  // Opens (creating and migrating the schema if needed). Unavailable if the file
+  // cannot be opened; DataLoss if it is not a database of ours.
+  static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
+
+  // Clients and sessions. Returns the existing record if `name` is known.
+  virtual Result<ClientRecord> UpsertClient(const std::string& name, int64_t now) = 0;
+  virtual Result<std::optional<ClientRecord>> GetClient(uint64_t id) = 0;
+  virtual Result<std::vector<ClientRecord>> ListClients() = 0;
+  virtual Status TouchClient(uint64_t id, int64_t now) = 0;
+  // Sessions are stored by the SHA-256 (hex) of their token, never the token itself.
+  virtual Status SaveSession(const std::string& token_hash_hex, uint64_t client_id, int64_t now) = 0;
+  virtual Result<std::optional<uint64_t>> LookupSession(const std::string& token_hash_hex) = 0;
+
+  // Rounds. InsertRound fails with AlreadyExists for a known round number.
+  virtual Status InsertRound(const RoundRecord& round) = 0;
+  virtual Status UpdateRoundSelection(uint64_t round, const std::vector<uint64_t>& selected) = 0;
+  // The open round with the highest number, if any.
+  virtual Result<std::optional<RoundRecord>> GetOpenRound() = 0;
+  virtual Result<std::vector<RoundRecord>> ListRounds() = 0;
+  // In one transaction: inserts `model`, marks `round` closed with its stats.
+  virtual Status CloseRound(const RoundRecord& closed, const ModelRecord& model) = 0;
+
+  // Update ledger. An accepted entry (status_code == 0) is unique per (round, client):
+  // a second one fails with AlreadyExists and changes nothing.
+  virtual Result<int64_t> AppendLedger(const LedgerEntry& entry) = 0;
+  virtual Result<std::vector<LedgerEntry>> AcceptedUpdates(uint64_t round) = 0;
+  virtual Result<std::vector<LedgerEntry>> LedgerForRound(uint64_t round) = 0;
+
+  // Models.
+  virtual Status InsertModel(const ModelRecord& model) = 0;
+  virtual Result<std::optional<ModelRecord>> LatestModel() = 0;
+  virtual Result<std::optional<ModelRecord>> GetModel(uint64_t version) = 0;
+
+  // Run metadata (config, seed) and per-round metrics.
+  virtual Status PutMeta(const std::string& key, const std::string& value) = 0;
+  virtual Result<std::optional<std::string>> GetMeta(const std::string& key) = 0;
+  virtual Status AppendRoundMetrics(const RoundMetrics& metrics) = 0;
+  virtual Result<std::vector<RoundMetrics>> ListRoundMetrics() = 0;
+};
+
+}  // namespace fl::internal
+
+#endif  // FL_SDK_STORE_STORE_H_

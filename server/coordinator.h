@@ -1,0 +1,141 @@
+#ifndef FL_SERVER_COORDINATOR_H_
+#define FL_SERVER_COORDINATOR_H_
+
+// The server side of every federation: synchronous rounds over one Strategy, state in
+// a Store. fl-server puts it behind gRPC (server/grpc_service.h); fl-sim and tests call
+// it in process (simulations/in_process_link.h). No transport code lives here.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "fl/env.h"
+#include "fl/param_set.h"
+#include "fl/server_link.h"
+#include "fl/status.h"
+#include "fl/strategy.h"
+#include "fl/update.h"
+#include "store/store.h"
+
+namespace fl::internal {
+
+struct CoordinatorOptions {
+  // Directory for models/, spool/ and (unless store_path is set) state.db.
+  std::string state_dir = "fl-state";
+  // SQLite file; default <state_dir>/state.db. ":memory:" keeps nothing on disk.
+  std::string store_path;
+  // Rounds to run; after the last one PullTask answers kDone.
+  uint64_t num_rounds = 10;
+  // Clients per round: max(min_clients, round(client_fraction * available)), capped at
+  // clients_per_round when that is > 0.
+  double client_fraction = 1.0;
+  uint32_t clients_per_round = 0;
+  // A round opens only once this many clients are available.
+  uint32_t min_clients = 1;
+  // At the deadline a round closes if at least this many updates were accepted;
+  // otherwise more clients are selected and the deadline is extended.
+  uint32_t min_updates = 1;
+  std::chrono::milliseconds round_deadline{std::chrono::minutes(5)};
+  // A client not heard from for this long is not selected.
+  std::chrono::milliseconds client_timeout{std::chrono::minutes(2)};
+  // Updates larger than this are refused with ResourceExhausted.
+  uint64_t max_update_bytes = 1ull << 30;
+  // Seed for client selection and per-client training seeds.
+  uint64_t seed = 1;
+  // Token a client must present to Join. Empty disables enrollment checks (simulations).
+  std::string enrollment_token;
+  // true: every acknowledged update is fsync'd (spool file + SQLite FULL sync) so it
+  // survives kill -9. false: nothing is spooled (simulations).
+  bool durable = true;
+  // Keep this many model versions on disk (older files are deleted); 0 keeps all.
+  uint32_t keep_models = 3;
+  // Optional, not owned: the OS seam. Default Env::Default().
+  Env* env = nullptr;
+};
+
+// What the coordinator tells observers after each round.
+struct RoundSummary {
+  uint64_t round = 0;
+  uint64_t new_version = 0;
+  uint64_t num_updates = 0;
+  uint64_t num_rejected = 0;
+  double total_weight = 0;
+  double mean_train_loss = 0;
+  uint64_t bytes_up = 0;      // accepted payload bytes this round
+  uint64_t bytes_down = 0;    // model bytes served this round
+  double seconds = 0;         // wall time from open to close
+};
+
+// An authenticated caller.
+struct Session {
+  uint64_t client_id = 0;
+};
+
+// Thread-safe: every public method may be called from any thread.
+class Coordinator {
+ public:
+  // Opens or resumes the federation stored under options.state_dir. If the store holds
+  // no model, `initial` becomes version 0; otherwise the stored latest model is loaded
+  // (and must match initial's layout) and the open round, if any, is resumed by
+  // re-folding every acknowledged update of it exactly once.
+  static Result<std::unique_ptr<Coordinator>> Create(const CoordinatorOptions& options,
+                                                     std::unique_ptr<Strategy> strategy,
+                                                     const ParamSet& initial);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Enrollment: Unauthenticated on a wrong token; InvalidArgument on an empty or
+  // over-long name. Re-joining with the same name keeps the client id.
+  Result<JoinReply> Join(const std::string& enrollment_token, const std::string& client_name);
+  // The one place session tokens are checked. Unauthenticated if unknown.
+  Result<Session> Authenticate(const std::string& session_token);
+
+  Status Heartbeat(const Session& session);
+  // Long poll up to `wait` for a task for this client.
+  Result<Task> PullTask(const Session& session, std::chrono::milliseconds wait);
+  // NotFound if `version` is not the current global version (older ones are not served).
+  Result<ModelSnapshot> FetchModel(const Session& session, uint64_t version);
+  // Validates and folds an update; returns only after it is durable. Errors:
+  // FailedPrecondition (wrong round/version, client not selected), InvalidArgument
+  // (layout hash, length, non-finite), DataLoss (SHA-256 mismatch), ResourceExhausted
+  // (size), PermissionDenied (payload claims another client). A rejected update gets a
+  // ledger row and leaves the round unaffected. A repeat of an acknowledged update is
+  // acknowledged again with duplicate = true and folded nothing.
+  Result<PushAck> PushUpdate(const Session& session, const Payload& payload);
+  // Same checks as PushUpdate for a payload that failed in transport (truncated
+  // stream): records a ledger row with `status` and returns it.
+  Status RecordTransportFailure(const Session& session, uint64_t round, const Status& status);
+  ServerStatusInfo GetStatus();
+
+  // Handles deadlines; called periodically by the transport's ticker and by fl-sim.
+  void Poll();
+  // Blocks until the federation finished all rounds or `timeout` passed; true if done.
+  bool WaitUntilFinished(std::chrono::milliseconds timeout);
+  // Wakes every long poll and makes further PullTask calls answer kDone.
+  void Shutdown();
+
+  // The current global model and its version.
+  ModelSnapshot CurrentModel();
+  // Observer called (without the lock held) after each round closes.
+  void SetRoundCallback(std::function<void(const RoundSummary&, const ModelSnapshot&)> cb);
+
+  // Deterministic per-(run seed, client name, round) training seed; fl-sim and fl-server
+  // give a client the same seed, so their runs agree.
+  static uint64_t TrainingSeed(uint64_t run_seed, const std::string& client_name, uint64_t round);
+
+ private:
+  struct Impl;
+  explicit Coordinator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fl::internal
+
+#endif  // FL_SERVER_COORDINATOR_H_
