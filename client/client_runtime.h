@@ -1,0 +1,80 @@
+#ifndef FL_CLIENT_CLIENT_RUNTIME_H_
+#define FL_CLIENT_CLIENT_RUNTIME_H_
+
+// The client's loop: join, pull a task, fetch the model, run the algorithm's Learner on
+// the app's Trainer, push the update. Talks to the server only through a ServerLink, so
+// it runs unchanged over gRPC (fl-client, edge apps) and in process (fl-sim).
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fl/learner.h"
+#include "fl/server_link.h"
+#include "fl/status.h"
+#include "fl/trainer.h"
+#include "fl/update.h"
+
+namespace fl::internal {
+
+struct ClientRuntimeOptions {
+  std::string enrollment_token;  // presented once at Join
+  std::string client_name;       // stable per device; REQUIRED non-empty
+  // Long-poll wait per PullTask call.
+  std::chrono::milliseconds poll_wait{std::chrono::seconds(10)};
+  // Run() gives up after this many consecutive failed steps (transport retries happen
+  // inside the link; this bounds persistent failure). 0 = never give up.
+  int max_consecutive_failures = 20;
+  // Pause after a failed step before the next one.
+  std::chrono::milliseconds failure_backoff{std::chrono::milliseconds(500)};
+};
+
+// What one executed training task cost and produced.
+struct ExecuteReport {
+  uint64_t round = 0;
+  uint64_t bytes_down = 0;  // model download (0 if the cached model was current)
+  uint64_t bytes_up = 0;    // payload bytes uploaded
+  TrainStats train;
+  bool duplicate = false;   // server had already acknowledged this update
+};
+
+// Not thread-safe: one thread drives one runtime.
+class ClientRuntime {
+ public:
+  // `link` is not owned and must outlive the runtime.
+  ClientRuntime(ServerLink* link, ClientRuntimeOptions options);
+  ~ClientRuntime();
+
+  // Enrolls; Unauthenticated on a wrong token.
+  Status Join();
+  // REQUIRES: Join() succeeded.
+  Result<Task> Pull(std::chrono::milliseconds wait);
+  // Runs one training task: fetches the task's model version unless the cached one
+  // matches, trains with the algorithm's Learner (created once per algorithm name) and
+  // pushes the update. The cached model is released after use unless keep_model_cache.
+  Result<ExecuteReport> Execute(const Task& task, Trainer& trainer, const CancelToken& cancel);
+  // Joins if needed, then pulls and executes tasks until the server answers kDone
+  // (OK), `cancel` fires (Cancelled), or max_consecutive_failures is reached.
+  Status Run(Trainer& trainer, const CancelToken& cancel);
+
+  uint64_t client_id() const { return client_id_; }
+  const std::string& client_name() const { return options_.client_name; }
+  // Keep the last downloaded model between tasks (edge apps: saves a download when the
+  // server's version did not change). fl-sim turns it off to keep memory per client ~0.
+  void set_keep_model_cache(bool keep) { keep_model_cache_ = keep; }
+
+ private:
+  ServerLink* link_;
+  ClientRuntimeOptions options_;
+  uint64_t client_id_ = 0;
+  bool joined_ = false;
+  bool keep_model_cache_ = true;
+  ModelSnapshot cached_model_;
+  std::string learner_algorithm_;
+  std::unique_ptr<Learner> learner_;
+};
+
+}  // namespace fl::internal
+
+#endif  // FL_CLIENT_CLIENT_RUNTIME_H_

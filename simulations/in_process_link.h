@@ -1,0 +1,37 @@
+#ifndef FL_SIMULATIONS_IN_PROCESS_LINK_H_
+#define FL_SIMULATIONS_IN_PROCESS_LINK_H_
+
+// A ServerLink that calls a Coordinator in the same process: fl-sim's transport and the
+// tests' fake network. Same validation path as gRPC (the Coordinator does it all).
+
+#include <string>
+
+#include "fl/server_link.h"
+#include "server/coordinator.h"
+
+namespace fl::internal {
+
+class InProcessLink : public ServerLink {
+ public:
+  // `coordinator` is not owned and must outlive the link.
+  explicit InProcessLink(Coordinator* coordinator) : coordinator_(coordinator) {}
+
+  Result<JoinReply> Join(const std::string& enrollment_token,
+                         const std::string& client_name) override;
+  Result<Task> PullTask(std::chrono::milliseconds wait) override;
+  Result<ModelSnapshot> FetchModel(uint64_t version) override;
+  Result<PushAck> PushUpdate(const Payload& payload) override;
+  Status Heartbeat() override;
+  Result<ServerStatusInfo> GetStatus() override;
+
+ private:
+  // Resolves the session exactly as the gRPC service does.
+  Result<Session> Authenticated();
+
+  Coordinator* coordinator_;
+  std::string session_token_;
+};
+
+}  // namespace fl::internal
+
+#endif  // FL_SIMULATIONS_IN_PROCESS_LINK_H_
