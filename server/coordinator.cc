@@ -1,0 +1,701 @@
+#include "server/coordinator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <utility>
+
+#include "codec/param_io.h"
+#include "core/logging.h"
+#include "crypto/sha256.h"
+#include "server/update_spool.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr size_t kMaxClientNameLength = 128;
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t HashName(const std::string& name) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// Compares secrets in time independent of where they differ.
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+Status ValidateClientName(const std::string& name) {
+  if (name.empty()) return Status::InvalidArgument("client name is empty");
+  if (name.size() > kMaxClientNameLength) {
+    return Status::InvalidArgument("client name longer than 128 characters");
+  }
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) return Status::InvalidArgument("client name has control characters");
+  }
+  return Status::Ok();
+}
+
+std::string ModelPath(const std::string& dir, uint64_t version) {
+  return dir + "/models/v" + std::to_string(version) + ".flps";
+}
+
+std::string SpoolPath(const std::string& dir, uint64_t round, uint64_t client) {
+  return dir + "/spool/r" + std::to_string(round) + "-c" + std::to_string(client) + ".upd";
+}
+
+}  // namespace
+
+struct Coordinator::Impl {
+  struct ClientState {
+    std::string name;
+    uint64_t last_seen_us = 0;  // 0: not heard from since this process started
+  };
+
+  CoordinatorOptions opt;
+  Env* env = nullptr;
+  std::unique_ptr<Strategy> strategy;
+  std::unique_ptr<Store> store;
+
+  std::mutex mu;
+  std::condition_variable changed;  // round opened/closed, shutdown
+
+  // Global model.
+  std::shared_ptr<const ParamSet> global;
+  uint64_t version = 0;
+  uint64_t model_wire_bytes = 0;
+
+  // Clients and sessions.
+  std::map<uint64_t, ClientState> clients;
+  std::map<std::string, uint64_t> sessions;  // token hash hex -> client id
+
+  // The open round, if any.
+  bool round_open = false;
+  uint64_t next_round = 1;
+  RoundRecord round;
+  std::set<uint64_t> selected;
+  std::map<uint64_t, std::string> accepted_sha;  // client -> sha256 of its accepted update
+  std::unique_ptr<RoundAggregator> aggregator;
+  uint64_t round_deadline_us = 0;
+  uint64_t round_opened_us = 0;
+  uint64_t rejected = 0;
+  uint64_t bytes_up = 0;
+  uint64_t bytes_down = 0;
+
+  bool finished = false;
+  bool shutdown = false;
+
+  std::function<void(const RoundSummary&, const ModelSnapshot&)> round_callback;
+  // Round summaries produced under the lock, delivered after it is released.
+  std::vector<std::pair<RoundSummary, ModelSnapshot>> pending_callbacks;
+
+  // ---- helpers; all *Locked methods REQUIRE mu held ----
+
+  uint64_t NowUs() { return env->NowMicros(); }
+
+  void Touch(uint64_t client_id) {
+    auto it = clients.find(client_id);
+    if (it != clients.end()) it->second.last_seen_us = std::max<uint64_t>(1, NowUs());
+  }
+
+  std::vector<uint64_t> AvailableClientsLocked() {
+    std::vector<uint64_t> out;
+    const uint64_t now = NowUs();
+    const uint64_t timeout_us = static_cast<uint64_t>(opt.client_timeout.count()) * 1000;
+    for (const auto& [id, c] : clients) {
+      if (c.last_seen_us != 0 && now - std::min(now, c.last_seen_us) <= timeout_us) {
+        out.push_back(id);
+      }
+    }
+    return out;
+  }
+
+  // Orders candidates by a seeded hash of (round, name): independent of join order
+  // and of client ids, so fl-sim and fl-server select the same clients.
+  std::vector<uint64_t> ShuffleForRound(std::vector<uint64_t> ids, uint64_t round_number) {
+    auto key = [&](uint64_t id) {
+      return SplitMix64(opt.seed ^ SplitMix64(round_number ^ HashName(clients[id].name)));
+    };
+    std::sort(ids.begin(), ids.end(), [&](uint64_t a, uint64_t b) {
+      uint64_t ka = key(a), kb = key(b);
+      return ka != kb ? ka < kb : clients[a].name < clients[b].name;
+    });
+    return ids;
+  }
+
+  size_t SelectionSize(size_t available) const {
+    size_t n = opt.clients_per_round > 0
+                   ? opt.clients_per_round
+                   : static_cast<size_t>(std::llround(opt.client_fraction * available));
+    n = std::max<size_t>(n, 1);
+    return std::min(n, available);
+  }
+
+  void MaybeOpenRoundLocked() {
+    if (round_open || finished || shutdown) return;
+    if (next_round > opt.num_rounds) {
+      finished = true;
+      changed.notify_all();
+      return;
+    }
+    std::vector<uint64_t> available = AvailableClientsLocked();
+    if (available.size() < std::max<uint32_t>(opt.min_clients, 1)) return;
+    std::vector<uint64_t> order = ShuffleForRound(std::move(available), next_round);
+    order.resize(SelectionSize(order.size()));
+    std::sort(order.begin(), order.end());
+
+    RoundRecord r;
+    r.round = next_round;
+    r.base_version = version;
+    r.state = RoundState::kOpen;
+    r.selected = order;
+    r.opened_at = env->NowUnixSeconds();
+    Status s = store->InsertRound(r);
+    if (!s.ok()) {
+      FL_LOG(ERROR) << "cannot record round " << r.round << ": " << s.ToString();
+      return;
+    }
+    StartRoundLocked(r);
+    FL_LOG(INFO) << "round " << r.round << " opened: " << order.size() << " of "
+                 << clients.size() << " clients selected, base version " << version;
+  }
+
+  void StartRoundLocked(const RoundRecord& r) {
+    round = r;
+    round_open = true;
+    selected = std::set<uint64_t>(r.selected.begin(), r.selected.end());
+    accepted_sha.clear();
+    aggregator = strategy->NewRoundAggregator(*global, r.round);
+    round_opened_us = NowUs();
+    round_deadline_us = round_opened_us + static_cast<uint64_t>(opt.round_deadline.count()) * 1000;
+    rejected = 0;
+    bytes_up = 0;
+    bytes_down = 0;
+    changed.notify_all();
+  }
+
+  // Rebuilds the round's aggregator from the durable ledger: every acknowledged update
+  // folded exactly once. Used at startup and if a durability step failed mid-update.
+  Status RefoldRoundLocked() {
+    aggregator = strategy->NewRoundAggregator(*global, round.round);
+    accepted_sha.clear();
+    bytes_up = 0;
+    FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, store->AcceptedUpdates(round.round));
+    for (const LedgerEntry& e : entries) {
+      if (e.spool_path.empty()) {
+        return Status::DataLoss("accepted update of client " + std::to_string(e.client_id) +
+                                " in round " + std::to_string(e.round) + " was not spooled");
+      }
+      FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(e.spool_path));
+      FL_ASSIGN_OR_RETURN(Payload p, DecodeSpooledUpdate(data));
+      if (HexEncode(Sha256(p.bytes)) != e.sha256_hex) {
+        return Status::DataLoss("spooled update " + e.spool_path + " does not match its ledger row");
+      }
+      FL_RETURN_IF_ERROR(aggregator->Accumulate(p).WithContext("refolding " + e.spool_path));
+      accepted_sha[e.client_id] = p.meta.sha256;
+      bytes_up += p.bytes.size();
+    }
+    return Status::Ok();
+  }
+
+  Status WriteModelLocked(const ParamSet& params, uint64_t v, ModelRecord* record) {
+    std::string data = SerializeParamSet(params);
+    record->version = v;
+    record->path = ModelPath(opt.state_dir, v);
+    record->sha256_hex = HexEncode(Sha256(data));
+    record->num_params = params.size();
+    record->layout_hash = params.layout().hash();
+    record->strategy_state = strategy->SaveState();
+    record->created_at = env->NowUnixSeconds();
+    model_wire_bytes = data.size();
+    return env->WriteFileAtomic(record->path, data, opt.durable);
+  }
+
+  void FinishRoundLocked() {
+    const uint64_t r = round.round;
+    Result<AggregateReport> report = std::move(*aggregator).Report();
+    aggregator.reset();
+    auto next = std::make_shared<ParamSet>(*global);
+    RoundSummary summary;
+    summary.round = r;
+    if (report.ok()) {
+      summary.num_updates = report->count;
+      summary.total_weight = report->total_weight;
+      summary.mean_train_loss = report->mean_train_loss;
+      Status s = strategy->ApplyRound(std::move(report).value(), next.get());
+      if (!s.ok()) {
+        // The server optimizer refused the aggregate (e.g. it would make the model
+        // non-finite): the round closes without changing the model.
+        FL_LOG(ERROR) << "round " << r << ": server update failed, model unchanged: " << s.ToString();
+        next = std::make_shared<ParamSet>(*global);
+      }
+    } else {
+      FL_LOG(ERROR) << "round " << r << ": no aggregate: " << report.status().ToString();
+    }
+
+    ModelRecord model;
+    model.round = r;
+    Status s = WriteModelLocked(*next, version + 1, &model);
+    RoundRecord closed = round;
+    closed.state = RoundState::kClosed;
+    closed.closed_at = env->NowUnixSeconds();
+    closed.num_updates = summary.num_updates;
+    closed.total_weight = summary.total_weight;
+    closed.train_loss = summary.mean_train_loss;
+    if (s.ok()) s = store->CloseRound(closed, model);
+    if (!s.ok()) {
+      // Nothing durable changed: the round stays open and is refolded from the ledger.
+      FL_LOG(ERROR) << "round " << r << ": cannot persist the new model: " << s.ToString();
+      Status refold = RefoldRoundLocked();
+      if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
+      return;
+    }
+
+    summary.new_version = version + 1;
+    summary.num_rejected = rejected;
+    summary.bytes_up = bytes_up;
+    summary.bytes_down = bytes_down;
+    summary.seconds = static_cast<double>(NowUs() - round_opened_us) / 1e6;
+
+    // Spooled updates and old model files are no longer needed.
+    for (uint64_t client : selected) {
+      std::string path = SpoolPath(opt.state_dir, r, client);
+      if (env->FileExists(path)) (void)env->DeleteFile(path);
+    }
+    if (opt.keep_models > 0 && version + 1 >= opt.keep_models) {
+      uint64_t drop = version + 1 - opt.keep_models;
+      std::string path = ModelPath(opt.state_dir, drop);
+      if (drop > 0 && env->FileExists(path)) (void)env->DeleteFile(path);
+    }
+
+    global = std::move(next);
+    version += 1;
+    round_open = false;
+    selected.clear();
+    accepted_sha.clear();
+    next_round = r + 1;
+    FL_LOG(INFO) << "round " << r << " closed: " << summary.num_updates << " updates, "
+                 << summary.num_rejected << " rejected, " << summary.seconds << " s, version "
+                 << version;
+    if (round_callback) {
+      pending_callbacks.push_back({summary, ModelSnapshot{version, global, model_wire_bytes}});
+    }
+    changed.notify_all();
+    MaybeOpenRoundLocked();
+  }
+
+  void RecordRejectionLocked(uint64_t client_id, const UpdateMeta& meta, size_t bytes,
+                             const Status& status) {
+    LedgerEntry e;
+    e.round = meta.round;
+    e.client_id = client_id;
+    e.base_version = meta.base_version;
+    e.status_code = static_cast<int>(status.code());
+    e.reason = status.message();
+    e.bytes = bytes;
+    e.weight = std::isfinite(meta.weight) ? meta.weight : 0;
+    e.sha256_hex = HexEncode(meta.sha256);
+    e.created_at = env->NowUnixSeconds();
+    Result<int64_t> id = store->AppendLedger(e);
+    if (!id.ok()) FL_LOG(ERROR) << "cannot record a rejected update: " << id.status().ToString();
+    if (round_open && meta.round == round.round) ++rejected;
+    FL_LOG(WARNING) << "update from client " << client_id << " for round " << meta.round
+                    << " rejected: " << status.ToString();
+  }
+
+  void DeliverCallbacks(std::unique_lock<std::mutex>& lock) {
+    if (pending_callbacks.empty()) return;
+    auto batch = std::move(pending_callbacks);
+    pending_callbacks.clear();
+    auto cb = round_callback;
+    lock.unlock();
+    for (auto& [summary, snapshot] : batch) cb(summary, snapshot);
+    lock.lock();
+  }
+
+  Status Recover(const ParamSet& initial) {
+    FL_RETURN_IF_ERROR(env->CreateDirs(opt.state_dir + "/models"));
+    FL_RETURN_IF_ERROR(env->CreateDirs(opt.state_dir + "/spool"));
+    FL_ASSIGN_OR_RETURN(std::optional<ModelRecord> latest, store->LatestModel());
+    if (latest.has_value()) {
+      FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(latest->path));
+      if (HexEncode(Sha256(data)) != latest->sha256_hex) {
+        return Status::DataLoss("model file " + latest->path + " does not match its SHA-256");
+      }
+      FL_ASSIGN_OR_RETURN(ParamSet params, ParseParamSet(data));
+      if (params.layout().hash() != initial.layout().hash()) {
+        return Status::FailedPrecondition(
+            "the state directory holds a model of another layout than the configured one");
+      }
+      FL_RETURN_IF_ERROR(strategy->LoadState(latest->strategy_state));
+      global = std::make_shared<ParamSet>(std::move(params));
+      version = latest->version;
+      model_wire_bytes = data.size();
+      FL_LOG(INFO) << "resumed at model version " << version;
+    } else {
+      ModelRecord model;
+      model.round = 0;
+      FL_RETURN_IF_ERROR(WriteModelLocked(initial, 0, &model));
+      FL_RETURN_IF_ERROR(store->InsertModel(model));
+      global = std::make_shared<ParamSet>(initial);
+      version = 0;
+    }
+
+    FL_ASSIGN_OR_RETURN(std::vector<ClientRecord> known, store->ListClients());
+    for (const ClientRecord& c : known) clients[c.id] = ClientState{c.name, 0};
+
+    FL_ASSIGN_OR_RETURN(std::vector<RoundRecord> rounds, store->ListRounds());
+    for (const RoundRecord& r : rounds) next_round = std::max(next_round, r.round + 1);
+
+    FL_ASSIGN_OR_RETURN(std::optional<RoundRecord> open, store->GetOpenRound());
+    if (open.has_value()) {
+      if (open->base_version != version) {
+        return Status::DataLoss("open round " + std::to_string(open->round) +
+                                " is based on version " + std::to_string(open->base_version) +
+                                " but the latest model is " + std::to_string(version));
+      }
+      StartRoundLocked(*open);
+      next_round = open->round;
+      FL_RETURN_IF_ERROR(RefoldRoundLocked());
+      FL_LOG(INFO) << "resumed round " << round.round << " with " << aggregator->count()
+                   << " acknowledged updates refolded";
+    }
+    if (!round_open && next_round > opt.num_rounds) finished = true;
+    return Status::Ok();
+  }
+};
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Coordinator::~Coordinator() { Shutdown(); }
+
+Result<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options,
+                                                          std::unique_ptr<Strategy> strategy,
+                                                          const ParamSet& initial) {
+  if (strategy == nullptr) return Status::InvalidArgument("Coordinator: no strategy");
+  if (initial.empty()) return Status::InvalidArgument("Coordinator: empty initial model");
+  if (!initial.AllFinite()) return Status::InvalidArgument("Coordinator: initial model is not finite");
+  auto impl = std::make_unique<Impl>();
+  impl->opt = options;
+  impl->env = options.env ? options.env : Env::Default();
+  impl->strategy = std::move(strategy);
+  FL_RETURN_IF_ERROR(impl->env->CreateDirs(options.state_dir));
+  StoreOptions so;
+  so.path = options.store_path.empty() ? options.state_dir + "/state.db" : options.store_path;
+  so.durable = options.durable;
+  FL_ASSIGN_OR_RETURN(impl->store, Store::Open(so));
+  {
+    std::lock_guard<std::mutex> lock(impl->mu);
+    FL_RETURN_IF_ERROR(impl->Recover(initial));
+  }
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+Result<JoinReply> Coordinator::Join(const std::string& enrollment_token,
+                                    const std::string& client_name) {
+  Impl& d = *impl_;
+  if (!d.opt.enrollment_token.empty() &&
+      !ConstantTimeEquals(enrollment_token, d.opt.enrollment_token)) {
+    FL_LOG(WARNING) << "join refused for '" << client_name.substr(0, kMaxClientNameLength)
+                    << "': bad enrollment token";
+    return Status::Unauthenticated("bad enrollment token");
+  }
+  FL_RETURN_IF_ERROR(ValidateClientName(client_name));
+  std::unique_lock<std::mutex> lock(d.mu);
+  const int64_t now = d.env->NowUnixSeconds();
+  FL_ASSIGN_OR_RETURN(ClientRecord record, d.store->UpsertClient(client_name, now));
+  JoinReply reply;
+  reply.client_id = record.id;
+  reply.session_token = RandomHex(32);
+  const std::string token_hash = HexEncode(Sha256(reply.session_token));
+  FL_RETURN_IF_ERROR(d.store->SaveSession(token_hash, record.id, now));
+  d.sessions[token_hash] = record.id;
+  d.clients[record.id].name = client_name;
+  d.Touch(record.id);
+  d.MaybeOpenRoundLocked();
+  d.DeliverCallbacks(lock);
+  return reply;
+}
+
+Result<Session> Coordinator::Authenticate(const std::string& session_token) {
+  Impl& d = *impl_;
+  if (session_token.empty()) return Status::Unauthenticated("missing session token");
+  const std::string token_hash = HexEncode(Sha256(session_token));
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto it = d.sessions.find(token_hash);
+  if (it != d.sessions.end()) return Session{it->second};
+  // Sessions survive a server restart: they are in the store.
+  FL_ASSIGN_OR_RETURN(std::optional<uint64_t> id, d.store->LookupSession(token_hash));
+  if (!id.has_value() || d.clients.count(*id) == 0) {
+    return Status::Unauthenticated("unknown session token");
+  }
+  d.sessions[token_hash] = *id;
+  return Session{*id};
+}
+
+Status Coordinator::Heartbeat(const Session& session) {
+  Impl& d = *impl_;
+  std::unique_lock<std::mutex> lock(d.mu);
+  d.Touch(session.client_id);
+  d.MaybeOpenRoundLocked();
+  d.DeliverCallbacks(lock);
+  return Status::Ok();
+}
+
+Result<Task> Coordinator::PullTask(const Session& session, std::chrono::milliseconds wait) {
+  Impl& d = *impl_;
+  std::unique_lock<std::mutex> lock(d.mu);
+  if (d.clients.count(session.client_id) == 0) return Status::Unauthenticated("unknown client");
+  const auto give_up = std::chrono::steady_clock::now() + wait;
+  while (true) {
+    d.Touch(session.client_id);
+    d.MaybeOpenRoundLocked();
+    d.DeliverCallbacks(lock);
+    Task task;
+    if (d.finished || d.shutdown) {
+      task.kind = TaskKind::kDone;
+      task.model_version = d.version;
+      return task;
+    }
+    const uint64_t id = session.client_id;
+    if (d.round_open && d.selected.count(id) && d.accepted_sha.count(id) == 0) {
+      task.kind = TaskKind::kTrain;
+      task.round = d.round.round;
+      task.model_version = d.version;
+      task.algorithm = std::string(d.strategy->name());
+      task.config = d.strategy->ConfigureRound(d.round.round);
+      task.config.seed = TrainingSeed(d.opt.seed, d.clients[id].name, d.round.round);
+      return task;
+    }
+    if (std::chrono::steady_clock::now() >= give_up) {
+      task.kind = TaskKind::kWait;
+      task.round = d.round_open ? d.round.round : 0;
+      task.model_version = d.version;
+      task.retry_after_ms = 1000;
+      return task;
+    }
+    // Wake at the latest every 200 ms so round deadlines are noticed without a ticker.
+    d.changed.wait_until(lock, std::min(give_up, std::chrono::steady_clock::now() +
+                                                     std::chrono::milliseconds(200)));
+  }
+}
+
+Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t version) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  d.Touch(session.client_id);
+  if (version != d.version) {
+    return Status::NotFound("model version " + std::to_string(version) +
+                            " is not served; the current version is " + std::to_string(d.version));
+  }
+  d.bytes_down += d.model_wire_bytes;
+  return ModelSnapshot{d.version, d.global, d.model_wire_bytes};
+}
+
+Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& payload) {
+  Impl& d = *impl_;
+  const UpdateMeta& meta = payload.meta;
+  const uint64_t id = session.client_id;
+
+  // Stateless checks first, without the lock: hashing a large payload takes a while.
+  Status early;
+  if (meta.client_id != 0 && meta.client_id != id) {
+    early = Status::PermissionDenied("update names client " + std::to_string(meta.client_id) +
+                                     " but the session belongs to client " + std::to_string(id));
+  } else if (payload.bytes.size() > d.opt.max_update_bytes) {
+    early = Status::ResourceExhausted("update of " + std::to_string(payload.bytes.size()) +
+                                      " bytes exceeds the limit of " +
+                                      std::to_string(d.opt.max_update_bytes));
+  } else if (meta.sha256.size() != 32 || Sha256(payload.bytes) != meta.sha256) {
+    early = Status::DataLoss("update bytes do not match their SHA-256");
+  }
+
+  std::unique_lock<std::mutex> lock(d.mu);
+  if (d.clients.count(id) == 0) return Status::Unauthenticated("unknown client");
+  d.Touch(id);
+  if (!early.ok()) {
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), early);
+    return early;
+  }
+  if (!d.round_open || meta.round != d.round.round) {
+    Status s = Status::FailedPrecondition(
+        "update for round " + std::to_string(meta.round) + " but " +
+        (d.round_open ? "round " + std::to_string(d.round.round) + " is open" : "no round is open"));
+    // A retry of an update acknowledged in a round that has since closed is a duplicate.
+    if (!d.round_open || meta.round < d.round.round) {
+      Result<std::vector<LedgerEntry>> past = d.store->AcceptedUpdates(meta.round);
+      if (past.ok()) {
+        for (const LedgerEntry& e : *past) {
+          if (e.client_id == id && e.sha256_hex == HexEncode(meta.sha256)) {
+            return PushAck{meta.round, true};
+          }
+        }
+      }
+    }
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), s);
+    return s;
+  }
+  auto acc = d.accepted_sha.find(id);
+  if (acc != d.accepted_sha.end()) {
+    if (acc->second == meta.sha256) return PushAck{meta.round, true};
+    Status s = Status::FailedPrecondition("client already reported for round " +
+                                          std::to_string(meta.round));
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), s);
+    return s;
+  }
+  if (d.selected.count(id) == 0) {
+    Status s = Status::FailedPrecondition("client " + std::to_string(id) +
+                                          " is not selected for round " + std::to_string(meta.round));
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), s);
+    return s;
+  }
+  if (meta.base_version != d.version) {
+    Status s = Status::FailedPrecondition("update computed against version " +
+                                          std::to_string(meta.base_version) +
+                                          " but the round is based on version " +
+                                          std::to_string(d.version));
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), s);
+    return s;
+  }
+
+  // Fold first: the aggregator validates (layout, length, finiteness) and leaves itself
+  // unchanged on error. Only then make the update durable and acknowledge it.
+  Status folded = d.aggregator->Accumulate(payload);
+  if (!folded.ok()) {
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), folded);
+    return folded;
+  }
+  LedgerEntry entry;
+  entry.round = meta.round;
+  entry.client_id = id;
+  entry.base_version = meta.base_version;
+  entry.status_code = 0;
+  entry.bytes = payload.bytes.size();
+  entry.weight = meta.weight;
+  entry.sha256_hex = HexEncode(meta.sha256);
+  entry.created_at = d.env->NowUnixSeconds();
+  Status durable;
+  if (d.opt.durable) {
+    entry.spool_path = SpoolPath(d.opt.state_dir, meta.round, id);
+    Payload spooled = payload;
+    spooled.meta.client_id = id;
+    durable = d.env->WriteFileAtomic(entry.spool_path, EncodeSpooledUpdate(spooled), true);
+  }
+  if (durable.ok()) durable = d.store->AppendLedger(entry).status();
+  if (!durable.ok()) {
+    // The fold cannot be undone in place; rebuild the aggregator from what is durable.
+    FL_LOG(ERROR) << "cannot make update of client " << id << " durable: " << durable.ToString();
+    Status refold = d.RefoldRoundLocked();
+    if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
+    return Status::Unavailable("update not stored, retry: " + durable.message());
+  }
+  d.accepted_sha[id] = meta.sha256;
+  d.bytes_up += payload.bytes.size();
+  const uint64_t r = meta.round;
+  if (d.accepted_sha.size() == d.selected.size()) d.FinishRoundLocked();
+  d.DeliverCallbacks(lock);
+  return PushAck{r, false};
+}
+
+Status Coordinator::RecordTransportFailure(const Session& session, uint64_t round,
+                                           const Status& status) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  UpdateMeta meta;
+  meta.round = round;
+  d.RecordRejectionLocked(session.client_id, meta, 0, status);
+  return status;
+}
+
+ServerStatusInfo Coordinator::GetStatus() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  ServerStatusInfo info;
+  info.round = d.round_open ? d.round.round : d.next_round - 1;
+  info.model_version = d.version;
+  info.updates_in_round = d.round_open ? d.accepted_sha.size() : 0;
+  info.clients_selected = d.round_open ? d.selected.size() : 0;
+  info.clients_known = d.clients.size();
+  info.finished = d.finished;
+  return info;
+}
+
+void Coordinator::Poll() {
+  Impl& d = *impl_;
+  std::unique_lock<std::mutex> lock(d.mu);
+  d.MaybeOpenRoundLocked();
+  if (d.round_open && d.NowUs() >= d.round_deadline_us) {
+    if (d.aggregator->count() >= std::max<uint32_t>(d.opt.min_updates, 1)) {
+      FL_LOG(INFO) << "round " << d.round.round << " deadline: closing with "
+                   << d.aggregator->count() << " of " << d.selected.size() << " updates";
+      d.FinishRoundLocked();
+    } else {
+      // Too few updates: add clients that were not selected yet and extend the deadline.
+      // Updates already acknowledged stay in the round.
+      std::vector<uint64_t> extra;
+      for (uint64_t id : d.AvailableClientsLocked()) {
+        if (d.selected.count(id) == 0) extra.push_back(id);
+      }
+      extra = d.ShuffleForRound(std::move(extra), d.round.round);
+      size_t want = d.SelectionSize(d.AvailableClientsLocked().size());
+      for (uint64_t id : extra) {
+        if (d.selected.size() - d.accepted_sha.size() >= want) break;
+        d.selected.insert(id);
+      }
+      d.round.selected.assign(d.selected.begin(), d.selected.end());
+      Status s = d.store->UpdateRoundSelection(d.round.round, d.round.selected);
+      if (!s.ok()) FL_LOG(ERROR) << "cannot record the new selection: " << s.ToString();
+      d.round_deadline_us = d.NowUs() + static_cast<uint64_t>(d.opt.round_deadline.count()) * 1000;
+      FL_LOG(WARNING) << "round " << d.round.round << " deadline: only " << d.aggregator->count()
+                      << " updates; " << d.selected.size() << " clients now selected, deadline extended";
+      d.changed.notify_all();
+    }
+  }
+  d.DeliverCallbacks(lock);
+}
+
+bool Coordinator::WaitUntilFinished(std::chrono::milliseconds timeout) {
+  Impl& d = *impl_;
+  std::unique_lock<std::mutex> lock(d.mu);
+  return d.changed.wait_for(lock, timeout, [&] { return d.finished || d.shutdown; }) && d.finished;
+}
+
+void Coordinator::Shutdown() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  d.shutdown = true;
+  d.changed.notify_all();
+}
+
+ModelSnapshot Coordinator::CurrentModel() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  return ModelSnapshot{d.version, d.global, d.model_wire_bytes};
+}
+
+void Coordinator::SetRoundCallback(
+    std::function<void(const RoundSummary&, const ModelSnapshot&)> cb) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  d.round_callback = std::move(cb);
+}
+
+uint64_t Coordinator::TrainingSeed(uint64_t run_seed, const std::string& client_name,
+                                   uint64_t round) {
+  return SplitMix64(SplitMix64(run_seed ^ HashName(client_name)) + round);
+}
+
+}  // namespace fl::internal

@@ -32,11 +32,13 @@ struct CoordinatorOptions {
   std::string store_path;
   // Rounds to run; after the last one PullTask answers kDone.
   uint64_t num_rounds = 10;
-  // Clients per round: max(min_clients, round(client_fraction * available)), capped at
-  // clients_per_round when that is > 0.
+  // Clients selected per round: clients_per_round when > 0, otherwise
+  // max(1, round(client_fraction * available)); never more than are available.
+  // Selection is a seeded shuffle by client name, so it does not depend on join order.
   double client_fraction = 1.0;
   uint32_t clients_per_round = 0;
-  // A round opens only once this many clients are available.
+  // A round opens only once this many clients are available (joined, and heard from
+  // within client_timeout). fl-sim sets it to the number of virtual clients.
   uint32_t min_clients = 1;
   // At the deadline a round closes if at least this many updates were accepted;
   // otherwise more clients are selected and the deadline is extended.

@@ -1,0 +1,38 @@
+#include "simulations/in_process_link.h"
+
+namespace fl::internal {
+
+Result<JoinReply> InProcessLink::Join(const std::string& enrollment_token,
+                                      const std::string& client_name) {
+  FL_ASSIGN_OR_RETURN(JoinReply reply, coordinator_->Join(enrollment_token, client_name));
+  session_token_ = reply.session_token;
+  return reply;
+}
+
+Result<Session> InProcessLink::Authenticated() {
+  return coordinator_->Authenticate(session_token_);
+}
+
+Result<Task> InProcessLink::PullTask(std::chrono::milliseconds wait) {
+  FL_ASSIGN_OR_RETURN(Session session, Authenticated());
+  return coordinator_->PullTask(session, wait);
+}
+
+Result<ModelSnapshot> InProcessLink::FetchModel(uint64_t version) {
+  FL_ASSIGN_OR_RETURN(Session session, Authenticated());
+  return coordinator_->FetchModel(session, version);
+}
+
+Result<PushAck> InProcessLink::PushUpdate(const Payload& payload) {
+  FL_ASSIGN_OR_RETURN(Session session, Authenticated());
+  return coordinator_->PushUpdate(session, payload);
+}
+
+Status InProcessLink::Heartbeat() {
+  FL_ASSIGN_OR_RETURN(Session session, Authenticated());
+  return coordinator_->Heartbeat(session);
+}
+
+Result<ServerStatusInfo> InProcessLink::GetStatus() { return coordinator_->GetStatus(); }
+
+}  // namespace fl::internal

@@ -1,0 +1,21 @@
+#ifndef FL_SERVER_UPDATE_SPOOL_H_
+#define FL_SERVER_UPDATE_SPOOL_H_
+
+// The on-disk form of an acknowledged update, kept until its round closes so a
+// restarted coordinator can fold it again.
+
+#include <string>
+#include <string_view>
+
+#include "fl/status.h"
+#include "fl/update.h"
+
+namespace fl::internal {
+
+std::string EncodeSpooledUpdate(const Payload& payload);
+// DataLoss if `data` is not a complete spooled update.
+Result<Payload> DecodeSpooledUpdate(std::string_view data);
+
+}  // namespace fl::internal
+
+#endif  // FL_SERVER_UPDATE_SPOOL_H_
