@@ -1,0 +1,81 @@
+#include "agg/weighted_accumulator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "codec/dense_codec.h"
+
+namespace fl::internal {
+
+WeightedAccumulator::WeightedAccumulator(std::shared_ptr<const Layout> layout)
+    : layout_(std::move(layout)), sums_(layout_->total_numel(), 0.0) {}
+
+Status WeightedAccumulator::CheckWeight(double weight) {
+  if (!std::isfinite(weight) || !(weight > 0)) {
+    return Status::InvalidArgument("weight must be finite and > 0, got " + std::to_string(weight));
+  }
+  return Status::Ok();
+}
+
+Status WeightedAccumulator::Accumulate(std::string_view bytes, Encoding encoding, double weight) {
+  FL_RETURN_IF_ERROR(CheckWeight(weight));
+  FL_RETURN_IF_ERROR(AccumulateDense(bytes, encoding, weight, sums_));
+  ++count_;
+  total_weight_ += weight;
+  return Status::Ok();
+}
+
+Status WeightedAccumulator::AccumulateValues(std::span<const float> values, double weight) {
+  FL_RETURN_IF_ERROR(CheckWeight(weight));
+  if (values.size() != sums_.size()) {
+    return Status::InvalidArgument("AccumulateValues: " + std::to_string(values.size()) +
+                                   " values, expected " + std::to_string(sums_.size()));
+  }
+  const size_t bad = FindNonFinite(values);
+  if (bad != values.size()) {
+    return Status::InvalidArgument("AccumulateValues: non-finite value at index " +
+                                   std::to_string(bad));
+  }
+  double* a = sums_.data();
+  const float* v = values.data();
+  for (size_t i = 0; i < sums_.size(); ++i) a[i] += weight * static_cast<double>(v[i]);
+  ++count_;
+  total_weight_ += weight;
+  return Status::Ok();
+}
+
+Status WeightedAccumulator::MergeWith(WeightedAccumulator&& other) {
+  if (other.layout_->hash() != layout_->hash() || other.sums_.size() != sums_.size()) {
+    return Status::InvalidArgument("WeightedAccumulator::MergeWith: layouts differ");
+  }
+  double* a = sums_.data();
+  const double* b = other.sums_.data();
+  for (size_t i = 0; i < sums_.size(); ++i) a[i] += b[i];
+  count_ += other.count_;
+  total_weight_ += other.total_weight_;
+  other.Reset();
+  return Status::Ok();
+}
+
+Result<ParamSet> WeightedAccumulator::Mean() const {
+  if (count_ == 0 || !(total_weight_ > 0)) {
+    return Status::FailedPrecondition("WeightedAccumulator::Mean: nothing accumulated");
+  }
+  ParamSet out(*layout_);
+  float* dst = out.data();
+  const double* src = sums_.data();
+  // Division rather than multiplication by 1/W: one rounding instead of two keeps the
+  // mean of identical inputs exactly equal to the input.
+  const double w = total_weight_;
+  for (size_t i = 0; i < sums_.size(); ++i) dst[i] = static_cast<float>(src[i] / w);
+  return out;
+}
+
+void WeightedAccumulator::Reset() {
+  std::fill(sums_.begin(), sums_.end(), 0.0);
+  count_ = 0;
+  total_weight_ = 0;
+}
+
+}  // namespace fl::internal

@@ -1,0 +1,176 @@
+#include "codec/dense_codec.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fl::internal {
+namespace {
+
+static_assert(std::endian::native == std::endian::little || std::endian::native == std::endian::big,
+              "mixed-endian hosts are not supported");
+
+// Values are processed in blocks that fit in L1, so the validate and fold passes of
+// AccumulateDense need no buffer proportional to the model.
+constexpr size_t kBlock = 2048;
+
+inline uint32_t LoadU32(const unsigned char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap32(v);
+  return v;
+}
+
+inline uint16_t LoadU16(const unsigned char* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap16(v);
+  return v;
+}
+
+inline void StoreU32(unsigned char* p, uint32_t v) {
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap32(v);
+  std::memcpy(p, &v, 4);
+}
+
+inline void StoreU16(unsigned char* p, uint16_t v) {
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap16(v);
+  std::memcpy(p, &v, 2);
+}
+
+size_t BytesPerValue(Encoding encoding) {
+  switch (encoding) {
+    case Encoding::kDenseF32: return 4;
+    case Encoding::kDenseF16:
+    case Encoding::kDenseBF16: return 2;
+    default: return 0;
+  }
+}
+
+// Decodes n values starting at `in`. REQUIRES: encoding is dense.
+void DecodeBlock(const unsigned char* in, size_t n, Encoding encoding, float* out) {
+  switch (encoding) {
+    case Encoding::kDenseF32:
+      if constexpr (std::endian::native == std::endian::little) {
+        std::memcpy(out, in, n * 4);
+      } else {
+        for (size_t i = 0; i < n; ++i) out[i] = std::bit_cast<float>(LoadU32(in + 4 * i));
+      }
+      break;
+    case Encoding::kDenseF16:
+      for (size_t i = 0; i < n; ++i) out[i] = HalfToFloat(LoadU16(in + 2 * i));
+      break;
+    case Encoding::kDenseBF16:
+      for (size_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(LoadU16(in + 2 * i));
+      break;
+    default:
+      break;
+  }
+}
+
+Status CheckDense(std::string_view bytes, Encoding encoding, size_t n, const char* caller) {
+  if (!IsDenseEncoding(encoding)) {
+    return Status::InvalidArgument(std::string(caller) + ": encoding " + EncodingName(encoding) +
+                                   " is not dense");
+  }
+  const size_t expected = DenseEncodedSize(n, encoding);
+  if (bytes.size() != expected) {
+    return Status::InvalidArgument(std::string(caller) + ": " + std::to_string(bytes.size()) +
+                                   " bytes, expected " + std::to_string(expected) + " for " +
+                                   std::to_string(n) + " " + EncodingName(encoding) + " values");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool IsDenseEncoding(Encoding encoding) { return BytesPerValue(encoding) != 0; }
+
+size_t DenseEncodedSize(size_t n, Encoding encoding) { return n * BytesPerValue(encoding); }
+
+Status EncodeDense(std::span<const float> values, Encoding encoding, std::string* out) {
+  if (!IsDenseEncoding(encoding)) {
+    return Status::InvalidArgument("EncodeDense: encoding " + EncodingName(encoding) +
+                                   " is not dense");
+  }
+  const size_t n = values.size();
+  out->resize(DenseEncodedSize(n, encoding));
+  auto* p = reinterpret_cast<unsigned char*>(out->data());
+  const float* v = values.data();
+  switch (encoding) {
+    case Encoding::kDenseF32:
+      if constexpr (std::endian::native == std::endian::little) {
+        if (n > 0) std::memcpy(p, v, n * 4);
+      } else {
+        for (size_t i = 0; i < n; ++i) StoreU32(p + 4 * i, std::bit_cast<uint32_t>(v[i]));
+      }
+      break;
+    case Encoding::kDenseF16:
+      for (size_t i = 0; i < n; ++i) StoreU16(p + 2 * i, FloatToHalf(v[i]));
+      break;
+    case Encoding::kDenseBF16:
+      for (size_t i = 0; i < n; ++i) StoreU16(p + 2 * i, FloatToBFloat16(v[i]));
+      break;
+    default:
+      break;
+  }
+  return Status::Ok();
+}
+
+Status DecodeDense(std::string_view bytes, Encoding encoding, std::span<float> out) {
+  FL_RETURN_IF_ERROR(CheckDense(bytes, encoding, out.size(), "DecodeDense"));
+  if (!out.empty()) {
+    DecodeBlock(reinterpret_cast<const unsigned char*>(bytes.data()), out.size(), encoding,
+                out.data());
+  }
+  return Status::Ok();
+}
+
+size_t FindNonFinite(std::span<const float> values) {
+  const float* v = values.data();
+  const size_t n = values.size();
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t end = std::min(n, start + kBlock);
+    // OR-reduction over the exponent test vectorizes; the exact index is searched only
+    // in the (rare) block that has a bad value.
+    uint32_t bad = 0;
+    for (size_t i = start; i < end; ++i) {
+      bad |= static_cast<uint32_t>((std::bit_cast<uint32_t>(v[i]) & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad != 0) {
+      for (size_t i = start; i < end; ++i) {
+        if ((std::bit_cast<uint32_t>(v[i]) & 0x7f800000u) == 0x7f800000u) return i;
+      }
+    }
+  }
+  return n;
+}
+
+Status AccumulateDense(std::string_view bytes, Encoding encoding, double weight,
+                       std::span<double> acc) {
+  FL_RETURN_IF_ERROR(CheckDense(bytes, encoding, acc.size(), "AccumulateDense"));
+  const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t width = BytesPerValue(encoding);
+  const size_t n = acc.size();
+  alignas(64) float block[kBlock];
+  // Pass 1 validates everything so that a bad value anywhere leaves acc untouched.
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t len = std::min(kBlock, n - start);
+    DecodeBlock(in + start * width, len, encoding, block);
+    const size_t bad = FindNonFinite({block, len});
+    if (bad != len) {
+      return Status::InvalidArgument("AccumulateDense: non-finite value at index " +
+                                     std::to_string(start + bad));
+    }
+  }
+  // Pass 2 folds; the block stays in L1 between decode and fold.
+  double* a = acc.data();
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t len = std::min(kBlock, n - start);
+    DecodeBlock(in + start * width, len, encoding, block);
+    double* dst = a + start;
+    for (size_t i = 0; i < len; ++i) dst[i] += weight * static_cast<double>(block[i]);
+  }
+  return Status::Ok();
+}
+
+}  // namespace fl::internal
