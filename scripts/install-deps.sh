@@ -14,6 +14,7 @@ PACKAGES=(
   libeigen3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
+  zlib1g-dev
   dataset-fashion-mnist
   fortunes fortunes-de fortunes-es fortunes-it
   python3 python3-numpy python3-torch
