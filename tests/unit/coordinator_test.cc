@@ -1,0 +1,355 @@
+// Coordinator on real SQLite files with the real FedAvg strategy and a plain C++
+// trainer, driven through InProcessLink exactly as fl-sim drives it.
+
+#include "server/coordinator.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "algorithms/registry.h"
+#include "client/client_runtime.h"
+#include "core/config.h"
+#include "crypto/sha256.h"
+#include "examples/linear_trainer.h"
+#include "simulations/in_process_link.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr size_t kDim = 8;
+
+// Real files and time, but a clock the test moves by hand.
+class ManualClockEnv : public EnvWrapper {
+ public:
+  ManualClockEnv() : EnvWrapper(Env::Default()) {}
+  uint64_t NowMicros() override { return now_us_.load(); }
+  void Advance(std::chrono::milliseconds d) { now_us_ += static_cast<uint64_t>(d.count()) * 1000; }
+
+ private:
+  std::atomic<uint64_t> now_us_{1'000'000};
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("fl_coordinator_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  CoordinatorOptions Options(uint64_t rounds) {
+    CoordinatorOptions o;
+    o.state_dir = dir_.string();
+    o.num_rounds = rounds;
+    o.min_clients = 3;
+    o.client_fraction = 1.0;
+    o.seed = 7;
+    o.env = &env_;
+    return o;
+  }
+
+  std::unique_ptr<Strategy> FedAvg(const std::vector<std::string>& overrides = {}) {
+    std::vector<std::string> all = {"train.lr=0.05", "train.batch_size=8"};
+    all.insert(all.end(), overrides.begin(), overrides.end());
+    Result<Config> config = Config::Build(AlgorithmConfigDefaults(), "", all);
+    EXPECT_TRUE(config.ok()) << config.status().ToString();
+    Result<std::unique_ptr<Strategy>> s = CreateStrategy(*config);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::move(s).value();
+  }
+
+  ParamSet Initial() {
+    Layout layout;
+    layout.Add("weight", {kDim});
+    layout.Add("bias", {1});
+    return ParamSet(layout);
+  }
+
+  std::unique_ptr<examples::LinearTrainer> MakeTrainer(uint64_t seed) {
+    std::vector<float> x, y;
+    examples::MakeLinearData(kDim, 64, seed, &x, &y);
+    return std::make_unique<examples::LinearTrainer>(kDim, std::move(x), std::move(y));
+  }
+
+  // Trains one client's update for the open round without pushing it.
+  Payload TrainUpdate(InProcessLink& link, examples::LinearTrainer& trainer) {
+    Result<Task> task = link.PullTask(std::chrono::milliseconds(0));
+    EXPECT_TRUE(task.ok());
+    EXPECT_EQ(task->kind, TaskKind::kTrain);
+    Result<ModelSnapshot> model = link.FetchModel(task->model_version);
+    EXPECT_TRUE(model.ok()) << model.status().ToString();
+    Result<std::unique_ptr<Learner>> learner = CreateLearner(task->algorithm);
+    EXPECT_TRUE(learner.ok());
+    CancelToken cancel;
+    Result<Payload> p = (*learner)->Train(*task, *model->params, trainer, cancel);
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    return std::move(p).value();
+  }
+
+  ManualClockEnv env_;
+  std::filesystem::path dir_;
+};
+
+TEST_F(CoordinatorTest, RoundsCompleteAndModelLearns) {
+  auto coordinator = Coordinator::Create(Options(5), FedAvg(), Initial());
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status().ToString();
+  std::vector<std::unique_ptr<InProcessLink>> links;
+  std::vector<std::unique_ptr<ClientRuntime>> runtimes;
+  std::vector<std::unique_ptr<examples::LinearTrainer>> trainers;
+  for (int i = 0; i < 3; ++i) {
+    links.push_back(std::make_unique<InProcessLink>(coordinator->get()));
+    runtimes.push_back(std::make_unique<ClientRuntime>(
+        links.back().get(), ClientRuntimeOptions{.client_name = "client-" + std::to_string(i)}));
+    trainers.push_back(MakeTrainer(100 + i));
+    ASSERT_TRUE(runtimes.back()->Join().ok());
+  }
+  double first_loss = -1, last_loss = -1;
+  int rounds = 0;
+  std::vector<RoundSummary> summaries;
+  (*coordinator)->SetRoundCallback(
+      [&](const RoundSummary& s, const ModelSnapshot&) { summaries.push_back(s); });
+  while (true) {
+    bool any = false, done = false;
+    for (int i = 0; i < 3; ++i) {
+      Result<Task> t = runtimes[i]->Pull(std::chrono::milliseconds(0));
+      ASSERT_TRUE(t.ok());
+      if (t->kind == TaskKind::kDone) done = true;
+      if (t->kind != TaskKind::kTrain) continue;
+      CancelToken cancel;
+      Result<ExecuteReport> r = runtimes[i]->Execute(*t, *trainers[i], cancel);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      if (first_loss < 0) first_loss = r->train.mean_loss;
+      last_loss = r->train.mean_loss;
+      any = true;
+    }
+    if (done) break;
+    ASSERT_TRUE(any) << "no client got a task";
+    ++rounds;
+  }
+  EXPECT_EQ(rounds, 5);
+  ASSERT_EQ(summaries.size(), 5u);
+  EXPECT_EQ(summaries.back().new_version, 5u);
+  EXPECT_EQ(summaries[0].num_updates, 3u);
+  EXPECT_LT(last_loss, 0.25 * first_loss) << "FedAvg on linear regression should converge";
+  EXPECT_EQ((*coordinator)->GetStatus().model_version, 5u);
+  EXPECT_TRUE((*coordinator)->WaitUntilFinished(std::chrono::milliseconds(10)));
+}
+
+TEST_F(CoordinatorTest, SelectionDoesNotDependOnJoinOrder) {
+  auto selected_names = [&](const std::vector<std::string>& order) {
+    std::filesystem::remove_all(dir_);
+    CoordinatorOptions o = Options(1);
+    o.min_clients = 5;
+    o.clients_per_round = 2;
+    auto c = Coordinator::Create(o, FedAvg(), Initial());
+    EXPECT_TRUE(c.ok());
+    std::vector<std::unique_ptr<InProcessLink>> links;
+    std::set<std::string> names;
+    for (const auto& name : order) {
+      links.push_back(std::make_unique<InProcessLink>(c->get()));
+      EXPECT_TRUE(links.back()->Join("", name).ok());
+    }
+    for (size_t i = 0; i < order.size(); ++i) {
+      Result<Task> t = links[i]->PullTask(std::chrono::milliseconds(0));
+      if (t.ok() && t->kind == TaskKind::kTrain) names.insert(order[i]);
+    }
+    return names;
+  };
+  auto a = selected_names({"a", "b", "c", "d", "e"});
+  auto b = selected_names({"e", "c", "a", "d", "b"});
+  EXPECT_EQ(a.size(), 2u);
+  EXPECT_EQ(a, b);
+}
+
+TEST_F(CoordinatorTest, ResumesOpenRoundAndFoldsAcknowledgedUpdatesExactlyOnce) {
+  // Reference: an uninterrupted round with the same three updates.
+  std::vector<Payload> payloads;
+  ParamSet reference;
+  {
+    auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
+    ASSERT_TRUE(c.ok());
+    std::vector<std::unique_ptr<InProcessLink>> links;
+    for (int i = 0; i < 3; ++i) {
+      links.push_back(std::make_unique<InProcessLink>(c->get()));
+      ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
+    }
+    for (int i = 0; i < 3; ++i) {
+      auto trainer = MakeTrainer(200 + i);
+      payloads.push_back(TrainUpdate(*links[i], *trainer));
+    }
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(links[i]->PushUpdate(payloads[i]).ok());
+    reference = *(*c)->CurrentModel().params;
+    EXPECT_EQ((*c)->CurrentModel().version, 1u);
+  }
+  std::filesystem::remove_all(dir_);
+
+  std::vector<std::string> tokens;
+  {
+    auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
+    ASSERT_TRUE(c.ok());
+    std::vector<std::unique_ptr<InProcessLink>> links;
+    for (int i = 0; i < 3; ++i) {
+      links.push_back(std::make_unique<InProcessLink>(c->get()));
+      Result<JoinReply> j = links.back()->Join("", "client-" + std::to_string(i));
+      ASSERT_TRUE(j.ok());
+      tokens.push_back(j->session_token);
+    }
+    for (int i = 0; i < 2; ++i) ASSERT_TRUE(links[i]->PushUpdate(payloads[i]).ok());
+    EXPECT_EQ((*c)->GetStatus().updates_in_round, 2u);
+    // The coordinator goes away with the round open (the process test does kill -9).
+  }
+  auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ServerStatusInfo status = (*c)->GetStatus();
+  EXPECT_EQ(status.round, 1u);
+  EXPECT_EQ(status.updates_in_round, 2u);
+  // Sessions survive the restart.
+  Result<Session> s0 = (*c)->Authenticate(tokens[0]);
+  Result<Session> s2 = (*c)->Authenticate(tokens[2]);
+  ASSERT_TRUE(s0.ok() && s2.ok());
+  // A client that never saw its acknowledgement retries: acknowledged, not refolded.
+  Result<PushAck> again = (*c)->PushUpdate(*s0, payloads[0]);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->duplicate);
+  Result<PushAck> last = (*c)->PushUpdate(*s2, payloads[2]);
+  ASSERT_TRUE(last.ok()) << last.status().ToString();
+  ModelSnapshot model = (*c)->CurrentModel();
+  EXPECT_EQ(model.version, 1u);
+  ASSERT_EQ(model.params->size(), reference.size());
+  for (size_t i = 0; i < reference.size(); ++i) {
+    EXPECT_EQ(model.params->data()[i], reference.data()[i]) << "parameter " << i;
+  }
+}
+
+TEST_F(CoordinatorTest, BadUpdatesAreRejectedAndRecordedAndTheRoundGoesOn) {
+  auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
+  ASSERT_TRUE(c.ok());
+  std::vector<std::unique_ptr<InProcessLink>> links;
+  for (int i = 0; i < 3; ++i) {
+    links.push_back(std::make_unique<InProcessLink>(c->get()));
+    ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
+  }
+  auto trainer = MakeTrainer(5);
+  Payload good = TrainUpdate(*links[0], *trainer);
+
+  auto expect_code = [&](Payload p, StatusCode code) {
+    Result<PushAck> r = links[0]->PushUpdate(p);
+    EXPECT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), code) << r.status().ToString();
+  };
+  Payload wrong_round = good;
+  wrong_round.meta.round = 9;
+  expect_code(wrong_round, StatusCode::kFailedPrecondition);
+  Payload wrong_version = good;
+  wrong_version.meta.base_version = 3;
+  expect_code(wrong_version, StatusCode::kFailedPrecondition);
+  Payload bad_sha = good;
+  bad_sha.bytes[0] ^= 1;
+  expect_code(bad_sha, StatusCode::kDataLoss);
+  Payload nan = good;
+  float v = std::nanf("");
+  std::memcpy(nan.bytes.data(), &v, sizeof(v));
+  nan.meta.sha256 = Sha256(nan.bytes);
+  expect_code(nan, StatusCode::kInvalidArgument);
+  Payload wrong_layout = good;
+  wrong_layout.meta.layout_hash ^= 1;
+  expect_code(wrong_layout, StatusCode::kInvalidArgument);
+  Payload truncated = good;
+  truncated.bytes.resize(truncated.bytes.size() - 4);
+  truncated.meta.sha256 = Sha256(truncated.bytes);
+  expect_code(truncated, StatusCode::kInvalidArgument);
+  Payload other_client = good;
+  other_client.meta.client_id = 12345;
+  expect_code(other_client, StatusCode::kPermissionDenied);
+
+  EXPECT_EQ((*c)->GetStatus().updates_in_round, 0u);
+  for (int i = 0; i < 3; ++i) {
+    Payload p = i == 0 ? good : TrainUpdate(*links[i], *trainer);
+    ASSERT_TRUE(links[i]->PushUpdate(p).ok());
+  }
+  EXPECT_EQ((*c)->CurrentModel().version, 1u);
+  EXPECT_TRUE((*c)->CurrentModel().params->AllFinite());
+
+  Result<std::unique_ptr<Store>> store = Store::Open({.path = (dir_ / "state.db").string()});
+  ASSERT_TRUE(store.ok());
+  Result<std::vector<LedgerEntry>> ledger = (*store)->LedgerForRound(1);
+  ASSERT_TRUE(ledger.ok());
+  std::map<int, int> by_code;
+  for (const auto& e : *ledger) by_code[e.status_code]++;
+  EXPECT_EQ(by_code[0], 3);
+  EXPECT_EQ(by_code[static_cast<int>(StatusCode::kFailedPrecondition)], 2);
+  EXPECT_EQ(by_code[static_cast<int>(StatusCode::kDataLoss)], 1);
+  EXPECT_EQ(by_code[static_cast<int>(StatusCode::kInvalidArgument)], 3);
+  EXPECT_EQ(by_code[static_cast<int>(StatusCode::kPermissionDenied)], 1);
+}
+
+TEST_F(CoordinatorTest, DeadlineClosesWithEnoughUpdatesOrWidensSelection) {
+  CoordinatorOptions o = Options(2);
+  o.min_clients = 3;
+  o.clients_per_round = 2;
+  o.min_updates = 1;
+  o.round_deadline = std::chrono::seconds(30);
+  auto c = Coordinator::Create(o, FedAvg(), Initial());
+  ASSERT_TRUE(c.ok());
+  std::vector<std::unique_ptr<InProcessLink>> links;
+  for (int i = 0; i < 3; ++i) {
+    links.push_back(std::make_unique<InProcessLink>(c->get()));
+    ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
+  }
+  auto trainer = MakeTrainer(9);
+  int pushed = 0;
+  for (int i = 0; i < 3 && pushed == 0; ++i) {
+    Result<Task> t = links[i]->PullTask(std::chrono::milliseconds(0));
+    if (t->kind != TaskKind::kTrain) continue;
+    ASSERT_TRUE(links[i]->PushUpdate(TrainUpdate(*links[i], *trainer)).ok());
+    ++pushed;
+  }
+  (*c)->Poll();
+  EXPECT_EQ((*c)->CurrentModel().version, 0u) << "closed before the deadline";
+  env_.Advance(std::chrono::seconds(31));
+  (*c)->Poll();
+  EXPECT_EQ((*c)->CurrentModel().version, 1u) << "one update meets min_updates at the deadline";
+
+  // Round 2 with min_updates 3 and only 2 selected: at the deadline the third client is added.
+  std::filesystem::remove_all(dir_);
+  o.min_updates = 3;
+  o.num_rounds = 1;
+  auto c2 = Coordinator::Create(o, FedAvg(), Initial());
+  ASSERT_TRUE(c2.ok());
+  std::vector<std::unique_ptr<InProcessLink>> links2;
+  for (int i = 0; i < 3; ++i) {
+    links2.push_back(std::make_unique<InProcessLink>(c2->get()));
+    ASSERT_TRUE(links2.back()->Join("", "client-" + std::to_string(i)).ok());
+  }
+  EXPECT_EQ((*c2)->GetStatus().clients_selected, 2u);
+  env_.Advance(std::chrono::seconds(31));
+  (*c2)->Poll();
+  EXPECT_EQ((*c2)->GetStatus().clients_selected, 3u);
+  EXPECT_EQ((*c2)->CurrentModel().version, 0u);
+}
+
+TEST_F(CoordinatorTest, JoinChecksTheEnrollmentToken) {
+  CoordinatorOptions o = Options(1);
+  o.enrollment_token = "secret";
+  auto c = Coordinator::Create(o, FedAvg(), Initial());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->Join("wrong", "a").status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ((*c)->Join("secret", "").status().code(), StatusCode::kInvalidArgument);
+  Result<JoinReply> ok = (*c)->Join("secret", "a");
+  ASSERT_TRUE(ok.ok());
+  Result<JoinReply> again = (*c)->Join("secret", "a");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(ok->client_id, again->client_id);
+  EXPECT_EQ((*c)->Authenticate("nonsense").status().code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE((*c)->Authenticate(ok->session_token).ok());
+}
+
+}  // namespace
+}  // namespace fl::internal
