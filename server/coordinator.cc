@@ -650,11 +650,10 @@ void Coordinator::Poll() {
         if (d.selected.count(id) == 0) extra.push_back(id);
       }
       extra = d.ShuffleForRound(std::move(extra), d.round.round);
-      size_t want = d.SelectionSize(d.AvailableClientsLocked().size());
-      for (uint64_t id : extra) {
-        if (d.selected.size() - d.accepted_sha.size() >= want) break;
-        d.selected.insert(id);
-      }
+      // Replace the silent clients: as many newcomers as updates are still missing.
+      const size_t missing = std::max<uint32_t>(d.opt.min_updates, 1) - d.aggregator->count();
+      if (extra.size() > missing) extra.resize(missing);
+      d.selected.insert(extra.begin(), extra.end());
       d.round.selected.assign(d.selected.begin(), d.selected.end());
       Status s = d.store->UpdateRoundSelection(d.round.round, d.round.selected);
       if (!s.ok()) FL_LOG(ERROR) << "cannot record the new selection: " << s.ToString();

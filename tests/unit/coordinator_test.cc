@@ -284,7 +284,12 @@ TEST_F(CoordinatorTest, BadUpdatesAreRejectedAndRecordedAndTheRoundGoesOn) {
   std::map<int, int> by_code;
   for (const auto& e : *ledger) by_code[e.status_code]++;
   EXPECT_EQ(by_code[0], 3);
-  EXPECT_EQ(by_code[static_cast<int>(StatusCode::kFailedPrecondition)], 2);
+  // The wrong-round update is recorded under the round it claimed.
+  EXPECT_EQ(by_code[static_cast<int>(StatusCode::kFailedPrecondition)], 1);
+  Result<std::vector<LedgerEntry>> claimed = (*store)->LedgerForRound(9);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].status_code, static_cast<int>(StatusCode::kFailedPrecondition));
   EXPECT_EQ(by_code[static_cast<int>(StatusCode::kDataLoss)], 1);
   EXPECT_EQ(by_code[static_cast<int>(StatusCode::kInvalidArgument)], 3);
   EXPECT_EQ(by_code[static_cast<int>(StatusCode::kPermissionDenied)], 1);
