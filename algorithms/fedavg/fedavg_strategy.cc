@@ -1,0 +1,212 @@
+#include "algorithms/fedavg/fedavg_strategy.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "algorithms/fedavg/dense_round_aggregator.h"
+#include "codec/dense_codec.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr char kStateMagic[4] = {'F', 'A', 'O', 'S'};  // FedAvg optimizer state
+constexpr uint32_t kStateVersion = 1;
+
+void PutU32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetLE(std::string_view bytes, size_t pos, int width) {
+  uint64_t v = 0;
+  for (int i = 0; i < width; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[pos + i])) << (8 * i);
+  return v;
+}
+
+bool InUnitInterval(double x) { return std::isfinite(x) && x >= 0 && x < 1; }
+
+}  // namespace
+
+Result<ServerOptimizer> ParseServerOptimizer(std::string_view name) {
+  if (name == "sgd") return ServerOptimizer::kSgd;
+  if (name == "adam") return ServerOptimizer::kAdam;
+  if (name == "yogi") return ServerOptimizer::kYogi;
+  return Status::InvalidArgument("unknown server optimizer '" + std::string(name) +
+                                 "' (expected sgd, adam or yogi)");
+}
+
+std::string_view ServerOptimizerName(ServerOptimizer optimizer) {
+  switch (optimizer) {
+    case ServerOptimizer::kSgd: return "sgd";
+    case ServerOptimizer::kAdam: return "adam";
+    case ServerOptimizer::kYogi: return "yogi";
+  }
+  return "?";
+}
+
+Status ValidateFedAvgOptions(const FedAvgOptions& o) {
+  auto bad = [](const char* key, const std::string& why) {
+    return Status::InvalidArgument(std::string(key) + " " + why);
+  };
+  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) return bad("algorithm.server_lr", "must be > 0");
+  if (!InUnitInterval(o.server_momentum)) return bad("algorithm.server_momentum", "must be in [0, 1)");
+  if (!InUnitInterval(o.beta1)) return bad("algorithm.beta1", "must be in [0, 1)");
+  if (!InUnitInterval(o.beta2)) return bad("algorithm.beta2", "must be in [0, 1)");
+  if (!(std::isfinite(o.tau) && o.tau > 0)) return bad("algorithm.tau", "must be > 0");
+  const TrainConfig& t = o.train;
+  if (t.local_epochs < 0) return bad("train.local_epochs", "must be >= 0");
+  if (t.local_steps < 0) return bad("train.local_steps", "must be >= 0");
+  if (t.local_epochs == 0 && t.local_steps == 0) {
+    return bad("train.local_epochs", "and train.local_steps cannot both be 0");
+  }
+  if (t.batch_size < 1) return bad("train.batch_size", "must be >= 1");
+  if (!(std::isfinite(t.lr) && t.lr > 0)) return bad("train.lr", "must be > 0");
+  if (!InUnitInterval(t.momentum)) return bad("train.momentum", "must be in [0, 1)");
+  if (!(std::isfinite(t.weight_decay) && t.weight_decay >= 0)) return bad("train.weight_decay", "must be >= 0");
+  if (!(std::isfinite(t.prox_mu) && t.prox_mu >= 0)) return bad("train.prox_mu", "must be >= 0");
+  if (!IsDenseEncoding(t.upload_encoding)) return bad("train.upload_encoding", "must be f32, f16 or bf16");
+  return Status::Ok();
+}
+
+FedAvgStrategy::FedAvgStrategy(FedAvgOptions options) : options_(std::move(options)) {}
+
+TrainConfig FedAvgStrategy::ConfigureRound(uint64_t round) const {
+  TrainConfig config = options_.train;
+  config.seed = 0;
+  return config;
+}
+
+std::unique_ptr<RoundAggregator> FedAvgStrategy::NewRoundAggregator(const ParamSet& global,
+                                                                    uint64_t round) {
+  return std::make_unique<DenseRoundAggregator>(global.shared_layout(), round);
+}
+
+bool FedAvgStrategy::HasMoments() const {
+  return options_.server_optimizer != ServerOptimizer::kSgd || options_.server_momentum > 0;
+}
+
+Status FedAvgStrategy::ApplyRound(AggregateReport report, ParamSet* global) {
+  const ParamSet& delta = report.mean_delta;
+  if (delta.layout().hash() != global->layout().hash() || delta.size() != global->size()) {
+    return Status::InvalidArgument("ApplyRound: aggregate layout differs from the global model");
+  }
+  if (!delta.AllFinite()) return Status::InvalidArgument("ApplyRound: mean delta is not finite");
+  const size_t n = global->size();
+  if ((!m_.empty() && m_.size() != n) || (!v_.empty() && v_.size() != n)) {
+    return Status::FailedPrecondition("ApplyRound: optimizer state has " + std::to_string(m_.size()) +
+                                      " values, the model " + std::to_string(n));
+  }
+  const double lr = options_.server_lr;
+  const float* d = delta.data();
+  ParamSet next = *global;
+  float* w = next.data();
+
+  if (!HasMoments()) {
+    for (size_t i = 0; i < n; ++i) w[i] = static_cast<float>(w[i] + lr * d[i]);
+    if (!next.AllFinite()) return Status::InvalidArgument("ApplyRound: step makes the model non-finite");
+    *global = std::move(next);
+    ++steps_;
+    return Status::Ok();
+  }
+
+  // Compute the new moments aside and commit only if the step is finite.
+  std::vector<float> m = m_.empty() ? std::vector<float>(n, 0.0f) : m_;
+  std::vector<float> v;
+  if (options_.server_optimizer == ServerOptimizer::kSgd) {
+    const double mu = options_.server_momentum;
+    for (size_t i = 0; i < n; ++i) {
+      m[i] = static_cast<float>(mu * m[i] + d[i]);
+      w[i] = static_cast<float>(w[i] + lr * m[i]);
+    }
+  } else {
+    const double b1 = options_.beta1;
+    const double b2 = options_.beta2;
+    const double tau = options_.tau;
+    v = v_.empty() ? std::vector<float>(n, static_cast<float>(tau * tau)) : v_;
+    const bool yogi = options_.server_optimizer == ServerOptimizer::kYogi;
+    for (size_t i = 0; i < n; ++i) {
+      const double di = d[i];
+      const double d2 = di * di;
+      const double mi = b1 * m[i] + (1 - b1) * di;
+      double vi;
+      if (yogi) {
+        const double diff = static_cast<double>(v[i]) - d2;
+        vi = v[i] - (1 - b2) * d2 * static_cast<double>((diff > 0) - (diff < 0));
+      } else {
+        vi = b2 * v[i] + (1 - b2) * d2;
+      }
+      m[i] = static_cast<float>(mi);
+      v[i] = static_cast<float>(vi);
+      w[i] = static_cast<float>(w[i] + lr * mi / (std::sqrt(vi) + tau));
+    }
+  }
+  if (!next.AllFinite() || FindNonFinite(m) != n || FindNonFinite(v) != v.size()) {
+    return Status::InvalidArgument("ApplyRound: step makes the model or optimizer state non-finite");
+  }
+  *global = std::move(next);
+  m_ = std::move(m);
+  v_ = std::move(v);
+  ++steps_;
+  return Status::Ok();
+}
+
+// Layout: "FAOS", u32 version, u32 optimizer, u64 steps, u64 n_m, u64 n_v, then n_m and
+// n_v little-endian float32 values.
+std::string FedAvgStrategy::SaveState() const {
+  if (m_.empty() && v_.empty()) return {};
+  std::string out(kStateMagic, 4);
+  PutU32(&out, kStateVersion);
+  PutU32(&out, static_cast<uint32_t>(options_.server_optimizer));
+  PutU64(&out, steps_);
+  PutU64(&out, m_.size());
+  PutU64(&out, v_.size());
+  std::string values;
+  (void)EncodeDense(m_, Encoding::kDenseF32, &values);
+  out += values;
+  (void)EncodeDense(v_, Encoding::kDenseF32, &values);
+  out += values;
+  return out;
+}
+
+Status FedAvgStrategy::LoadState(std::string_view state) {
+  if (state.empty()) {
+    m_.clear();
+    v_.clear();
+    steps_ = 0;
+    return Status::Ok();
+  }
+  constexpr size_t kHeader = 4 + 4 + 4 + 8 + 8 + 8;
+  if (state.size() < kHeader || std::memcmp(state.data(), kStateMagic, 4) != 0) {
+    return Status::DataLoss("FedAvg optimizer state: bad header");
+  }
+  if (GetLE(state, 4, 4) != kStateVersion) {
+    return Status::DataLoss("FedAvg optimizer state: unsupported version");
+  }
+  const auto optimizer = static_cast<ServerOptimizer>(GetLE(state, 8, 4));
+  if (optimizer != options_.server_optimizer) {
+    return Status::InvalidArgument("FedAvg optimizer state was saved by server optimizer " +
+                                   std::to_string(static_cast<int>(optimizer)) + ", this run uses " +
+                                   std::string(ServerOptimizerName(options_.server_optimizer)));
+  }
+  const uint64_t steps = GetLE(state, 12, 8);
+  const uint64_t n_m = GetLE(state, 20, 8);
+  const uint64_t n_v = GetLE(state, 28, 8);
+  const uint64_t body = state.size() - kHeader;
+  // Bound the counts before multiplying, so forged values cannot overflow.
+  if (n_m > body / 4 || n_v > body / 4 || (n_m + n_v) * 4 != body) {
+    return Status::DataLoss("FedAvg optimizer state: length does not match its counts");
+  }
+  std::vector<float> m(n_m), v(n_v);
+  FL_RETURN_IF_ERROR(DecodeDense(state.substr(kHeader, n_m * 4), Encoding::kDenseF32, m));
+  FL_RETURN_IF_ERROR(DecodeDense(state.substr(kHeader + n_m * 4), Encoding::kDenseF32, v));
+  if (FindNonFinite(m) != m.size() || FindNonFinite(v) != v.size()) {
+    return Status::DataLoss("FedAvg optimizer state: non-finite values");
+  }
+  m_ = std::move(m);
+  v_ = std::move(v);
+  steps_ = steps;
+  return Status::Ok();
+}
+
+}  // namespace fl::internal

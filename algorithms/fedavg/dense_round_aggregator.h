@@ -1,0 +1,66 @@
+#ifndef FL_ALGORITHMS_FEDAVG_DENSE_ROUND_AGGREGATOR_H_
+#define FL_ALGORITHMS_FEDAVG_DENSE_ROUND_AGGREGATOR_H_
+
+// The generic round aggregator: validates an update's metadata, folds it into a
+// streaming WeightedAccumulator and reports the weighted mean delta. Algorithms whose
+// uploads decode to a dense delta (FedAvg/FedProx/FedAdam as they are; Ferret after
+// reconstruction; async with a staleness-scaled weight) subclass it and override
+// Fold() and/or FoldWeight().
+
+#include <cstdint>
+#include <memory>
+
+#include "agg/weighted_accumulator.h"
+#include "fl/param_set.h"
+#include "fl/status.h"
+#include "fl/strategy.h"
+#include "fl/update.h"
+
+namespace fl::internal {
+
+// Not thread-safe (the coordinator serializes calls). Operations validate before they
+// change anything: on any error the aggregator is unchanged.
+class DenseRoundAggregator : public RoundAggregator {
+ public:
+  // Aggregates deltas of models with `layout` for `round`.
+  DenseRoundAggregator(std::shared_ptr<const Layout> layout, uint64_t round);
+  ~DenseRoundAggregator() override = default;
+  DenseRoundAggregator(const DenseRoundAggregator&) = delete;
+  DenseRoundAggregator& operator=(const DenseRoundAggregator&) = delete;
+
+  // FailedPrecondition once consumed or if payload.meta.round is another round;
+  // InvalidArgument if the layout hash differs, the weight is not finite and > 0, the
+  // train loss is not finite, or Fold() refuses the content (encoding, length,
+  // non-finite values).
+  Status Accumulate(const Payload& payload) final;
+  // Consumes `other`, which must be a DenseRoundAggregator of the same round and
+  // layout (InvalidArgument otherwise); FailedPrecondition if either is consumed.
+  Status MergeWith(RoundAggregator&& other) final;
+  uint64_t count() const final { return acc_.count(); }
+  bool CanReport() const final { return !consumed_ && acc_.count() > 0; }
+  // mean_delta = sum w_i d_i / sum w_i; mean_train_loss is weighted the same way.
+  Result<AggregateReport> Report() && final;
+
+  uint64_t round() const { return round_; }
+  bool consumed() const { return consumed_; }
+
+ protected:
+  // Decodes payload.bytes and folds weight * delta into *acc. Must leave *acc unchanged
+  // on error. The default accepts the dense encodings (f32/f16/bf16).
+  virtual Status Fold(const Payload& payload, double weight, WeightedAccumulator* acc);
+  // The weight an update is folded with; the default is meta.weight. Checked to be
+  // finite and > 0 after this returns.
+  virtual Result<double> FoldWeight(const UpdateMeta& meta) { return meta.weight; }
+
+ private:
+  Status CheckUsable(const char* op) const;
+
+  uint64_t round_;
+  WeightedAccumulator acc_;
+  double loss_sum_ = 0;  // sum of weight * train_loss
+  bool consumed_ = false;
+};
+
+}  // namespace fl::internal
+
+#endif  // FL_ALGORITHMS_FEDAVG_DENSE_ROUND_AGGREGATOR_H_
