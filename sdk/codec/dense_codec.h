@@ -6,6 +6,7 @@
 // every codec maps inf to inf and NaN to a (quiet) NaN. The loops are branch-free so
 // the compiler vectorizes them.
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -55,13 +56,15 @@ inline uint16_t FloatToHalf(float f) {
   const uint32_t shl1_w = w + w;
   const uint32_t sign = w & 0x80000000u;
   uint32_t bias = shl1_w & 0xff000000u;
-  bias = bias < 0x71000000u ? 0x71000000u : bias;
+  bias = std::max(bias, 0x71000000u);
   base = std::bit_cast<float>((bias >> 1) + 0x07800000u) + base;
   const uint32_t bits = std::bit_cast<uint32_t>(base);
   const uint32_t exp_bits = (bits >> 13) & 0x00007c00u;
   const uint32_t mantissa_bits = bits & 0x00000fffu;
   const uint32_t nonsign = exp_bits + mantissa_bits;
-  return static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xff000000u ? 0x7e00u : nonsign));
+  // Selects by mask, not by branch, so loops over this function vectorize.
+  const uint32_t nan_mask = 0u - static_cast<uint32_t>(shl1_w > 0xff000000u);
+  return static_cast<uint16_t>((sign >> 16) | (0x7e00u & nan_mask) | (nonsign & ~nan_mask));
 }
 
 inline float HalfToFloat(uint16_t h) {
@@ -77,18 +80,18 @@ inline float HalfToFloat(uint16_t h) {
   const uint32_t magic_mask = 126u << 23;
   const float denormalized = std::bit_cast<float>((two_w >> 17) | magic_mask) - 0.5f;
   const uint32_t denormalized_cutoff = 1u << 27;
-  const uint32_t result =
-      sign | (two_w < denormalized_cutoff ? std::bit_cast<uint32_t>(denormalized)
-                                          : std::bit_cast<uint32_t>(normalized));
+  const uint32_t sub_mask = 0u - static_cast<uint32_t>(two_w < denormalized_cutoff);
+  const uint32_t result = sign | (std::bit_cast<uint32_t>(denormalized) & sub_mask) |
+                          (std::bit_cast<uint32_t>(normalized) & ~sub_mask);
   return std::bit_cast<float>(result);
 }
 
 inline uint16_t FloatToBFloat16(float f) {
   const uint32_t bits = std::bit_cast<uint32_t>(f);
   const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  const bool is_nan = (bits & 0x7fffffffu) > 0x7f800000u;
+  const uint32_t nan_mask = 0u - static_cast<uint32_t>((bits & 0x7fffffffu) > 0x7f800000u);
   // Truncating a NaN could clear every mantissa bit and make it inf: force it quiet.
-  return static_cast<uint16_t>(is_nan ? ((bits >> 16) | 0x0040u) : rounded);
+  return static_cast<uint16_t>((((bits >> 16) | 0x0040u) & nan_mask) | (rounded & ~nan_mask));
 }
 
 inline float BFloat16ToFloat(uint16_t h) {
