@@ -1,0 +1,90 @@
+#ifndef FL_SDK_TORCH_MODELS_H_
+#define FL_SDK_TORCH_MODELS_H_
+
+// The built-in LibTorch models and the bridge between an nn::Module and a ParamSet.
+// Internal to fl_torch (includes LibTorch); other code uses model_zoo.h and
+// torch_trainer.h.
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fl/param_set.h"
+#include "fl/status.h"
+
+namespace fl::internal {
+
+// A classifier of 1 x 28 x 28 images (normalized pixels) into 10 classes.
+class ImageClassifier : public torch::nn::Module {
+ public:
+  // x: [batch, 1, 28, 28] float; returns logits [batch, 10].
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+
+// W1 `fmnist-cnn`: conv5x5(16) -> maxpool 2 -> conv5x5(32) -> maxpool 2 -> fc 128 -> fc 10,
+// ReLU after every hidden layer; 'same' padding keeps 28 -> 14 -> 7, 215,370 parameters.
+class CnnImpl final : public ImageClassifier {
+ public:
+  CnnImpl();
+  torch::Tensor forward(torch::Tensor x) override;
+
+ private:
+  torch::nn::Conv2d conv1_;
+  torch::nn::Conv2d conv2_;
+  torch::nn::Linear fc1_;
+  torch::nn::Linear fc2_;
+};
+TORCH_MODULE(Cnn);
+
+// A small baseline: 784 -> 128 -> 10 with ReLU (101,770 parameters).
+class MlpImpl final : public ImageClassifier {
+ public:
+  MlpImpl();
+  torch::Tensor forward(torch::Tensor x) override;
+
+ private:
+  torch::nn::Linear fc1_;
+  torch::nn::Linear fc2_;
+};
+TORCH_MODULE(Mlp);
+
+// A module from the zoo by name ("cnn", "mlp"), initialized from LibTorch's global
+// generator seeded with `seed` (serialized by a process-wide mutex, so concurrent callers
+// get reproducible weights). InvalidArgument for an unknown name.
+Result<std::shared_ptr<ImageClassifier>> CreateImageClassifier(const std::string& name,
+                                                               uint64_t seed);
+
+// Views a module's state as a ParamSet: its named_parameters() in registration order,
+// then its floating-point named_buffers() (integer buffers such as counters are not
+// averaged and are left out). The tensor list is captured once; the module must keep
+// its structure for the bridge's life. Not thread-safe.
+class ParamBridge {
+ public:
+  explicit ParamBridge(torch::nn::Module& module);
+
+  const Layout& layout() const { return *layout_; }
+  std::shared_ptr<const Layout> shared_layout() const { return layout_; }
+  // The tensors in layout order (parameters share storage with the module).
+  const std::vector<torch::Tensor>& tensors() const { return tensors_; }
+  size_t num_parameters() const { return num_parameters_; }
+
+  // Module -> *out, one memcpy per tensor on CPU. *out is given layout() if it has
+  // another one. Internal on a LibTorch error.
+  Status Read(ParamSet* out) const;
+  // params -> module. InvalidArgument if params.layout() differs from layout().
+  Status Write(const ParamSet& params);
+
+ private:
+  std::shared_ptr<const Layout> layout_;
+  std::vector<torch::Tensor> tensors_;
+  size_t num_parameters_ = 0;
+};
+
+// Converts a LibTorch exception into a Status at the module boundary.
+Status TorchErrorStatus(const std::exception& e, std::string_view context);
+
+}  // namespace fl::internal
+
+#endif  // FL_SDK_TORCH_MODELS_H_
