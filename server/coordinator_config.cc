@@ -1,0 +1,180 @@
+#include "server/coordinator_config.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "codec/param_io.h"
+#include "fl/env.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr char kSyntheticPrefix[] = "random:";
+
+std::string FormatDouble(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
+Status OutOfRange(const std::string& key, const std::string& requirement, const std::string& got) {
+  return Status::InvalidArgument("config key " + key + " must be " + requirement + " (got " + got +
+                                 ")");
+}
+
+Result<int64_t> IntAtLeast(const Config& config, const std::string& key, int64_t min,
+                           int64_t max = std::numeric_limits<int64_t>::max()) {
+  const int64_t v = config.GetInt(key);
+  if (v < min || v > max) {
+    std::string requirement = ">= " + std::to_string(min);
+    if (max != std::numeric_limits<int64_t>::max()) requirement += " and <= " + std::to_string(max);
+    return OutOfRange(key, requirement, std::to_string(v));
+  }
+  return v;
+}
+
+Result<std::chrono::milliseconds> PositiveSeconds(const Config& config, const std::string& key) {
+  const double s = config.GetDouble(key);
+  // Upper bound keeps the millisecond count far from overflow.
+  if (!std::isfinite(s) || s <= 0 || s > 1e9) {
+    return OutOfRange(key, "a positive number of seconds", FormatDouble(s));
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(s * 1000.0)));
+}
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+nlohmann::json CoordinatorConfigDefaults() {
+  const CoordinatorOptions d;
+  return {
+      {"coordinator",
+       {
+           {"client_fraction", d.client_fraction},
+           {"clients_per_round", d.clients_per_round},
+           {"min_clients", d.min_clients},
+           {"min_updates", d.min_updates},
+           {"round_deadline_s", static_cast<double>(d.round_deadline.count()) / 1000.0},
+           {"client_timeout_s", static_cast<double>(d.client_timeout.count()) / 1000.0},
+           {"max_update_mb", d.max_update_bytes >> 20},
+           {"enrollment_token", d.enrollment_token},
+           {"durable", d.durable},
+           {"keep_models", d.keep_models},
+       }},
+      {"run",
+       {
+           {"seed", d.seed},
+           {"rounds", d.num_rounds},
+           {"state_dir", d.state_dir},
+       }},
+  };
+}
+
+Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
+  CoordinatorOptions o;
+  const double fraction = config.GetDouble("coordinator.client_fraction");
+  if (!(fraction > 0.0 && fraction <= 1.0)) {
+    return OutOfRange("coordinator.client_fraction", "in (0, 1]", FormatDouble(fraction));
+  }
+  o.client_fraction = fraction;
+  constexpr int64_t kU32 = std::numeric_limits<uint32_t>::max();
+  FL_ASSIGN_OR_RETURN(int64_t per_round,
+                      IntAtLeast(config, "coordinator.clients_per_round", 0, kU32));
+  o.clients_per_round = static_cast<uint32_t>(per_round);
+  FL_ASSIGN_OR_RETURN(int64_t min_clients, IntAtLeast(config, "coordinator.min_clients", 1, kU32));
+  o.min_clients = static_cast<uint32_t>(min_clients);
+  FL_ASSIGN_OR_RETURN(int64_t min_updates, IntAtLeast(config, "coordinator.min_updates", 1, kU32));
+  o.min_updates = static_cast<uint32_t>(min_updates);
+  FL_ASSIGN_OR_RETURN(o.round_deadline, PositiveSeconds(config, "coordinator.round_deadline_s"));
+  FL_ASSIGN_OR_RETURN(o.client_timeout, PositiveSeconds(config, "coordinator.client_timeout_s"));
+  // 2^43 MiB = 8 EiB would overflow the byte count.
+  FL_ASSIGN_OR_RETURN(int64_t max_mb,
+                      IntAtLeast(config, "coordinator.max_update_mb", 1, 1ll << 40));
+  o.max_update_bytes = static_cast<uint64_t>(max_mb) << 20;
+  o.enrollment_token = config.GetString("coordinator.enrollment_token");
+  o.durable = config.GetBool("coordinator.durable");
+  FL_ASSIGN_OR_RETURN(int64_t keep, IntAtLeast(config, "coordinator.keep_models", 0, kU32));
+  o.keep_models = static_cast<uint32_t>(keep);
+
+  FL_ASSIGN_OR_RETURN(int64_t seed, IntAtLeast(config, "run.seed", 0));
+  o.seed = static_cast<uint64_t>(seed);
+  FL_ASSIGN_OR_RETURN(int64_t rounds, IntAtLeast(config, "run.rounds", 1));
+  o.num_rounds = static_cast<uint64_t>(rounds);
+  o.state_dir = config.GetString("run.state_dir");
+  if (o.state_dir.empty()) return OutOfRange("run.state_dir", "a directory path", "\"\"");
+  return o;
+}
+
+nlohmann::json ModelConfigDefaults(const std::string& default_name) {
+  return {{"model", {{"name", default_name}, {"init_file", ""}}}};
+}
+
+Result<uint64_t> ParseSyntheticModelName(const std::string& name) {
+  const std::string_view prefix = kSyntheticPrefix;
+  if (name.compare(0, prefix.size(), prefix) != 0) {
+    return Status::InvalidArgument("model name '" + name + "' is not of the form random:<n>");
+  }
+  const char* first = name.data() + prefix.size();
+  const char* last = name.data() + name.size();
+  uint64_t n = 0;
+  auto [ptr, ec] = std::from_chars(first, last, n);
+  if (ec != std::errc() || ptr != last || first == last || n == 0) {
+    return Status::InvalidArgument("model name '" + name +
+                                   "': random:<n> needs a positive integer n");
+  }
+  return n;
+}
+
+Result<ParamSet> SyntheticModel(uint64_t num_params, uint64_t seed) {
+  if (num_params == 0) return Status::InvalidArgument("synthetic model needs at least 1 parameter");
+  // One float32 buffer; refuse sizes whose byte count cannot be represented.
+  if (num_params > (std::numeric_limits<uint64_t>::max() >> 3)) {
+    return Status::InvalidArgument("synthetic model too large");
+  }
+  Layout layout;
+  layout.Add("weight", {static_cast<int64_t>(num_params)});
+  ParamSet params(std::move(layout));
+  float* data = params.data();
+  const uint64_t key = SplitMix64(seed ^ 0x73796e7468657469ull);  // "synthetic"
+  for (uint64_t i = 0; i < num_params; ++i) {
+    // Top 24 bits give an exactly representable float in [0, 1).
+    const uint64_t bits = SplitMix64(key + i) >> 40;
+    data[i] = (static_cast<float>(bits) * (1.0f / 16777216.0f) - 0.5f) * 0.2f;
+  }
+  return params;
+}
+
+Result<ParamSet> InitialModelFromConfig(const Config& config) {
+  const std::string file = config.GetString("model.init_file");
+  const std::string name = config.GetString("model.name");
+  if (!file.empty()) {
+    FL_ASSIGN_OR_RETURN(std::string data, Env::Default()->ReadFile(file));
+    Result<ParamSet> params = ParseParamSet(data);
+    if (!params.ok()) return params.status().WithContext("model.init_file " + file);
+    if (!params->AllFinite()) {
+      return Status::InvalidArgument("model.init_file " + file + " holds non-finite values");
+    }
+    return params;
+  }
+  Result<uint64_t> n = ParseSyntheticModelName(name);
+  if (!n.ok() && name.rfind(kSyntheticPrefix, 0) == 0) {
+    return n.status().WithContext("model.name");
+  }
+  if (!n.ok()) {
+    return Status::InvalidArgument("model.name '" + name +
+                                   "' needs model.init_file (--init-model FILE; write one with "
+                                   "`fl-sim export-model`), or use random:<n>");
+  }
+  FL_ASSIGN_OR_RETURN(int64_t seed, IntAtLeast(config, "run.seed", 0));
+  return SyntheticModel(*n, static_cast<uint64_t>(seed));
+}
+
+}  // namespace fl::internal
