@@ -1,0 +1,439 @@
+#include "server/grpc_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "codec/param_io.h"
+#include "core/logging.h"
+#include "crypto/sha256.h"
+#include "fl/env.h"
+#include "fl/v1/fl.grpc.pb.h"
+#include "proto/wire.h"
+
+namespace fl::internal {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Coordinator::PullTask is called in slices of at most this length, so a long poll
+// notices a cancelled call or a server shutdown within a slice instead of holding its
+// thread for the whole wait.
+constexpr milliseconds kPollSlice{1000};
+// A long poll answers this long before the caller's deadline so the reply arrives.
+constexpr milliseconds kDeadlineMargin{250};
+
+// The serialized form of one model version, shared by all concurrent downloads.
+struct SerializedModel {
+  uint64_t version = 0;
+  uint64_t layout_hash = 0;
+  uint64_t num_params = 0;
+  std::string bytes;
+  std::string sha256;
+};
+
+// Uses the synchronous API on purpose: Coordinator::PullTask blocks (long poll) and
+// Coordinator::PushUpdate blocks until the update is fsync'd, and the callback API
+// forbids blocking on its event-engine threads. Running those calls on the callback
+// API would need a hand-made thread pool behind every handler, which is exactly what
+// the synchronous server already is; its blocking Read/Write also give the streams
+// flow control for free.
+class FederatedLearningService final : public v1::FederatedLearning::Service {
+ public:
+  FederatedLearningService(Coordinator* coordinator, const GrpcServerOptions& options)
+      : coordinator_(coordinator),
+        max_poll_wait_(options.max_poll_wait),
+        max_update_bytes_(options.max_update_bytes) {}
+
+  // Makes pending long polls answer at their next slice.
+  void BeginShutdown() { shutting_down_.store(true); }
+
+  // Waits until no handler is running or `deadline` passes; true if idle.
+  bool WaitIdle(std::chrono::steady_clock::time_point deadline) const {
+    while (active_calls_.load() > 0) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return true;
+  }
+
+  grpc::Status Join(grpc::ServerContext* context, const v1::JoinRequest* request,
+                    v1::JoinResponse* response) override {
+    CallGuard guard(&active_calls_);
+    Result<JoinReply> reply =
+        coordinator_->Join(request->enrollment_token(), request->client_name());
+    if (!reply.ok()) return ToGrpcStatus(reply.status());
+    response->set_client_id(reply->client_id);
+    response->set_session_token(reply->session_token);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
+                         v1::HeartbeatResponse* response) override {
+    CallGuard guard(&active_calls_);
+    Result<Session> session = Authenticate(*context);
+    if (!session.ok()) return ToGrpcStatus(session.status());
+    return ToGrpcStatus(coordinator_->Heartbeat(*session));
+  }
+
+  grpc::Status PullTask(grpc::ServerContext* context, const v1::PullTaskRequest* request,
+                        v1::PullTaskResponse* response) override {
+    CallGuard guard(&active_calls_);
+    Result<Session> session = Authenticate(*context);
+    if (!session.ok()) return ToGrpcStatus(session.status());
+
+    milliseconds wait = std::min(milliseconds(request->wait_ms()), max_poll_wait_);
+    const auto until_deadline = std::chrono::duration_cast<milliseconds>(
+        context->deadline() - std::chrono::system_clock::now() - kDeadlineMargin);
+    wait = std::max(milliseconds(0), std::min(wait, until_deadline));
+
+    const auto end = std::chrono::steady_clock::now() + wait;
+    while (true) {
+      const auto remaining =
+          std::chrono::duration_cast<milliseconds>(end - std::chrono::steady_clock::now());
+      const milliseconds slice = std::clamp(remaining, milliseconds(0), kPollSlice);
+      Result<Task> task = coordinator_->PullTask(*session, slice);
+      if (!task.ok()) return ToGrpcStatus(task.status());
+      if (task->kind != TaskKind::kWait || remaining <= slice || shutting_down_.load() ||
+          context->IsCancelled()) {
+        ToProto(*task, response->mutable_task());
+        return grpc::Status::OK;
+      }
+    }
+  }
+
+  grpc::Status FetchModel(grpc::ServerContext* context, const v1::FetchModelRequest* request,
+                          grpc::ServerWriter<v1::ModelChunk>* writer) override {
+    CallGuard guard(&active_calls_);
+    Result<Session> session = Authenticate(*context);
+    if (!session.ok()) return ToGrpcStatus(session.status());
+    if (request->format() != v1::MODEL_FORMAT_UNSPECIFIED &&
+        request->format() != v1::MODEL_FORMAT_PARAM_SET) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unsupported model format");
+    }
+    Result<ModelSnapshot> snapshot = coordinator_->FetchModel(*session, request->version());
+    if (!snapshot.ok()) return ToGrpcStatus(snapshot.status());
+    if (snapshot->params == nullptr) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "coordinator returned no model");
+    }
+    std::shared_ptr<const SerializedModel> model = Serialized(*snapshot);
+
+    v1::ModelChunk chunk;
+    v1::ModelHeader* header = chunk.mutable_header();
+    header->set_version(model->version);
+    header->set_total_bytes(model->bytes.size());
+    header->set_layout_hash(model->layout_hash);
+    header->set_sha256(model->sha256);
+    header->set_num_params(model->num_params);
+    header->set_format(v1::MODEL_FORMAT_PARAM_SET);
+    if (!writer->Write(chunk)) return Cancelled("model download");
+    for (size_t offset = 0; offset < model->bytes.size(); offset += kMaxChunkBytes) {
+      if (context->IsCancelled()) return Cancelled("model download");
+      const size_t n = std::min(kMaxChunkBytes, model->bytes.size() - offset);
+      chunk.set_data(model->bytes.data() + offset, n);
+      if (!writer->Write(chunk)) return Cancelled("model download");
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status PushUpdate(grpc::ServerContext* context, grpc::ServerReader<v1::UpdateChunk>* reader,
+                          v1::PushUpdateResponse* response) override {
+    CallGuard guard(&active_calls_);
+    Result<Session> session = Authenticate(*context);
+    if (!session.ok()) return ToGrpcStatus(session.status());
+
+    v1::UpdateChunk chunk;
+    if (!reader->Read(&chunk)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty update stream");
+    }
+    if (!chunk.has_header()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first message of an update stream must be its header");
+    }
+    const uint64_t round = chunk.header().round();
+    const uint64_t declared = chunk.header().total_bytes();
+    Result<UpdateMeta> meta = FromProto(chunk.header());
+    if (!meta.ok()) return Reject(*session, round, meta.status());
+    if (declared > max_update_bytes_) {
+      return Reject(*session, round,
+                    Status::ResourceExhausted("update of " + std::to_string(declared) +
+                                              " bytes exceeds the limit of " +
+                                              std::to_string(max_update_bytes_)));
+    }
+
+    Payload payload;
+    payload.meta = std::move(meta).value();
+    if (payload.meta.client_id == 0) payload.meta.client_id = session->client_id;
+    // Reserving only address space: pages are touched as data arrives, and `declared`
+    // is already bounded by max_update_bytes.
+    payload.bytes.reserve(declared);
+    while (reader->Read(&chunk)) {
+      if (!chunk.has_data()) {
+        return Reject(*session, round,
+                      Status::InvalidArgument("update stream has a second header"));
+      }
+      const std::string& data = chunk.data();
+      // Checked before appending, so nothing beyond the declared size is ever buffered.
+      if (data.size() > declared - payload.bytes.size()) {
+        return Reject(*session, round,
+                      Status::ResourceExhausted("update stream exceeds its declared size of " +
+                                                std::to_string(declared) + " bytes"));
+      }
+      payload.bytes.append(data);
+    }
+    if (context->IsCancelled() || payload.bytes.size() < declared) {
+      Status lost =
+          Status::DataLoss("truncated update: received " + std::to_string(payload.bytes.size()) +
+                           " of " + std::to_string(declared) + " bytes");
+      grpc::Status status = Reject(*session, round, lost);
+      return context->IsCancelled() ? Cancelled("update upload") : status;
+    }
+
+    Result<PushAck> ack = coordinator_->PushUpdate(*session, payload);
+    if (!ack.ok()) return ToGrpcStatus(ack.status());
+    response->set_round(ack->round);
+    response->set_duplicate(ack->duplicate);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
+                         v1::GetStatusResponse* response) override {
+    CallGuard guard(&active_calls_);
+    Result<Session> session = Authenticate(*context);
+    if (!session.ok()) return ToGrpcStatus(session.status());
+    ToProto(coordinator_->GetStatus(), response);
+    return grpc::Status::OK;
+  }
+
+ private:
+  // Counts running handlers, so Shutdown can tell when the server is idle.
+  class CallGuard {
+   public:
+    explicit CallGuard(std::atomic<int>* count) : count_(count) { count_->fetch_add(1); }
+    ~CallGuard() { count_->fetch_sub(1); }
+
+   private:
+    std::atomic<int>* count_;
+  };
+
+  // The one place a call's session token is checked.
+  Result<Session> Authenticate(const grpc::ServerContext& context) {
+    std::optional<std::string> token = SessionTokenFromMetadata(context.client_metadata());
+    if (!token.has_value()) {
+      return Status::Unauthenticated("missing session token (authorization: Bearer ...)");
+    }
+    return coordinator_->Authenticate(*token);
+  }
+
+  // An update that failed in transport still gets its ledger row.
+  grpc::Status Reject(const Session& session, uint64_t round, const Status& status) {
+    Status recorded = coordinator_->RecordTransportFailure(session, round, status);
+    return ToGrpcStatus(recorded.ok() ? status : recorded);
+  }
+
+  static grpc::Status Cancelled(const char* what) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, std::string(what) + " cancelled");
+  }
+
+  // Serializes each version once, however many clients download it at the same time.
+  std::shared_ptr<const SerializedModel> Serialized(const ModelSnapshot& snapshot) {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    if (cache_ == nullptr || cache_->version != snapshot.version) {
+      cache_.reset();  // the old version's bytes are freed before the new ones exist
+      auto model = std::make_shared<SerializedModel>();
+      model->version = snapshot.version;
+      model->layout_hash = snapshot.params->layout().hash();
+      model->num_params = snapshot.params->size();
+      model->bytes = SerializeParamSet(*snapshot.params);
+      model->sha256 = Sha256(model->bytes);
+      cache_ = std::move(model);
+    }
+    return cache_;
+  }
+
+  Coordinator* const coordinator_;
+  const milliseconds max_poll_wait_;
+  const uint64_t max_update_bytes_;
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int> active_calls_{0};
+  std::mutex cache_mu_;
+  std::shared_ptr<const SerializedModel> cache_;  // guarded by cache_mu_
+};
+
+class GrpcServerImpl final : public GrpcServer {
+ public:
+  GrpcServerImpl(Coordinator* coordinator, std::unique_ptr<FederatedLearningService> service,
+                 milliseconds poll_interval)
+      : coordinator_(coordinator), service_(std::move(service)), poll_interval_(poll_interval) {}
+
+  ~GrpcServerImpl() override { Shutdown(milliseconds(0)); }
+
+  Status Start(const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials) {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(address, std::move(credentials), &port);
+    builder.RegisterService(service_.get());
+    builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    builder.SetMaxSendMessageSize(kMaxMessageBytes);
+    // Accept the client's keepalive pings (kKeepaliveTime apart) even between calls,
+    // instead of answering them with GOAWAY "too_many_pings".
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                               static_cast<int>(kServerMinPingInterval.count()));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                               2 * static_cast<int>(kKeepaliveTime.count()));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                               static_cast<int>(kKeepaliveTimeout.count()));
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port == 0) {
+      server_.reset();
+      return Status::Unavailable("cannot listen on " + address);
+    }
+    port_ = port;
+    if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(true);
+    ticker_ = std::thread([this] { Tick(); });
+    return Status::Ok();
+  }
+
+  int port() const override { return port_; }
+
+  void Shutdown(milliseconds deadline) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (shutdown_started_) {
+        done_cv_.wait(lock, [this] { return shutdown_done_; });
+        return;
+      }
+      shutdown_started_ = true;
+    }
+    if (server_ != nullptr) {
+      if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
+      service_->BeginShutdown();
+      // gRPC's own Shutdown(deadline) also waits for idle client connections to go away,
+      // which connected clients never do by themselves: it would always take the full
+      // deadline. Waiting here for the running calls only, then cancelling whatever is
+      // left, ends as soon as the work is done.
+      service_->WaitIdle(std::chrono::steady_clock::now() + deadline);
+      server_->Shutdown(std::chrono::system_clock::now());
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ticker_ = true;
+    }
+    tick_cv_.notify_all();
+    if (ticker_.joinable()) ticker_.join();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shutdown_done_ = true;
+    }
+    done_cv_.notify_all();
+  }
+
+  void Wait() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [this] { return shutdown_done_; });
+  }
+
+ private:
+  void Tick() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_ticker_) {
+      tick_cv_.wait_for(lock, poll_interval_, [this] { return stop_ticker_; });
+      if (stop_ticker_) break;
+      lock.unlock();
+      coordinator_->Poll();
+      lock.lock();
+    }
+  }
+
+  Coordinator* const coordinator_;
+  std::unique_ptr<FederatedLearningService> service_;
+  const milliseconds poll_interval_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::thread ticker_;
+
+  std::mutex mu_;
+  std::condition_variable tick_cv_;
+  std::condition_variable done_cv_;
+  bool stop_ticker_ = false;       // guarded by mu_
+  bool shutdown_started_ = false;  // guarded by mu_
+  bool shutdown_done_ = false;     // guarded by mu_
+};
+
+Result<std::string> ReadPem(const std::string& path, const char* what) {
+  Result<std::string> pem = Env::Default()->ReadFile(path);
+  if (!pem.ok()) return pem.status().WithContext(std::string("reading ") + what);
+  if (pem->empty()) return Status::InvalidArgument(std::string(what) + " file is empty: " + path);
+  return pem;
+}
+
+Result<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const GrpcServerOptions& options) {
+  if (options.insecure) {
+    FL_LOG(WARNING) << "serving without TLS (insecure): session tokens and models travel "
+                       "in plaintext";
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl(
+      options.require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                  : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  FL_ASSIGN_OR_RETURN(pair.private_key, ReadPem(options.tls_key_path, "TLS key"));
+  FL_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(options.tls_cert_path, "TLS certificate"));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!options.tls_ca_path.empty()) {
+    FL_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(options.tls_ca_path, "TLS CA"));
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+Status ValidateGrpcServerOptions(const GrpcServerOptions& options) {
+  if (options.listen_address.empty()) return Status::InvalidArgument("empty listen address");
+  if (options.poll_interval <= milliseconds(0) || options.max_poll_wait < milliseconds(0)) {
+    return Status::InvalidArgument("poll_interval must be positive, max_poll_wait >= 0");
+  }
+  const bool any_tls = !options.tls_cert_path.empty() || !options.tls_key_path.empty() ||
+                       !options.tls_ca_path.empty() || options.require_client_cert;
+  if (options.insecure) {
+    if (any_tls) {
+      return Status::InvalidArgument("insecure is set together with TLS settings; choose one");
+    }
+    return Status::Ok();
+  }
+  if (options.tls_cert_path.empty() || options.tls_key_path.empty()) {
+    return Status::InvalidArgument(
+        "TLS certificate and key are required (server.tls.cert, server.tls.key); "
+        "set insecure explicitly to serve plaintext");
+  }
+  if (options.require_client_cert && options.tls_ca_path.empty()) {
+    return Status::InvalidArgument("require_client_cert needs a CA bundle (server.tls.ca)");
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<GrpcServer>> StartGrpcServer(const GrpcServerOptions& options,
+                                                    Coordinator* coordinator) {
+  if (coordinator == nullptr) return Status::InvalidArgument("no coordinator");
+  FL_RETURN_IF_ERROR(ValidateGrpcServerOptions(options));
+  FL_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                      MakeCredentials(options));
+  auto service = std::make_unique<FederatedLearningService>(coordinator, options);
+  auto server =
+      std::make_unique<GrpcServerImpl>(coordinator, std::move(service), options.poll_interval);
+  FL_RETURN_IF_ERROR(server->Start(options.listen_address, std::move(credentials)));
+  FL_LOG(INFO) << "serving fl.v1 on port " << server->port()
+               << (options.insecure ? " (plaintext)" : " (TLS)")
+               << (options.require_client_cert ? " with client certificates" : "");
+  return std::unique_ptr<GrpcServer>(std::move(server));
+}
+
+}  // namespace fl::internal

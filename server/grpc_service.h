@@ -1,0 +1,73 @@
+#ifndef FL_SERVER_GRPC_SERVICE_H_
+#define FL_SERVER_GRPC_SERVICE_H_
+
+// The gRPC face of a Coordinator: a thin adapter that converts fl.v1 messages to
+// domain types and back, checks the session token in one place, streams models and
+// updates in chunks, and runs the coordinator's deadline ticker. All federation logic
+// stays in the Coordinator.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fl/status.h"
+#include "server/coordinator.h"
+
+namespace fl::internal {
+
+struct GrpcServerOptions {
+  // "host:port" to listen on. Port 0 picks a free port (see GrpcServer::port()).
+  std::string listen_address = "0.0.0.0:50051";
+  // PEM server certificate chain and private key. Both are required unless `insecure`.
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  // PEM CA bundle that client certificates must chain to. Required with
+  // require_client_cert.
+  std::string tls_ca_path;
+  // Mutual TLS: refuse clients that do not present a certificate signed by tls_ca_path.
+  bool require_client_cert = false;
+  // Serve plaintext. Explicit opt-in only (local experiments behind a trusted network);
+  // setting it together with TLS files is an error, so a config is never ambiguous.
+  bool insecure = false;
+  // Upper bound on one PullTask long poll, whatever the client asks for, so idle calls
+  // never outlive proxies' timeouts.
+  std::chrono::milliseconds max_poll_wait{std::chrono::seconds(30)};
+  // Uploads beyond this size are cut off while streaming, before they are buffered.
+  // Should equal CoordinatorOptions::max_update_bytes (which the Coordinator enforces
+  // again on the reassembled payload).
+  uint64_t max_update_bytes = 1ull << 30;
+  // Period of the ticker that calls Coordinator::Poll() (round deadlines).
+  std::chrono::milliseconds poll_interval{200};
+};
+
+// A running server. Thread-safe.
+class GrpcServer {
+ public:
+  virtual ~GrpcServer() = default;
+  // The TCP port actually bound (the chosen one when the address asked for port 0).
+  virtual int port() const = 0;
+  // Stops accepting calls, reports NOT_SERVING to health checks, answers pending long
+  // polls with a "wait" task, lets running calls finish until `deadline` has passed and
+  // cancels the rest, then stops the ticker. Idempotent. Does not shut the Coordinator
+  // down (clients of a restarted server must not be told the federation is done).
+  virtual void Shutdown(std::chrono::milliseconds deadline) = 0;
+  // Blocks until Shutdown() has completed (from another thread).
+  virtual void Wait() = 0;
+};
+
+// Checks the options for consistency without touching files: InvalidArgument for an
+// empty address, non-positive intervals, no cert/key without `insecure`, TLS settings
+// together with `insecure`, or require_client_cert without a CA. StartGrpcServer calls
+// it too; binaries call it early to refuse a bad config before doing any work.
+Status ValidateGrpcServerOptions(const GrpcServerOptions& options);
+
+// Builds and starts a server for `coordinator` (not owned; must outlive the server).
+// InvalidArgument as ValidateGrpcServerOptions; NotFound or Unavailable if a PEM file
+// cannot be read; Unavailable if the address cannot be bound.
+Result<std::unique_ptr<GrpcServer>> StartGrpcServer(const GrpcServerOptions& options,
+                                                    Coordinator* coordinator);
+
+}  // namespace fl::internal
+
+#endif  // FL_SERVER_GRPC_SERVICE_H_

@@ -1,0 +1,232 @@
+// fl-server: runs a federation behind gRPC.
+//
+//   fl-server --init-model model.flps --tls-cert server.pem --tls-key server.key ...
+//   fl-server certs --out DIR          (development CA, server and client certificates)
+//
+// Exit status: 0 when the federation finished (or was stopped by SIGINT/SIGTERM),
+// 2 for a bad command line or config, 1 for any other failure.
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "algorithms/registry.h"
+#include "core/config.h"
+#include "core/logging.h"
+#include "server/coordinator.h"
+#include "server/coordinator_config.h"
+#include "server/dev_certs.h"
+#include "server/grpc_service.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+void OnStopSignal(int signal) { g_stop_signal = signal; }
+
+// The first SIGINT/SIGTERM asks for a graceful stop; SA_RESETHAND restores the default
+// action, so a second one terminates at once if the graceful stop hangs.
+void InstallStopHandlers() {
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+bool StopRequested() { return g_stop_signal != 0; }
+
+nlohmann::json ServerDefaults() {
+  const GrpcServerOptions d;
+  nlohmann::json defaults = AlgorithmConfigDefaults();
+  defaults.update(CoordinatorConfigDefaults());
+  defaults.update(ModelConfigDefaults("cnn"));
+  defaults["server"] = {
+      {"listen", d.listen_address},
+      {"tls", {{"cert", ""}, {"key", ""}, {"ca", ""}}},
+      {"require_client_cert", d.require_client_cert},
+      {"insecure", d.insecure},
+      {"max_poll_wait_s", static_cast<double>(d.max_poll_wait.count()) / 1000.0},
+      // After the last round, keep answering for this long so polling clients learn
+      // that the federation is done instead of finding the server gone.
+      {"drain_s", 5.0},
+  };
+  return defaults;
+}
+
+std::vector<FlagAlias> ServerAliases() {
+  return {
+      {"--listen", "server.listen", "address to listen on (host:port)"},
+      {"--tls-cert", "server.tls.cert", "PEM server certificate chain"},
+      {"--tls-key", "server.tls.key", "PEM server private key"},
+      {"--tls-ca", "server.tls.ca", "PEM CA bundle for client certificates"},
+      {"--require-client-cert", "server.require_client_cert", "mutual TLS"},
+      {"--insecure", "server.insecure", "serve plaintext (no TLS); explicit opt-in"},
+      {"--init-model", "model.init_file", "initial model (SerializeParamSet file)"},
+      {"--model", "model.name", "model name; random:<n> for a synthetic model"},
+      {"--rounds", "run.rounds", "rounds to run"},
+      {"--seed", "run.seed", "run seed"},
+      {"--state-dir", "run.state_dir", "directory for the store, models and spool"},
+      {"--enrollment-token", "coordinator.enrollment_token", "token clients must present"},
+      {"--min-clients", "coordinator.min_clients", "clients needed to open a round"},
+      {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
+  };
+}
+
+Result<GrpcServerOptions> ServerOptionsFromConfig(const Config& config,
+                                                  const CoordinatorOptions& coordinator) {
+  GrpcServerOptions o;
+  o.listen_address = config.GetString("server.listen");
+  if (o.listen_address.empty()) {
+    return Status::InvalidArgument("config key server.listen must be host:port (got \"\")");
+  }
+  o.tls_cert_path = config.GetString("server.tls.cert");
+  o.tls_key_path = config.GetString("server.tls.key");
+  o.tls_ca_path = config.GetString("server.tls.ca");
+  o.require_client_cert = config.GetBool("server.require_client_cert");
+  o.insecure = config.GetBool("server.insecure");
+  const double wait_s = config.GetDouble("server.max_poll_wait_s");
+  if (!(wait_s >= 0 && wait_s <= 3600)) {
+    return Status::InvalidArgument("config key server.max_poll_wait_s must be in [0, 3600] (got " +
+                                   std::to_string(wait_s) + ")");
+  }
+  o.max_poll_wait = std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000));
+  o.max_update_bytes = coordinator.max_update_bytes;
+  FL_RETURN_IF_ERROR(ValidateGrpcServerOptions(o));
+  return o;
+}
+
+int RunCerts(int argc, char** argv) {
+  CLI::App app{"Writes a development CA, a server certificate and a client certificate",
+               "fl-server certs"};
+  std::string out;
+  std::vector<std::string> names = DevCertOptions().server_names;
+  int days = DevCertOptions().valid_days;
+  app.add_option("--out", out, "output directory")->required();
+  app.add_option("--names", names, "server certificate names (DNS names or IP addresses)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--days", days, "validity in days")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
+  DevCertOptions options;
+  options.server_names = names;
+  options.valid_days = days;
+  Result<DevCertPaths> paths = MakeDevCerts(out, options);
+  if (!paths.ok()) {
+    std::fprintf(stderr, "fl-server certs: %s\n", paths.status().ToString().c_str());
+    return paths.status().code() == StatusCode::kInvalidArgument ? kExitUsage : kExitFailure;
+  }
+  std::printf("CA:     %s (key %s)\nserver: %s (key %s)\nclient: %s (key %s)\n",
+              paths->ca_cert.c_str(), paths->ca_key.c_str(), paths->server_cert.c_str(),
+              paths->server_key.c_str(), paths->client_cert.c_str(), paths->client_key.c_str());
+  return 0;
+}
+
+int ExitCodeFor(const Status& status) {
+  return status.code() == StatusCode::kInvalidArgument ? kExitUsage : kExitFailure;
+}
+
+int Fail(const char* what, const Status& status) {
+  std::fprintf(stderr, "fl-server: %s: %s\n", what, status.ToString().c_str());
+  return ExitCodeFor(status);
+}
+
+int RunServer(int argc, char** argv) {
+  Result<CommandLine> command_line = ParseCommandLine(
+      "fl-server",
+      "Federated learning aggregator: runs synchronous rounds over gRPC (TLS by default).\n"
+      "Subcommand: fl-server certs --out DIR writes development certificates.",
+      ServerDefaults(), ServerAliases(), argc, argv);
+  if (!command_line.ok()) {
+    std::fprintf(stderr, "fl-server: %s\n", command_line.status().message().c_str());
+    return kExitUsage;
+  }
+  if (command_line->exit_now) return command_line->exit_code;
+  const Config& config = command_line->config;
+
+  Result<CoordinatorOptions> coordinator_options = CoordinatorOptionsFromConfig(config);
+  if (!coordinator_options.ok()) return Fail("config", coordinator_options.status());
+  Result<GrpcServerOptions> server_options = ServerOptionsFromConfig(config, *coordinator_options);
+  if (!server_options.ok()) return Fail("config", server_options.status());
+  const double drain_s = config.GetDouble("server.drain_s");
+  if (!(drain_s >= 0 && drain_s <= 3600)) {
+    return Fail("config",
+                Status::InvalidArgument("config key server.drain_s must be in [0, 3600]"));
+  }
+  Result<std::unique_ptr<Strategy>> strategy = CreateStrategy(config);
+  if (!strategy.ok()) return Fail("algorithm", strategy.status());
+  Result<std::unique_ptr<Coordinator>> coordinator = Status::Internal("not created");
+  {
+    // Scoped: the coordinator keeps its own copy, so this one is released at once.
+    Result<ParamSet> initial = InitialModelFromConfig(config);
+    if (!initial.ok()) return Fail("initial model", initial.status());
+    coordinator = Coordinator::Create(*coordinator_options, std::move(strategy).value(), *initial);
+  }
+  if (!coordinator.ok()) return Fail("coordinator", coordinator.status());
+
+  (*coordinator)->SetRoundCallback([](const RoundSummary& s, const ModelSnapshot&) {
+    FL_LOG(INFO) << "round " << s.round << ": " << s.num_updates << " updates, " << s.num_rejected
+                 << " rejected, " << s.seconds << " s, train loss " << s.mean_train_loss << ", "
+                 << s.bytes_up / 1e6 << " MB up, " << s.bytes_down / 1e6 << " MB down -> version "
+                 << s.new_version;
+  });
+
+  InstallStopHandlers();
+  Result<std::unique_ptr<GrpcServer>> server = StartGrpcServer(*server_options, coordinator->get());
+  if (!server.ok()) return Fail("server", server.status());
+  FL_LOG(INFO) << "fl-server ready on port " << (*server)->port() << ", "
+               << coordinator_options->num_rounds << " rounds, state in "
+               << coordinator_options->state_dir;
+
+  using std::chrono::milliseconds;
+  bool finished = false;
+  while (!StopRequested()) {
+    if ((*coordinator)->WaitUntilFinished(milliseconds(200))) {
+      finished = true;
+      break;
+    }
+  }
+  if (finished) {
+    const ServerStatusInfo info = (*coordinator)->GetStatus();
+    FL_LOG(INFO) << "federation finished: model version " << info.model_version << " in "
+                 << coordinator_options->state_dir << "/models; draining for " << drain_s << " s";
+    const auto drain_end =
+        std::chrono::steady_clock::now() + milliseconds(static_cast<int64_t>(drain_s * 1000));
+    while (!StopRequested() && std::chrono::steady_clock::now() < drain_end) {
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+  } else {
+    FL_LOG(INFO) << "signal " << static_cast<int>(g_stop_signal) << ": shutting down";
+  }
+  (*server)->Shutdown(std::chrono::seconds(5));
+  server->reset();
+  coordinator->reset();
+  FL_LOG(INFO) << "fl-server stopped";
+  return 0;
+}
+
+}  // namespace
+}  // namespace fl::internal
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "certs") {
+    return fl::internal::RunCerts(argc - 1, argv + 1);
+  }
+  return fl::internal::RunServer(argc, argv);
+}

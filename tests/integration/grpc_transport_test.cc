@@ -1,0 +1,524 @@
+// The gRPC transport end to end: a real Coordinator with the FedAvg strategy on real
+// SQLite files, served over loopback TLS with freshly generated certificates, driven by
+// GrpcLink and, for malformed streams that GrpcLink never produces, by a raw stub.
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "codec/param_io.h"
+#include "grpc_fixture.h"
+
+namespace fl::internal {
+namespace {
+
+using ::testing::HasSubstr;
+
+class GrpcTransportTest : public GrpcFixture {};
+
+// ---- authentication ----
+
+TEST_F(GrpcTransportTest, JoinWithBadEnrollmentTokenIsUnauthenticated) {
+  Start(Options());
+  std::unique_ptr<GrpcLink> link = Link();
+  Result<JoinReply> reply = link->Join("wrong", "client-a");
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(coordinator_->GetStatus().clients_known, 0u);
+}
+
+TEST_F(GrpcTransportTest, CallsWithoutOrWithBogusSessionAreUnauthenticated) {
+  Start(Options());
+  auto stub = RawStub();
+  const auto call = [&](const char* key, const std::string& value) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (key != nullptr) context.AddMetadata(key, value);
+    v1::GetStatusResponse response;
+    return stub->GetStatus(&context, v1::GetStatusRequest(), &response).error_code();
+  };
+  EXPECT_EQ(call(nullptr, ""), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(call("authorization", "Bearer 0123456789abcdef"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(call("authorization", "Basic dXNlcjpwYXNz"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(call("x-fl-session", "bogus"), grpc::StatusCode::UNAUTHENTICATED);
+
+  // Every other rpc goes through the same check.
+  {
+    grpc::ClientContext context;
+    v1::PullTaskResponse response;
+    EXPECT_EQ(stub->PullTask(&context, v1::PullTaskRequest(), &response).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    v1::HeartbeatResponse response;
+    EXPECT_EQ(stub->Heartbeat(&context, v1::HeartbeatRequest(), &response).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    v1::ModelChunk chunk;
+    auto reader = stub->FetchModel(&context, v1::FetchModelRequest());
+    EXPECT_FALSE(reader->Read(&chunk));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+
+  // A real session works under either metadata key.
+  grpc::ClientContext join_context;
+  v1::JoinRequest join;
+  join.set_enrollment_token(kEnrollment);
+  join.set_client_name("client-a");
+  v1::JoinResponse joined;
+  ASSERT_TRUE(stub->Join(&join_context, join, &joined).ok());
+  EXPECT_EQ(call("authorization", "Bearer " + joined.session_token()), grpc::StatusCode::OK);
+  EXPECT_EQ(call("x-fl-session", joined.session_token()), grpc::StatusCode::OK);
+}
+
+// ---- bad updates: each rejected precisely, recorded, and harmless to the round ----
+
+TEST_F(GrpcTransportTest, WrongLengthIsInvalidArgument) {
+  Start(Options());
+  Payload bad;
+  bad.bytes.assign((kParams - 1) * sizeof(float), '\0');
+  bad.meta.round = 1;
+  bad.meta.weight = 1;
+  bad.meta.sha256 = Sha256(bad.bytes);
+  ExpectRejectedThenRecovers(bad, StatusCode::kInvalidArgument);
+}
+
+TEST_F(GrpcTransportTest, WrongLayoutHashIsInvalidArgument) {
+  Start(Options());
+  Layout other;
+  other.Add("weight", {static_cast<int64_t>(kParams)});
+  other.Add("extra", {1});
+  ParamSet model(other);
+  Task task;
+  task.round = 1;
+  Payload bad = GoodUpdate(task, model);
+  bad.bytes.resize(kParams * sizeof(float));  // right length, wrong layout
+  bad.meta.sha256 = Sha256(bad.bytes);
+  ExpectRejectedThenRecovers(bad, StatusCode::kInvalidArgument);
+}
+
+Payload WithValue(float value) {
+  std::vector<float> delta(kParams, 0.001f);
+  delta[kParams / 2] = value;
+  Payload p;
+  EXPECT_TRUE(EncodeDense(delta, Encoding::kDenseF32, &p.bytes).ok());
+  p.meta.round = 1;
+  p.meta.weight = 1;
+  p.meta.sha256 = Sha256(p.bytes);
+  return p;
+}
+
+TEST_F(GrpcTransportTest, NaNIsInvalidArgument) {
+  Start(Options());
+  ExpectRejectedThenRecovers(WithValue(std::numeric_limits<float>::quiet_NaN()),
+                             StatusCode::kInvalidArgument);
+}
+
+TEST_F(GrpcTransportTest, InfIsInvalidArgument) {
+  Start(Options());
+  ExpectRejectedThenRecovers(WithValue(-std::numeric_limits<float>::infinity()),
+                             StatusCode::kInvalidArgument);
+}
+
+TEST_F(GrpcTransportTest, WrongRoundIsFailedPrecondition) {
+  Start(Options());
+  Payload bad = WithValue(0.5f);
+  bad.meta.round = 2;
+  ExpectRejectedThenRecovers(bad, StatusCode::kFailedPrecondition, /*ledger_round=*/2);
+}
+
+TEST_F(GrpcTransportTest, WrongBaseVersionIsFailedPrecondition) {
+  Start(Options());
+  Payload bad = WithValue(0.5f);
+  bad.meta.base_version = 5;
+  ExpectRejectedThenRecovers(bad, StatusCode::kFailedPrecondition);
+}
+
+TEST_F(GrpcTransportTest, OverSizeLimitIsResourceExhausted) {
+  Start(Options());
+  Payload bad;
+  bad.bytes.assign(2 * kParams * sizeof(float), '\0');
+  bad.meta.round = 1;
+  bad.meta.weight = 1;
+  bad.meta.sha256 = Sha256(bad.bytes);
+  ExpectRejectedThenRecovers(bad, StatusCode::kResourceExhausted);
+}
+
+TEST_F(GrpcTransportTest, BadSha256IsDataLoss) {
+  Start(Options());
+  Payload bad = WithValue(0.5f);
+  bad.meta.sha256 = Sha256("something else");
+  ExpectRejectedThenRecovers(bad, StatusCode::kDataLoss);
+}
+
+// Streams GrpcLink never sends, written with the raw stub.
+class RawUpload {
+ public:
+  RawUpload(v1::FederatedLearning::Stub* stub, const std::string& session) {
+    context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    context_.AddMetadata("authorization", "Bearer " + session);
+    writer_ = stub->PushUpdate(&context_, &response_);
+  }
+  bool Header(const UpdateMeta& meta, uint64_t declared) {
+    v1::UpdateChunk chunk;
+    ToProto(meta, declared, chunk.mutable_header());
+    return writer_->Write(chunk);
+  }
+  bool Data(std::string_view bytes) {
+    v1::UpdateChunk chunk;
+    chunk.set_data(bytes.data(), bytes.size());
+    return writer_->Write(chunk);
+  }
+  grpc::Status Finish() {
+    writer_->WritesDone();
+    return writer_->Finish();
+  }
+
+ private:
+  grpc::ClientContext context_;
+  v1::PushUpdateResponse response_;
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer_;
+};
+
+std::string JoinRaw(v1::FederatedLearning::Stub* stub, const std::string& name) {
+  grpc::ClientContext context;
+  v1::JoinRequest request;
+  request.set_enrollment_token(kEnrollment);
+  request.set_client_name(name);
+  v1::JoinResponse response;
+  EXPECT_TRUE(stub->Join(&context, request, &response).ok());
+  return response.session_token();
+}
+
+TEST_F(GrpcTransportTest, TruncatedStreamIsDataLoss) {
+  Start(Options());
+  auto stub = RawStub();
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Task task = TrainTask(*link);
+  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok());
+  Payload good = GoodUpdate(task, *model->params);
+  {
+    RawUpload upload(stub.get(), JoinRaw(stub.get(), "client-a"));
+    ASSERT_TRUE(upload.Header(good.meta, good.bytes.size()));
+    ASSERT_TRUE(upload.Data(std::string_view(good.bytes).substr(0, good.bytes.size() / 2)));
+    grpc::Status status = upload.Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("truncated"));
+  }
+  EXPECT_TRUE(HasRejection(1, StatusCode::kDataLoss));
+  FinishWithGoodUpdate(*link, task, *model->params);
+}
+
+TEST_F(GrpcTransportTest, StreamLongerThanDeclaredIsResourceExhausted) {
+  Start(Options());
+  auto stub = RawStub();
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Task task = TrainTask(*link);
+  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok());
+  Payload good = GoodUpdate(task, *model->params);
+  {
+    RawUpload upload(stub.get(), JoinRaw(stub.get(), "client-a"));
+    ASSERT_TRUE(upload.Header(good.meta, good.bytes.size() / 2));
+    upload.Data(good.bytes);  // may already fail: the server answers and stops reading
+    grpc::Status status = upload.Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  }
+  EXPECT_TRUE(HasRejection(1, StatusCode::kResourceExhausted));
+  FinishWithGoodUpdate(*link, task, *model->params);
+}
+
+TEST_F(GrpcTransportTest, UnselectedAndImpersonatingClientsAreRefused) {
+  CoordinatorOptions o = Options();
+  o.min_clients = 2;
+  o.clients_per_round = 1;
+  Start(o);
+  std::unique_ptr<GrpcLink> a = Joined("client-a");
+  std::unique_ptr<GrpcLink> b = Joined("client-b");
+  Result<Task> task_a = a->PullTask(milliseconds(200));
+  Result<Task> task_b = b->PullTask(milliseconds(200));
+  ASSERT_TRUE(task_a.ok() && task_b.ok());
+  ASSERT_NE(task_a->kind == TaskKind::kTrain, task_b->kind == TaskKind::kTrain)
+      << "exactly one client must be selected";
+  GrpcLink* selected = task_a->kind == TaskKind::kTrain ? a.get() : b.get();
+  GrpcLink* other = selected == a.get() ? b.get() : a.get();
+  const Task task = task_a->kind == TaskKind::kTrain ? *task_a : *task_b;
+  Result<ModelSnapshot> model = selected->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+
+  // The unselected client pushes a perfectly good update.
+  Result<PushAck> unselected = other->PushUpdate(GoodUpdate(task, *model->params));
+  ASSERT_FALSE(unselected.ok());
+  EXPECT_EQ(unselected.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(unselected.status().message(), HasSubstr("not selected"));
+
+  // The unselected client claims to be the selected one.
+  Payload impersonation = GoodUpdate(task, *model->params);
+  impersonation.meta.client_id = selected->client_id();
+  Result<PushAck> impersonated = other->PushUpdate(impersonation);
+  ASSERT_FALSE(impersonated.ok());
+  EXPECT_EQ(impersonated.status().code(), StatusCode::kPermissionDenied);
+
+  std::vector<LedgerEntry> rows = Ledger(1);
+  int refused = 0;
+  for (const LedgerEntry& e : rows) {
+    EXPECT_EQ(e.client_id, other->client_id());
+    if (e.status_code != 0) ++refused;
+  }
+  EXPECT_EQ(refused, 2);
+  FinishWithGoodUpdate(*selected, task, *model->params);
+}
+
+TEST_F(GrpcTransportTest, RetriedUpdateIsAcknowledgedAsDuplicate) {
+  CoordinatorOptions o = Options();
+  o.min_clients = 2;  // keeps round 1 open after the first client's update
+  Start(o);
+  std::unique_ptr<GrpcLink> a = Joined("client-a");
+  std::unique_ptr<GrpcLink> b = Joined("client-b");
+  Task task = TrainTask(*a);
+  Result<ModelSnapshot> model = a->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok());
+  Payload update = GoodUpdate(task, *model->params);
+  Result<PushAck> first = a->PushUpdate(update);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_FALSE(first->duplicate);
+  Result<PushAck> again = a->PushUpdate(update);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(coordinator_->GetStatus().updates_in_round, 1u);
+}
+
+TEST_F(GrpcTransportTest, ShutdownAnswersPendingLongPollsPromptly) {
+  CoordinatorOptions o = Options();
+  o.min_clients = 2;  // with one client no round opens, so PullTask waits
+  Start(o);
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Result<Task> task = Status::Unknown("not run");
+  const auto start = std::chrono::steady_clock::now();
+  std::thread poller([&] { task = link->PullTask(milliseconds(20000)); });
+  std::this_thread::sleep_for(milliseconds(300));
+  server_->Shutdown(milliseconds(10000));
+  poller.join();
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(task.ok()) << task.status().ToString();
+  EXPECT_EQ(task->kind, TaskKind::kWait);
+  EXPECT_LT(elapsed, std::chrono::seconds(3));
+  // The coordinator was not told the federation is over.
+  EXPECT_FALSE(coordinator_->GetStatus().finished);
+}
+
+// ---- the client verifies what it downloads ----
+
+// Serves FetchModel from a fixed ParamSet, corrupted in one chosen way.
+class CorruptingService final : public v1::FederatedLearning::Service {
+ public:
+  enum class Mode { kIntact, kBadSha, kTruncated, kTooLong, kNoHeader, kWrongLayoutHash };
+  explicit CorruptingService(const ParamSet& model)
+      : bytes_(SerializeParamSet(model)), layout_hash_(model.layout().hash()) {}
+  void set_mode(Mode mode) { mode_ = mode; }
+
+  grpc::Status FetchModel(grpc::ServerContext*, const v1::FetchModelRequest* request,
+                          grpc::ServerWriter<v1::ModelChunk>* writer) override {
+    std::string bytes = bytes_;
+    std::string sha = Sha256(bytes);
+    uint64_t declared = bytes.size();
+    uint64_t layout_hash = layout_hash_;
+    switch (mode_) {
+      case Mode::kBadSha:
+        bytes[bytes.size() / 2] ^= 1;
+        break;
+      case Mode::kTruncated:
+        bytes.resize(bytes.size() - 1000);
+        break;
+      case Mode::kTooLong:
+        bytes += "extra";
+        break;
+      case Mode::kWrongLayoutHash:
+        layout_hash ^= 1;
+        break;
+      default:
+        break;
+    }
+    v1::ModelChunk chunk;
+    if (mode_ != Mode::kNoHeader) {
+      chunk.mutable_header()->set_version(request->version());
+      chunk.mutable_header()->set_total_bytes(declared);
+      chunk.mutable_header()->set_sha256(sha);
+      chunk.mutable_header()->set_layout_hash(layout_hash);
+      writer->Write(chunk);
+    }
+    for (size_t off = 0; off < bytes.size(); off += kMaxChunkBytes) {
+      chunk.set_data(bytes.substr(off, kMaxChunkBytes));
+      if (!writer->Write(chunk)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  const std::string bytes_;
+  const uint64_t layout_hash_;
+  Mode mode_ = Mode::kIntact;
+};
+
+TEST_F(GrpcTransportTest, LinkRejectsCorruptModelDownloads) {
+  // 3 MiB: the corruptions land in a multi-chunk stream.
+  Result<ParamSet> model = SyntheticModel(3 << 18, 4);
+  ASSERT_TRUE(model.ok());
+  CorruptingService service(*model);
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*Env::Default()->ReadFile(certs_.server_key),
+                                    *Env::Default()->ReadFile(certs_.server_cert)});
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::SslServerCredentials(ssl), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+
+  GrpcLinkOptions o = LinkOptions();
+  o.target = "localhost:" + std::to_string(port);
+  auto link = GrpcLink::Create(o);
+  ASSERT_TRUE(link.ok());
+
+  using Mode = CorruptingService::Mode;
+  Result<ModelSnapshot> intact = (*link)->FetchModel(3);
+  ASSERT_TRUE(intact.ok()) << intact.status().ToString();
+  EXPECT_EQ(intact->version, 3u);
+  EXPECT_TRUE(std::equal(intact->params->values().begin(), intact->params->values().end(),
+                         model->values().begin()));
+  for (Mode mode :
+       {Mode::kBadSha, Mode::kTruncated, Mode::kTooLong, Mode::kNoHeader, Mode::kWrongLayoutHash}) {
+    service.set_mode(mode);
+    Result<ModelSnapshot> bad = (*link)->FetchModel(3);
+    ASSERT_FALSE(bad.ok()) << "mode " << static_cast<int>(mode);
+    EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss) << bad.status().ToString();
+  }
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
+// ---- transport security ----
+
+TEST_F(GrpcTransportTest, PlaintextOnlyWhenExplicitlyEnabled) {
+  Result<ParamSet> initial = SyntheticModel(kParams, 1);
+  ASSERT_TRUE(initial.ok());
+  auto coordinator = Coordinator::Create(Options(), FedAvg(), *initial);
+  ASSERT_TRUE(coordinator.ok());
+  coordinator_ = std::move(coordinator).value();
+
+  GrpcServerOptions no_tls;
+  no_tls.listen_address = "127.0.0.1:0";
+  Result<std::unique_ptr<GrpcServer>> refused = StartGrpcServer(no_tls, coordinator_.get());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("insecure"));
+
+  GrpcServerOptions ambiguous = TlsServerOptions(Options());
+  ambiguous.insecure = true;
+  EXPECT_EQ(StartGrpcServer(ambiguous, coordinator_.get()).status().code(),
+            StatusCode::kInvalidArgument);
+
+  GrpcLinkOptions link_ambiguous;
+  link_ambiguous.target = "localhost:1";
+  link_ambiguous.insecure = true;
+  link_ambiguous.root_ca_path = certs_.ca_cert;
+  EXPECT_EQ(GrpcLink::Create(link_ambiguous).status().code(), StatusCode::kInvalidArgument);
+
+  no_tls.insecure = true;
+  Result<std::unique_ptr<GrpcServer>> plain = StartGrpcServer(no_tls, coordinator_.get());
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  server_ = std::move(plain).value();
+
+  // A default (TLS) link cannot talk to a plaintext server ...
+  GrpcLinkOptions tls = LinkOptions();
+  tls.max_attempts = 1;
+  auto tls_link = GrpcLink::Create(tls);
+  ASSERT_TRUE(tls_link.ok());
+  EXPECT_EQ((*tls_link)->Join(kEnrollment, "client-a").status().code(), StatusCode::kUnavailable);
+
+  // ... an explicitly insecure one can.
+  GrpcLinkOptions insecure;
+  insecure.target = Target();
+  insecure.insecure = true;
+  auto plain_link = GrpcLink::Create(insecure);
+  ASSERT_TRUE(plain_link.ok());
+  EXPECT_TRUE((*plain_link)->Join(kEnrollment, "client-a").ok());
+}
+
+TEST_F(GrpcTransportTest, MutualTlsRequiresAClientCertificate) {
+  CoordinatorOptions o = Options();
+  Result<ParamSet> initial = SyntheticModel(kParams, 1);
+  ASSERT_TRUE(initial.ok());
+  auto coordinator = Coordinator::Create(o, FedAvg(), *initial);
+  ASSERT_TRUE(coordinator.ok());
+  coordinator_ = std::move(coordinator).value();
+  GrpcServerOptions s = TlsServerOptions(o);
+  s.require_client_cert = true;
+  EXPECT_EQ(StartGrpcServer(s, coordinator_.get()).status().code(), StatusCode::kInvalidArgument)
+      << "mTLS without a CA must be refused";
+  s.tls_ca_path = certs_.ca_cert;
+  auto server = StartGrpcServer(s, coordinator_.get());
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(server).value();
+
+  GrpcLinkOptions without = LinkOptions();
+  without.max_attempts = 1;
+  auto anonymous = GrpcLink::Create(without);
+  ASSERT_TRUE(anonymous.ok());
+  EXPECT_EQ((*anonymous)->Join(kEnrollment, "client-a").status().code(), StatusCode::kUnavailable);
+
+  GrpcLinkOptions with = LinkOptions();
+  with.client_cert_path = certs_.client_cert;
+  with.client_key_path = certs_.client_key;
+  auto authenticated = GrpcLink::Create(with);
+  ASSERT_TRUE(authenticated.ok());
+  EXPECT_TRUE((*authenticated)->Join(kEnrollment, "client-a").ok());
+}
+
+TEST_F(GrpcTransportTest, LinkRetriesUntilTheServerComesBack) {
+  CoordinatorOptions o = Options();
+  Result<ParamSet> initial = SyntheticModel(kParams, 1);
+  ASSERT_TRUE(initial.ok());
+  auto coordinator = Coordinator::Create(o, FedAvg(), *initial);
+  ASSERT_TRUE(coordinator.ok());
+  coordinator_ = std::move(coordinator).value();
+
+  // Reserve a port, then start the server on it only after the client began retrying.
+  GrpcServerOptions s = TlsServerOptions(o);
+  auto probe = StartGrpcServer(s, coordinator_.get());
+  ASSERT_TRUE(probe.ok());
+  const int port = (*probe)->port();
+  (*probe)->Shutdown(milliseconds(0));
+  probe->reset();
+
+  GrpcLinkOptions lo = LinkOptions();
+  lo.target = "localhost:" + std::to_string(port);
+  lo.max_attempts = 8;
+  lo.initial_backoff = milliseconds(100);
+  lo.max_backoff = milliseconds(400);
+  auto link = GrpcLink::Create(lo);
+  ASSERT_TRUE(link.ok());
+  std::thread late_start([&] {
+    std::this_thread::sleep_for(milliseconds(700));
+    s.listen_address = "127.0.0.1:" + std::to_string(port);
+    auto server = StartGrpcServer(s, coordinator_.get());
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+  });
+  Result<JoinReply> reply = (*link)->Join(kEnrollment, "client-a");
+  late_start.join();
+  EXPECT_TRUE(reply.ok()) << reply.status().ToString();
+}
+
+}  // namespace
+}  // namespace fl::internal
