@@ -1,0 +1,266 @@
+// fl-sim: runs a federation of virtual clients in one process.
+//
+//   fl-sim [run] [--preset fmnist-cnn] [flags] [--config FILE] [--set key=value ...]
+//   fl-sim export-model --model cnn --seed 1 --out model.flps
+//   fl-sim export-partition [run flags] --out partition.json
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/logging.h"
+#include "data/idx_reader.h"
+#include "fl/env.h"
+#include "simulations/simulator.h"
+#include "torch/model_zoo.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr char kProgram[] = "fl-sim";
+
+int Fail(const Status& status, int code) {
+  std::cerr << kProgram << ": " << status.message() << "\n";
+  return code;
+}
+
+// The preset must be known before the command line is parsed, because its values sit
+// between the built-in defaults and the user's config file and flags.
+std::string FindPreset(int argc, char** argv) {
+  std::string preset = SimulatorConfigDefaults()["sim"]["preset"].get<std::string>();
+  constexpr std::string_view kSetPreset = "sim.preset=";
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if ((a == "--preset") && i + 1 < argc) {
+      preset = argv[++i];
+    } else if (a.starts_with("--preset=")) {
+      preset = std::string(a.substr(9));
+    } else if (a == "--set" && i + 1 < argc && std::string_view(argv[i + 1]).starts_with(kSetPreset)) {
+      preset = std::string(std::string_view(argv[++i]).substr(kSetPreset.size()));
+    } else if (a.starts_with("--set=") && a.substr(6).starts_with(kSetPreset)) {
+      preset = std::string(a.substr(6 + kSetPreset.size()));
+    }
+  }
+  return preset;
+}
+
+Result<nlohmann::json> RunDefaults(int argc, char** argv) {
+  nlohmann::json defaults = SimulatorConfigDefaults();
+  FL_ASSIGN_OR_RETURN(nlohmann::json preset, PresetValues(FindPreset(argc, argv)));
+  defaults.merge_patch(preset);
+  return defaults;
+}
+
+std::vector<FlagAlias> RunAliases() {
+  return {
+      {"--preset", "sim.preset", "workload preset (fmnist-cnn)"},
+      {"--rounds", "run.rounds", "rounds to run"},
+      {"--seed", "run.seed", "run seed: partition, model init, selection, shuffling"},
+      {"--algorithm", "algorithm.name", "fedavg, fedprox, fedadam, ..."},
+      {"--model", "model.name", "model from the zoo (cnn, mlp)"},
+      {"--clients", "data.num_clients", "number of virtual clients"},
+      {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
+      {"--partition", "data.partition", "iid | dirichlet:<alpha> | shards:<k>"},
+      {"--data-dir", "data.dir", "folder with the Fashion-MNIST IDX files"},
+      {"--train-examples", "data.train_examples", "use only the first N training images (0 = all)"},
+      {"--test-examples", "data.test_examples", "use only the first N test images (0 = all)"},
+      {"--lr", "train.lr", "client learning rate"},
+      {"--momentum", "train.momentum", "client SGD momentum"},
+      {"--local-epochs", "train.local_epochs", "local epochs per round"},
+      {"--batch-size", "train.batch_size", "local minibatch size"},
+      {"--workers", "sim.workers", "worker threads, each with one model replica"},
+      {"--threads-per-worker", "sim.threads_per_worker", "LibTorch intra-op threads per worker"},
+      {"--eval-every", "sim.eval_every", "evaluate the global model every N rounds"},
+      {"--device", "sim.device", "auto | cpu | cuda"},
+      {"--out", "sim.out_dir", "output directory (default runs/<preset>-<seed>)"},
+      {"--progress", "sim.progress", "auto | tty | plain | none"},
+  };
+}
+
+std::string FormatDuration(double seconds) {
+  if (seconds < 0 || !std::isfinite(seconds)) return "?";
+  const long s = std::lround(seconds);
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof(buf), "%ldh%02ldm", s / 3600, (s / 60) % 60);
+  } else if (s >= 60) {
+    std::snprintf(buf, sizeof(buf), "%ldm%02lds", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%lds", s);
+  }
+  return buf;
+}
+
+std::string ProgressText(const SimProgress& p) {
+  char buf[256];
+  std::string acc = p.last_accuracy < 0 ? "-" : "";
+  if (p.last_accuracy >= 0) {
+    char a[32];
+    std::snprintf(a, sizeof(a), "%.2f%%", 100.0 * p.last_accuracy);
+    acc = a;
+  }
+  std::snprintf(buf, sizeof(buf), "round %llu/%llu | clients %llu/%llu | accuracy %s | %s elapsed | ETA %s",
+                static_cast<unsigned long long>(p.round),
+                static_cast<unsigned long long>(p.total_rounds),
+                static_cast<unsigned long long>(p.clients_done),
+                static_cast<unsigned long long>(p.clients_selected), acc.c_str(),
+                FormatDuration(p.elapsed_seconds).c_str(), FormatDuration(p.eta_seconds).c_str());
+  return buf;
+}
+
+int Run(int argc, char** argv) {
+  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
+  if (!defaults.ok()) return Fail(defaults.status(), 2);
+  Result<CommandLine> cl = ParseCommandLine(
+      kProgram,
+      "Simulates a federation of virtual clients in one process (subcommands: run [default], "
+      "export-model, export-partition).",
+      *defaults, RunAliases(), argc, argv);
+  if (!cl.ok()) return Fail(cl.status(), 2);
+  if (cl->exit_now) return cl->exit_code;
+  const Config& config = cl->config;
+  if (config.GetString("sim.preset") != FindPreset(argc, argv)) {
+    return Fail(Status::InvalidArgument(
+                    "sim.preset can only be chosen on the command line (--preset NAME), because "
+                    "a preset supplies the defaults that a config file overrides"),
+                2);
+  }
+
+  const std::string mode = config.GetString("sim.progress");
+  if (mode != "auto" && mode != "tty" && mode != "plain" && mode != "none") {
+    return Fail(Status::InvalidArgument("sim.progress must be auto, tty, plain or none (got " +
+                                        mode + ")"),
+                2);
+  }
+  const bool tty = mode == "tty" || (mode == "auto" && ::isatty(STDERR_FILENO));
+  const bool quiet = mode == "none";
+
+  std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
+            << config.GetString("algorithm.name") << ", " << config.GetInt("data.num_clients")
+            << " clients (" << config.GetString("data.partition") << "), "
+            << config.GetInt("coordinator.clients_per_round") << " per round, "
+            << config.GetInt("run.rounds") << " rounds, model " << config.GetString("model.name")
+            << ", device " << config.GetString("sim.device") << ", "
+            << config.GetInt("sim.workers") << " workers x " << config.GetInt("sim.threads_per_worker")
+            << " threads -> " << OutputDirectory(config) << "\n";
+
+  bool line_open = false;
+  auto progress = [&](const SimProgress& p) {
+    if (quiet) return;
+    if (tty) {
+      std::cerr << "\r\033[K" << ProgressText(p) << std::flush;
+      line_open = true;
+    } else if (p.round_finished) {
+      std::cerr << ProgressText(p) << "\n";
+    }
+  };
+  Result<SimulationResult> result = RunSimulation(config, progress);
+  if (line_open) std::cerr << "\n";
+  if (!result.ok()) return Fail(result.status(), 1);
+  std::cerr << kProgram << ": wrote metrics.csv, metrics.jsonl, accuracy_bytes.svg, run.db in "
+            << result->out_dir << "\n";
+  char line[256];
+  std::snprintf(line, sizeof(line), "final accuracy: %.2f%% after %zu rounds (%.1f s, %.0f samples/s)",
+                100.0 * result->final_accuracy, result->rounds.size(), result->wall_seconds,
+                result->train_samples_per_sec);
+  std::cout << line << std::endl;
+  return 0;
+}
+
+int ExportModel(int argc, char** argv) {
+  const nlohmann::json defaults = {
+      {"model", {{"name", "cnn"}}},
+      {"run", {{"seed", 1}}},
+      {"export", {{"out", ""}}},
+  };
+  Result<CommandLine> cl = ParseCommandLine(
+      "fl-sim export-model",
+      "Writes a zoo model's seeded initial parameters in the format fl-server loads "
+      "(model.init_file).",
+      defaults,
+      {{"--model", "model.name", "model from the zoo (cnn, mlp)"},
+       {"--seed", "run.seed", "initialization seed"},
+       {"--out", "export.out", "output file"}},
+      argc, argv);
+  if (!cl.ok()) return Fail(cl.status(), 2);
+  if (cl->exit_now) return cl->exit_code;
+  const std::string out = cl->config.GetString("export.out");
+  if (out.empty()) return Fail(Status::InvalidArgument("--out FILE is required"), 2);
+  const std::string name = cl->config.GetString("model.name");
+  const uint64_t seed = static_cast<uint64_t>(cl->config.GetInt("run.seed"));
+  Status s = WriteInitialModel(name, seed, out);
+  if (!s.ok()) return Fail(s, 1);
+  Result<ParamSet> params = InitialModelParameters(name, seed);
+  if (!params.ok()) return Fail(params.status(), 1);
+  std::cout << "wrote " << name << " (" << params->size() << " parameters, layout hash "
+            << params->layout().hash() << ", seed " << seed << ") to " << out << std::endl;
+  return 0;
+}
+
+int ExportPartition(int argc, char** argv) {
+  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
+  if (!defaults.ok()) return Fail(defaults.status(), 2);
+  (*defaults)["export"] = {{"out", ""}};
+  std::vector<FlagAlias> aliases;
+  for (FlagAlias& a : RunAliases()) {
+    if (a.flag != "--out") aliases.push_back(std::move(a));
+  }
+  aliases.push_back({"--out", "export.out", "output JSON file"});
+  Result<CommandLine> cl = ParseCommandLine(
+      "fl-sim export-partition",
+      "Writes the client -> training-example indices that `fl-sim run` would use with the "
+      "same flags, as JSON (for baselines outside fl-sim).",
+      *defaults, aliases, argc, argv);
+  if (!cl.ok()) return Fail(cl.status(), 2);
+  if (cl->exit_now) return cl->exit_code;
+  const Config& config = cl->config;
+  const std::string out = config.GetString("export.out");
+  if (out.empty()) return Fail(Status::InvalidArgument("--out FILE is required"), 2);
+  Result<ImageDataset> train = LoadMnistFormat(config.GetString("data.dir"), DatasetSplit::kTrain);
+  if (!train.ok()) return Fail(train.status(), 1);
+  const int64_t limit = config.GetInt("data.train_examples");
+  if (limit > 0 && limit < train->size()) train->labels.resize(static_cast<size_t>(limit));
+  Result<Partition> partition = PartitionFromConfig(config, train->labels);
+  if (!partition.ok()) return Fail(partition.status(), 2);
+  nlohmann::json doc = {
+      {"partition", config.GetString("data.partition")},
+      {"seed", config.GetInt("run.seed")},
+      {"num_clients", partition->size()},
+      {"num_examples", train->labels.size()},
+      {"clients", *partition},
+  };
+  Status s = Env::Default()->WriteFileAtomic(out, doc.dump() + "\n", false);
+  if (!s.ok()) return Fail(s, 1);
+  std::cout << "wrote " << partition->size() << " clients (" << config.GetString("data.partition")
+            << ", seed " << config.GetInt("run.seed") << ") to " << out << std::endl;
+  return 0;
+}
+
+}  // namespace
+}  // namespace fl::internal
+
+int main(int argc, char** argv) {
+  using namespace fl::internal;
+  // The coordinator logs every round at INFO; fl-sim's own progress line says the same.
+  if (std::getenv("FL_LOG_LEVEL") == nullptr) SetMinLogLevel(LogLevel::kWarning);
+  std::string command = "run";
+  if (argc > 1 && argv[1][0] != '-') {
+    command = argv[1];
+    // Drop the subcommand so the flag parser sees only flags.
+    for (int i = 1; i + 1 < argc; ++i) argv[i] = argv[i + 1];
+    --argc;
+  }
+  if (command == "run") return Run(argc, argv);
+  if (command == "export-model") return ExportModel(argc, argv);
+  if (command == "export-partition") return ExportPartition(argc, argv);
+  std::cerr << "fl-sim: unknown command \"" << command
+            << "\" (expected run, export-model or export-partition; see fl-sim --help)\n";
+  return 2;
+}

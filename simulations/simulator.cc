@@ -1,0 +1,660 @@
+#include "simulations/simulator.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "algorithms/registry.h"
+#include "client/client_runtime.h"
+#include "core/logging.h"
+#include "data/idx_reader.h"
+#include "server/coordinator.h"
+#include "server/coordinator_config.h"
+#include "simulations/in_process_link.h"
+#include "torch/model_zoo.h"
+#include "torch/torch_trainer.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr char kDefaultPreset[] = "fmnist-cnn";
+constexpr char kMetricsCsv[] = "metrics.csv";
+constexpr char kMetricsJsonl[] = "metrics.jsonl";
+constexpr char kPlotSvg[] = "accuracy_bytes.svg";
+constexpr char kConfigYaml[] = "config.yaml";
+constexpr char kRunDb[] = "run.db";
+
+// Recursively overlays `overlay` onto `base` (objects merge, everything else replaces).
+void MergeJson(nlohmann::json& base, const nlohmann::json& overlay) {
+  for (auto it = overlay.begin(); it != overlay.end(); ++it) {
+    if (it->is_object() && base.contains(it.key()) && base[it.key()].is_object()) {
+      MergeJson(base[it.key()], *it);
+    } else {
+      base[it.key()] = *it;
+    }
+  }
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// A fixed set of threads that run batches of items; each thread keeps its identity
+// (worker index), so per-worker state such as a trainer needs no locking.
+class WorkerPool {
+ public:
+  // `init` runs first on each worker thread (e.g. to set per-thread LibTorch options).
+  WorkerPool(int workers, std::function<void(int)> init) {
+    for (int w = 0; w < workers; ++w) {
+      threads_.emplace_back([this, w, init] {
+        if (init) init(w);
+        Loop(w);
+      });
+    }
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Runs task(worker, item) for every item in [0, count); returns when all are done.
+  void Run(size_t count, const std::function<void(int, size_t)>& task) {
+    if (count == 0) return;
+    std::unique_lock<std::mutex> lock(mu_);
+    task_ = &task;
+    count_ = count;
+    next_ = 0;
+    finished_ = 0;
+    ++generation_;
+    work_cv_.notify_all();
+    done_cv_.wait(lock, [&] { return finished_ == count_; });
+    task_ = nullptr;
+  }
+
+ private:
+  void Loop(int worker) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      while (next_ < count_) {
+        const size_t item = next_++;
+        const auto* task = task_;
+        lock.unlock();
+        (*task)(worker, item);
+        lock.lock();
+        if (++finished_ == count_) done_cv_.notify_all();
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  const std::function<void(int, size_t)>* task_ = nullptr;
+  size_t count_ = 0;
+  size_t next_ = 0;
+  size_t finished_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+struct VirtualClient {
+  std::vector<int64_t> indices;
+  std::unique_ptr<InProcessLink> link;
+  std::unique_ptr<ClientRuntime> runtime;
+};
+
+// The first `n` examples (all if n is 0 or larger than the dataset).
+void Truncate(ImageDataset* ds, int64_t n) {
+  if (n <= 0 || n >= ds->size()) return;
+  ds->images.resize(static_cast<size_t>(n * ds->rows * ds->cols));
+  ds->labels.resize(static_cast<size_t>(n));
+}
+
+std::string FormatDouble(double v, int precision = 6) {
+  if (!std::isfinite(v)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
+  return buf;
+}
+
+std::string MetricsCsv(const std::vector<SimRoundRecord>& rounds) {
+  std::ostringstream out;
+  out << "round,accuracy,test_loss,train_loss,bytes_up,bytes_down,clients,wall_seconds,"
+         "train_samples,samples_per_sec\n";
+  for (const SimRoundRecord& r : rounds) {
+    const RoundMetrics& m = r.metrics;
+    out << m.round << ',' << (r.evaluated ? FormatDouble(m.accuracy) : "") << ','
+        << (r.evaluated ? FormatDouble(m.test_loss) : "") << ',' << FormatDouble(m.train_loss)
+        << ',' << m.bytes_up << ',' << m.bytes_down << ',' << m.clients << ','
+        << FormatDouble(m.wall_seconds) << ',' << r.train_samples << ','
+        << FormatDouble(r.samples_per_sec) << '\n';
+  }
+  return out.str();
+}
+
+std::string MetricsJsonl(const std::vector<SimRoundRecord>& rounds) {
+  std::string out;
+  for (const SimRoundRecord& r : rounds) {
+    const RoundMetrics& m = r.metrics;
+    nlohmann::json j = {
+        {"round", m.round},
+        {"accuracy", r.evaluated ? nlohmann::json(m.accuracy) : nlohmann::json(nullptr)},
+        {"test_loss", r.evaluated ? nlohmann::json(m.test_loss) : nlohmann::json(nullptr)},
+        {"train_loss", m.train_loss},
+        {"bytes_up", m.bytes_up},
+        {"bytes_down", m.bytes_down},
+        {"clients", m.clients},
+        {"wall_seconds", m.wall_seconds},
+        {"train_samples", r.train_samples},
+        {"samples_per_sec", r.samples_per_sec},
+    };
+    out += j.dump() + "\n";
+  }
+  return out;
+}
+
+std::string EscapeXml(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// A two-axis line chart: test accuracy (left axis, %) and bytes moved per round
+// (right axis, MB up + down) over rounds. Plain SVG, no dependency.
+std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string& title) {
+  constexpr double kW = 800, kH = 420, kLeft = 70, kRight = 80, kTop = 50, kBottom = 60;
+  const double pw = kW - kLeft - kRight, ph = kH - kTop - kBottom;
+  uint64_t max_round = 1;
+  double max_mb = 0;
+  for (const SimRoundRecord& r : rounds) {
+    max_round = std::max(max_round, r.metrics.round);
+    max_mb = std::max(max_mb, static_cast<double>(r.metrics.bytes_up + r.metrics.bytes_down) / 1e6);
+  }
+  if (max_mb <= 0) max_mb = 1;
+  max_mb *= 1.1;
+  auto x = [&](double round) {
+    return kLeft + (max_round <= 1 ? pw / 2 : (round - 1) / (max_round - 1) * pw);
+  };
+  auto y_acc = [&](double acc) { return kTop + ph * (1.0 - acc); };
+  auto y_mb = [&](double mb) { return kTop + ph * (1.0 - mb / max_mb); };
+  char buf[256];
+  std::ostringstream s;
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kW << "\" height=\"" << kH
+    << "\" viewBox=\"0 0 " << kW << ' ' << kH << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  s << "<text x=\"" << kW / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">"
+    << EscapeXml(title) << "</text>\n";
+  // Grid and axes.
+  for (int i = 0; i <= 5; ++i) {
+    const double frac = i / 5.0;
+    const double yy = kTop + ph * (1.0 - frac);
+    std::snprintf(buf, sizeof(buf),
+                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", kLeft,
+                  yy, kLeft + pw, yy);
+    s << buf;
+    std::snprintf(buf, sizeof(buf),
+                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%d%%</text>\n",
+                  kLeft - 6, yy + 4, i * 20);
+    s << buf;
+    std::snprintf(buf, sizeof(buf),
+                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"start\" fill=\"#ff7f0e\">%.3g</text>\n",
+                  kLeft + pw + 6, yy + 4, frac * max_mb);
+    s << buf;
+  }
+  const uint64_t step = std::max<uint64_t>(1, (max_round + 9) / 10);
+  for (uint64_t r = 1; r <= max_round; r += step) {
+    std::snprintf(buf, sizeof(buf),
+                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%llu</text>\n", x(r),
+                  kTop + ph + 18, static_cast<unsigned long long>(r));
+    s << buf;
+  }
+  std::snprintf(buf, sizeof(buf),
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+                "stroke=\"#333\"/>\n",
+                kLeft, kTop, pw, ph);
+  s << buf;
+  s << "<text x=\"" << kLeft + pw / 2 << "\" y=\"" << kH - 18 << "\" text-anchor=\"middle\">round</text>\n";
+  std::snprintf(buf, sizeof(buf),
+                "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\" "
+                "fill=\"#1f77b4\">test accuracy</text>\n",
+                kTop + ph / 2);
+  s << buf;
+  std::snprintf(buf, sizeof(buf),
+                "<text transform=\"translate(%.1f %.1f) rotate(90)\" text-anchor=\"middle\" "
+                "fill=\"#ff7f0e\">MB per round (up + down)</text>\n",
+                kW - 16, kTop + ph / 2);
+  s << buf;
+  // Series.
+  std::ostringstream acc_points, mb_points;
+  for (const SimRoundRecord& r : rounds) {
+    const double round = static_cast<double>(r.metrics.round);
+    if (r.evaluated) {
+      std::snprintf(buf, sizeof(buf), "%.1f,%.1f ", x(round), y_acc(r.metrics.accuracy));
+      acc_points << buf;
+    }
+    const double mb = static_cast<double>(r.metrics.bytes_up + r.metrics.bytes_down) / 1e6;
+    std::snprintf(buf, sizeof(buf), "%.1f,%.1f ", x(round), y_mb(mb));
+    mb_points << buf;
+  }
+  s << "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-width=\"1.5\" stroke-dasharray=\"5,3\" "
+       "points=\""
+    << mb_points.str() << "\"/>\n";
+  s << "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"" << acc_points.str()
+    << "\"/>\n";
+  // Legend.
+  s << "<line x1=\"" << kLeft + 10 << "\" y1=\"" << kTop + 14 << "\" x2=\"" << kLeft + 34
+    << "\" y2=\"" << kTop + 14 << "\" stroke=\"#1f77b4\" stroke-width=\"2\"/>"
+    << "<text x=\"" << kLeft + 40 << "\" y=\"" << kTop + 18 << "\">test accuracy</text>\n";
+  s << "<line x1=\"" << kLeft + 10 << "\" y1=\"" << kTop + 32 << "\" x2=\"" << kLeft + 34
+    << "\" y2=\"" << kTop + 32 << "\" stroke=\"#ff7f0e\" stroke-width=\"1.5\" "
+    << "stroke-dasharray=\"5,3\"/>"
+    << "<text x=\"" << kLeft + 40 << "\" y=\"" << kTop + 36 << "\">MB per round</text>\n";
+  s << "</svg>\n";
+  return s.str();
+}
+
+// Files of an earlier run in `dir` that this run replaces. Nothing else is touched.
+void RemovePreviousRun(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const char* name : {kRunDb, "run.db-wal", "run.db-shm", kMetricsCsv, kMetricsJsonl, kPlotSvg,
+                           kConfigYaml}) {
+    fs::remove(fs::path(dir) / name, ec);
+  }
+  fs::remove_all(fs::path(dir) / "models", ec);
+  fs::remove_all(fs::path(dir) / "spool", ec);
+}
+
+Status CheckRange(const Config& config, const char* key, int64_t lo, int64_t hi) {
+  const int64_t v = config.GetInt(key);
+  if (v < lo || v > hi) {
+    return Status::InvalidArgument("config key " + std::string(key) + " must be in [" +
+                                   std::to_string(lo) + ", " + std::to_string(hi) + "] (got " +
+                                   std::to_string(v) + ")");
+  }
+  return Status::Ok();
+}
+
+// Writes the per-round outputs; called after every round so a long run can be
+// inspected (or plotted) while it is still going.
+Status WriteRoundFiles(Env* env, const std::string& dir, const std::vector<SimRoundRecord>& rounds,
+                       const std::string& title) {
+  FL_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/" + kMetricsCsv, MetricsCsv(rounds), false));
+  FL_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/" + kMetricsJsonl, MetricsJsonl(rounds), false));
+  return env->WriteFileAtomic(dir + "/" + kPlotSvg, PlotSvg(rounds, title), false);
+}
+
+}  // namespace
+
+nlohmann::json SimulatorConfigDefaults() {
+  nlohmann::json d = AlgorithmConfigDefaults();
+  MergeJson(d, CoordinatorConfigDefaults());
+  MergeJson(d, ModelConfigDefaults("cnn"));
+  d["data"] = {
+      {"dir", std::string(kFashionMnistDefaultDir)},
+      {"partition", "dirichlet:0.5"},
+      {"num_clients", 100},
+      {"train_examples", 0},
+      {"test_examples", 0},
+  };
+  d["sim"] = {
+      {"preset", kDefaultPreset},
+      {"workers", 2},
+      {"threads_per_worker", 1},
+      {"eval_every", 1},
+      {"out_dir", ""},
+      {"device", "auto"},
+      {"progress", "auto"},
+  };
+  return d;
+}
+
+std::vector<std::string> PresetNames() { return {kDefaultPreset}; }
+
+Result<nlohmann::json> PresetValues(const std::string& preset) {
+  if (preset == kDefaultPreset) {
+    // W1 (WORKLOADS.md). The SGD values were tuned once for FedAvg on this workload
+    // (see README); every baseline on W1 uses them unchanged.
+    return nlohmann::json{
+        {"algorithm", {{"name", "fedavg"}}},
+        {"train",
+         {{"local_epochs", 1},
+          {"local_steps", 0},
+          {"batch_size", 32},
+          {"lr", 0.05},
+          {"momentum", 0.0},
+          {"weight_decay", 0.0}}},
+        {"run", {{"rounds", 50}, {"seed", 1}}},
+        {"coordinator", {{"clients_per_round", 10}}},
+        {"model", {{"name", "cnn"}}},
+        {"data", {{"partition", "dirichlet:0.5"}, {"num_clients", 100}}},
+        {"sim", {{"preset", kDefaultPreset}}},
+    };
+  }
+  std::string known;
+  for (const std::string& n : PresetNames()) known += (known.empty() ? "" : ", ") + n;
+  return Status::InvalidArgument("unknown preset \"" + preset + "\" (known: " + known + ")");
+}
+
+Result<Partition> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels) {
+  Result<PartitionSpec> spec = ParsePartitionSpec(config.GetString("data.partition"));
+  if (!spec.ok()) return spec.status().WithContext("data.partition");
+  FL_RETURN_IF_ERROR(CheckRange(config, "data.num_clients", 1, 10000000));
+  Result<Partition> p =
+      PartitionExamples(*spec, labels, static_cast<int>(config.GetInt("data.num_clients")),
+                        static_cast<uint64_t>(config.GetInt("run.seed")));
+  if (!p.ok()) return p.status().WithContext("data.partition");
+  return p;
+}
+
+std::string OutputDirectory(const Config& config) {
+  std::string dir = config.GetString("sim.out_dir");
+  if (!dir.empty()) return dir;
+  return "runs/" + config.GetString("sim.preset") + "-" + std::to_string(config.GetInt("run.seed"));
+}
+
+Result<SimulationResult> RunSimulation(const Config& config,
+                                       const std::function<void(const SimProgress&)>& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  Env* env = Env::Default();
+
+  // ---- configuration ----
+  FL_RETURN_IF_ERROR(CheckRange(config, "sim.workers", 1, 1024));
+  FL_RETURN_IF_ERROR(CheckRange(config, "sim.threads_per_worker", 1, 1024));
+  FL_RETURN_IF_ERROR(CheckRange(config, "sim.eval_every", 1, 1000000));
+  FL_RETURN_IF_ERROR(CheckRange(config, "data.train_examples", 0, 1LL << 40));
+  FL_RETURN_IF_ERROR(CheckRange(config, "data.test_examples", 0, 1LL << 40));
+  const int workers = static_cast<int>(config.GetInt("sim.workers"));
+  const int threads_per_worker = static_cast<int>(config.GetInt("sim.threads_per_worker"));
+  const uint64_t eval_every = static_cast<uint64_t>(config.GetInt("sim.eval_every"));
+  const uint64_t seed = static_cast<uint64_t>(config.GetInt("run.seed"));
+  const std::string model_name = config.GetString("model.name");
+  FL_ASSIGN_OR_RETURN(std::string device, ResolveTorchDevice(config.GetString("sim.device")));
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, CreateStrategy(config));
+  FL_ASSIGN_OR_RETURN(CoordinatorOptions options, CoordinatorOptionsFromConfig(config));
+  // Checked before the data is loaded, so a typo fails fast.
+  Result<PartitionSpec> spec = ParsePartitionSpec(config.GetString("data.partition"));
+  if (!spec.ok()) return spec.status().WithContext("data.partition");
+
+  // ---- data ----
+  const std::string data_dir = config.GetString("data.dir");
+  FL_ASSIGN_OR_RETURN(ImageDataset train_set, LoadMnistFormat(data_dir, DatasetSplit::kTrain, env));
+  FL_ASSIGN_OR_RETURN(ImageDataset test_set, LoadMnistFormat(data_dir, DatasetSplit::kTest, env));
+  Truncate(&train_set, config.GetInt("data.train_examples"));
+  Truncate(&test_set, config.GetInt("data.test_examples"));
+  FL_ASSIGN_OR_RETURN(Partition partition, PartitionFromConfig(config, train_set.labels));
+  const size_t num_clients = partition.size();
+
+  // ---- initial model ----
+  ParamSet initial;
+  if (config.GetString("model.init_file").empty()) {
+    FL_ASSIGN_OR_RETURN(initial, InitialModelParameters(model_name, seed));
+  } else {
+    FL_ASSIGN_OR_RETURN(initial, InitialModelFromConfig(config));
+  }
+
+  // ---- output directory and coordinator ----
+  const std::string out_dir = OutputDirectory(config);
+  FL_RETURN_IF_ERROR(env->CreateDirs(out_dir));
+  RemovePreviousRun(out_dir);
+  // A simulation needs no crash recovery, and every virtual client is always online:
+  // the round starts once the whole population has joined and nobody times out.
+  options.state_dir = out_dir;
+  options.store_path = out_dir + "/" + kRunDb;
+  options.durable = false;
+  options.min_clients = static_cast<uint32_t>(num_clients);
+  options.client_timeout = std::chrono::hours(24 * 365);
+  options.env = env;
+  const uint64_t total_rounds = options.num_rounds;
+
+  std::mutex summaries_mu;
+  std::vector<std::pair<RoundSummary, ModelSnapshot>> summaries;
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator,
+                      Coordinator::Create(options, std::move(strategy), initial));
+  coordinator->SetRoundCallback([&](const RoundSummary& s, const ModelSnapshot& m) {
+    std::lock_guard<std::mutex> lock(summaries_mu);
+    summaries.emplace_back(s, m);
+  });
+  // The run record shares the coordinator's SQLite file (WAL lets two connections in).
+  StoreOptions store_options;
+  store_options.path = options.store_path;
+  store_options.durable = false;
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Store> record, Store::Open(store_options));
+  const std::string yaml = config.ToYaml();
+  FL_RETURN_IF_ERROR(env->WriteFileAtomic(out_dir + "/" + kConfigYaml, yaml, false));
+  FL_RETURN_IF_ERROR(record->PutMeta("tool", "fl-sim"));
+  FL_RETURN_IF_ERROR(record->PutMeta("config", yaml));
+  FL_RETURN_IF_ERROR(record->PutMeta("preset", config.GetString("sim.preset")));
+  FL_RETURN_IF_ERROR(record->PutMeta("seed", std::to_string(seed)));
+  FL_RETURN_IF_ERROR(record->PutMeta("device", device));
+  FL_RETURN_IF_ERROR(record->PutMeta("started_at", std::to_string(env->NowUnixSeconds())));
+
+  // ---- trainers: one per worker over shared dataset tensors ----
+  SetTorchThreads(threads_per_worker);
+  FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> train_data,
+                      MakeTensorImageData(train_set, device));
+  FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> test_data,
+                      MakeTensorImageData(test_set, device));
+  train_set = {};  // the tensors hold their own copy
+  std::vector<std::unique_ptr<TorchTrainer>> trainers;
+  TorchTrainerOptions trainer_options;
+  trainer_options.model = model_name;
+  trainer_options.device = device;
+  trainer_options.init_seed = seed;
+  for (int w = 0; w < workers; ++w) {
+    FL_ASSIGN_OR_RETURN(std::unique_ptr<TorchTrainer> t,
+                        TorchTrainer::Create(trainer_options, train_data, test_data));
+    if (t->layout().hash() != initial.layout().hash()) {
+      return Status::InvalidArgument("model.init_file does not hold a " + model_name + " model");
+    }
+    trainers.push_back(std::move(t));
+  }
+  WorkerPool pool(workers, [threads_per_worker](int) { SetTorchThreads(threads_per_worker); });
+
+  // ---- virtual clients ----
+  std::vector<VirtualClient> clients(num_clients);
+  for (size_t i = 0; i < num_clients; ++i) {
+    VirtualClient& c = clients[i];
+    c.indices = std::move(partition[i]);
+    c.link = std::make_unique<InProcessLink>(coordinator.get());
+    ClientRuntimeOptions ro;
+    ro.client_name = "client-" + std::to_string(i);
+    ro.enrollment_token = options.enrollment_token;
+    ro.poll_wait = std::chrono::milliseconds(0);
+    c.runtime = std::make_unique<ClientRuntime>(c.link.get(), std::move(ro));
+    c.runtime->set_keep_model_cache(false);
+    FL_RETURN_IF_ERROR(c.runtime->Join().WithContext("client-" + std::to_string(i)));
+  }
+
+  // ---- rounds ----
+  SimulationResult result;
+  result.out_dir = out_dir;
+  const std::string title = "fl-sim " + config.GetString("sim.preset") + " (" +
+                            config.GetString("algorithm.name") + ", " +
+                            config.GetString("data.partition") + ", seed " + std::to_string(seed) + ")";
+  std::mutex progress_mu;
+  double train_seconds_total = 0;
+  double last_accuracy = -1;
+  uint64_t rounds_done = 0;
+  CancelToken cancel;
+  // How long the federation may sit without any client having work before the run is
+  // declared stuck: a round deadline must have fired by then.
+  const double stall_limit_s =
+      2.0 * std::chrono::duration<double>(options.round_deadline).count() + 60.0;
+  auto idle_since = std::chrono::steady_clock::now();
+
+  auto report = [&](SimProgress p) {
+    if (!progress) return;
+    p.total_rounds = total_rounds;
+    p.elapsed_seconds = SecondsSince(start);
+    p.last_accuracy = last_accuracy;
+    if (rounds_done > 0) {
+      p.eta_seconds = p.elapsed_seconds / static_cast<double>(rounds_done) *
+                      static_cast<double>(total_rounds - std::min(total_rounds, rounds_done));
+    }
+    std::lock_guard<std::mutex> lock(progress_mu);
+    progress(p);
+  };
+
+  while (true) {
+    // Every client asks for work, as a real client's poll would.
+    const auto round_start = std::chrono::steady_clock::now();
+    std::vector<std::pair<size_t, Task>> work;
+    size_t done = 0;
+    for (size_t i = 0; i < num_clients; ++i) {
+      Result<Task> task = clients[i].runtime->Pull(std::chrono::milliseconds(0));
+      if (!task.ok()) return task.status().WithContext("client-" + std::to_string(i) + " pull");
+      if (task->kind == TaskKind::kTrain) work.emplace_back(i, std::move(*task));
+      if (task->kind == TaskKind::kDone) ++done;
+    }
+    if (done == num_clients) break;
+    if (work.empty()) {
+      // Nobody has work but the federation is not over: only a round deadline can move
+      // it on. Give the coordinator its tick.
+      coordinator->Poll();
+      if (SecondsSince(idle_since) > stall_limit_s) {
+        return Status::DeadlineExceeded("simulation stalled: no client has work and the "
+                                        "federation is not finished");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+
+    const uint64_t round = work.front().second.round;
+    std::atomic<uint64_t> samples{0};
+    std::atomic<uint64_t> finished{0};
+    Status first_error;
+    std::mutex error_mu;
+    pool.Run(work.size(), [&](int w, size_t k) {
+      if (cancel.cancelled()) return;
+      auto& [client_index, task] = work[k];
+      VirtualClient& c = clients[client_index];
+      TorchTrainer& trainer = *trainers[w];
+      Status s = trainer.BindExamples(c.indices);
+      if (s.ok()) {
+        Result<ExecuteReport> r = c.runtime->Execute(task, trainer, cancel);
+        if (r.ok()) {
+          samples += r->train.num_examples;
+        } else {
+          s = r.status();
+        }
+      }
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (first_error.ok()) {
+          first_error = s.WithContext("client-" + std::to_string(client_index) + " round " +
+                                      std::to_string(task.round));
+        }
+        cancel.Cancel();
+        return;
+      }
+      SimProgress p;
+      p.round = round;
+      p.clients_done = ++finished;
+      p.clients_selected = work.size();
+      report(p);
+    });
+    if (!first_error.ok()) return first_error;
+    idle_since = std::chrono::steady_clock::now();
+    const double round_train_seconds = SecondsSince(round_start);
+    train_seconds_total += round_train_seconds;
+    result.train_samples += samples.load();
+
+    std::vector<std::pair<RoundSummary, ModelSnapshot>> closed;
+    {
+      std::lock_guard<std::mutex> lock(summaries_mu);
+      closed.swap(summaries);
+    }
+    for (auto& [summary, snapshot] : closed) {
+      SimRoundRecord rec;
+      rec.metrics.round = summary.round;
+      rec.metrics.train_loss = summary.mean_train_loss;
+      rec.metrics.bytes_up = summary.bytes_up;
+      rec.metrics.bytes_down = summary.bytes_down;
+      rec.metrics.clients = summary.num_updates;
+      rec.metrics.accuracy = -1;   // "not evaluated" in the run record
+      rec.metrics.test_loss = -1;
+      rec.train_samples = summary.round == round ? samples.load() : 0;
+      rec.train_seconds = summary.round == round ? round_train_seconds : 0;
+      rec.evaluated = summary.round % eval_every == 0 || summary.round == total_rounds;
+      if (rec.evaluated) {
+        // Each worker scores a slice of the test set with its own replica.
+        const int64_t n = test_data ? TensorImageDataSize(*test_data) : 0;
+        std::vector<Result<EvalStats>> parts(workers, Status::Internal("not run"));
+        pool.Run(static_cast<size_t>(workers), [&](int w, size_t k) {
+          TorchTrainer& trainer = *trainers[w];
+          Status s = trainer.SetParameters(*snapshot.params);
+          if (!s.ok()) {
+            parts[k] = s;
+            return;
+          }
+          parts[k] = trainer.EvaluateRange(n * static_cast<int64_t>(k) / workers,
+                                           n * static_cast<int64_t>(k + 1) / workers);
+        });
+        double loss = 0, correct = 0;
+        for (const Result<EvalStats>& part : parts) {
+          if (!part.ok()) return part.status().WithContext("evaluation");
+          loss += part->loss * static_cast<double>(part->num_examples);
+          correct += part->accuracy * static_cast<double>(part->num_examples);
+        }
+        rec.metrics.accuracy = correct / static_cast<double>(n);
+        rec.metrics.test_loss = loss / static_cast<double>(n);
+        last_accuracy = rec.metrics.accuracy;
+        result.final_accuracy = rec.metrics.accuracy;
+        result.final_test_loss = rec.metrics.test_loss;
+      }
+      rec.metrics.wall_seconds = SecondsSince(start);
+      rec.samples_per_sec = train_seconds_total > 0
+                                ? static_cast<double>(result.train_samples) / train_seconds_total
+                                : 0;
+      FL_RETURN_IF_ERROR(record->AppendRoundMetrics(rec.metrics));
+      result.rounds.push_back(rec);
+      FL_RETURN_IF_ERROR(WriteRoundFiles(env, out_dir, result.rounds, title));
+      rounds_done = summary.round;
+      SimProgress p;
+      p.round = summary.round;
+      p.clients_done = summary.num_updates;
+      p.clients_selected = work.size();
+      p.round_finished = true;
+      report(p);
+    }
+  }
+
+  result.wall_seconds = SecondsSince(start);
+  result.train_samples_per_sec =
+      train_seconds_total > 0 ? static_cast<double>(result.train_samples) / train_seconds_total : 0;
+  FL_RETURN_IF_ERROR(record->PutMeta("final_accuracy", FormatDouble(result.final_accuracy)));
+  FL_RETURN_IF_ERROR(record->PutMeta("wall_seconds", FormatDouble(result.wall_seconds)));
+  FL_RETURN_IF_ERROR(
+      record->PutMeta("train_samples_per_sec", FormatDouble(result.train_samples_per_sec)));
+  return result;
+}
+
+}  // namespace fl::internal

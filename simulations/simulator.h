@@ -1,0 +1,91 @@
+#ifndef FL_SIMULATIONS_SIMULATOR_H_
+#define FL_SIMULATIONS_SIMULATOR_H_
+
+// fl-sim's engine: many virtual clients against one in-process Coordinator, exactly as
+// fl-server serves real ones. Each virtual client is a ClientRuntime over an
+// InProcessLink (name "client-<i>", a list of example indices, ~no memory); a pool of
+// workers, each owning ONE TorchTrainer, executes the clients that a round selected.
+// After each round the new global model is evaluated on the held-out test set.
+//
+// LibTorch stays out of this header (fl-sim's main includes it).
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "fl/status.h"
+#include "simulations/partition.h"
+#include "store/store.h"
+
+namespace fl::internal {
+
+// Every key fl-sim accepts, with its default: the algorithm's "algorithm"/"train",
+// the coordinator's "coordinator"/"run", "model", and
+//   data: dir, partition, num_clients, train_examples (0 = all), test_examples (0 = all)
+//   sim:  preset, workers, threads_per_worker, eval_every, out_dir ("" = runs/<preset>-<seed>),
+//         device (auto|cpu|cuda), progress (auto|tty|plain|none)
+nlohmann::json SimulatorConfigDefaults();
+
+// Known preset names; "fmnist-cnn" is the default.
+std::vector<std::string> PresetNames();
+// The values a preset sets on top of SimulatorConfigDefaults() (a partial JSON document
+// of the same shape). InvalidArgument for an unknown name, listing the known ones.
+Result<nlohmann::json> PresetValues(const std::string& preset);
+
+// Splits the training examples among data.num_clients clients with data.partition,
+// seeded by run.seed. Shared by `fl-sim run` and `fl-sim export-partition`.
+Result<Partition> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels);
+
+// The output directory of a run: sim.out_dir, or runs/<preset>-<seed> when empty.
+std::string OutputDirectory(const Config& config);
+
+// One evaluated round, as written to CSV/JSONL and the run record.
+struct SimRoundRecord {
+  RoundMetrics metrics;          // round, accuracy, losses, bytes, clients, wall_seconds
+  uint64_t train_samples = 0;    // examples trained on this round (with epoch repeats)
+  double train_seconds = 0;      // wall time of pull + train + push + aggregation
+  double samples_per_sec = 0;    // cumulative train samples / cumulative train seconds
+  bool evaluated = false;        // false on rounds skipped by sim.eval_every
+};
+
+struct SimulationResult {
+  std::vector<SimRoundRecord> rounds;
+  double final_accuracy = 0;     // of the last evaluated round, in [0, 1]
+  double final_test_loss = 0;
+  double wall_seconds = 0;       // whole run, evaluation included
+  uint64_t train_samples = 0;
+  double train_samples_per_sec = 0;
+  std::string out_dir;
+};
+
+// Progress reports while the simulation runs. Calls are serialized but may come from
+// worker threads.
+struct SimProgress {
+  uint64_t round = 0;
+  uint64_t total_rounds = 0;
+  uint64_t clients_done = 0;     // in this round
+  uint64_t clients_selected = 0;
+  double elapsed_seconds = 0;
+  double eta_seconds = -1;       // < 0 while unknown
+  double last_accuracy = -1;     // < 0 before the first evaluation
+  bool round_finished = false;   // true once per round, after evaluation
+};
+
+// Runs a simulation described by `config` (SimulatorConfigDefaults() schema). Writes
+// metrics.csv, metrics.jsonl, accuracy_bytes.svg, config.yaml and the run record
+// run.db (SQLite) to OutputDirectory(config), replacing those files from an earlier
+// run there. `progress` (may be empty) is called whenever a client finishes and after
+// each round. Errors: InvalidArgument for bad config values, NotFound/DataLoss for the
+// dataset, FailedPrecondition for --device cuda without CUDA, and the first error of
+// any client (a simulation has no flaky clients to forgive).
+Result<SimulationResult> RunSimulation(const Config& config,
+                                       const std::function<void(const SimProgress&)>& progress);
+
+}  // namespace fl::internal
+
+#endif  // FL_SIMULATIONS_SIMULATOR_H_

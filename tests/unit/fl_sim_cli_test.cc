@@ -1,0 +1,116 @@
+// Runs the built fl-sim binary the way a user does and checks its exit codes and
+// messages.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "codec/param_io.h"
+#include "fl/env.h"
+
+namespace fl::internal {
+namespace {
+
+const std::string kBinary = std::string(FL_BINARY_DIR) + "/simulations/fl-sim";
+
+struct Outcome {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+Outcome RunFlSim(const std::string& args) {
+  Outcome o;
+  const std::string cmd = kBinary + " " + args + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return o;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) o.output.append(buf.data(), n);
+  int status = ::pclose(pipe);
+  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return o;
+}
+
+size_t Lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+
+std::filesystem::path Temp(const std::string& name) {
+  return std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid()));
+}
+
+TEST(FlSimCliTest, UnknownFlagIsOneMessageAndNonZeroExit) {
+  Outcome o = RunFlSim("--no-such-flag 3");
+  EXPECT_NE(o.exit_code, 0);
+  EXPECT_EQ(Lines(o.output), 1u) << o.output;
+  EXPECT_NE(o.output.find("no-such-flag"), std::string::npos) << o.output;
+}
+
+TEST(FlSimCliTest, MissingAndBadConfigFiles) {
+  Outcome missing = RunFlSim("--config /nonexistent/fl-sim.yaml");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_EQ(Lines(missing.output), 1u) << missing.output;
+  EXPECT_NE(missing.output.find("/nonexistent/fl-sim.yaml"), std::string::npos) << missing.output;
+
+  const auto path = Temp("fl_sim_bad_config") += ".yaml";
+  std::ofstream(path) << "train:\n  lr: 0.1\n  learning_speed: 3\n";
+  Outcome unknown = RunFlSim("--config " + path.string());
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_EQ(Lines(unknown.output), 1u) << unknown.output;
+  EXPECT_NE(unknown.output.find("learning_speed"), std::string::npos) << unknown.output;
+
+  std::ofstream(path) << "train:\n  lr: fast\n";
+  Outcome mistyped = RunFlSim("--config " + path.string());
+  EXPECT_NE(mistyped.exit_code, 0);
+  EXPECT_NE(mistyped.output.find("train.lr"), std::string::npos) << mistyped.output;
+  std::filesystem::remove(path);
+}
+
+TEST(FlSimCliTest, UnknownPresetAndCommand) {
+  Outcome preset = RunFlSim("--preset cifar-resnet");
+  EXPECT_EQ(preset.exit_code, 2);
+  EXPECT_EQ(Lines(preset.output), 1u) << preset.output;
+  EXPECT_NE(preset.output.find("fmnist-cnn"), std::string::npos) << preset.output;
+  Outcome command = RunFlSim("simulate");
+  EXPECT_EQ(command.exit_code, 2);
+  EXPECT_NE(command.output.find("export-model"), std::string::npos) << command.output;
+}
+
+TEST(FlSimCliTest, PrintConfigShowsPresetAndOverrides) {
+  Outcome o = RunFlSim("--print-config --lr 0.02 --set data.partition=shards:2");
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("preset: fmnist-cnn"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("num_clients: 100"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("clients_per_round: 10"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("lr: 0.02"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("partition: shards:2"), std::string::npos) << o.output;
+}
+
+TEST(FlSimCliTest, MissingDatasetNamesThePackage) {
+  Outcome o = RunFlSim("--data-dir /nonexistent/fmnist --progress none --out " +
+                       Temp("fl_sim_nodata").string());
+  EXPECT_EQ(o.exit_code, 1);
+  EXPECT_NE(o.output.find("dataset-fashion-mnist"), std::string::npos) << o.output;
+  std::filesystem::remove_all(Temp("fl_sim_nodata"));
+}
+
+TEST(FlSimCliTest, ExportModelWritesALoadableModel) {
+  const auto path = Temp("fl_sim_model") += ".flps";
+  Outcome o = RunFlSim("export-model --model cnn --seed 3 --out " + path.string());
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  Result<std::string> bytes = Env::Default()->ReadFile(path.string());
+  ASSERT_TRUE(bytes.ok());
+  Result<ParamSet> params = ParseParamSet(*bytes);
+  ASSERT_TRUE(params.ok()) << params.status().ToString();
+  EXPECT_EQ(params->size(), 215370u);
+  EXPECT_NE(o.output.find("215370"), std::string::npos);
+  EXPECT_NE(RunFlSim("export-model --model vgg --out " + path.string()).exit_code, 0);
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace fl::internal

@@ -1,0 +1,147 @@
+#include "simulations/simulator.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "store/store.h"
+
+namespace fl::internal {
+namespace {
+
+std::string ReadText(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A cut-down fmnist-cnn: 6 clients on 3000 training images, 3 rounds, 2 workers.
+Result<Config> TinyConfig(const std::string& out_dir) {
+  nlohmann::json defaults = SimulatorConfigDefaults();
+  Result<nlohmann::json> preset = PresetValues("fmnist-cnn");
+  if (!preset.ok()) return preset.status();
+  defaults.merge_patch(*preset);
+  return Config::Build(defaults, "",
+                       {"data.dir=" FL_FASHION_MNIST_DIR, "data.num_clients=6",
+                        "data.train_examples=3000", "data.test_examples=1000",
+                        "coordinator.clients_per_round=4", "run.rounds=3", "run.seed=5",
+                        "sim.workers=2", "sim.out_dir=" + out_dir});
+}
+
+TEST(SimulatorTest, TinyFederationLearnsAndWritesEveryOutput) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("fl_sim_e2e_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  Result<Config> config = TinyConfig(dir.string());
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  int finished_rounds = 0;
+  uint64_t client_reports = 0;
+  Result<SimulationResult> result = RunSimulation(*config, [&](const SimProgress& p) {
+    EXPECT_EQ(p.total_rounds, 3u);
+    if (p.round_finished) {
+      ++finished_rounds;
+    } else {
+      ++client_reports;
+    }
+  });
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(finished_rounds, 3);
+  EXPECT_EQ(client_reports, 3u * 4u);
+  ASSERT_EQ(result->rounds.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const SimRoundRecord& r = result->rounds[i];
+    EXPECT_EQ(r.metrics.round, i + 1);
+    EXPECT_EQ(r.metrics.clients, 4u);
+    EXPECT_TRUE(r.evaluated);
+    EXPECT_GT(r.train_samples, 0u);
+    // Four dense f32 CNN updates go up; four models (plus file framing) come down.
+    EXPECT_EQ(r.metrics.bytes_up, 4u * 215370u * 4u);
+    EXPECT_GE(r.metrics.bytes_down, 4u * 215370u * 4u);
+  }
+  // Three rounds on Fashion-MNIST are far above chance (10%).
+  EXPECT_GT(result->final_accuracy, 0.35);
+  EXPECT_GT(result->train_samples_per_sec, 0.0);
+
+  // CSV: header plus one row per round.
+  std::string csv = ReadText(dir / "metrics.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4);
+  EXPECT_EQ(csv.rfind("round,accuracy,test_loss,train_loss,bytes_up,bytes_down,clients,", 0), 0u);
+  // JSONL: one parseable object per round.
+  std::istringstream jsonl(ReadText(dir / "metrics.jsonl"));
+  std::string line;
+  int rows = 0;
+  while (std::getline(jsonl, line)) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["round"].get<int>(), ++rows);
+    EXPECT_NEAR(j["accuracy"].get<double>(), result->rounds[rows - 1].metrics.accuracy, 1e-12);
+  }
+  EXPECT_EQ(rows, 3);
+  std::string svg = ReadText(dir / "accuracy_bytes.svg");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("<polyline"), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+
+  // The run record: per-round metrics and the effective config.
+  StoreOptions so;
+  so.path = (dir / "run.db").string();
+  Result<std::unique_ptr<Store>> store = Store::Open(so);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Result<std::vector<RoundMetrics>> metrics = (*store)->ListRoundMetrics();
+  ASSERT_TRUE(metrics.ok());
+  ASSERT_EQ(metrics->size(), 3u);
+  EXPECT_DOUBLE_EQ(metrics->back().accuracy, result->final_accuracy);
+  Result<std::optional<std::string>> cfg = (*store)->GetMeta("config");
+  ASSERT_TRUE(cfg.ok() && cfg->has_value());
+  EXPECT_NE((*cfg)->find("train_examples: 3000"), std::string::npos) << **cfg;
+  Result<std::vector<RoundRecord>> rounds = (*store)->ListRounds();
+  ASSERT_TRUE(rounds.ok());
+  EXPECT_EQ(rounds->size(), 3u);  // the coordinator's own rounds, same file
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SimulatorTest, BadConfigValuesAreInvalidArgument) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("fl_sim_bad_" + std::to_string(::getpid()));
+  Result<Config> config = TinyConfig(dir.string());
+  ASSERT_TRUE(config.ok());
+  Config bad_partition = *config;
+  ASSERT_TRUE(bad_partition.Set("data.partition", "zipf:2", "test").ok());
+  Result<SimulationResult> r = RunSimulation(bad_partition, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("data.partition"), std::string::npos);
+
+  Config bad_workers = *config;
+  ASSERT_TRUE(bad_workers.Set("sim.workers", "0", "test").ok());
+  EXPECT_EQ(RunSimulation(bad_workers, nullptr).status().code(), StatusCode::kInvalidArgument);
+
+  Config missing_data = *config;
+  ASSERT_TRUE(missing_data.Set("data.dir", "/nonexistent/fmnist", "test").ok());
+  Result<SimulationResult> m = RunSimulation(missing_data, nullptr);
+  EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(m.status().message().find("dataset-fashion-mnist"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SimulatorTest, PresetsAndOutputDirectory) {
+  EXPECT_EQ(PresetValues("nope").status().code(), StatusCode::kInvalidArgument);
+  Result<nlohmann::json> w1 = PresetValues("fmnist-cnn");
+  ASSERT_TRUE(w1.ok());
+  EXPECT_EQ((*w1)["data"]["num_clients"], 100);
+  EXPECT_EQ((*w1)["run"]["rounds"], 50);
+  EXPECT_EQ((*w1)["coordinator"]["clients_per_round"], 10);
+  EXPECT_EQ((*w1)["train"]["batch_size"], 32);
+  nlohmann::json defaults = SimulatorConfigDefaults();
+  defaults.merge_patch(*w1);
+  Result<Config> c = Config::Build(defaults, "", {"run.seed=7"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(OutputDirectory(*c), "runs/fmnist-cnn-7");
+}
+
+}  // namespace
+}  // namespace fl::internal
