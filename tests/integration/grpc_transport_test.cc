@@ -3,10 +3,12 @@
 // GrpcLink and, for malformed streams that GrpcLink never produces, by a raw stub.
 
 #include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
 #include <limits>
 #include <memory>
 #include <string>
@@ -316,6 +318,32 @@ TEST_F(GrpcTransportTest, ShutdownAnswersPendingLongPollsPromptly) {
   EXPECT_LT(elapsed, std::chrono::seconds(3));
   // The coordinator was not told the federation is over.
   EXPECT_FALSE(coordinator_->GetStatus().finished);
+}
+
+TEST_F(GrpcTransportTest, HealthCheckReportsServing) {
+  Start(Options());
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = *Env::Default()->ReadFile(certs_.ca_cert);
+  grpc::GenericStub stub(grpc::CreateChannel(Target(), grpc::SslCredentials(ssl)));
+  // grpc.health.v1.HealthCheckRequest{service: ""} is the empty message; the answer
+  // HealthCheckResponse{status: SERVING} is field 1 = 1, i.e. the bytes 08 01.
+  grpc::Slice empty;
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status status) { done.set_value(status); });
+  grpc::Status status = done.get_future().get();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
 }
 
 // ---- the client verifies what it downloads ----
