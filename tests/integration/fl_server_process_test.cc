@@ -2,26 +2,26 @@
 // from `fl-server certs`, driven over gRPC by GrpcLink through a whole federation, then
 // stopped by SIGTERM; and refusing bad configs with exit status 2.
 
-#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
+#include <memory>
+#include <optional>
 #include <regex>
 #include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
 #include "client/grpc_link.h"
 #include "codec/dense_codec.h"
 #include "crypto/sha256.h"
 #include "store/store.h"
+#include "subprocess.h"
 
 namespace fl::internal {
 namespace {
@@ -30,81 +30,6 @@ using std::chrono::milliseconds;
 using ::testing::HasSubstr;
 
 const char kServerBinary[] = FL_BINARY_DIR "/server/fl-server";
-
-// A child process whose stderr is collected by a reader thread (so the child never
-// blocks on a full pipe).
-class Child {
- public:
-  explicit Child(const std::vector<std::string>& args) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], STDERR_FILENO);
-      ::dup2(fds[1], STDOUT_FILENO);
-      std::vector<char*> argv;
-      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    reader_ = std::thread([this, fd = fds[0]] {
-      char buf[4096];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof(buf))) > 0) {
-        std::lock_guard<std::mutex> lock(mu_);
-        output_.append(buf, static_cast<size_t>(n));
-        cv_.notify_all();
-      }
-      ::close(fd);
-      std::lock_guard<std::mutex> lock(mu_);
-      eof_ = true;
-      cv_.notify_all();
-    });
-  }
-
-  ~Child() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      Wait();
-    }
-    if (reader_.joinable()) reader_.join();
-  }
-
-  pid_t pid() const { return pid_; }
-
-  // The first match of `pattern`'s group 1 in the output, waiting up to `timeout`.
-  std::string WaitFor(const std::regex& pattern, milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    std::smatch m;
-    cv_.wait_for(lock, timeout, [&] { return std::regex_search(output_, m, pattern) || eof_; });
-    return std::regex_search(output_, m, pattern) ? m[1].str() : "";
-  }
-
-  // Exit status, or -1 if it did not exit normally.
-  int Wait() {
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    reaped_ = true;
-    if (reader_.joinable()) reader_.join();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
-  std::string output() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return output_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  std::thread reader_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::string output_;
-  bool eof_ = false;
-};
 
 class FlServerProcessTest : public ::testing::Test {
  protected:
@@ -117,22 +42,48 @@ class FlServerProcessTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
+  // Runs fl-server with `args` to completion; returns its exit status and output.
+  std::pair<int, std::string> Run(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {kServerBinary};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const std::string log = (dir_ / ("run" + std::to_string(runs_++) + ".log")).string();
+    std::unique_ptr<Subprocess> child = Subprocess::Start(argv, log);
+    EXPECT_NE(child, nullptr);
+    if (child == nullptr) return {-1, ""};
+    std::optional<int> code = child->Wait(std::chrono::seconds(30));
+    return {code.value_or(-1), child->Log()};
+  }
+
+  // Group 1 of the first match of `pattern` in the child's output, waiting up to
+  // `timeout`; empty if it never appears.
+  static std::string WaitForOutput(Subprocess& child, const std::regex& pattern,
+                                   milliseconds timeout) {
+    std::smatch m;
+    std::string log;
+    WaitUntil([&] { return std::regex_search(log = child.Log(), m, pattern); }, timeout);
+    return std::regex_search(log, m, pattern) ? m[1].str() : "";
+  }
+
   std::filesystem::path dir_;
+  int runs_ = 0;
 };
 
 TEST_F(FlServerProcessTest, RunsAFederationOverTlsAndStopsOnSigterm) {
   const std::string certs = (dir_ / "certs").string();
   {
-    Child gen({kServerBinary, "certs", "--out", certs});
-    ASSERT_EQ(gen.Wait(), 0) << gen.output();
+    auto [code, output] = Run({"certs", "--out", certs});
+    ASSERT_EQ(code, 0) << output;
   }
   const std::string state = (dir_ / "state").string();
-  Child server({kServerBinary, "--listen", "127.0.0.1:0", "--tls-cert", certs + "/server.pem",
-                "--tls-key", certs + "/server.key", "--model", "random:5000", "--rounds", "2",
-                "--state-dir", state, "--enrollment-token", "tok", "--set", "server.drain_s=60"});
+  std::unique_ptr<Subprocess> server = Subprocess::Start(
+      {kServerBinary, "--listen", "127.0.0.1:0", "--tls-cert", certs + "/server.pem", "--tls-key",
+       certs + "/server.key", "--model", "random:5000", "--rounds", "2", "--state-dir", state,
+       "--enrollment-token", "tok", "--set", "server.drain_s=60"},
+      (dir_ / "server.log").string());
+  ASSERT_NE(server, nullptr);
   const std::string port =
-      server.WaitFor(std::regex("ready on port ([0-9]+)"), milliseconds(20000));
-  ASSERT_FALSE(port.empty()) << server.output();
+      WaitForOutput(*server, std::regex("ready on port ([0-9]+)"), milliseconds(20000));
+  ASSERT_FALSE(port.empty()) << server->Log();
 
   GrpcLinkOptions options;
   options.target = "localhost:" + port;
@@ -162,15 +113,16 @@ TEST_F(FlServerProcessTest, RunsAFederationOverTlsAndStopsOnSigterm) {
     ++trained;
   }
   EXPECT_EQ(trained, 2);
-  EXPECT_FALSE(server.WaitFor(std::regex("(federation finished)"), milliseconds(10000)).empty())
-      << server.output();
+  EXPECT_FALSE(
+      WaitForOutput(*server, std::regex("(federation finished)"), milliseconds(10000)).empty())
+      << server->Log();
 
   // The client stays connected: a graceful stop must not wait for it to hang up.
   const auto stop_start = std::chrono::steady_clock::now();
-  ASSERT_EQ(::kill(server.pid(), SIGTERM), 0);
-  EXPECT_EQ(server.Wait(), 0) << server.output();
+  server->Kill(SIGTERM);
+  EXPECT_EQ(server->Wait(std::chrono::seconds(10)), std::optional<int>(0)) << server->Log();
   EXPECT_LT(std::chrono::steady_clock::now() - stop_start, std::chrono::seconds(3));
-  EXPECT_THAT(server.output(), HasSubstr("fl-server stopped"));
+  EXPECT_THAT(server->Log(), HasSubstr("fl-server stopped"));
 
   StoreOptions so;
   so.path = state + "/state.db";
@@ -199,15 +151,14 @@ TEST_F(FlServerProcessTest, BadConfigExitsWithStatus2NamingTheKey) {
       {{"--insecure", "--tls-cert", "x.pem"}, "insecure"},
   };
   for (const auto& [extra, expected] : cases) {
-    std::vector<std::string> args = {kServerBinary, "--state-dir", state, "--listen",
-                                     "127.0.0.1:0"};
+    std::vector<std::string> args = {"--state-dir", state, "--listen", "127.0.0.1:0"};
     if (std::find(extra.begin(), extra.end(), "--model") == extra.end()) {
       args.insert(args.end(), {"--model", "random:10"});
     }
     args.insert(args.end(), extra.begin(), extra.end());
-    Child child(args);
-    EXPECT_EQ(child.Wait(), 2) << child.output();
-    EXPECT_THAT(child.output(), HasSubstr(expected));
+    auto [code, output] = Run(args);
+    EXPECT_EQ(code, 2) << output;
+    EXPECT_THAT(output, HasSubstr(expected));
   }
   // Refused before any work: nothing was written.
   EXPECT_FALSE(std::filesystem::exists(state));
