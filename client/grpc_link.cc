@@ -264,6 +264,10 @@ Result<std::unique_ptr<GrpcLink>> GrpcLink::Create(const GrpcLinkOptions& option
               static_cast<int>(std::max<int64_t>(100, options.initial_backoff.count())));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(std::max<int64_t>(100, options.max_backoff.count())));
+  // gRPC core also waits at least 20 s between connection attempts by default; a
+  // restarted server must be reachable within our own backoff.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(std::max<int64_t>(100, options.initial_backoff.count())));
   // Retries are done here rather than by a service-config retry policy: gRPC's policy
   // cannot retry a client stream larger than its replay buffer, does not retry
   // DEADLINE_EXCEEDED, and cannot re-join when the server has lost a session.

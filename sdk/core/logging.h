@@ -29,6 +29,11 @@ class LogMessage {
   std::ostringstream stream_;
 };
 
+// Turns the stream expression into void so both branches of FL_LOG's ?: agree.
+struct LogMessageVoidify {
+  void operator&(std::ostream&) {}
+};
+
 }  // namespace fl::internal
 
 #define FL_LOG_LEVEL_DEBUG ::fl::internal::LogLevel::kDebug
@@ -36,9 +41,12 @@ class LogMessage {
 #define FL_LOG_LEVEL_WARNING ::fl::internal::LogLevel::kWarning
 #define FL_LOG_LEVEL_ERROR ::fl::internal::LogLevel::kError
 
-#define FL_LOG(level)                                                     \
-  if (FL_LOG_LEVEL_##level < ::fl::internal::MinLogLevel()) {             \
-  } else                                                                  \
-    ::fl::internal::LogMessage(FL_LOG_LEVEL_##level, __FILE__, __LINE__).stream()
+// The conditional expression (rather than an if/else) keeps `if (x) FL_LOG(INFO) << y;`
+// free of dangling-else surprises; the stream is not evaluated below the level.
+#define FL_LOG(level)                                                       \
+  (FL_LOG_LEVEL_##level < ::fl::internal::MinLogLevel())                    \
+      ? (void)0                                                             \
+      : ::fl::internal::LogMessageVoidify() &                               \
+            ::fl::internal::LogMessage(FL_LOG_LEVEL_##level, __FILE__, __LINE__).stream()
 
 #endif  // FL_SDK_CORE_LOGGING_H_
