@@ -1,0 +1,90 @@
+#include "codec/ferret/basis.h"
+
+#include <cmath>
+#include <string>
+#include <unordered_set>
+
+#include "codec/ferret/fnv.h"
+
+namespace fl::internal::ferret {
+
+uint64_t BasisSpec::Hash() const {
+  uint64_t h = kFnvOffsetBasis;
+  h = FnvMixU64(h, static_cast<uint64_t>(distribution));
+  h = FnvMixU64(h, static_cast<uint64_t>(amplitude));
+  h = FnvMixU64(h, seeds.size());
+  for (uint64_t s : seeds) h = FnvMixU64(h, s);
+  return h;
+}
+
+Status BasisSpec::Validate() const {
+  switch (distribution) {
+    case BasisDistribution::kRademacher:
+    case BasisDistribution::kUniform:
+    case BasisDistribution::kGaussian:
+      break;
+    default:
+      return Status::InvalidArgument("unknown ferret basis distribution " +
+                                     std::to_string(static_cast<uint32_t>(distribution)));
+  }
+  if (amplitude != BasisAmplitude::kUnit && amplitude != BasisAmplitude::kInvSqrtDim) {
+    return Status::InvalidArgument("unknown ferret basis amplitude " +
+                                   std::to_string(static_cast<uint32_t>(amplitude)));
+  }
+  if (seeds.empty() || seeds.size() > kMaxSeeds) {
+    return Status::InvalidArgument("ferret seed pool size " + std::to_string(seeds.size()) +
+                                   " outside [1, " + std::to_string(kMaxSeeds) + "]");
+  }
+  std::unordered_set<uint64_t> seen;
+  seen.reserve(seeds.size());
+  for (size_t k = 0; k < seeds.size(); ++k) {
+    if (!seen.insert(seeds[k]).second) {
+      return Status::InvalidArgument("ferret seed pool repeats seed " +
+                                     std::to_string(seeds[k]) + " at index " +
+                                     std::to_string(k));
+    }
+  }
+  return Status::Ok();
+}
+
+std::vector<uint64_t> MakeSeedPool(uint64_t run_seed, uint64_t epoch, uint32_t count) {
+  std::vector<uint64_t> seeds;
+  seeds.reserve(count);
+  std::unordered_set<uint64_t> seen;
+  // Counter: {draw index, epoch low, epoch high, domain}; the draw index only runs past
+  // `count` in the astronomically unlikely case of a collision.
+  Philox4x32Key key{{static_cast<uint32_t>(run_seed), static_cast<uint32_t>(run_seed >> 32)}};
+  for (uint32_t draw = 0; seeds.size() < count; ++draw) {
+    Philox4x32Counter ctr{{draw, static_cast<uint32_t>(epoch), static_cast<uint32_t>(epoch >> 32),
+                           kPhiloxDomainSeedPool}};
+    const Philox4x32Counter r = Philox4x32_10(ctr, key);
+    const uint64_t seed = (static_cast<uint64_t>(r.v[1]) << 32) | r.v[0];
+    if (seen.insert(seed).second) seeds.push_back(seed);
+  }
+  return seeds;
+}
+
+double EntryAmplitude(BasisAmplitude amplitude, size_t block_size) {
+  if (amplitude == BasisAmplitude::kInvSqrtDim && block_size > 0) {
+    return 1.0 / std::sqrt(static_cast<double>(block_size));
+  }
+  return 1.0;
+}
+
+double UnitEntryVariance(BasisDistribution distribution) {
+  switch (distribution) {
+    case BasisDistribution::kUniform:
+      return (1.0 - 0x1p-48) / 3.0;
+    case BasisDistribution::kRademacher:
+    case BasisDistribution::kGaussian:
+    default:
+      return 1.0;
+  }
+}
+
+double EntryVariance(const BasisSpec& spec, size_t block_size) {
+  const double a = EntryAmplitude(spec.amplitude, block_size);
+  return a * a * UnitEntryVariance(spec.distribution);
+}
+
+}  // namespace fl::internal::ferret

@@ -1,0 +1,369 @@
+#include "codec/ferret/coefficient_table.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "codec/ferret/basis.h"
+
+namespace fl::internal::ferret {
+namespace {
+
+void PutU32(std::string* out, uint32_t v) {
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  out->append(b, 4);
+}
+
+void PutU64(std::string* out, uint64_t v) {
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  out->append(b, 8);
+}
+
+// Little-endian reads from a byte range; every read checks the bounds.
+class Reader {
+ public:
+  explicit Reader(std::string_view bytes) : rest_(bytes) {}
+  size_t remaining() const { return rest_.size(); }
+
+  bool U32(uint32_t* v) {
+    if (rest_.size() < 4) return false;
+    *v = 0;
+    for (int i = 0; i < 4; ++i) {
+      *v |= static_cast<uint32_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
+    }
+    rest_.remove_prefix(4);
+    return true;
+  }
+  bool U64(uint64_t* v) {
+    if (rest_.size() < 8) return false;
+    *v = 0;
+    for (int i = 0; i < 8; ++i) {
+      *v |= static_cast<uint64_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
+    }
+    rest_.remove_prefix(8);
+    return true;
+  }
+  bool Bytes(size_t n, std::string_view* v) {
+    if (rest_.size() < n) return false;
+    *v = rest_.substr(0, n);
+    rest_.remove_prefix(n);
+    return true;
+  }
+
+ private:
+  std::string_view rest_;
+};
+
+Status Truncated(const char* what) {
+  return Status::DataLoss(std::string("truncated ferret coefficient table: ") + what);
+}
+
+std::string Where(uint32_t block, uint32_t seed) {
+  return "block " + std::to_string(block) + " seed " + std::to_string(seed);
+}
+
+uint64_t Key(uint32_t block, uint32_t seed) {
+  return (static_cast<uint64_t>(block) << 32) | seed;
+}
+
+}  // namespace
+
+CoefficientTable::CoefficientTable(uint64_t plan_hash, uint64_t basis_hash, uint32_t num_seeds,
+                                   uint32_t num_blocks)
+    : plan_hash_(plan_hash),
+      basis_hash_(basis_hash),
+      num_seeds_(num_seeds),
+      num_blocks_(num_blocks) {}
+
+Status CoefficientTable::Append(uint32_t block, uint32_t seed, float value) {
+  if (block >= num_blocks_) {
+    return Status::InvalidArgument("unknown ferret block " + std::to_string(block) +
+                                   " (plan has " + std::to_string(num_blocks_) + ")");
+  }
+  if (seed >= num_seeds_) {
+    return Status::InvalidArgument("unknown ferret seed index " + std::to_string(seed) +
+                                   " (pool has " + std::to_string(num_seeds_) + ")");
+  }
+  if (!entries_.empty() && Key(entries_.back().block, entries_.back().seed) >= Key(block, seed)) {
+    return Status::InvalidArgument("ferret coefficient " + Where(block, seed) +
+                                   " is not after " +
+                                   Where(entries_.back().block, entries_.back().seed));
+  }
+  entries_.push_back({block, seed, value});
+  return Status::Ok();
+}
+
+std::span<const Coefficient> CoefficientTable::BlockEntries(uint32_t block) const {
+  auto first = std::lower_bound(entries_.begin(), entries_.end(), block,
+                                [](const Coefficient& c, uint32_t b) { return c.block < b; });
+  auto last = std::upper_bound(first, entries_.end(), block,
+                               [](uint32_t b, const Coefficient& c) { return b < c.block; });
+  return {entries_.data() + (first - entries_.begin()), static_cast<size_t>(last - first)};
+}
+
+bool CoefficientTable::operator==(const CoefficientTable& other) const {
+  if (plan_hash_ != other.plan_hash_ || basis_hash_ != other.basis_hash_ ||
+      num_seeds_ != other.num_seeds_ || num_blocks_ != other.num_blocks_ ||
+      entries_.size() != other.entries_.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Coefficient& a = entries_[i];
+    const Coefficient& b = other.entries_[i];
+    if (a.block != b.block || a.seed != b.seed ||
+        std::bit_cast<uint32_t>(a.value) != std::bit_cast<uint32_t>(b.value)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string SerializeCoefficientTable(const CoefficientTable& table) {
+  const size_t bitmap_bytes = (static_cast<size_t>(table.num_seeds()) + 7) / 8;
+  const std::vector<Coefficient>& e = table.entries();
+  uint32_t records = 0;
+  for (size_t i = 0; i < e.size(); ++i) {
+    if (i == 0 || e[i].block != e[i - 1].block) ++records;
+  }
+  std::string out;
+  out.reserve(36 + records * (4 + bitmap_bytes) + 4 * e.size());
+  out.append(kCoefficientTableMagic, 4);
+  PutU32(&out, kCoefficientTableVersion);
+  PutU64(&out, table.plan_hash());
+  PutU64(&out, table.basis_hash());
+  PutU32(&out, table.num_seeds());
+  PutU32(&out, table.num_blocks());
+  PutU32(&out, records);
+  std::string bitmap;
+  for (size_t i = 0; i < e.size();) {
+    size_t end = i;
+    while (end < e.size() && e[end].block == e[i].block) ++end;
+    PutU32(&out, e[i].block);
+    bitmap.assign(bitmap_bytes, '\0');
+    for (size_t j = i; j < end; ++j) {
+      bitmap[e[j].seed / 8] = static_cast<char>(bitmap[e[j].seed / 8] | (1u << (e[j].seed % 8)));
+    }
+    out.append(bitmap);
+    for (size_t j = i; j < end; ++j) PutU32(&out, std::bit_cast<uint32_t>(e[j].value));
+    i = end;
+  }
+  return out;
+}
+
+Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
+  Reader r(bytes);
+  std::string_view magic;
+  if (!r.Bytes(4, &magic)) return Truncated("magic");
+  if (std::memcmp(magic.data(), kCoefficientTableMagic, 4) != 0) {
+    return Status::InvalidArgument("not a ferret coefficient table (bad magic)");
+  }
+  uint32_t version = 0;
+  if (!r.U32(&version)) return Truncated("version");
+  if (version != kCoefficientTableVersion) {
+    return Status::InvalidArgument("unsupported ferret coefficient table version " +
+                                   std::to_string(version));
+  }
+  uint64_t plan_hash = 0, basis_hash = 0;
+  uint32_t num_seeds = 0, num_blocks = 0, records = 0;
+  if (!r.U64(&plan_hash) || !r.U64(&basis_hash) || !r.U32(&num_seeds) ||
+      !r.U32(&num_blocks) || !r.U32(&records)) {
+    return Truncated("header");
+  }
+  if (num_seeds == 0 || num_seeds > kMaxSeeds) {
+    return Status::InvalidArgument("ferret table seed count " + std::to_string(num_seeds) +
+                                   " outside [1, " + std::to_string(kMaxSeeds) + "]");
+  }
+  if (num_blocks > kMaxBlocks) {
+    return Status::InvalidArgument("ferret table block count " + std::to_string(num_blocks) +
+                                   " above " + std::to_string(kMaxBlocks));
+  }
+  if (records > num_blocks) {
+    return Status::InvalidArgument("ferret table has " + std::to_string(records) +
+                                   " block records for " + std::to_string(num_blocks) +
+                                   " blocks");
+  }
+  const size_t bitmap_bytes = (static_cast<size_t>(num_seeds) + 7) / 8;
+  // Each record takes at least 4 + bitmap + 4 bytes: reject counts the input cannot hold
+  // before reserving anything.
+  if (records > r.remaining() / (8 + bitmap_bytes)) return Truncated("block records");
+  CoefficientTable table(plan_hash, basis_hash, num_seeds, num_blocks);
+  bool have_previous = false;
+  uint32_t previous = 0;
+  for (uint32_t rec = 0; rec < records; ++rec) {
+    uint32_t block = 0;
+    std::string_view bitmap;
+    if (!r.U32(&block) || !r.Bytes(bitmap_bytes, &bitmap)) return Truncated("block record");
+    if (block >= num_blocks) {
+      return Status::InvalidArgument("unknown ferret block " + std::to_string(block) +
+                                     " (plan has " + std::to_string(num_blocks) + ")");
+    }
+    if (have_previous && block <= previous) {
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     " does not follow block " + std::to_string(previous));
+    }
+    have_previous = true;
+    previous = block;
+    const unsigned tail_bits = num_seeds % 8;
+    if (tail_bits != 0 &&
+        (static_cast<unsigned char>(bitmap[bitmap_bytes - 1]) >> tail_bits) != 0) {
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     " uses a seed index beyond " + std::to_string(num_seeds));
+    }
+    size_t count = 0;
+    for (char c : bitmap) count += std::popcount(static_cast<unsigned char>(c));
+    if (count == 0) {
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     " record lists no seed");
+    }
+    if (count > r.remaining() / 4) return Truncated("values");
+    for (uint32_t k = 0; k < num_seeds; ++k) {
+      if (((static_cast<unsigned char>(bitmap[k / 8]) >> (k % 8)) & 1u) == 0) continue;
+      uint32_t bits = 0;
+      r.U32(&bits);  // cannot fail: checked above
+      FL_RETURN_IF_ERROR(table.Append(block, k, std::bit_cast<float>(bits)));
+    }
+  }
+  if (r.remaining() != 0) {
+    return Status::DataLoss("ferret coefficient table followed by " +
+                            std::to_string(r.remaining()) + " trailing bytes");
+  }
+  return table;
+}
+
+Status ValidateCoefficientTable(const CoefficientTable& table, uint64_t plan_hash,
+                                uint64_t basis_hash, uint32_t num_seeds, uint32_t num_blocks) {
+  if (table.plan_hash() != plan_hash) {
+    return Status::FailedPrecondition("ferret table was computed for block plan " +
+                                      std::to_string(table.plan_hash()) + ", expected " +
+                                      std::to_string(plan_hash));
+  }
+  if (table.basis_hash() != basis_hash) {
+    return Status::FailedPrecondition("ferret table was computed for basis " +
+                                      std::to_string(table.basis_hash()) + ", expected " +
+                                      std::to_string(basis_hash));
+  }
+  if (table.num_seeds() != num_seeds || table.num_blocks() != num_blocks) {
+    return Status::InvalidArgument(
+        "ferret table header has K=" + std::to_string(table.num_seeds()) +
+        " L=" + std::to_string(table.num_blocks()) + ", expected K=" +
+        std::to_string(num_seeds) + " L=" + std::to_string(num_blocks));
+  }
+  for (const Coefficient& c : table.entries()) {
+    if (c.block >= num_blocks) {
+      return Status::InvalidArgument("unknown ferret block at " + Where(c.block, c.seed));
+    }
+    if (c.seed >= num_seeds) {
+      return Status::InvalidArgument("unknown ferret seed index at " + Where(c.block, c.seed));
+    }
+    if (!std::isfinite(c.value)) {
+      return Status::InvalidArgument("non-finite ferret coefficient at " +
+                                     Where(c.block, c.seed));
+    }
+  }
+  return Status::Ok();
+}
+
+CoefficientAccumulator::CoefficientAccumulator(uint64_t plan_hash, uint64_t basis_hash,
+                                               uint32_t num_seeds, uint32_t num_blocks)
+    : plan_hash_(plan_hash),
+      basis_hash_(basis_hash),
+      num_seeds_(num_seeds),
+      num_blocks_(num_blocks) {}
+
+Status CoefficientAccumulator::CheckHeader(uint64_t plan_hash, uint64_t basis_hash,
+                                           uint32_t num_seeds, uint32_t num_blocks) const {
+  if (plan_hash != plan_hash_ || basis_hash != basis_hash_ || num_seeds != num_seeds_ ||
+      num_blocks != num_blocks_) {
+    return Status::FailedPrecondition(
+        "ferret coefficients belong to another (plan, basis): plan " +
+        std::to_string(plan_hash) + " basis " + std::to_string(basis_hash) + " K=" +
+        std::to_string(num_seeds) + " L=" + std::to_string(num_blocks) +
+        ", accumulator has plan " + std::to_string(plan_hash_) + " basis " +
+        std::to_string(basis_hash_) + " K=" + std::to_string(num_seeds_) +
+        " L=" + std::to_string(num_blocks_));
+  }
+  return Status::Ok();
+}
+
+void CoefficientAccumulator::MergeSorted(const std::vector<Sum>& other, double weight) {
+  std::vector<Sum> merged;
+  merged.reserve(sums_.size() + other.size());
+  size_t i = 0, j = 0;
+  while (i < sums_.size() || j < other.size()) {
+    if (j == other.size() || (i < sums_.size() && sums_[i].key < other[j].key)) {
+      merged.push_back(sums_[i++]);
+    } else if (i == sums_.size() || other[j].key < sums_[i].key) {
+      merged.push_back({other[j].key, weight * other[j].value});
+      ++j;
+    } else {
+      merged.push_back({sums_[i].key, sums_[i].value + weight * other[j].value});
+      ++i;
+      ++j;
+    }
+  }
+  sums_ = std::move(merged);
+}
+
+Status CoefficientAccumulator::Add(const CoefficientTable& table, double weight) {
+  FL_RETURN_IF_ERROR(CheckHeader(table.plan_hash(), table.basis_hash(), table.num_seeds(),
+                                 table.num_blocks()));
+  if (!std::isfinite(weight)) {
+    return Status::InvalidArgument("non-finite ferret aggregation weight");
+  }
+  std::vector<Sum> incoming;
+  incoming.reserve(table.size());
+  for (const Coefficient& c : table.entries()) {
+    if (!std::isfinite(c.value)) {
+      return Status::InvalidArgument("non-finite ferret coefficient at " +
+                                     Where(c.block, c.seed));
+    }
+    incoming.push_back({Key(c.block, c.seed), static_cast<double>(c.value)});
+  }
+  MergeSorted(incoming, weight);
+  ++num_added_;
+  total_weight_ += weight;
+  return Status::Ok();
+}
+
+Status CoefficientAccumulator::MergeWith(const CoefficientAccumulator& other) {
+  FL_RETURN_IF_ERROR(
+      CheckHeader(other.plan_hash_, other.basis_hash_, other.num_seeds_, other.num_blocks_));
+  MergeSorted(other.sums_, 1.0);
+  num_added_ += other.num_added_;
+  total_weight_ += other.total_weight_;
+  return Status::Ok();
+}
+
+Result<CoefficientTable> CoefficientAccumulator::ToTable(double scale) const {
+  if (!std::isfinite(scale)) return Status::InvalidArgument("non-finite ferret table scale");
+  CoefficientTable table(plan_hash_, basis_hash_, num_seeds_, num_blocks_);
+  for (const Sum& s : sums_) {
+    const double v = scale * s.value;
+    if (!(std::fabs(v) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+      return Status::InvalidArgument("aggregated ferret coefficient at " +
+                                     Where(static_cast<uint32_t>(s.key >> 32),
+                                           static_cast<uint32_t>(s.key)) +
+                                     " overflows float");
+    }
+    FL_RETURN_IF_ERROR(table.Append(static_cast<uint32_t>(s.key >> 32),
+                                    static_cast<uint32_t>(s.key), static_cast<float>(v)));
+  }
+  return table;
+}
+
+Result<CoefficientTable> WeightedSum(std::span<const CoefficientTable> tables,
+                                     std::span<const double> weights) {
+  if (tables.empty() || tables.size() != weights.size()) {
+    return Status::InvalidArgument("WeightedSum needs one weight per table and at least one table");
+  }
+  CoefficientAccumulator acc(tables[0].plan_hash(), tables[0].basis_hash(),
+                             tables[0].num_seeds(), tables[0].num_blocks());
+  for (size_t i = 0; i < tables.size(); ++i) FL_RETURN_IF_ERROR(acc.Add(tables[i], weights[i]));
+  return acc.ToTable();
+}
+
+}  // namespace fl::internal::ferret
