@@ -43,6 +43,9 @@ d, k = ref["d"], ref["k"]
 print(f"d = {d}, blocks = {ref['blocks']}, K = {k}: {d * k / 1e9:.2f}e9 basis entries per pass")
 print(f"reference: torch {ref['torch']}, {ref['threads']} thread, {ref['seeds_timed']} of {k} "
       f"seeds timed and scaled to {k}")
+ctx = cpp.get("context", {})
+print(f"C++: {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, "
+      f"kernel copy {ctx.get('ferret_kernels', '?')} (FERRET_BENCH_ISA=baseline|avx2 caps it)")
 copy = runs.get("BM_Copy/real_time")
 if copy:
     print(f"memcpy bandwidth in the same run: {copy['bytes_per_second'] / 1e9:.1f} GB/s")

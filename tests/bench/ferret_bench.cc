@@ -11,11 +11,13 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "codec/ferret/kernels.h"
 #include "codec/ferret/projection.h"
 
 namespace fl::internal::ferret {
@@ -230,4 +232,21 @@ BENCHMARK(BM_FerretSmoke)->Args({1, 1})->Args({2, 2})->Args({3, 1})->ArgNames({"
 }  // namespace
 }  // namespace fl::internal::ferret
 
-BENCHMARK_MAIN();
+// FERRET_BENCH_ISA=baseline|avx2 caps the CPU kernel copy (default: the best the CPU has).
+int main(int argc, char** argv) {
+  using fl::internal::ferret::KernelIsa;
+  if (const char* isa = std::getenv("FERRET_BENCH_ISA")) {
+    const std::string v(isa);
+    fl::internal::ferret::SetKernelIsaLimitForTesting(
+        v == "baseline" ? KernelIsa::kBaseline : v == "avx2" ? KernelIsa::kAvx2 : KernelIsa::kAvx512);
+  }
+  const KernelIsa active = fl::internal::ferret::ActiveKernelIsa();
+  benchmark::AddCustomContext("ferret_kernels", active == KernelIsa::kAvx512 ? "avx512"
+                                                : active == KernelIsa::kAvx2   ? "avx2"
+                                                                               : "baseline");
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -182,10 +182,11 @@ TEST(FerretProjectionTest, ResultsDoNotDependOnTheThreadCount) {
   }
 }
 
-// A client on an old CPU and a server on a new one must agree: the SSE2 and AVX2 copies
-// of the hot loops give the same bits.
-TEST(FerretProjectionTest, BaselineAndAvx2KernelsAgreeBitwise) {
-  if (!Avx2KernelsActive()) GTEST_SKIP() << "this CPU has no AVX2: only one copy can run";
+// A client on an old CPU and a server on a new one must agree: the baseline, AVX2 and
+// AVX-512 copies of the hot loops give the same bits.
+TEST(FerretProjectionTest, EveryKernelCopyGivesTheSameBits) {
+  const KernelIsa best = ActiveKernelIsa();
+  if (best == KernelIsa::kBaseline) GTEST_SKIP() << "this CPU runs only the baseline copy";
   const Layout layout = MakeLayout({40000, 9, 5000, 129});
   const BlockPlan plan = BlockPlan::Reference(layout);
   const std::vector<float> delta = RandomVector(layout.total_numel(), 6);
@@ -194,20 +195,22 @@ TEST(FerretProjectionTest, BaselineAndAvx2KernelsAgreeBitwise) {
     ReconstructOptions r;
     r.multiplier = -0.5;
     r.clip_norm = 20.0;
-    CoefficientTable tables[2];
-    std::vector<float> rebuilt[2];
-    for (int avx2 = 0; avx2 < 2; ++avx2) {
-      SetAvx2KernelsAllowedForTesting(avx2 == 1);
-      EXPECT_EQ(Avx2KernelsActive(), avx2 == 1);
+    std::vector<CoefficientTable> tables;
+    std::vector<std::vector<float>> rebuilt;
+    for (int isa = 0; isa <= static_cast<int>(best); ++isa) {
+      SetKernelIsaLimitForTesting(static_cast<KernelIsa>(isa));
+      EXPECT_EQ(static_cast<int>(ActiveKernelIsa()), isa);
       Result<CoefficientTable> t = Project(plan, basis, delta, {});
       ASSERT_TRUE(t.ok());
-      tables[avx2] = *t;
-      rebuilt[avx2].assign(delta.size(), 0.25f);
-      ASSERT_TRUE(Reconstruct(plan, basis, *t, r, rebuilt[avx2]).ok());
+      tables.push_back(*t);
+      rebuilt.emplace_back(delta.size(), 0.25f);
+      ASSERT_TRUE(Reconstruct(plan, basis, *t, r, rebuilt.back()).ok());
     }
-    SetAvx2KernelsAllowedForTesting(true);
-    EXPECT_TRUE(tables[0] == tables[1]) << "distribution " << static_cast<int>(d);
-    EXPECT_TRUE(BitwiseEqual(rebuilt[0], rebuilt[1])) << "distribution " << static_cast<int>(d);
+    SetKernelIsaLimitForTesting(KernelIsa::kAvx512);
+    for (size_t i = 1; i < tables.size(); ++i) {
+      EXPECT_TRUE(tables[i] == tables[0]) << "copy " << i << ", distribution " << static_cast<int>(d);
+      EXPECT_TRUE(BitwiseEqual(rebuilt[i], rebuilt[0])) << "copy " << i;
+    }
   }
 }
 

@@ -10,7 +10,13 @@
 // Fusion. Neither a basis vector nor a d x K matrix is ever materialized. A block is cut
 // into tiles of kTileSize entries; the CPU kernels keep one tile of the input (or of the
 // accumulator) in L1 and run every basis of the block over it, generating each basis's
-// values for that tile on the fly.
+// values for that tile on the fly (8 or 16 Philox calls at a time in SIMD registers;
+// rademacher signs are applied by XOR-ing sign masks into the floats).
+//
+// ISA. The hot loops are compiled for baseline x86-64, AVX2 and AVX-512 and the best
+// copy the CPU supports runs (ActiveKernelIsa). The copies differ only in how they
+// compute Philox's integer words; their float operations and summation order are the
+// same, so every copy gives the same bits (tested).
 //
 // Determinism. Tiles and the chunks of kChunkTiles tiles that make one work item are
 // fixed by the entry index alone. A tile's dot product is summed in float in a fixed
@@ -104,11 +110,15 @@ Status CpuBasisNormsSquared(BasisDistribution dist, std::span<const NormJob> job
 void CpuGenerateBasis(BasisDistribution dist, uint64_t seed, uint32_t block_id,
                       uint64_t offset, std::span<float> out);
 
-// Test hook: false makes the CPU kernels use their baseline (SSE2) code even where the
-// CPU has AVX2, so tests can check that both copies give the same bits. Default true.
-void SetAvx2KernelsAllowedForTesting(bool allowed);
-// True iff the CPU kernels currently run their AVX2 copy.
-bool Avx2KernelsActive();
+// The CPU kernels exist in three copies, picked at run time from what the CPU offers.
+// All give the same bits.
+enum class KernelIsa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// The copy the CPU kernels run now: the best the CPU supports, within the test limit.
+KernelIsa ActiveKernelIsa();
+// Test hook: caps the copy used (default kAvx512, i.e. no cap), so tests can check that
+// every copy the machine can run gives the same bits.
+void SetKernelIsaLimitForTesting(KernelIsa limit);
 
 // Converts an exact fixed-point sum of squares (units as in NormJob) to a double.
 // Shared by the CPU and CUDA paths so that both round identically.
