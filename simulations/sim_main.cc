@@ -4,6 +4,7 @@
 //   fl-sim export-model --model cnn --seed 1 --out model.flps
 //   fl-sim export-partition [run flags] --out partition.json
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -20,6 +21,7 @@
 #include "fl/env.h"
 #include "simulations/simulator.h"
 #include "torch/model_zoo.h"
+#include "torch/torch_trainer.h"
 
 namespace fl::internal {
 namespace {
@@ -142,14 +144,18 @@ int Run(int argc, char** argv) {
   const bool tty = mode == "tty" || (mode == "auto" && ::isatty(STDERR_FILENO));
   const bool quiet = mode == "none";
 
+  // Resolved here so the summary names the device actually used (auto -> cpu/cuda).
+  Result<std::string> device = ResolveTorchDevice(config.GetString("sim.device"));
+  if (!device.ok()) return Fail(device.status(), 1);
+  const int64_t threads = config.GetInt("sim.threads_per_worker");
   std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
             << config.GetString("algorithm.name") << ", " << config.GetInt("data.num_clients")
             << " clients (" << config.GetString("data.partition") << "), "
             << config.GetInt("coordinator.clients_per_round") << " per round, "
             << config.GetInt("run.rounds") << " rounds, model " << config.GetString("model.name")
-            << ", device " << config.GetString("sim.device") << ", "
-            << config.GetInt("sim.workers") << " workers x " << config.GetInt("sim.threads_per_worker")
-            << " threads -> " << OutputDirectory(config) << "\n";
+            << ", device " << *device << ", " << config.GetInt("sim.workers") << " workers x "
+            << threads << (threads == 1 ? " thread" : " threads") << " -> "
+            << OutputDirectory(config) << "\n";
 
   bool line_open = false;
   auto progress = [&](const SimProgress& p) {
@@ -248,6 +254,14 @@ int ExportPartition(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   using namespace fl::internal;
+  // LibTorch allocates and frees megabyte-sized activations at every step. With glibc's
+  // adaptive defaults those blocks are mmap'd or trimmed back to the OS and then faulted
+  // in again: measured here, 741k page faults and 6 s of system time in a 2-round run
+  // against 176k and 1.4 s with the heap kept. Fixed thresholds keep freed memory in the
+  // process for reuse (peak RSS grows by ~40 MB).
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
   // The coordinator logs every round at INFO; fl-sim's own progress line says the same.
   if (std::getenv("FL_LOG_LEVEL") == nullptr) SetMinLogLevel(LogLevel::kWarning);
   std::string command = "run";

@@ -13,6 +13,7 @@
 
 #include "codec/param_io.h"
 #include "fl/env.h"
+#include "torch/torch_trainer.h"
 
 namespace fl::internal {
 namespace {
@@ -96,6 +97,21 @@ TEST(FlSimCliTest, MissingDatasetNamesThePackage) {
   EXPECT_EQ(o.exit_code, 1);
   EXPECT_NE(o.output.find("dataset-fashion-mnist"), std::string::npos) << o.output;
   std::filesystem::remove_all(Temp("fl_sim_nodata"));
+}
+
+TEST(FlSimCliTest, DeviceErrors) {
+  Outcome bad = RunFlSim("--device tpu --progress none");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(Lines(bad.output), 1u) << bad.output;
+  EXPECT_NE(bad.output.find("unknown device"), std::string::npos) << bad.output;
+  Result<std::string> automatic = ResolveTorchDevice("auto");
+  ASSERT_TRUE(automatic.ok());
+  if (*automatic == "cpu") {  // no CUDA here: asking for it is one clear error
+    Outcome cuda = RunFlSim("--device cuda --progress none");
+    EXPECT_EQ(cuda.exit_code, 1);
+    EXPECT_EQ(Lines(cuda.output), 1u) << cuda.output;
+    EXPECT_NE(cuda.output.find("CUDA"), std::string::npos) << cuda.output;
+  }
 }
 
 TEST(FlSimCliTest, ExportModelWritesALoadableModel) {
