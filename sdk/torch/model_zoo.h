@@ -14,8 +14,26 @@
 
 namespace fl::internal {
 
-// Names accepted by InitialModelParameters ("cnn", "mlp").
+// Names accepted by InitialModelParameters: "cnn", "mlp" (image classifiers) and
+// "gpt-tiny" (byte-level language model; other GPT shapes by ParseGptModelName).
 std::vector<std::string> ModelNames();
+
+// The shape of a byte-level causal transformer (models.h GptImpl).
+struct GptOptions {
+  int64_t layers = 4;
+  int64_t width = 128;    // model dimension; a multiple of heads
+  int64_t heads = 4;
+  int64_t context = 128;  // longest input; the number of learned positions
+  static constexpr int64_t kVocab = 256;  // byte values
+};
+
+// "gpt-tiny" (the defaults above) or "gpt:key=value,..." with keys layers, width, heads,
+// context; missing keys keep gpt-tiny's values, e.g. "gpt:layers=2,width=32,heads=2".
+// InvalidArgument for another name, an unknown key, a value outside [1, 4096] or a width
+// that heads does not divide.
+Result<GptOptions> ParseGptModelName(const std::string& name);
+// True for names that ParseGptModelName accepts the form of ("gpt-tiny", "gpt:...").
+bool IsGptModelName(const std::string& name);
 
 // The parameters of model `name` initialized deterministically from `seed` (same seed,
 // same bits). InvalidArgument for an unknown name.

@@ -13,6 +13,7 @@
 
 #include "fl/param_set.h"
 #include "fl/status.h"
+#include "torch/model_zoo.h"
 
 namespace fl::internal {
 
@@ -50,11 +51,68 @@ class MlpImpl final : public ImageClassifier {
 };
 TORCH_MODULE(Mlp);
 
+// W2 `fortunes-gpt`: causal self-attention over [batch, time, width] with `heads` heads;
+// position t attends to positions <= t only.
+class CausalSelfAttentionImpl final : public torch::nn::Module {
+ public:
+  CausalSelfAttentionImpl(int64_t width, int64_t heads);
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  int64_t heads_;
+  torch::nn::Linear qkv_;   // the three projections in one matmul
+  torch::nn::Linear proj_;  // back into the residual stream
+};
+TORCH_MODULE(CausalSelfAttention);
+
+// A pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x)) with a 4x GELU
+// MLP.
+class GptBlockImpl final : public torch::nn::Module {
+ public:
+  GptBlockImpl(int64_t width, int64_t heads);
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  torch::nn::LayerNorm ln1_;
+  CausalSelfAttention attn_;
+  torch::nn::LayerNorm ln2_;
+  torch::nn::Linear fc_;
+  torch::nn::Linear out_;
+};
+TORCH_MODULE(GptBlock);
+
+// A byte-level causal transformer language model: token and learned position embeddings,
+// options.layers GptBlocks, a final LayerNorm and an untied head over the 256 byte values.
+// gpt-tiny (4 layers, width 128, 4 heads, context 128) has 875,264 parameters. Weights
+// follow GPT-2's initialization (normal, std 0.02; residual output projections scaled by
+// 1/sqrt(2 * layers)), so the untrained model predicts bytes nearly uniformly.
+class GptImpl final : public torch::nn::Module {
+ public:
+  explicit GptImpl(const GptOptions& options);
+  // tokens: [batch, time] int64 byte values, time <= context; returns logits
+  // [batch, time, 256] where position t depends on tokens[0..t] only.
+  torch::Tensor forward(torch::Tensor tokens);
+  const GptOptions& options() const { return options_; }
+
+ private:
+  GptOptions options_;
+  torch::nn::Embedding token_embedding_;
+  torch::nn::Embedding position_embedding_;
+  torch::nn::ModuleList blocks_;
+  torch::nn::LayerNorm ln_final_;
+  torch::nn::Linear head_;
+};
+TORCH_MODULE(Gpt);
+
 // A module from the zoo by name ("cnn", "mlp"), initialized from LibTorch's global
 // generator seeded with `seed` (serialized by a process-wide mutex, so concurrent callers
-// get reproducible weights). InvalidArgument for an unknown name.
+// get reproducible weights). InvalidArgument for an unknown name or a language model.
 Result<std::shared_ptr<ImageClassifier>> CreateImageClassifier(const std::string& name,
                                                                uint64_t seed);
+
+// A GPT from the zoo (ParseGptModelName), seeded like CreateImageClassifier.
+// InvalidArgument for a name that is not a GPT.
+Result<std::shared_ptr<GptImpl>> CreateGpt(const std::string& name, uint64_t seed);
 
 // Views a module's state as a ParamSet: its named_parameters() in registration order,
 // then its floating-point named_buffers() (integer buffers such as counters are not
