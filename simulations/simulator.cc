@@ -22,6 +22,11 @@
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
 
+// Set by the build (CMake cache variable FL_FASHION_MNIST_DIR).
+#ifndef FL_FASHION_MNIST_DIR
+#define FL_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+#endif
+
 namespace fl::internal {
 namespace {
 
@@ -318,7 +323,7 @@ nlohmann::json SimulatorConfigDefaults() {
   MergeJson(d, CoordinatorConfigDefaults());
   MergeJson(d, ModelConfigDefaults("cnn"));
   d["data"] = {
-      {"dir", std::string(kFashionMnistDefaultDir)},
+      {"dir", FL_FASHION_MNIST_DIR},
       {"partition", "dirichlet:0.5"},
       {"num_clients", 100},
       {"train_examples", 0},
