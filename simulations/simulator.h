@@ -80,10 +80,11 @@ struct SimProgress {
 // metrics.csv, metrics.jsonl, accuracy_bytes.svg, config.yaml and the run record
 // run.db (SQLite, shared with the coordinator, whose models/ and spool/ folders sit
 // beside it) to OutputDirectory(config). Those files and folders from an earlier run
-// there are deleted first; nothing else in the directory is touched. `progress` (may be empty) is called whenever a client finishes and after
-// each round. Errors: InvalidArgument for bad config values, NotFound/DataLoss for the
-// dataset, FailedPrecondition for --device cuda without CUDA, and the first error of
-// any client (a simulation has no flaky clients to forgive).
+// there are deleted first; nothing else in the directory is touched. `progress` (may
+// be empty) is called whenever a client finishes and after each round. Errors:
+// InvalidArgument for bad config values, NotFound/DataLoss for the dataset,
+// FailedPrecondition for --device cuda without CUDA, and the first error of any client
+// (a simulation has no flaky clients to forgive).
 Result<SimulationResult> RunSimulation(const Config& config,
                                        const std::function<void(const SimProgress&)>& progress);
 
