@@ -112,6 +112,15 @@ CREATE TABLE round_metrics (
   wall_seconds REAL
 );
 )sql",
+    // 1 -> 2: downlink by replay. Per model version, the record from which a client
+    // holding the previous version rebuilds it (a Ferret coefficient table and what its
+    // reconstruction needs); kept for every round, a few hundred KB each.
+    R"sql(
+CREATE TABLE replay_records (
+  version INTEGER PRIMARY KEY,
+  record BLOB NOT NULL
+);
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -640,7 +649,11 @@ class SqliteStore final : public Store {
   }
 
   Status InsertModel(const ModelRecord& model) override {
-    return InsertModelRow(model, "Store::InsertModel");
+    constexpr std::string_view kOp = "Store::InsertModel";
+    Transaction txn(db_.get(), kOp);
+    FL_RETURN_IF_ERROR(txn.Begin());
+    FL_RETURN_IF_ERROR(InsertModelRow(model, kOp));
+    return txn.Commit();
   }
 
   Result<std::optional<ModelRecord>> LatestModel() override {
@@ -659,6 +672,25 @@ class SqliteStore final : public Store {
     FL_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<ModelRecord>();
     return std::optional<ModelRecord>(ReadModel(q));
+  }
+
+  Status PutReplayRecord(uint64_t version, const std::string& bytes) override {
+    return InsertReplayRow(version, bytes, "Store::PutReplayRecord");
+  }
+
+  Result<std::vector<ReplayRecord>> GetReplayRecords(uint64_t from, uint64_t to) override {
+    std::vector<ReplayRecord> out;
+    if (from > to) return out;
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT version, record FROM replay_records WHERE version >= ?1 AND version <= ?2 "
+        "ORDER BY version", "Store::GetReplayRecords"));
+    q.BindU64(1, from);
+    q.BindU64(2, to);
+    while (true) {
+      FL_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return out;
+      out.push_back(ReplayRecord{q.U64(0), q.Blob(1)});
+    }
   }
 
   Status PutMeta(const std::string& key, const std::string& value) override {
@@ -789,7 +821,26 @@ class SqliteStore final : public Store {
     q.BindU64(6, m.layout_hash);
     q.BindBlob(7, m.strategy_state);
     q.BindInt(8, m.created_at);
-    return q.Run();
+    FL_RETURN_IF_ERROR(q.Run());
+    if (m.replay_record.empty()) return Status::Ok();
+    return InsertReplayRow(m.version, m.replay_record, op);
+  }
+
+  Status InsertReplayRow(uint64_t version, const std::string& bytes, std::string_view op) {
+    if (bytes.empty()) {
+      return Status::InvalidArgument(std::string(op) + ": empty replay record for version " +
+                                     std::to_string(version));
+    }
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "INSERT INTO replay_records (version, record) VALUES (?1, ?2)", op));
+    q.BindU64(1, version);
+    q.BindBlob(2, bytes);
+    Status status = q.Run();
+    if (status.code() == StatusCode::kAlreadyExists) {
+      return Status::AlreadyExists(std::string(op) + ": version " + std::to_string(version) +
+                                   " already has a replay record");
+    }
+    return status;
   }
 
   Result<std::vector<LedgerEntry>> ReadLedgerRows(Query& q) {

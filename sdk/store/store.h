@@ -69,6 +69,17 @@ struct ModelRecord {
   uint64_t layout_hash = 0;
   std::string strategy_state;    // Strategy::SaveState() after producing this version
   int64_t created_at = 0;
+  // Strategy::TakeReplayRecord() of the round that produced this version; empty if none.
+  // Written to the replay table (not the models table) in the same transaction as the
+  // model row, so a version and its record become durable together; LatestModel and
+  // GetModel leave it empty (read records with GetReplayRecords).
+  std::string replay_record;
+};
+
+// Downlink by replay: the record that turns model version - 1 into `version`.
+struct ReplayRecord {
+  uint64_t version = 0;
+  std::string bytes;
 };
 
 // Per-round results of a simulation or server run (the run record).
@@ -115,10 +126,18 @@ class Store {
   virtual Result<std::vector<LedgerEntry>> AcceptedUpdates(uint64_t round) = 0;
   virtual Result<std::vector<LedgerEntry>> LedgerForRound(uint64_t round) = 0;
 
-  // Models.
+  // Models. InsertModel and CloseRound also store model.replay_record, if any, as
+  // PutReplayRecord(model.version, ...) within their transaction.
   virtual Status InsertModel(const ModelRecord& model) = 0;
   virtual Result<std::optional<ModelRecord>> LatestModel() = 0;
   virtual Result<std::optional<ModelRecord>> GetModel(uint64_t version) = 0;
+
+  // Replay records (schema version 2), one per model version. AlreadyExists if
+  // `version` already has one (records never change); InvalidArgument if bytes is empty.
+  virtual Status PutReplayRecord(uint64_t version, const std::string& bytes) = 0;
+  // The records of the versions in [from, to] that exist, in increasing version order
+  // (a gap means a version without a record). Empty if from > to.
+  virtual Result<std::vector<ReplayRecord>> GetReplayRecords(uint64_t from, uint64_t to) = 0;
 
   // Run metadata (config, seed) and per-round metrics.
   virtual Status PutMeta(const std::string& key, const std::string& value) = 0;

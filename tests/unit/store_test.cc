@@ -111,11 +111,12 @@ TEST_F(StoreTest, CreatesVersionedSchemaAndDataSurvivesReopen) {
     sqlite3_finalize(stmt);
     return value;
   };
-  EXPECT_EQ(pragma("PRAGMA user_version"), "1");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "2");
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(pragma("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
-                   "('clients','sessions','rounds','ledger','models','meta','round_metrics')"),
-            "7");
+                   "('clients','sessions','rounds','ledger','models','meta','round_metrics',"
+                   "'replay_records')"),
+            "8");
   sqlite3_close(db);
 
   Open();
@@ -347,6 +348,72 @@ TEST_F(StoreTest, ModelsLatestAndGetRoundTripAllFields) {
   EXPECT_EQ((*got)->strategy_state, want.strategy_state);  // binary, embedded NUL
   EXPECT_EQ((*got)->created_at, want.created_at);
   EXPECT_FALSE(store_->GetModel(7).value().has_value());
+}
+
+TEST_F(StoreTest, ReplayRecordsStoreWithTheirModelAndListByVersionRange) {
+  Open();
+  ASSERT_OK(store_->InsertModel(Model(0, 0)));
+  const std::string binary("rec\0one\xff", 8);
+  ASSERT_OK(store_->PutReplayRecord(1, binary));
+  EXPECT_EQ(store_->PutReplayRecord(1, "again").code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->PutReplayRecord(9, "").code(), StatusCode::kInvalidArgument);
+
+  // CloseRound stores the model's record in the same transaction.
+  ASSERT_OK(store_->InsertRound(OpenRound(2, {1})));
+  ModelRecord v2 = Model(2, 2);
+  v2.replay_record = "record-of-2";
+  RoundRecord closed = OpenRound(2, {1});
+  closed.state = RoundState::kClosed;
+  ASSERT_OK(store_->CloseRound(closed, v2));
+  // A failing CloseRound (round 3 is unknown) leaves neither the model nor the record.
+  ModelRecord v3 = Model(3, 3);
+  v3.replay_record = "record-of-3";
+  RoundRecord unknown = OpenRound(3, {1});
+  EXPECT_EQ(store_->CloseRound(unknown, v3).code(), StatusCode::kNotFound);
+  // The record of a version that already has one makes the whole close fail.
+  ASSERT_OK(store_->InsertRound(OpenRound(4, {1})));
+  ModelRecord v4 = Model(4, 4);
+  v4.replay_record = "record-of-4";
+  ASSERT_OK(store_->PutReplayRecord(4, "first"));
+  RoundRecord closed4 = OpenRound(4, {1});
+  EXPECT_EQ(store_->CloseRound(closed4, v4).code(), StatusCode::kAlreadyExists);
+  EXPECT_FALSE(store_->GetModel(4).value().has_value());
+  store_.reset();
+  Open();
+
+  Result<std::vector<ReplayRecord>> all = store_->GetReplayRecords(0, 100);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].version, 1u);
+  EXPECT_EQ((*all)[0].bytes, binary);
+  EXPECT_EQ((*all)[1].version, 2u);
+  EXPECT_EQ((*all)[1].bytes, "record-of-2");
+  EXPECT_EQ((*all)[2].version, 4u);
+  EXPECT_EQ((*all)[2].bytes, "first");
+  EXPECT_EQ(store_->GetReplayRecords(2, 3).value().size(), 1u);
+  EXPECT_TRUE(store_->GetReplayRecords(3, 2).value().empty());
+  EXPECT_TRUE(store_->GetModel(2).value().has_value());
+  EXPECT_FALSE(store_->GetModel(3).value().has_value());
+}
+
+TEST_F(StoreTest, SchemaOneFilesAreMigratedAndKeepTheirData) {
+  Open();
+  ASSERT_OK(store_->PutMeta("seed", "5"));
+  ASSERT_OK(store_->InsertModel(Model(0, 0)));
+  store_.reset();
+  // Turn the file back into what a schema-1 build wrote.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE replay_records; PRAGMA user_version = 1", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+
+  Open();
+  ASSERT_OK(store_->PutReplayRecord(1, "r1"));
+  EXPECT_EQ(store_->GetReplayRecords(1, 1).value().size(), 1u);
+  EXPECT_EQ(store_->GetMeta("seed").value().value_or(""), "5");
+  EXPECT_TRUE(store_->GetModel(0).value().has_value());
 }
 
 TEST_F(StoreTest, MetaOverwritesAndMetricsListInRoundOrder) {
