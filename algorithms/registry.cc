@@ -1,11 +1,13 @@
 #include "algorithms/registry.h"
 
 #include "algorithms/fedavg/register.h"
+#include "algorithms/ferret/register.h"
 
 namespace fl::internal {
 
 void RegisterBuiltinAlgorithms(AlgorithmRegistry* registry) {
   RegisterFedAvgFamily(registry);  // fedavg, fedprox, fedadam
+  RegisterFerret(registry);
 }
 
 Status AlgorithmRegistry::Register(AlgorithmEntry entry) {
@@ -84,6 +86,16 @@ Result<std::unique_ptr<Learner>> CreateLearner(const std::string& algorithm_name
   const AlgorithmEntry* entry = BuiltinAlgorithms().Find(algorithm_name);
   if (entry == nullptr) return Status::NotFound("no learner for algorithm '" + algorithm_name + "'");
   return entry->create_learner();
+}
+
+Status ApplyReplayRecord(const std::string& algorithm_name, std::string_view record,
+                         ParamSet* model) {
+  const AlgorithmEntry* entry = BuiltinAlgorithms().Find(algorithm_name);
+  if (entry == nullptr) return Status::NotFound("no replayer for algorithm '" + algorithm_name + "'");
+  if (!entry->apply_replay) {
+    return Status::Unimplemented("algorithm '" + algorithm_name + "' has no downlink by replay");
+  }
+  return entry->apply_replay(record, model);
 }
 
 }  // namespace fl::internal

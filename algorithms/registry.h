@@ -37,6 +37,10 @@ struct AlgorithmEntry {
   // Extra top-level config sections this algorithm reads, e.g. {"ferret": {...}};
   // merged into AlgorithmConfigDefaults(). An empty object adds nothing.
   nlohmann::json config_defaults = nlohmann::json::object();
+  // Downlink by replay (optional): applies one record of the strategy's
+  // TakeReplayRecord() to the model version before it, giving the next version bit for
+  // bit. Leaves *model unchanged on error. Empty for algorithms without replay.
+  std::function<Status(std::string_view record, ParamSet* model)> apply_replay;
 };
 
 // Thread-compatible; the built-in registry is immutable once built.
@@ -68,6 +72,12 @@ Result<std::unique_ptr<Strategy>> CreateStrategy(const Config& config);
 
 // The client half for Task::algorithm. NotFound for unknown names.
 Result<std::unique_ptr<Learner>> CreateLearner(const std::string& algorithm_name);
+
+// Applies a replay record of `algorithm_name`'s strategy to *model (see
+// AlgorithmEntry::apply_replay). NotFound for unknown names; Unimplemented if the
+// algorithm has no replay; otherwise the replayer's status (*model unchanged on error).
+Status ApplyReplayRecord(const std::string& algorithm_name, std::string_view record,
+                         ParamSet* model);
 
 }  // namespace fl::internal
 

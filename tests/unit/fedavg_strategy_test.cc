@@ -302,14 +302,14 @@ TEST(AlgorithmRegistryTest, OutOfRangeValuesNameTheKey) {
 TEST(AlgorithmRegistryTest, RegistryRefusesDuplicatesAndIncompleteEntries) {
   AlgorithmRegistry r;
   RegisterBuiltinAlgorithms(&r);
-  EXPECT_EQ(r.Names(), (std::vector<std::string>{"fedavg", "fedprox", "fedadam"}));
+  EXPECT_EQ(r.Names(), (std::vector<std::string>{"fedavg", "fedprox", "fedadam", "ferret"}));
   AlgorithmEntry dup = r.entries()[0];
   EXPECT_EQ(r.Register(dup).code(), StatusCode::kAlreadyExists);
   AlgorithmEntry empty;
   empty.name = "x";
   EXPECT_EQ(r.Register(empty).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(r.Find("fedadam")->name, "fedadam");
-  EXPECT_EQ(r.Find("ferret"), nullptr);
+  EXPECT_EQ(r.Find("no-such-algorithm"), nullptr);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #define FL_SDK_INCLUDE_FL_STRATEGY_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,9 +13,14 @@
 
 namespace fl {
 
-// What a round's aggregator reports: the weighted mean of the clients' deltas.
+// What a round's aggregator reports: the weighted mean of the clients' deltas, either
+// dense (mean_delta) or, for algorithms that aggregate in a compressed space, encoded
+// (encoded_aggregate in aggregate_encoding, e.g. a Ferret coefficient table; mean_delta
+// is then empty). The strategy that made the aggregator knows which one it gets.
 struct AggregateReport {
-  ParamSet mean_delta;   // sum_i w_i * delta_i / sum_i w_i
+  ParamSet mean_delta;   // sum_i w_i * delta_i / sum_i w_i; empty if encoded_aggregate is set
+  std::string encoded_aggregate;  // the same mean in aggregate_encoding; empty if dense
+  Encoding aggregate_encoding = Encoding::kDenseF32;
   double total_weight = 0;
   uint64_t count = 0;    // updates folded
   double mean_train_loss = 0;
@@ -58,6 +64,15 @@ class Strategy {
   virtual Status LoadState(std::string_view state) {
     return state.empty() ? Status::Ok() : Status::InvalidArgument("strategy is stateless");
   }
+  // Downlink by replay. After a successful ApplyRound, the record from which a client
+  // holding the previous global model rebuilds the new one bit for bit (the algorithm's
+  // replayer, algorithms/registry.h, applies it with the same code ApplyRound used).
+  // Returns it once and forgets it; empty if the algorithm has no replay (clients then
+  // download the full model) or no round was applied since the last call.
+  virtual std::string TakeReplayRecord() { return {}; }
+  // Named counters of the last successful ApplyRound (e.g. Ferret's clipped and skipped
+  // reconstruction terms), reported in the round summary and log. Empty by default.
+  virtual std::map<std::string, double> LastRoundStats() const { return {}; }
 };
 
 }  // namespace fl

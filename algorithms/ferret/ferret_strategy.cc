@@ -1,0 +1,231 @@
+#include "algorithms/ferret/ferret_strategy.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "algorithms/ferret/ferret_replay.h"
+#include "algorithms/ferret/ferret_round_aggregator.h"
+#include "core/logging.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr char kStateMagic[4] = {'F', 'R', 'S', 'T'};  // Ferret strategy state
+constexpr uint32_t kStateVersion = 1;
+constexpr size_t kStateHeader = 4 + 4 + 8;
+
+bool InUnitInterval(double x) { return std::isfinite(x) && x >= 0 && x < 1; }
+
+}  // namespace
+
+Status ValidateFerretOptions(const FerretOptions& o) {
+  auto bad = [](const char* key, const std::string& why) {
+    return Status::InvalidArgument(std::string(key) + " " + why);
+  };
+  FerretRoundSpec spec;
+  spec.plan_kind = o.plan_kind;
+  spec.block_size = o.block_size;
+  spec.distribution = o.distribution;
+  spec.amplitude = o.amplitude;
+  spec.num_bases = o.num_bases;
+  FL_RETURN_IF_ERROR(ValidateFerretRoundSpec(spec));
+  if (o.seed_policy != FerretSeedPolicy::kFixed && o.seed_policy != FerretSeedPolicy::kFresh) {
+    return bad("ferret.seed_policy", "must be fixed or fresh");
+  }
+  if (o.projection.budget > o.num_bases) {
+    return bad("ferret.bases_per_block", "must be <= ferret.num_bases (0 means all)");
+  }
+  if (o.projection.min_per_block < 1) return bad("ferret.min_per_block", "must be >= 1");
+  if (!(std::isfinite(o.clip) && o.clip >= 0)) return bad("ferret.clip", "must be >= 0");
+  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) return bad("ferret.server_lr", "must be > 0");
+  if (!InUnitInterval(o.server_momentum)) return bad("ferret.server_momentum", "must be in [0, 1)");
+  if (o.server_momentum > 0 && o.seed_policy != FerretSeedPolicy::kFixed) {
+    return bad("ferret.server_momentum",
+               "needs ferret.seed_policy=fixed (momentum adds tables of the same bases)");
+  }
+  if (o.threads < 0) return bad("ferret.threads", "must be >= 0");
+  const TrainConfig& t = o.train;
+  if (t.local_epochs < 0) return bad("train.local_epochs", "must be >= 0");
+  if (t.local_steps < 0) return bad("train.local_steps", "must be >= 0");
+  if (t.local_epochs == 0 && t.local_steps == 0) {
+    return bad("train.local_epochs", "and train.local_steps cannot both be 0");
+  }
+  if (t.batch_size < 1) return bad("train.batch_size", "must be >= 1");
+  if (!(std::isfinite(t.lr) && t.lr > 0)) return bad("train.lr", "must be > 0");
+  if (!InUnitInterval(t.momentum)) return bad("train.momentum", "must be in [0, 1)");
+  if (!(std::isfinite(t.weight_decay) && t.weight_decay >= 0)) return bad("train.weight_decay", "must be >= 0");
+  if (!(std::isfinite(t.prox_mu) && t.prox_mu >= 0)) return bad("train.prox_mu", "must be >= 0");
+  return Status::Ok();
+}
+
+FerretStrategy::FerretStrategy(FerretOptions options) : options_(std::move(options)) {
+  options_.train.upload_encoding = Encoding::kFerret;
+}
+
+FerretRoundSpec FerretStrategy::SpecForRound(uint64_t round) const {
+  FerretRoundSpec spec;
+  spec.plan_kind = options_.plan_kind;
+  spec.block_size = options_.block_size;
+  spec.distribution = options_.distribution;
+  spec.amplitude = options_.amplitude;
+  spec.pool_seed = options_.pool_seed;
+  spec.epoch = options_.seed_policy == FerretSeedPolicy::kFresh ? round : 0;
+  spec.num_bases = options_.num_bases;
+  return spec;
+}
+
+TrainConfig FerretStrategy::ConfigureRound(uint64_t round) const {
+  TrainConfig config = options_.train;
+  config.seed = 0;
+  WriteFerretExtra(SpecForRound(round), options_.projection, &config.extra);
+  return config;
+}
+
+std::unique_ptr<RoundAggregator> FerretStrategy::NewRoundAggregator(const ParamSet& global,
+                                                                    uint64_t round) {
+  const FerretRoundSpec spec = SpecForRound(round);
+  if (!(round_.has_value() && spec == spec_ && plan_.has_value() &&
+        plan_->layout_hash() == global.layout().hash())) {
+    if (!(spec.pool_seed == spec_.pool_seed && spec.epoch == spec_.epoch &&
+          spec.num_bases == spec_.num_bases)) {
+      norm_cache_.Clear();  // other seeds: the cached norms would never be hit again
+    }
+    spec_ = spec;
+    basis_ = MakeFerretBasis(spec);
+    Result<ferret::BlockPlan> plan = MakeFerretPlan(spec, global.layout());
+    if (plan.ok()) {
+      plan_ = std::move(plan).value();
+    } else {
+      FL_LOG(ERROR) << "ferret: no block plan for the model: " << plan.status().ToString();
+      plan_.reset();
+    }
+  }
+  round_ = round;
+  FerretRoundKey key;
+  key.round = round;
+  key.layout_hash = global.layout().hash();
+  key.basis_hash = basis_.Hash();
+  key.num_seeds = basis_.num_seeds();
+  if (plan_.has_value()) {
+    key.plan_hash = plan_->hash();
+    key.num_blocks = plan_->num_blocks();
+  }
+  return std::make_unique<FerretRoundAggregator>(key);
+}
+
+Status FerretStrategy::ApplyRound(AggregateReport report, ParamSet* global) {
+  if (report.aggregate_encoding != Encoding::kFerret || report.encoded_aggregate.empty()) {
+    return Status::InvalidArgument("FerretStrategy::ApplyRound: the aggregate is not a ferret "
+                                   "coefficient table");
+  }
+  if (!round_.has_value() || !plan_.has_value()) {
+    return Status::FailedPrecondition("FerretStrategy::ApplyRound: no round was started");
+  }
+  if (plan_->layout_hash() != global->layout().hash()) {
+    return Status::FailedPrecondition("FerretStrategy::ApplyRound: the model's layout differs "
+                                      "from the round's");
+  }
+  Result<ferret::CoefficientTable> mean = ferret::ParseCoefficientTable(report.encoded_aggregate);
+  if (!mean.ok()) return mean.status().WithContext("FerretStrategy::ApplyRound");
+  FL_RETURN_IF_ERROR(ferret::ValidateCoefficientTable(*mean, plan_->hash(), basis_.Hash(),
+                                                      basis_.num_seeds(), plan_->num_blocks()));
+
+  // Server momentum in coefficient space: C = momentum * C_prev + mean.
+  ferret::CoefficientTable table = std::move(mean).value();
+  if (options_.server_momentum > 0 && momentum_.has_value()) {
+    ferret::CoefficientAccumulator acc(table.plan_hash(), table.basis_hash(), table.num_seeds(),
+                                       table.num_blocks());
+    FL_RETURN_IF_ERROR(acc.Add(table, 1.0));
+    Status prev = acc.Add(*momentum_, options_.server_momentum);
+    if (prev.code() == StatusCode::kFailedPrecondition) {
+      return Status::FailedPrecondition("FerretStrategy::ApplyRound: the momentum table belongs "
+                                        "to other bases or another model: " + prev.message());
+    }
+    FL_RETURN_IF_ERROR(prev);
+    FL_ASSIGN_OR_RETURN(table, acc.ToTable(1.0));
+  }
+
+  FerretReplay replay;
+  replay.layout_hash = global->layout().hash();
+  replay.spec = spec_;
+  replay.multiplier = -options_.server_lr;
+  replay.clip_norm = options_.clip;
+  replay.table = table;
+  std::string record = SerializeFerretReplay(replay);
+  // Apply what was serialized, through the clients' code path: what the server stores
+  // and sends is then by construction what it applied.
+  FL_ASSIGN_OR_RETURN(FerretReplay parsed, ParseFerretReplay(record));
+  FerretApplyOptions apply;
+  apply.num_threads = options_.threads;
+  apply.norm_cache = &norm_cache_;
+  ParamSet next = *global;
+  FL_ASSIGN_OR_RETURN(ferret::ReconstructStats stats, ApplyFerretReplay(parsed, apply, &next));
+  if (!next.AllFinite()) {
+    return Status::InvalidArgument("FerretStrategy::ApplyRound: the step makes the model "
+                                   "non-finite");
+  }
+
+  *global = std::move(next);
+  if (options_.server_momentum > 0) momentum_ = std::move(table);
+  ++steps_;
+  last_stats_ = {
+      {"ferret.terms_applied", static_cast<double>(stats.terms_applied)},
+      {"ferret.terms_clipped", static_cast<double>(stats.terms_clipped)},
+      {"ferret.terms_skipped_nonfinite", static_cast<double>(stats.terms_skipped_nonfinite)},
+      {"ferret.coefficients", static_cast<double>(parsed.table.size())},
+      {"ferret.replay_bytes", static_cast<double>(record.size())},
+  };
+  FL_LOG(INFO) << "ferret round " << *round_ << ": " << report.count << " tables, "
+               << parsed.table.size() << " coefficients, " << stats.terms_applied
+               << " terms applied, " << stats.terms_clipped << " clipped to "
+               << options_.clip << ", " << stats.terms_skipped_nonfinite
+               << " skipped (non-finite); replay record " << record.size() << " bytes";
+  pending_replay_ = std::move(record);
+  return Status::Ok();
+}
+
+std::string FerretStrategy::TakeReplayRecord() {
+  std::string out = std::move(pending_replay_);
+  pending_replay_.clear();
+  return out;
+}
+
+// Layout: "FRST", u32 version, u64 steps, then the momentum table's wire format (absent
+// when there is no momentum table).
+std::string FerretStrategy::SaveState() const {
+  if (!momentum_.has_value()) return {};
+  std::string out(kStateMagic, 4);
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(kStateVersion >> (8 * i)));
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(steps_ >> (8 * i)));
+  out += ferret::SerializeCoefficientTable(*momentum_);
+  return out;
+}
+
+Status FerretStrategy::LoadState(std::string_view state) {
+  if (state.empty()) {
+    momentum_.reset();
+    steps_ = 0;
+    return Status::Ok();
+  }
+  if (state.size() < kStateHeader || std::memcmp(state.data(), kStateMagic, 4) != 0) {
+    return Status::DataLoss("ferret strategy state: bad header");
+  }
+  auto le = [&](size_t pos, int width) {
+    uint64_t v = 0;
+    for (int i = 0; i < width; ++i) {
+      v |= static_cast<uint64_t>(static_cast<unsigned char>(state[pos + i])) << (8 * i);
+    }
+    return v;
+  };
+  if (le(4, 4) != kStateVersion) return Status::DataLoss("ferret strategy state: unsupported version");
+  Result<ferret::CoefficientTable> table = ferret::ParseCoefficientTable(state.substr(kStateHeader));
+  if (!table.ok()) return Status::DataLoss("ferret strategy state: " + table.status().message());
+  for (const ferret::Coefficient& c : table->entries()) {
+    if (!std::isfinite(c.value)) return Status::DataLoss("ferret strategy state: non-finite momentum");
+  }
+  steps_ = le(8, 8);
+  momentum_ = std::move(table).value();
+  return Status::Ok();
+}
+
+}  // namespace fl::internal
