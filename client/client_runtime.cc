@@ -31,9 +31,7 @@ Result<ExecuteReport> ClientRuntime::Execute(const Task& task, Trainer& trainer,
   ExecuteReport report;
   report.round = task.round;
   if (cached_model_.params == nullptr || cached_model_.version != task.model_version) {
-    cached_model_ = {};
-    FL_ASSIGN_OR_RETURN(cached_model_, link_->FetchModel(task.model_version));
-    report.bytes_down = cached_model_.wire_bytes;
+    FL_RETURN_IF_ERROR(UpdateCachedModel(task, &report));
   }
   if (cached_model_.params->layout().hash() != trainer.layout().hash()) {
     return Status::FailedPrecondition("the server's model layout differs from the trainer's");
@@ -53,6 +51,50 @@ Result<ExecuteReport> ClientRuntime::Execute(const Task& task, Trainer& trainer,
   FL_ASSIGN_OR_RETURN(PushAck ack, link_->PushUpdate(*payload));
   report.duplicate = ack.duplicate;
   return report;
+}
+
+Status ClientRuntime::UpdateCachedModel(const Task& task, ExecuteReport* report) {
+  if (keep_model_cache_ && cached_model_.params != nullptr &&
+      cached_model_.version < task.model_version) {
+    const uint64_t have = cached_model_.version;
+    FL_ASSIGN_OR_RETURN(ModelSnapshot got, link_->FetchModelOrReplay(task.model_version, have));
+    report->bytes_down += got.wire_bytes;
+    if (!got.is_replay()) {
+      if (got.params == nullptr) return Status::DataLoss("the server sent neither a model nor records");
+      cached_model_ = std::move(got);
+      return Status::Ok();
+    }
+    Status replayed;
+    if (got.replay_base_version != have || got.version != task.model_version ||
+        got.replay_records.size() != task.model_version - have) {
+      replayed = Status::DataLoss("replay records do not lead from version " +
+                                  std::to_string(have) + " to " +
+                                  std::to_string(task.model_version));
+    } else {
+      // The cached model may be shared (an in-process link hands out the server's copy):
+      // replay into a private copy.
+      auto model = std::make_shared<ParamSet>(*cached_model_.params);
+      for (const auto& record : got.replay_records) {
+        replayed = ApplyReplayRecord(task.algorithm, *record, model.get());
+        if (!replayed.ok()) break;
+      }
+      if (replayed.ok()) {
+        cached_model_.version = task.model_version;
+        cached_model_.params = std::move(model);
+        cached_model_.wire_bytes = got.wire_bytes;
+        report->replayed_versions = got.replay_records.size();
+        return Status::Ok();
+      }
+    }
+    FL_LOG(WARNING) << "client " << options_.client_name << ": cannot replay version " << have
+                    << " to " << task.model_version << " (" << replayed.ToString()
+                    << "); downloading the full model";
+  }
+  cached_model_ = {};  // the old model is freed before the new one arrives
+  FL_ASSIGN_OR_RETURN(cached_model_, link_->FetchModel(task.model_version));
+  if (cached_model_.params == nullptr) return Status::DataLoss("the server sent no model");
+  report->bytes_down += cached_model_.wire_bytes;
+  return Status::Ok();
 }
 
 Status ClientRuntime::Run(Trainer& trainer, const CancelToken& cancel) {

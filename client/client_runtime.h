@@ -34,6 +34,9 @@ struct ClientRuntimeOptions {
 struct ExecuteReport {
   uint64_t round = 0;
   uint64_t bytes_down = 0;  // model download (0 if the cached model was current)
+  // > 0: the model arrived as this many replay records applied to the cached model
+  // (bytes_down is then their size) instead of a full download.
+  uint64_t replayed_versions = 0;
   uint64_t bytes_up = 0;    // payload bytes uploaded
   TrainStats train;
   bool duplicate = false;   // server had already acknowledged this update
@@ -53,6 +56,9 @@ class ClientRuntime {
   // Runs one training task: fetches the task's model version unless the cached one
   // matches, trains with the algorithm's Learner (created once per algorithm name) and
   // pushes the update. The cached model is released after use unless keep_model_cache.
+  // With a cached older version, the server may answer with replay records instead of
+  // the model; they are applied to the cached model with the algorithm's replayer
+  // (bitwise the server's model), and a replay that fails falls back to a full download.
   Result<ExecuteReport> Execute(const Task& task, Trainer& trainer, const CancelToken& cancel);
   // Joins if needed, then pulls and executes tasks until the server answers kDone
   // (OK), `cancel` fires (Cancelled), or max_consecutive_failures is reached.
@@ -61,10 +67,17 @@ class ClientRuntime {
   uint64_t client_id() const { return client_id_; }
   const std::string& client_name() const { return options_.client_name; }
   // Keep the last downloaded model between tasks (edge apps: saves a download when the
-  // server's version did not change). fl-sim turns it off to keep memory per client ~0.
+  // server's version did not change, and lets a later download come as replay records).
+  // fl-sim turns it off to keep memory per client ~0.
   void set_keep_model_cache(bool keep) { keep_model_cache_ = keep; }
+  // The cached model (params null if none).
+  const ModelSnapshot& cached_model() const { return cached_model_; }
 
  private:
+  // Makes cached_model_ the task's model version: by replay from the cached version when
+  // the server offers it, else by a full download.
+  Status UpdateCachedModel(const Task& task, ExecuteReport* report);
+
   ServerLink* link_;
   ClientRuntimeOptions options_;
   uint64_t client_id_ = 0;

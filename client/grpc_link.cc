@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <random>
 #include <thread>
 #include <utility>
@@ -146,12 +147,13 @@ struct GrpcLink::Impl {
     return Retry("Join", /*may_rejoin=*/false, [&] { return JoinOnce(); });
   }
 
-  Result<ModelSnapshot> FetchOnce(uint64_t version) {
+  Result<ModelSnapshot> FetchOnce(uint64_t version, std::optional<uint64_t> have_version) {
     grpc::ClientContext context;
     Prepare(&context, options.transfer_timeout);
     v1::FetchModelRequest request;
     request.set_version(version);
     request.set_format(v1::MODEL_FORMAT_PARAM_SET);
+    if (have_version.has_value()) request.set_have_version(*have_version);
     std::unique_ptr<grpc::ClientReader<v1::ModelChunk>> reader =
         stub->FetchModel(&context, request);
 
@@ -203,6 +205,13 @@ struct GrpcLink::Impl {
       return Status::DataLoss("asked for model version " + std::to_string(version) + ", received " +
                               std::to_string(header.version()));
     }
+    if (header.format() == v1::MODEL_FORMAT_REPLAY) {
+      return SplitReplay(header, have_version, std::move(bytes));
+    }
+    if (header.format() != v1::MODEL_FORMAT_PARAM_SET &&
+        header.format() != v1::MODEL_FORMAT_UNSPECIFIED) {
+      return Status::DataLoss("model stream has unknown format " + std::to_string(header.format()));
+    }
     Result<ParamSet> params = ParseParamSet(bytes);
     if (!params.ok()) return Status::DataLoss("model does not parse: " + params.status().message());
     if (params->layout().hash() != header.layout_hash()) {
@@ -214,6 +223,42 @@ struct GrpcLink::Impl {
     snapshot.version = version;
     snapshot.params = std::make_shared<const ParamSet>(std::move(params).value());
     snapshot.wire_bytes = wire_bytes;
+    return snapshot;
+  }
+
+  // The records of a verified MODEL_FORMAT_REPLAY download, cut by the header's sizes.
+  static Result<ModelSnapshot> SplitReplay(const v1::ModelHeader& header,
+                                           std::optional<uint64_t> have_version,
+                                           std::string bytes) {
+    if (!have_version.has_value() || header.replay_base_version() != *have_version ||
+        *have_version >= header.version()) {
+      return Status::DataLoss("replay records from version " +
+                              std::to_string(header.replay_base_version()) +
+                              " do not start at the version this client holds");
+    }
+    const uint64_t count = header.version() - *have_version;
+    if (static_cast<uint64_t>(header.replay_record_bytes_size()) != count) {
+      return Status::DataLoss("replay from version " + std::to_string(*have_version) + " to " +
+                              std::to_string(header.version()) + " needs " +
+                              std::to_string(count) + " records, the header lists " +
+                              std::to_string(header.replay_record_bytes_size()));
+    }
+    ModelSnapshot snapshot;
+    snapshot.version = header.version();
+    snapshot.replay_base_version = *have_version;
+    snapshot.wire_bytes = bytes.size();
+    size_t offset = 0;
+    for (uint64_t size : header.replay_record_bytes()) {
+      if (size == 0 || size > bytes.size() - offset) {
+        return Status::DataLoss("replay record sizes do not add up to the announced bytes");
+      }
+      snapshot.replay_records.push_back(
+          std::make_shared<const std::string>(bytes.substr(offset, size)));
+      offset += size;
+    }
+    if (offset != bytes.size()) {
+      return Status::DataLoss("replay record sizes do not add up to the announced bytes");
+    }
     return snapshot;
   }
 
@@ -315,7 +360,17 @@ Result<Task> GrpcLink::PullTask(milliseconds wait) {
 Result<ModelSnapshot> GrpcLink::FetchModel(uint64_t version) {
   ModelSnapshot snapshot;
   Status status = impl_->Retry("FetchModel", true, [&]() -> Status {
-    FL_ASSIGN_OR_RETURN(snapshot, impl_->FetchOnce(version));
+    FL_ASSIGN_OR_RETURN(snapshot, impl_->FetchOnce(version, std::nullopt));
+    return Status::Ok();
+  });
+  if (!status.ok()) return status;
+  return snapshot;
+}
+
+Result<ModelSnapshot> GrpcLink::FetchModelOrReplay(uint64_t version, uint64_t have_version) {
+  ModelSnapshot snapshot;
+  Status status = impl_->Retry("FetchModel", true, [&]() -> Status {
+    FL_ASSIGN_OR_RETURN(snapshot, impl_->FetchOnce(version, have_version));
     return Status::Ok();
   });
   if (!status.ok()) return status;

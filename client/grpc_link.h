@@ -70,6 +70,10 @@ class GrpcLink : public ServerLink {
   // DataLoss if the stream is truncated, longer than announced, fails its SHA-256 or
   // layout hash check, or does not parse.
   Result<ModelSnapshot> FetchModel(uint64_t version) override;
+  // Sends have_version; a MODEL_FORMAT_REPLAY answer comes back as replay records
+  // (checked: total size, SHA-256, one record per version from have_version on), a
+  // full model as FetchModel. DataLoss for a stream that fails those checks.
+  Result<ModelSnapshot> FetchModelOrReplay(uint64_t version, uint64_t have_version) override;
   // Streams payload.bytes in chunks of at most 1 MiB. payload.meta.sha256 is sent as
   // given; when empty it is computed here.
   Result<PushAck> PushUpdate(const Payload& payload) override;

@@ -78,6 +78,9 @@ struct Coordinator::Impl {
   std::shared_ptr<const ParamSet> global;
   uint64_t version = 0;
   uint64_t model_wire_bytes = 0;
+  // Replay records of the latest versions (at most max_replay_rounds), by the version
+  // each produces; older ones are read from the store when asked for.
+  std::map<uint64_t, std::shared_ptr<const std::string>> replay_cache;
 
   // Clients and sessions.
   std::map<uint64_t, ClientState> clients;
@@ -106,6 +109,46 @@ struct Coordinator::Impl {
   // ---- helpers; all *Locked methods REQUIRE mu held ----
 
   uint64_t NowUs() { return env->NowMicros(); }
+
+  ModelSnapshot SnapshotLocked() const {
+    ModelSnapshot snapshot;
+    snapshot.version = version;
+    snapshot.params = global;
+    snapshot.wire_bytes = model_wire_bytes;
+    return snapshot;
+  }
+
+  void CacheReplayLocked(uint64_t v, std::shared_ptr<const std::string> record) {
+    if (opt.max_replay_rounds == 0) return;
+    replay_cache[v] = std::move(record);
+    while (replay_cache.size() > opt.max_replay_rounds) replay_cache.erase(replay_cache.begin());
+  }
+
+  // The replay records turning version `have` into `want`, in order, if every one
+  // exists; NotFound otherwise.
+  Result<std::vector<std::shared_ptr<const std::string>>> ReplayRecordsLocked(uint64_t have,
+                                                                              uint64_t want) {
+    std::vector<std::shared_ptr<const std::string>> out;
+    auto it = replay_cache.find(have + 1);
+    for (uint64_t v = have + 1; v <= want && it != replay_cache.end() && it->first == v; ++v) {
+      out.push_back(it->second);
+      ++it;
+    }
+    if (out.size() == want - have) return out;
+    // Older than the cache (or a server restart emptied it): the store has every round's.
+    FL_ASSIGN_OR_RETURN(std::vector<ReplayRecord> stored, store->GetReplayRecords(have + 1, want));
+    if (stored.size() != want - have) {
+      return Status::NotFound("no replay records for every version from " +
+                              std::to_string(have + 1) + " to " + std::to_string(want));
+    }
+    out.clear();
+    for (ReplayRecord& r : stored) {
+      auto record = std::make_shared<const std::string>(std::move(r.bytes));
+      if (r.version + opt.max_replay_rounds > version) CacheReplayLocked(r.version, record);
+      out.push_back(std::move(record));
+    }
+    return out;
+  }
 
   void Touch(uint64_t client_id) {
     auto it = clients.find(client_id);
@@ -232,12 +275,18 @@ struct Coordinator::Impl {
     auto next = std::make_shared<ParamSet>(*global);
     RoundSummary summary;
     summary.round = r;
+    std::string replay;  // turns the current version into the next one; empty if none
     if (report.ok()) {
       summary.num_updates = report->count;
       summary.total_weight = report->total_weight;
       summary.mean_train_loss = report->mean_train_loss;
       Status s = strategy->ApplyRound(std::move(report).value(), next.get());
-      if (!s.ok()) {
+      // Taken in any case, so a record never outlives the round it belongs to.
+      std::string record = strategy->TakeReplayRecord();
+      if (s.ok()) {
+        replay = std::move(record);
+        summary.strategy_stats = strategy->LastRoundStats();
+      } else {
         // The server optimizer refused the aggregate (e.g. it would make the model
         // non-finite): the round closes without changing the model.
         FL_LOG(ERROR) << "round " << r << ": server update failed, model unchanged: " << s.ToString();
@@ -250,6 +299,7 @@ struct Coordinator::Impl {
     ModelRecord model;
     model.round = r;
     Status s = WriteModelLocked(*next, version + 1, &model);
+    model.replay_record = replay;
     RoundRecord closed = round;
     closed.state = RoundState::kClosed;
     closed.closed_at = env->NowUnixSeconds();
@@ -270,6 +320,7 @@ struct Coordinator::Impl {
     summary.bytes_up = bytes_up;
     summary.bytes_down = bytes_down;
     summary.seconds = static_cast<double>(NowUs() - round_opened_us) / 1e6;
+    summary.replay_bytes = replay.size();
 
     // Spooled updates and old model files are no longer needed.
     for (uint64_t client : selected) {
@@ -284,16 +335,21 @@ struct Coordinator::Impl {
 
     global = std::move(next);
     version += 1;
+    if (!replay.empty()) {
+      CacheReplayLocked(version, std::make_shared<const std::string>(std::move(replay)));
+    }
     round_open = false;
     selected.clear();
     accepted_sha.clear();
     next_round = r + 1;
+    std::string stats;
+    for (const auto& [name, value] : summary.strategy_stats) {
+      stats += ", " + name + " " + std::to_string(static_cast<long long>(value));
+    }
     FL_LOG(INFO) << "round " << r << " closed: " << summary.num_updates << " updates, "
                  << summary.num_rejected << " rejected, " << summary.seconds << " s, version "
-                 << version;
-    if (round_callback) {
-      pending_callbacks.push_back({summary, ModelSnapshot{version, global, model_wire_bytes}});
-    }
+                 << version << stats;
+    if (round_callback) pending_callbacks.push_back({summary, SnapshotLocked()});
     changed.notify_all();
     MaybeOpenRoundLocked();
   }
@@ -493,7 +549,8 @@ Result<Task> Coordinator::PullTask(const Session& session, std::chrono::millisec
   }
 }
 
-Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t version) {
+Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t version,
+                                              std::optional<uint64_t> have_version) {
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mu);
   d.Touch(session.client_id);
@@ -501,8 +558,29 @@ Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t v
     return Status::NotFound("model version " + std::to_string(version) +
                             " is not served; the current version is " + std::to_string(d.version));
   }
+  if (have_version.has_value() && *have_version < version && d.opt.max_replay_rounds > 0 &&
+      version - *have_version <= d.opt.max_replay_rounds) {
+    Result<std::vector<std::shared_ptr<const std::string>>> records =
+        d.ReplayRecordsLocked(*have_version, version);
+    if (records.ok()) {
+      uint64_t bytes = 0;
+      for (const auto& record : *records) bytes += record->size();
+      if (bytes < d.model_wire_bytes) {
+        ModelSnapshot replay;
+        replay.version = version;
+        replay.wire_bytes = bytes;
+        replay.replay_base_version = *have_version;
+        replay.replay_records = std::move(records).value();
+        d.bytes_down += bytes;
+        return replay;
+      }
+    } else if (records.status().code() != StatusCode::kNotFound) {
+      FL_LOG(WARNING) << "cannot read replay records, sending the full model: "
+                      << records.status().ToString();
+    }
+  }
   d.bytes_down += d.model_wire_bytes;
-  return ModelSnapshot{d.version, d.global, d.model_wire_bytes};
+  return d.SnapshotLocked();
 }
 
 Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& payload) {
@@ -682,7 +760,7 @@ void Coordinator::Shutdown() {
 ModelSnapshot Coordinator::CurrentModel() {
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mu);
-  return ModelSnapshot{d.version, d.global, d.model_wire_bytes};
+  return d.SnapshotLocked();
 }
 
 void Coordinator::SetRoundCallback(

@@ -9,8 +9,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -57,6 +59,11 @@ struct CoordinatorOptions {
   bool durable = true;
   // Keep this many model versions on disk (older files are deleted); 0 keeps all.
   uint32_t keep_models = 3;
+  // Downlink by replay: a client holding a model at most this many versions behind may
+  // get the strategy's replay records instead of the full model, whichever is smaller
+  // in bytes. Records of every round stay in the store; this bounds what one download
+  // may replay (and how many the coordinator keeps in memory). 0 disables replay.
+  uint32_t max_replay_rounds = 64;
   // Optional, not owned: the OS seam. Default Env::Default().
   Env* env = nullptr;
 };
@@ -72,6 +79,9 @@ struct RoundSummary {
   uint64_t bytes_up = 0;      // accepted payload bytes this round
   uint64_t bytes_down = 0;    // model bytes served this round
   double seconds = 0;         // wall time from open to close
+  uint64_t replay_bytes = 0;  // size of the round's replay record (0: none)
+  // Strategy::LastRoundStats() of the round (e.g. Ferret's clipped/skipped terms).
+  std::map<std::string, double> strategy_stats;
 };
 
 // An authenticated caller.
@@ -103,7 +113,12 @@ class Coordinator {
   // Long poll up to `wait` for a task for this client.
   Result<Task> PullTask(const Session& session, std::chrono::milliseconds wait);
   // NotFound if `version` is not the current global version (older ones are not served).
-  Result<ModelSnapshot> FetchModel(const Session& session, uint64_t version);
+  // With `have_version` (the version the client holds), answers with the replay records
+  // from have_version to version instead of the full model when every record exists,
+  // version - have_version <= max_replay_rounds, and they are smaller than the model
+  // (ModelSnapshot::is_replay()); otherwise with the full model.
+  Result<ModelSnapshot> FetchModel(const Session& session, uint64_t version,
+                                   std::optional<uint64_t> have_version = std::nullopt);
   // Validates and folds an update; returns only after it is durable. Errors:
   // FailedPrecondition (wrong round/version, client not selected), InvalidArgument
   // (layout hash, length, non-finite), DataLoss (SHA-256 mismatch), ResourceExhausted

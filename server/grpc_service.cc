@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -117,29 +118,39 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
         request->format() != v1::MODEL_FORMAT_PARAM_SET) {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unsupported model format");
     }
-    Result<ModelSnapshot> snapshot = coordinator_->FetchModel(*session, request->version());
+    std::optional<uint64_t> have_version;
+    if (request->has_have_version()) have_version = request->have_version();
+    Result<ModelSnapshot> snapshot =
+        coordinator_->FetchModel(*session, request->version(), have_version);
     if (!snapshot.ok()) return ToGrpcStatus(snapshot.status());
+
+    v1::ModelChunk chunk;
+    v1::ModelHeader* header = chunk.mutable_header();
+    if (snapshot->is_replay()) {
+      std::string records;
+      records.reserve(snapshot->wire_bytes);
+      for (const auto& record : snapshot->replay_records) {
+        header->add_replay_record_bytes(record->size());
+        records += *record;
+      }
+      header->set_version(snapshot->version);
+      header->set_total_bytes(records.size());
+      header->set_sha256(Sha256(records));
+      header->set_format(v1::MODEL_FORMAT_REPLAY);
+      header->set_replay_base_version(snapshot->replay_base_version);
+      return SendBlob(context, writer, &chunk, records);
+    }
     if (snapshot->params == nullptr) {
       return grpc::Status(grpc::StatusCode::INTERNAL, "coordinator returned no model");
     }
     std::shared_ptr<const SerializedModel> model = Serialized(*snapshot);
-
-    v1::ModelChunk chunk;
-    v1::ModelHeader* header = chunk.mutable_header();
     header->set_version(model->version);
     header->set_total_bytes(model->bytes.size());
     header->set_layout_hash(model->layout_hash);
     header->set_sha256(model->sha256);
     header->set_num_params(model->num_params);
     header->set_format(v1::MODEL_FORMAT_PARAM_SET);
-    if (!writer->Write(chunk)) return Cancelled("model download");
-    for (size_t offset = 0; offset < model->bytes.size(); offset += kMaxChunkBytes) {
-      if (context->IsCancelled()) return Cancelled("model download");
-      const size_t n = std::min(kMaxChunkBytes, model->bytes.size() - offset);
-      chunk.set_data(model->bytes.data() + offset, n);
-      if (!writer->Write(chunk)) return Cancelled("model download");
-    }
-    return grpc::Status::OK;
+    return SendBlob(context, writer, &chunk, model->bytes);
   }
 
   grpc::Status PushUpdate(grpc::ServerContext* context, grpc::ServerReader<v1::UpdateChunk>* reader,
@@ -239,6 +250,22 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
 
   static grpc::Status Cancelled(const char* what) {
     return grpc::Status(grpc::StatusCode::CANCELLED, std::string(what) + " cancelled");
+  }
+
+  // Writes `header_chunk` (holding the header), then `bytes` in chunks of at most
+  // kMaxChunkBytes.
+  static grpc::Status SendBlob(grpc::ServerContext* context,
+                               grpc::ServerWriter<v1::ModelChunk>* writer,
+                               v1::ModelChunk* header_chunk, const std::string& bytes) {
+    if (!writer->Write(*header_chunk)) return Cancelled("model download");
+    v1::ModelChunk chunk;
+    for (size_t offset = 0; offset < bytes.size(); offset += kMaxChunkBytes) {
+      if (context->IsCancelled()) return Cancelled("model download");
+      const size_t n = std::min(kMaxChunkBytes, bytes.size() - offset);
+      chunk.set_data(bytes.data() + offset, n);
+      if (!writer->Write(chunk)) return Cancelled("model download");
+    }
+    return grpc::Status::OK;
   }
 
   // Serializes each version once, however many clients download it at the same time.

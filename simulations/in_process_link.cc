@@ -23,6 +23,11 @@ Result<ModelSnapshot> InProcessLink::FetchModel(uint64_t version) {
   return coordinator_->FetchModel(session, version);
 }
 
+Result<ModelSnapshot> InProcessLink::FetchModelOrReplay(uint64_t version, uint64_t have_version) {
+  FL_ASSIGN_OR_RETURN(Session session, Authenticated());
+  return coordinator_->FetchModel(session, version, have_version);
+}
+
 Result<PushAck> InProcessLink::PushUpdate(const Payload& payload) {
   FL_ASSIGN_OR_RETURN(Session session, Authenticated());
   return coordinator_->PushUpdate(session, payload);

@@ -20,6 +20,9 @@ class InProcessLink : public ServerLink {
                          const std::string& client_name) override;
   Result<Task> PullTask(std::chrono::milliseconds wait) override;
   Result<ModelSnapshot> FetchModel(uint64_t version) override;
+  // Replay records are handed out as the coordinator's shared copies; wire_bytes counts
+  // what they would cost on the wire.
+  Result<ModelSnapshot> FetchModelOrReplay(uint64_t version, uint64_t have_version) override;
   Result<PushAck> PushUpdate(const Payload& payload) override;
   Status Heartbeat() override;
   Result<ServerStatusInfo> GetStatus() override;

@@ -45,6 +45,13 @@ class ServerLink {
   virtual Result<Task> PullTask(std::chrono::milliseconds wait) = 0;
   // Downloads global model `version`. NotFound if the server no longer has it.
   virtual Result<ModelSnapshot> FetchModel(uint64_t version) = 0;
+  // Like FetchModel, for a client that already holds model `have_version` (<
+  // version): the server answers either with the full model or, when that is smaller,
+  // with the replay records from have_version to version (ModelSnapshot::is_replay()).
+  // The default asks for the full model, for links and servers without replay.
+  virtual Result<ModelSnapshot> FetchModelOrReplay(uint64_t version, uint64_t have_version) {
+    return FetchModel(version);
+  }
   // Uploads an update; returns once the server made it durable.
   virtual Result<PushAck> PushUpdate(const Payload& payload) = 0;
   virtual Status Heartbeat() = 0;

@@ -1,0 +1,221 @@
+// Ferret's downlink by replay over real gRPC with TLS: a real Coordinator running the
+// Ferret strategy (SQLite files) behind fl-server's service, and ClientRuntime clients
+// with the plain C++ linear trainer behind GrpcLink.
+
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "client/client_runtime.h"
+#include "examples/linear_trainer.h"
+#include "grpc_fixture.h"
+
+namespace fl::internal {
+namespace {
+
+constexpr size_t kDim = 50000;
+
+bool BitwiseEqual(const ParamSet& a, const ParamSet& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+class FerretReplayGrpcTest : public GrpcFixture {
+ protected:
+  void StartFerret(const CoordinatorOptions& o) {
+    Result<Config> config = Config::Build(
+        AlgorithmConfigDefaults(), "",
+        {"algorithm.name=ferret", "train.local_steps=2", "train.batch_size=8", "train.lr=2e-6",
+         "ferret.server_lr=0.5", "ferret.threads=3"});
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    Result<std::unique_ptr<Strategy>> strategy = CreateStrategy(*config);
+    ASSERT_TRUE(strategy.ok()) << strategy.status().ToString();
+    Layout layout;
+    layout.Add("weight", {static_cast<int64_t>(kDim)});
+    layout.Add("bias", {1});
+    auto coordinator = Coordinator::Create(o, std::move(strategy).value(), ParamSet(layout));
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status().ToString();
+    coordinator_ = std::move(coordinator).value();
+    coordinator_->SetRoundCallback([this](const RoundSummary& s, const ModelSnapshot& m) {
+      std::lock_guard<std::mutex> lock(mu_);
+      versions_[m.version] = m.params;
+      replay_bytes_[m.version] = s.replay_bytes;
+    });
+    versions_[0] = coordinator_->CurrentModel().params;
+    full_model_bytes_ = coordinator_->CurrentModel().wire_bytes;
+    GrpcServerOptions s = TlsServerOptions(o);
+    s.poll_interval = milliseconds(50);
+    auto server = StartGrpcServer(s, coordinator_.get());
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+  }
+
+  static std::unique_ptr<examples::LinearTrainer> MakeTrainer(uint64_t seed) {
+    std::vector<float> x, y;
+    examples::MakeLinearData(kDim, 16, seed, &x, &y);
+    return std::make_unique<examples::LinearTrainer>(kDim, std::move(x), std::move(y));
+  }
+
+  // Pulls (long poll) and runs one training task, which must be for `round`.
+  ExecuteReport RunRound(ClientRuntime& runtime, Trainer& trainer, uint64_t round) {
+    Result<Task> task = runtime.Pull(milliseconds(5000));
+    EXPECT_TRUE(task.ok()) << task.status().ToString();
+    EXPECT_EQ(task->kind, TaskKind::kTrain);
+    EXPECT_EQ(task->round, round);
+    EXPECT_EQ(task->algorithm, "ferret");
+    CancelToken cancel;
+    Result<ExecuteReport> report = runtime.Execute(*task, trainer, cancel);
+    EXPECT_TRUE(report.ok()) << report.status().ToString();
+    return report.ok() ? *report : ExecuteReport{};
+  }
+
+  std::mutex mu_;
+  std::map<uint64_t, std::shared_ptr<const ParamSet>> versions_;
+  std::map<uint64_t, uint64_t> replay_bytes_;
+  uint64_t full_model_bytes_ = 0;
+};
+
+TEST_F(FerretReplayGrpcTest, ClientThatMissedFiveRoundsCatchesUpByReplayBitwise) {
+  CoordinatorOptions o = Options();
+  o.num_rounds = 7;
+  o.min_clients = 1;
+  o.min_updates = 1;
+  // A silent client drops out of selection after 400 ms; a round short of updates
+  // widens its selection to the clients that are around after 800 ms.
+  o.round_deadline = milliseconds(800);
+  o.client_timeout = milliseconds(400);
+  o.max_update_bytes = 1 << 20;
+  StartFerret(o);
+
+  std::unique_ptr<GrpcLink> link_a = Link();
+  std::unique_ptr<GrpcLink> link_b = Link();
+  ClientRuntime a(link_a.get(), {.enrollment_token = kEnrollment, .client_name = "client-a"});
+  ClientRuntime b(link_b.get(), {.enrollment_token = kEnrollment, .client_name = "client-b"});
+  auto trainer_a = MakeTrainer(1);
+  auto trainer_b = MakeTrainer(2);
+
+  // Round 1: b alone, from the full initial model.
+  ASSERT_TRUE(b.Join().ok());
+  ExecuteReport b1 = RunRound(b, *trainer_b, 1);
+  EXPECT_EQ(b1.replayed_versions, 0u);
+  EXPECT_EQ(b1.bytes_down, full_model_bytes_);
+
+  // Then b goes quiet. a joins and is added to round 2 at its deadline, and alone runs
+  // rounds 3 to 6, each time replaying the one record it lacks.
+  ASSERT_TRUE(a.Join().ok());
+  for (uint64_t round = 2; round <= 6; ++round) {
+    ExecuteReport r = RunRound(a, *trainer_a, round);
+    if (round == 2) {
+      EXPECT_EQ(r.replayed_versions, 0u);
+      EXPECT_EQ(r.bytes_down, full_model_bytes_);
+    } else {
+      EXPECT_EQ(r.replayed_versions, 1u) << "round " << round;
+      std::lock_guard<std::mutex> lock(mu_);
+      EXPECT_EQ(r.bytes_down, replay_bytes_[round - 1]);
+    }
+  }
+
+  // Round 7 is a's, but a stays away; at the deadline b, polling again, is added. b missed
+  // rounds 2 to 6 and still holds version 0, the model it trained round 1 from; it needs
+  // version 6, so it downloads the six records of versions 1 to 6 and replays them.
+  ExecuteReport b7 = RunRound(b, *trainer_b, 7);
+  EXPECT_EQ(b7.replayed_versions, 6u);
+  uint64_t six_records = 0;
+  std::shared_ptr<const ParamSet> server_v6;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint64_t v = 1; v <= 6; ++v) six_records += replay_bytes_.at(v);
+    server_v6 = versions_.at(6);
+  }
+  EXPECT_EQ(b7.bytes_down, six_records);
+  EXPECT_LT(b7.bytes_down * 10, full_model_bytes_);
+  const ModelSnapshot& cached = b.cached_model();
+  ASSERT_NE(cached.params, nullptr);
+  EXPECT_EQ(cached.version, 6u);
+  EXPECT_TRUE(BitwiseEqual(*cached.params, *server_v6))
+      << "the replayed model differs from the server's version 6";
+  std::printf("d = %zu, K = 200: catching up 6 versions (5 rounds missed) by replay took %llu bytes, a full model "
+              "download %llu bytes (%.1fx less)\n",
+              kDim + 1, static_cast<unsigned long long>(b7.bytes_down),
+              static_cast<unsigned long long>(full_model_bytes_),
+              static_cast<double>(full_model_bytes_) / static_cast<double>(b7.bytes_down));
+
+  ASSERT_TRUE(coordinator_->WaitUntilFinished(milliseconds(10000)));
+  EXPECT_EQ(coordinator_->CurrentModel().version, 7u);
+  // The records are in the server's SQLite file for every round.
+  StoreOptions so;
+  so.path = (dir_ / "state" / "state.db").string();
+  Result<std::unique_ptr<Store>> store = Store::Open(so);
+  ASSERT_TRUE(store.ok());
+  Result<std::vector<ReplayRecord>> records = (*store)->GetReplayRecords(1, 7);
+  ASSERT_TRUE(records.ok());
+  EXPECT_EQ(records->size(), 7u);
+}
+
+// Serves FetchModel with replay records whose framing is broken in one chosen way.
+class BrokenReplayService final : public v1::FederatedLearning::Service {
+ public:
+  enum class Mode { kIntact, kSizesTooLong, kTooFewRecords, kWrongBase, kEmptyRecord };
+  void set_mode(Mode mode) { mode_ = mode; }
+
+  grpc::Status FetchModel(grpc::ServerContext*, const v1::FetchModelRequest* request,
+                          grpc::ServerWriter<v1::ModelChunk>* writer) override {
+    const std::string records = "first-record" + std::string("second");
+    v1::ModelChunk chunk;
+    v1::ModelHeader* h = chunk.mutable_header();
+    h->set_version(request->version());
+    h->set_format(v1::MODEL_FORMAT_REPLAY);
+    h->set_total_bytes(records.size());
+    h->set_sha256(Sha256(records));
+    h->set_replay_base_version(mode_ == Mode::kWrongBase ? 0 : request->have_version());
+    h->add_replay_record_bytes(mode_ == Mode::kEmptyRecord ? 0 : 12);
+    if (mode_ != Mode::kTooFewRecords) {
+      h->add_replay_record_bytes(mode_ == Mode::kSizesTooLong ? 7 : 6);
+    }
+    writer->Write(chunk);
+    chunk.set_data(records);
+    writer->Write(chunk);
+    return grpc::Status::OK;
+  }
+
+ private:
+  Mode mode_ = Mode::kIntact;
+};
+
+TEST_F(FerretReplayGrpcTest, LinkChecksReplayFraming) {
+  BrokenReplayService service;
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*Env::Default()->ReadFile(certs_.server_key),
+                                    *Env::Default()->ReadFile(certs_.server_cert)});
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::SslServerCredentials(ssl), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  GrpcLinkOptions o = LinkOptions();
+  o.target = "localhost:" + std::to_string(port);
+  auto link = GrpcLink::Create(o);
+  ASSERT_TRUE(link.ok());
+
+  using Mode = BrokenReplayService::Mode;
+  Result<ModelSnapshot> intact = (*link)->FetchModelOrReplay(5, 3);
+  ASSERT_TRUE(intact.ok()) << intact.status().ToString();
+  ASSERT_TRUE(intact->is_replay());
+  EXPECT_EQ(intact->replay_base_version, 3u);
+  ASSERT_EQ(intact->replay_records.size(), 2u);
+  EXPECT_EQ(*intact->replay_records[0], "first-record");
+  EXPECT_EQ(*intact->replay_records[1], "second");
+  EXPECT_EQ(intact->wire_bytes, 18u);
+  // A replay answer to a request that named no version held is refused too.
+  EXPECT_EQ((*link)->FetchModel(5).status().code(), StatusCode::kDataLoss);
+  for (Mode mode : {Mode::kSizesTooLong, Mode::kTooFewRecords, Mode::kWrongBase, Mode::kEmptyRecord}) {
+    service.set_mode(mode);
+    Result<ModelSnapshot> bad = (*link)->FetchModelOrReplay(5, 3);
+    ASSERT_FALSE(bad.ok()) << "mode " << static_cast<int>(mode);
+    EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss) << bad.status().ToString();
+  }
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
+}  // namespace
+}  // namespace fl::internal
