@@ -554,6 +554,11 @@ Result<SimulationResult> RunSimulation(const Config& config,
       continue;
     }
 
+    // Largest clients first: client sizes differ by 10x under a Dirichlet split, and
+    // starting the long jobs early keeps both workers busy until the round's end.
+    std::stable_sort(work.begin(), work.end(), [&](const auto& a, const auto& b) {
+      return clients[a.first].indices.size() > clients[b.first].indices.size();
+    });
     const uint64_t round = work.front().second.round;
     std::atomic<uint64_t> samples{0};
     std::atomic<uint64_t> finished{0};
