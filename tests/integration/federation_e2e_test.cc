@@ -49,7 +49,8 @@ std::string Binary(const std::string& relative) {
 // values, so the three describe one federation.
 std::vector<std::string> TrainFlags() {
   return {"--set", "train.local_steps=4", "--set", "train.batch_size=16",
-          "--set", "train.lr=0.05",       "--set", "train.upload_encoding=f32"};
+          "--set", "train.lr=0.05",       "--set", "train.momentum=0",
+          "--set", "train.upload_encoding=f32"};
 }
 
 Result<ParamSet> ReadModel(const std::string& path) {
