@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "codec/byte_io.h"
 #include "algorithms/fedavg/dense_round_aggregator.h"
 #include "codec/dense_codec.h"
 
@@ -11,18 +12,6 @@ namespace {
 
 constexpr char kStateMagic[4] = {'F', 'A', 'O', 'S'};  // FedAvg optimizer state
 constexpr uint32_t kStateVersion = 1;
-
-void PutU32(std::string* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
-}
-void PutU64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
-}
-uint64_t GetLE(std::string_view bytes, size_t pos, int width) {
-  uint64_t v = 0;
-  for (int i = 0; i < width; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[pos + i])) << (8 * i);
-  return v;
-}
 
 bool InUnitInterval(double x) { return std::isfinite(x) && x >= 0 && x < 1; }
 
@@ -180,18 +169,23 @@ Status FedAvgStrategy::LoadState(std::string_view state) {
   if (state.size() < kHeader || std::memcmp(state.data(), kStateMagic, 4) != 0) {
     return Status::DataLoss("FedAvg optimizer state: bad header");
   }
-  if (GetLE(state, 4, 4) != kStateVersion) {
+  ByteReader header(state.substr(4, kHeader - 4));
+  uint32_t version = 0, optimizer_id = 0;
+  uint64_t steps = 0, n_m = 0, n_v = 0;
+  header.U32(&version);
+  header.U32(&optimizer_id);
+  header.U64(&steps);
+  header.U64(&n_m);
+  header.U64(&n_v);
+  if (version != kStateVersion) {
     return Status::DataLoss("FedAvg optimizer state: unsupported version");
   }
-  const auto optimizer = static_cast<ServerOptimizer>(GetLE(state, 8, 4));
+  const auto optimizer = static_cast<ServerOptimizer>(optimizer_id);
   if (optimizer != options_.server_optimizer) {
     return Status::InvalidArgument("FedAvg optimizer state was saved by server optimizer " +
                                    std::to_string(static_cast<int>(optimizer)) + ", this run uses " +
                                    std::string(ServerOptimizerName(options_.server_optimizer)));
   }
-  const uint64_t steps = GetLE(state, 12, 8);
-  const uint64_t n_m = GetLE(state, 20, 8);
-  const uint64_t n_v = GetLE(state, 28, 8);
   const uint64_t body = state.size() - kHeader;
   // Bound the counts before multiplying, so forged values cannot overflow.
   if (n_m > body / 4 || n_v > body / 4 || (n_m + n_v) * 4 != body) {

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "codec/byte_io.h"
 #include "codec/dense_codec.h"
 
 namespace fl::internal {
@@ -11,49 +12,6 @@ constexpr uint32_t kMaxRank = 16;
 constexpr uint32_t kMaxNameLength = 4096;
 // No real model comes near 2^40 parameters; the cap keeps products from overflowing.
 constexpr uint64_t kMaxNumel = 1ull << 40;
-
-void PutU32(std::string* out, uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out->append(b, 4);
-}
-
-void PutU64(std::string* out, uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out->append(b, 8);
-}
-
-// Reads little-endian fields from a byte range; every read checks the bounds.
-class Reader {
- public:
-  explicit Reader(std::string_view bytes) : rest_(bytes) {}
-  size_t remaining() const { return rest_.size(); }
-
-  bool U32(uint32_t* v) {
-    if (rest_.size() < 4) return false;
-    *v = 0;
-    for (int i = 0; i < 4; ++i) *v |= static_cast<uint32_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
-    rest_.remove_prefix(4);
-    return true;
-  }
-  bool U64(uint64_t* v) {
-    if (rest_.size() < 8) return false;
-    *v = 0;
-    for (int i = 0; i < 8; ++i) *v |= static_cast<uint64_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
-    rest_.remove_prefix(8);
-    return true;
-  }
-  bool Bytes(size_t n, std::string_view* v) {
-    if (rest_.size() < n) return false;
-    *v = rest_.substr(0, n);
-    rest_.remove_prefix(n);
-    return true;
-  }
-
- private:
-  std::string_view rest_;
-};
 
 Status Truncated(const char* what) {
   return Status::DataLoss(std::string("truncated ") + what);
@@ -75,7 +33,7 @@ std::string SerializeLayout(const Layout& layout) {
 }
 
 Result<Layout> ParseLayout(std::string_view bytes) {
-  Reader r(bytes);
+  ByteReader r(bytes);
   uint32_t num_tensors = 0;
   if (!r.U32(&num_tensors)) return Truncated("layout header");
   // Each tensor takes at least 8 bytes: reject absurd counts before looping.
@@ -135,7 +93,7 @@ std::string SerializeParamSet(const ParamSet& params) {
 }
 
 Result<ParamSet> ParseParamSet(std::string_view bytes) {
-  Reader r(bytes);
+  ByteReader r(bytes);
   std::string_view magic;
   if (!r.Bytes(4, &magic) || std::memcmp(magic.data(), kParamSetMagic, 4) != 0) {
     return Status::InvalidArgument("not a serialized ParamSet (bad magic)");

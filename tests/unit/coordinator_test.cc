@@ -105,8 +105,9 @@ TEST_F(CoordinatorTest, RoundsCompleteAndModelLearns) {
   std::vector<std::unique_ptr<examples::LinearTrainer>> trainers;
   for (int i = 0; i < 3; ++i) {
     links.push_back(std::make_unique<InProcessLink>(coordinator->get()));
-    runtimes.push_back(std::make_unique<ClientRuntime>(
-        links.back().get(), ClientRuntimeOptions{.client_name = "client-" + std::to_string(i)}));
+    ClientRuntimeOptions options;
+    options.client_name = "client-" + std::to_string(i);
+    runtimes.push_back(std::make_unique<ClientRuntime>(links.back().get(), options));
     trainers.push_back(MakeTrainer(100 + i));
     ASSERT_TRUE(runtimes.back()->Join().ok());
   }

@@ -6,57 +6,11 @@
 #include <cstring>
 #include <limits>
 
+#include "codec/byte_io.h"
 #include "codec/ferret/basis.h"
 
 namespace fl::internal::ferret {
 namespace {
-
-void PutU32(std::string* out, uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out->append(b, 4);
-}
-
-void PutU64(std::string* out, uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out->append(b, 8);
-}
-
-// Little-endian reads from a byte range; every read checks the bounds.
-class Reader {
- public:
-  explicit Reader(std::string_view bytes) : rest_(bytes) {}
-  size_t remaining() const { return rest_.size(); }
-
-  bool U32(uint32_t* v) {
-    if (rest_.size() < 4) return false;
-    *v = 0;
-    for (int i = 0; i < 4; ++i) {
-      *v |= static_cast<uint32_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
-    }
-    rest_.remove_prefix(4);
-    return true;
-  }
-  bool U64(uint64_t* v) {
-    if (rest_.size() < 8) return false;
-    *v = 0;
-    for (int i = 0; i < 8; ++i) {
-      *v |= static_cast<uint64_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
-    }
-    rest_.remove_prefix(8);
-    return true;
-  }
-  bool Bytes(size_t n, std::string_view* v) {
-    if (rest_.size() < n) return false;
-    *v = rest_.substr(0, n);
-    rest_.remove_prefix(n);
-    return true;
-  }
-
- private:
-  std::string_view rest_;
-};
 
 Status Truncated(const char* what) {
   return Status::DataLoss(std::string("truncated ferret coefficient table: ") + what);
@@ -155,7 +109,7 @@ std::string SerializeCoefficientTable(const CoefficientTable& table) {
 }
 
 Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
-  Reader r(bytes);
+  ByteReader r(bytes);
   std::string_view magic;
   if (!r.Bytes(4, &magic)) return Truncated("magic");
   if (std::memcmp(magic.data(), kCoefficientTableMagic, 4) != 0) {
