@@ -130,8 +130,9 @@ Result<std::vector<std::string>> ParseLanguageList(std::string_view list) {
                          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
                        });
     if (!valid) {
-      return Status::InvalidArgument("bad language list \"" + std::string(list) +
-                                     "\" (expected names such as de,es,it; en = the top-level files)");
+      return Status::InvalidArgument(
+          "bad language list \"" + std::string(list) +
+          "\" (expected names such as de,es,it; en = the top-level files)");
     }
     if (std::find(out.begin(), out.end(), name) != out.end()) {
       return Status::InvalidArgument("language " + name + " listed twice in \"" +
@@ -199,9 +200,8 @@ Result<FortuneCorpus> LoadFortuneCorpus(const std::string& dir,
     for (const std::string& path : listed[l]) {
       Result<std::string> text = env->ReadFile(path);
       if (!text.ok()) return text.status().WithContext(path);
-      Result<FortuneFile> file =
-          SplitFortuneFile(languages[l], fs::path(path).filename().string(), path,
-                           std::move(*text), heldout_fraction);
+      Result<FortuneFile> file = SplitFortuneFile(languages[l], fs::path(path).filename().string(),
+                                                  path, std::move(*text), heldout_fraction);
       if (!file.ok()) {
         if (file.status().code() != StatusCode::kFailedPrecondition) return file.status();
         corpus.skipped.push_back(path);

@@ -62,8 +62,8 @@ Result<FortuneFile> SplitFortuneFile(std::string language, std::string name, std
                                      std::string text, double heldout_fraction);
 
 struct FortuneCorpus {
-  std::vector<FortuneFile> files;     // languages in the order asked, names sorted
-  std::vector<std::string> skipped;   // paths of files with fewer than two entries
+  std::vector<FortuneFile> files;    // languages in the order asked, names sorted
+  std::vector<std::string> skipped;  // paths of files with fewer than two entries
   uint64_t TrainBytes() const;
   uint64_t HeldoutBytes() const;
 };

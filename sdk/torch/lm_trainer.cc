@@ -17,8 +17,9 @@ Result<int> ExtraEnum(const TrainConfig& config, const char* key, int max, int f
   if (it == config.extra.end()) return fallback;
   const double v = it->second;
   if (!(v >= 0 && v <= max) || v != std::floor(v)) {
-    return Status::InvalidArgument(std::string("train extra \"") + key + "\" must be an integer in [0, " +
-                                   std::to_string(max) + "], got " + std::to_string(v));
+    return Status::InvalidArgument(std::string("train extra \"") + key +
+                                   "\" must be an integer in [0, " + std::to_string(max) +
+                                   "], got " + std::to_string(v));
   }
   return static_cast<int>(v);
 }
@@ -72,7 +73,7 @@ LmTrainer::~LmTrainer() = default;
 
 Result<std::unique_ptr<LmTrainer>> LmTrainer::Create(const LmTrainerOptions& options) {
   if (options.eval_batch_size < 1) return Status::InvalidArgument("eval_batch_size must be >= 1");
-  if (!(std::isfinite(options.clip_norm))) return Status::InvalidArgument("clip_norm must be finite");
+  if (!std::isfinite(options.clip_norm)) return Status::InvalidArgument("clip_norm must be finite");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   try {
@@ -123,12 +124,14 @@ Result<TrainStats> LmTrainer::Train(const TrainConfig& config, const CancelToken
                                       std::to_string(n) + " bytes (need at least 2)");
   }
   if (config.batch_size < 1) return Status::InvalidArgument("batch_size must be >= 1");
-  if (!(config.lr > 0 && std::isfinite(config.lr))) return Status::InvalidArgument("lr must be > 0");
+  if (!(config.lr > 0 && std::isfinite(config.lr))) {
+    return Status::InvalidArgument("lr must be > 0");
+  }
   if (config.prox_mu < 0) return Status::InvalidArgument("prox_mu must be >= 0");
-  FL_ASSIGN_OR_RETURN(int optimizer_kind, ExtraEnum(config, "optimizer", 1,
-                                                    static_cast<int>(m.options.optimizer)));
-  FL_ASSIGN_OR_RETURN(double clip_norm, ExtraNonNegative(config, "clip_norm",
-                                                         std::max(0.0, m.options.clip_norm)));
+  FL_ASSIGN_OR_RETURN(int optimizer_kind,
+                      ExtraEnum(config, "optimizer", 1, static_cast<int>(m.options.optimizer)));
+  FL_ASSIGN_OR_RETURN(double clip_norm,
+                      ExtraNonNegative(config, "clip_norm", std::max(0.0, m.options.clip_norm)));
   FL_ASSIGN_OR_RETURN(int schedule, ExtraEnum(config, "lr_schedule", 1, 0));
   FL_ASSIGN_OR_RETURN(double warmup, ExtraNonNegative(config, "warmup_steps", 0));
 
@@ -138,7 +141,8 @@ Result<TrainStats> LmTrainer::Train(const TrainConfig& config, const CancelToken
   int64_t steps = config.local_steps;
   if (steps <= 0) {
     const double per_step = static_cast<double>(batch * predicted_per_window);
-    steps = static_cast<int64_t>(std::ceil(config.local_epochs * static_cast<double>(n) / per_step));
+    steps =
+        static_cast<int64_t>(std::ceil(config.local_epochs * static_cast<double>(n) / per_step));
   }
   if (steps < 1) return Status::InvalidArgument("one of local_steps and local_epochs must be >= 1");
 
@@ -148,16 +152,16 @@ Result<TrainStats> LmTrainer::Train(const TrainConfig& config, const CancelToken
     m.model->train();
     std::unique_ptr<torch::optim::Optimizer> optimizer;
     if (optimizer_kind == static_cast<int>(LmOptimizer::kAdam)) {
-      optimizer = std::make_unique<torch::optim::Adam>(
-          m.parameters, torch::optim::AdamOptions(config.lr)
-                            .betas({0.9, 0.99})
-                            .eps(1e-8)
-                            .weight_decay(config.weight_decay));
+      optimizer = std::make_unique<torch::optim::Adam>(m.parameters,
+                                                       torch::optim::AdamOptions(config.lr)
+                                                           .betas({0.9, 0.99})
+                                                           .eps(1e-8)
+                                                           .weight_decay(config.weight_decay));
     } else {
-      optimizer = std::make_unique<torch::optim::SGD>(
-          m.parameters, torch::optim::SGDOptions(config.lr)
-                            .momentum(config.momentum)
-                            .weight_decay(config.weight_decay));
+      optimizer =
+          std::make_unique<torch::optim::SGD>(m.parameters, torch::optim::SGDOptions(config.lr)
+                                                                .momentum(config.momentum)
+                                                                .weight_decay(config.weight_decay));
     }
     const bool prox = config.prox_mu > 0;
     std::vector<torch::Tensor> anchor;
@@ -166,15 +170,16 @@ Result<TrainStats> LmTrainer::Train(const TrainConfig& config, const CancelToken
       m.has_anchor = true;
       for (size_t i = 0; i < m.parameters.size(); ++i) {
         std::span<const float> a = m.anchor.tensor(i);
-        torch::Tensor t = torch::from_blob(const_cast<float*>(a.data()), m.parameters[i].sizes(),
-                                           torch::kFloat);
+        torch::Tensor t =
+            torch::from_blob(const_cast<float*>(a.data()), m.parameters[i].sizes(), torch::kFloat);
         anchor.push_back(m.device.is_cpu() ? t : t.to(m.device));
       }
     }
     const float mu = static_cast<float>(config.prox_mu);
     SeededRng rng(config.seed);
     std::vector<int64_t> tokens(static_cast<size_t>(batch * window));
-    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(m.device).dtype(torch::kDouble));
+    torch::Tensor loss_sum =
+        torch::zeros({}, torch::TensorOptions().device(m.device).dtype(torch::kDouble));
     for (int64_t step = 0; step < steps; ++step) {
       if (cancel.cancelled()) return Status::Cancelled("training cancelled");
       double lr = config.lr;
@@ -186,7 +191,8 @@ Result<TrainStats> LmTrainer::Train(const TrainConfig& config, const CancelToken
       for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
 
       for (int64_t b = 0; b < batch; ++b) {
-        const int64_t offset = static_cast<int64_t>(rng.UniformInt(static_cast<uint64_t>(n - window + 1)));
+        const int64_t offset =
+            static_cast<int64_t>(rng.UniformInt(static_cast<uint64_t>(n - window + 1)));
         for (int64_t j = 0; j < window; ++j) {
           tokens[b * window + j] = static_cast<unsigned char>(m.train[offset + j]);
         }

@@ -99,7 +99,7 @@ TEST(FortunesTest, ClientFilesPerLanguage) {
   for (const std::string& p : *en) names.insert(std::filesystem::path(p).filename().string());
   EXPECT_TRUE(names.count("fortunes"));
   EXPECT_TRUE(names.count("literature"));
-  EXPECT_FALSE(names.count("zuse"));   // -> it/zuse
+  EXPECT_FALSE(names.count("zuse"));  // -> it/zuse
   EXPECT_FALSE(names.count("art.u8"));
   EXPECT_FALSE(names.count("off"));
   EXPECT_GE(en->size(), 30u);
@@ -129,8 +129,8 @@ TEST(FortunesTest, CorpusSkipsSingleEntryFilesAndCountsBytes) {
 }
 
 TEST(FortunesTest, MissingDataNamesThePackages) {
-  const std::string empty = std::filesystem::temp_directory_path() /
-                            ("fortunes_empty_" + std::to_string(::getpid()));
+  const std::string empty =
+      std::filesystem::temp_directory_path() / ("fortunes_empty_" + std::to_string(::getpid()));
   std::filesystem::create_directories(empty + "/de");
   std::ofstream(empty + "/de/witze") << "a\n%\nb\n%\nc\n";
   Result<FortuneCorpus> r = LoadFortuneCorpus(empty, {"de", "es", "it"}, 0.1);

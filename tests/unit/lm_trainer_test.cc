@@ -89,7 +89,8 @@ TEST_F(LmTrainerTest, ParamSetHoldsEveryParameter) {
   EXPECT_GE(params->layout().Find("position_embedding.weight"), 0);
   Result<ParamSet> again = InitialModelParameters("gpt-tiny", 1);
   ASSERT_TRUE(again.ok());
-  EXPECT_TRUE(std::equal(params->values().begin(), params->values().end(), again->values().begin()));
+  EXPECT_TRUE(
+      std::equal(params->values().begin(), params->values().end(), again->values().begin()));
 }
 
 TEST_F(LmTrainerTest, ForwardShapesAndCausality) {
