@@ -1,12 +1,14 @@
 // fl-sim: runs a federation of virtual clients in one process.
 //
 //   fl-sim [run] [--preset fmnist-cnn] [flags] [--config FILE] [--set key=value ...]
+//   fl-sim pretrain --preset fortunes-gpt [--steps N] [--out model.flps]
 //   fl-sim export-model --model cnn --seed 1 --out model.flps
 //   fl-sim export-partition [run flags] --out partition.json
 
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,7 +21,9 @@
 #include "core/logging.h"
 #include "data/idx_reader.h"
 #include "fl/env.h"
+#include "simulations/fortunes_workload.h"
 #include "simulations/simulator.h"
+#include "torch/lm_trainer.h"
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
 
@@ -62,20 +66,22 @@ Result<nlohmann::json> RunDefaults(int argc, char** argv) {
 
 std::vector<FlagAlias> RunAliases() {
   return {
-      {"--preset", "sim.preset", "workload preset (fmnist-cnn)"},
+      {"--preset", "sim.preset", "workload preset (fmnist-cnn, fortunes-gpt)"},
       {"--rounds", "run.rounds", "rounds to run"},
       {"--seed", "run.seed", "run seed: partition, model init, selection, shuffling"},
       {"--algorithm", "algorithm.name", "fedavg, fedprox, fedadam, ..."},
-      {"--model", "model.name", "model from the zoo (cnn, mlp)"},
-      {"--clients", "data.num_clients", "number of virtual clients"},
+      {"--model", "model.name", "model from the zoo (cnn, mlp, gpt-tiny)"},
+      {"--init-model", "model.init_file", "initial model file (fortunes-gpt: the pretrained one)"},
+      {"--clients", "data.num_clients", "number of virtual clients (fortunes: 0 = one per file)"},
       {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
       {"--partition", "data.partition", "iid | dirichlet:<alpha> | shards:<k>"},
-      {"--data-dir", "data.dir", "folder with the Fashion-MNIST IDX files"},
+      {"--data-dir", "data.dir", "dataset folder (Fashion-MNIST IDX files, fortune files)"},
       {"--train-examples", "data.train_examples", "use only the first N training images (0 = all)"},
       {"--test-examples", "data.test_examples", "use only the first N test images (0 = all)"},
       {"--lr", "train.lr", "client learning rate"},
       {"--momentum", "train.momentum", "client SGD momentum"},
       {"--local-epochs", "train.local_epochs", "local epochs per round"},
+      {"--local-steps", "train.local_steps", "local steps per round (> 0 replaces epochs)"},
       {"--batch-size", "train.batch_size", "local minibatch size"},
       {"--workers", "sim.workers", "worker threads, each with one model replica"},
       {"--threads-per-worker", "sim.threads_per_worker", "LibTorch intra-op threads per worker"},
@@ -100,19 +106,30 @@ std::string FormatDuration(double seconds) {
   return buf;
 }
 
+// "accuracy 87.10%" or "bits per byte 2.3456".
+std::string FormatMetric(const WorkloadMetric& metric, double value) {
+  std::string name = metric.name;
+  std::replace(name.begin(), name.end(), '_', ' ');
+  char buf[64];
+  if (value < 0) {
+    std::snprintf(buf, sizeof(buf), " -");
+  } else if (metric.is_fraction) {
+    std::snprintf(buf, sizeof(buf), " %.2f%%", 100.0 * value);
+  } else {
+    std::snprintf(buf, sizeof(buf), " %.4f", value);
+  }
+  return name + buf;
+}
+
 std::string ProgressText(const SimProgress& p) {
   char buf[256];
-  std::string acc = p.last_accuracy < 0 ? "-" : "";
-  if (p.last_accuracy >= 0) {
-    char a[32];
-    std::snprintf(a, sizeof(a), "%.2f%%", 100.0 * p.last_accuracy);
-    acc = a;
-  }
-  std::snprintf(buf, sizeof(buf), "round %llu/%llu | clients %llu/%llu | accuracy %s | %s elapsed | ETA %s",
+  const std::string metric =
+      p.metric != nullptr ? FormatMetric(*p.metric, p.last_metric) : std::string("loading");
+  std::snprintf(buf, sizeof(buf), "round %llu/%llu | clients %llu/%llu | %s | %s elapsed | ETA %s",
                 static_cast<unsigned long long>(p.round),
                 static_cast<unsigned long long>(p.total_rounds),
                 static_cast<unsigned long long>(p.clients_done),
-                static_cast<unsigned long long>(p.clients_selected), acc.c_str(),
+                static_cast<unsigned long long>(p.clients_selected), metric.c_str(),
                 FormatDuration(p.elapsed_seconds).c_str(), FormatDuration(p.eta_seconds).c_str());
   return buf;
 }
@@ -123,7 +140,7 @@ int Run(int argc, char** argv) {
   Result<CommandLine> cl = ParseCommandLine(
       kProgram,
       "Simulates a federation of virtual clients in one process (subcommands: run [default], "
-      "export-model, export-partition).",
+      "pretrain, export-model, export-partition).",
       *defaults, RunAliases(), argc, argv);
   if (!cl.ok()) return Fail(cl.status(), 2);
   if (cl->exit_now) return cl->exit_code;
@@ -149,8 +166,7 @@ int Run(int argc, char** argv) {
   if (!device.ok()) return Fail(device.status(), 1);
   const int64_t threads = config.GetInt("sim.threads_per_worker");
   std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
-            << config.GetString("algorithm.name") << ", " << config.GetInt("data.num_clients")
-            << " clients (" << config.GetString("data.partition") << "), "
+            << config.GetString("algorithm.name") << ", " << DescribeClients(config) << ", "
             << config.GetInt("coordinator.clients_per_round") << " per round, "
             << config.GetInt("run.rounds") << " rounds, model " << config.GetString("model.name")
             << ", device " << *device << ", " << config.GetInt("sim.workers") << " workers x "
@@ -173,9 +189,82 @@ int Run(int argc, char** argv) {
   std::cerr << kProgram << ": wrote metrics.csv, metrics.jsonl, accuracy_bytes.svg, run.db in "
             << result->out_dir << "\n";
   char line[256];
-  std::snprintf(line, sizeof(line), "final accuracy: %.2f%% after %zu rounds (%.1f s, %.0f samples/s)",
-                100.0 * result->final_accuracy, result->rounds.size(), result->wall_seconds,
-                result->train_samples_per_sec);
+  std::snprintf(line, sizeof(line), " after %zu rounds (%.1f s, %.0f samples/s)",
+                result->rounds.size(), result->wall_seconds, result->train_samples_per_sec);
+  std::cout << "final " << FormatMetric(result->metric, result->final_metric) << line
+            << std::endl;
+  return 0;
+}
+
+int Pretrain(int argc, char** argv) {
+  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
+  if (!defaults.ok()) return Fail(defaults.status(), 2);
+  Result<CommandLine> cl = ParseCommandLine(
+      "fl-sim pretrain",
+      "Trains the preset's language model centrally (fortunes-gpt: on the English fortunes) "
+      "and writes the checkpoint that `fl-sim run` starts from (model.init_file).",
+      *defaults,
+      {{"--preset", "sim.preset", "workload preset (fortunes-gpt)"},
+       {"--model", "model.name", "gpt-tiny or gpt:layers=L,width=W,heads=H,context=C"},
+       {"--seed", "run.seed", "initialization and window-sampling seed"},
+       {"--steps", "pretrain.steps", "optimizer steps"},
+       {"--batch-size", "pretrain.batch_size", "windows per step"},
+       {"--lr", "pretrain.lr", "peak learning rate"},
+       {"--threads", "pretrain.threads", "LibTorch intra-op threads"},
+       {"--data-dir", "data.dir", "folder of the fortune files"},
+       {"--device", "sim.device", "auto | cpu | cuda"},
+       {"--out", "pretrain.out", "checkpoint to write (default: model.init_file)"}},
+      argc, argv);
+  if (!cl.ok()) return Fail(cl.status(), 2);
+  if (cl->exit_now) return cl->exit_code;
+  const Config& config = cl->config;
+  if (config.GetString("data.dataset") != "fortunes") {
+    return Fail(Status::InvalidArgument("preset " + config.GetString("sim.preset") +
+                                        " has nothing to pretrain (try --preset fortunes-gpt)"),
+                2);
+  }
+  const bool tty = ::isatty(STDERR_FILENO);
+  std::cerr << kProgram << ": pretraining " << config.GetString("model.name") << " on "
+            << config.GetString("pretrain.languages") << " fortunes, "
+            << config.GetInt("pretrain.steps") << " steps x "
+            << config.GetInt("pretrain.batch_size") << " windows, "
+            << config.GetString("pretrain.optimizer") << " lr "
+            << config.GetDouble("pretrain.lr") << " (" << config.GetString("pretrain.schedule")
+            << "), " << config.GetInt("pretrain.threads") << " threads\n";
+  int64_t last_line_step = 0;
+  auto progress = [&](const PretrainProgress& p) {
+    char buf[256];
+    if (p.phase != "train") {
+      std::snprintf(buf, sizeof(buf), "%s (%s elapsed)", p.phase.c_str(),
+                    FormatDuration(p.elapsed_seconds).c_str());
+    } else {
+      std::snprintf(buf, sizeof(buf), "step %lld/%lld | loss %.3f (%.3f bits/byte) | %s elapsed",
+                    static_cast<long long>(p.step), static_cast<long long>(p.steps), p.loss,
+                    p.loss / kLn2, FormatDuration(p.elapsed_seconds).c_str());
+    }
+    if (tty) {
+      std::cerr << "\r\033[K" << buf << std::flush;
+    } else if (p.phase != "train" || p.step - last_line_step >= 50 || p.step == p.steps) {
+      std::cerr << buf << "\n";
+      last_line_step = p.step;
+    }
+  };
+  Result<PretrainReport> r = PretrainLanguageModel(config, progress);
+  if (tty) std::cerr << "\n";
+  if (!r.ok()) return Fail(r.status(), 1);
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "pretrained %s (%llu parameters): %lld steps, %.1f MB of %s text seen in %.1f s "
+                "(%.0f bytes/s; %.1f s in all)\n"
+                "held-out bits per byte, %s: %.4f -> %.4f; %s: %.4f -> %.4f\n"
+                "wrote %s",
+                r->model.c_str(), static_cast<unsigned long long>(r->num_parameters),
+                static_cast<long long>(r->steps), static_cast<double>(r->trained_bytes) / 1e6,
+                config.GetString("pretrain.languages").c_str(), r->train_seconds,
+                static_cast<double>(r->trained_bytes) / r->train_seconds, r->total_seconds,
+                config.GetString("pretrain.languages").c_str(), r->source_before.loss / kLn2,
+                r->source_after.loss / kLn2, config.GetString("data.languages").c_str(),
+                r->target_before.loss / kLn2, r->target_after.loss / kLn2, r->out.c_str());
   std::cout << line << std::endl;
   return 0;
 }
@@ -272,9 +361,10 @@ int main(int argc, char** argv) {
     --argc;
   }
   if (command == "run") return Run(argc, argv);
+  if (command == "pretrain") return Pretrain(argc, argv);
   if (command == "export-model") return ExportModel(argc, argv);
   if (command == "export-partition") return ExportPartition(argc, argv);
   std::cerr << "fl-sim: unknown command \"" << command
-            << "\" (expected run, export-model or export-partition; see fl-sim --help)\n";
+            << "\" (expected run, pretrain, export-model or export-partition; see fl-sim --help)\n";
   return 2;
 }

@@ -15,11 +15,10 @@
 #include "algorithms/registry.h"
 #include "client/client_runtime.h"
 #include "core/logging.h"
-#include "data/idx_reader.h"
+#include "data/fortunes.h"
 #include "server/coordinator.h"
 #include "server/coordinator_config.h"
 #include "simulations/in_process_link.h"
-#include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
 
 // Set by the build (CMake cache variable FL_FASHION_MNIST_DIR).
@@ -31,6 +30,7 @@ namespace fl::internal {
 namespace {
 
 constexpr char kDefaultPreset[] = "fmnist-cnn";
+constexpr char kFortunesPreset[] = "fortunes-gpt";
 constexpr char kMetricsCsv[] = "metrics.csv";
 constexpr char kMetricsJsonl[] = "metrics.jsonl";
 constexpr char kPlotSvg[] = "accuracy_bytes.svg";
@@ -122,17 +122,9 @@ class WorkerPool {
 };
 
 struct VirtualClient {
-  std::vector<int64_t> indices;
   std::unique_ptr<InProcessLink> link;
   std::unique_ptr<ClientRuntime> runtime;
 };
-
-// The first `n` examples (all if n is 0 or larger than the dataset).
-void Truncate(ImageDataset* ds, int64_t n) {
-  if (n <= 0 || n >= ds->size()) return;
-  ds->images.resize(static_cast<size_t>(n * ds->rows * ds->cols));
-  ds->labels.resize(static_cast<size_t>(n));
-}
 
 std::string FormatDouble(double v, int precision = 6) {
   if (!std::isfinite(v)) return "";
@@ -141,13 +133,14 @@ std::string FormatDouble(double v, int precision = 6) {
   return buf;
 }
 
-std::string MetricsCsv(const std::vector<SimRoundRecord>& rounds) {
+std::string MetricsCsv(const std::vector<SimRoundRecord>& rounds, const WorkloadMetric& metric) {
   std::ostringstream out;
-  out << "round,accuracy,test_loss,train_loss,bytes_up,bytes_down,clients,wall_seconds,"
-         "train_samples,samples_per_sec\n";
+  out << "round," << metric.name
+      << ",test_loss,train_loss,bytes_up,bytes_down,clients,wall_seconds,train_samples,"
+         "samples_per_sec\n";
   for (const SimRoundRecord& r : rounds) {
     const RoundMetrics& m = r.metrics;
-    out << m.round << ',' << (r.evaluated ? FormatDouble(m.accuracy) : "") << ','
+    out << m.round << ',' << (r.evaluated ? FormatDouble(r.metric) : "") << ','
         << (r.evaluated ? FormatDouble(m.test_loss) : "") << ',' << FormatDouble(m.train_loss)
         << ',' << m.bytes_up << ',' << m.bytes_down << ',' << m.clients << ','
         << FormatDouble(m.wall_seconds) << ',' << r.train_samples << ','
@@ -156,13 +149,13 @@ std::string MetricsCsv(const std::vector<SimRoundRecord>& rounds) {
   return out.str();
 }
 
-std::string MetricsJsonl(const std::vector<SimRoundRecord>& rounds) {
+std::string MetricsJsonl(const std::vector<SimRoundRecord>& rounds, const WorkloadMetric& metric) {
   std::string out;
   for (const SimRoundRecord& r : rounds) {
     const RoundMetrics& m = r.metrics;
     nlohmann::json j = {
         {"round", m.round},
-        {"accuracy", r.evaluated ? nlohmann::json(m.accuracy) : nlohmann::json(nullptr)},
+        {metric.name, r.evaluated ? nlohmann::json(r.metric) : nlohmann::json(nullptr)},
         {"test_loss", r.evaluated ? nlohmann::json(m.test_loss) : nlohmann::json(nullptr)},
         {"train_loss", m.train_loss},
         {"bytes_up", m.bytes_up},
@@ -191,13 +184,23 @@ std::string EscapeXml(const std::string& s) {
   return out;
 }
 
-// A two-axis line chart: test accuracy (left axis, %) and bytes moved per round
-// (right axis, MB up + down) over rounds. Plain SVG, no dependency.
-std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string& title) {
+// A two-axis line chart: the workload's metric (left axis: accuracy in %, or from 0 to
+// above the largest value) and bytes moved per round (right axis, MB up + down) over
+// rounds. Plain SVG, no dependency.
+std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string& title,
+                    const WorkloadMetric& metric) {
   constexpr double kW = 800, kH = 420, kLeft = 70, kRight = 80, kTop = 50, kBottom = 60;
   const double pw = kW - kLeft - kRight, ph = kH - kTop - kBottom;
   uint64_t max_round = 1;
   double max_mb = 0;
+  double max_metric = 1;  // a fraction's axis ends at 100%
+  if (!metric.is_fraction) {
+    max_metric = 0;
+    for (const SimRoundRecord& r : rounds) {
+      if (r.evaluated && std::isfinite(r.metric)) max_metric = std::max(max_metric, r.metric);
+    }
+    max_metric = max_metric > 0 ? max_metric * 1.1 : 1;
+  }
   for (const SimRoundRecord& r : rounds) {
     max_round = std::max(max_round, r.metrics.round);
     max_mb = std::max(max_mb, static_cast<double>(r.metrics.bytes_up + r.metrics.bytes_down) / 1e6);
@@ -207,7 +210,7 @@ std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string
   auto x = [&](double round) {
     return kLeft + (max_round <= 1 ? pw / 2 : (round - 1) / (max_round - 1) * pw);
   };
-  auto y_acc = [&](double acc) { return kTop + ph * (1.0 - acc); };
+  auto y_metric = [&](double v) { return kTop + ph * (1.0 - v / max_metric); };
   auto y_mb = [&](double mb) { return kTop + ph * (1.0 - mb / max_mb); };
   char buf[256];
   std::ostringstream s;
@@ -224,9 +227,15 @@ std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string
                   "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", kLeft,
                   yy, kLeft + pw, yy);
     s << buf;
-    std::snprintf(buf, sizeof(buf),
-                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%d%%</text>\n",
-                  kLeft - 6, yy + 4, i * 20);
+    if (metric.is_fraction) {
+      std::snprintf(buf, sizeof(buf),
+                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%d%%</text>\n",
+                    kLeft - 6, yy + 4, i * 20);
+    } else {
+      std::snprintf(buf, sizeof(buf),
+                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%.3g</text>\n",
+                    kLeft - 6, yy + 4, frac * max_metric);
+    }
     s << buf;
     std::snprintf(buf, sizeof(buf),
                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"start\" fill=\"#ff7f0e\">%.3g</text>\n",
@@ -248,8 +257,8 @@ std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string
   s << "<text x=\"" << kLeft + pw / 2 << "\" y=\"" << kH - 18 << "\" text-anchor=\"middle\">round</text>\n";
   std::snprintf(buf, sizeof(buf),
                 "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\" "
-                "fill=\"#1f77b4\">test accuracy</text>\n",
-                kTop + ph / 2);
+                "fill=\"#1f77b4\">%s</text>\n",
+                kTop + ph / 2, EscapeXml(metric.label).c_str());
   s << buf;
   std::snprintf(buf, sizeof(buf),
                 "<text transform=\"translate(%.1f %.1f) rotate(90)\" text-anchor=\"middle\" "
@@ -261,7 +270,7 @@ std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string
   for (const SimRoundRecord& r : rounds) {
     const double round = static_cast<double>(r.metrics.round);
     if (r.evaluated) {
-      std::snprintf(buf, sizeof(buf), "%.1f,%.1f ", x(round), y_acc(r.metrics.accuracy));
+      std::snprintf(buf, sizeof(buf), "%.1f,%.1f ", x(round), y_metric(r.metric));
       acc_points << buf;
     }
     const double mb = static_cast<double>(r.metrics.bytes_up + r.metrics.bytes_down) / 1e6;
@@ -276,7 +285,8 @@ std::string PlotSvg(const std::vector<SimRoundRecord>& rounds, const std::string
   // Legend.
   s << "<line x1=\"" << kLeft + 10 << "\" y1=\"" << kTop + 14 << "\" x2=\"" << kLeft + 34
     << "\" y2=\"" << kTop + 14 << "\" stroke=\"#1f77b4\" stroke-width=\"2\"/>"
-    << "<text x=\"" << kLeft + 40 << "\" y=\"" << kTop + 18 << "\">test accuracy</text>\n";
+    << "<text x=\"" << kLeft + 40 << "\" y=\"" << kTop + 18 << "\">" << EscapeXml(metric.label)
+    << "</text>\n";
   s << "<line x1=\"" << kLeft + 10 << "\" y1=\"" << kTop + 32 << "\" x2=\"" << kLeft + 34
     << "\" y2=\"" << kTop + 32 << "\" stroke=\"#ff7f0e\" stroke-width=\"1.5\" "
     << "stroke-dasharray=\"5,3\"/>"
@@ -310,10 +320,12 @@ Status CheckRange(const Config& config, const char* key, int64_t lo, int64_t hi)
 // Writes the per-round outputs; called after every round so a long run can be
 // inspected (or plotted) while it is still going.
 Status WriteRoundFiles(Env* env, const std::string& dir, const std::vector<SimRoundRecord>& rounds,
-                       const std::string& title) {
-  FL_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/" + kMetricsCsv, MetricsCsv(rounds), false));
-  FL_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/" + kMetricsJsonl, MetricsJsonl(rounds), false));
-  return env->WriteFileAtomic(dir + "/" + kPlotSvg, PlotSvg(rounds, title), false);
+                       const std::string& title, const WorkloadMetric& metric) {
+  FL_RETURN_IF_ERROR(
+      env->WriteFileAtomic(dir + "/" + kMetricsCsv, MetricsCsv(rounds, metric), false));
+  FL_RETURN_IF_ERROR(
+      env->WriteFileAtomic(dir + "/" + kMetricsJsonl, MetricsJsonl(rounds, metric), false));
+  return env->WriteFileAtomic(dir + "/" + kPlotSvg, PlotSvg(rounds, title, metric), false);
 }
 
 }  // namespace
@@ -329,6 +341,7 @@ nlohmann::json SimulatorConfigDefaults() {
       {"train_examples", 0},
       {"test_examples", 0},
   };
+  MergeJson(d, WorkloadConfigDefaults());
   d["sim"] = {
       {"preset", kDefaultPreset},
       {"workers", 2},
@@ -341,7 +354,7 @@ nlohmann::json SimulatorConfigDefaults() {
   return d;
 }
 
-std::vector<std::string> PresetNames() { return {kDefaultPreset}; }
+std::vector<std::string> PresetNames() { return {kDefaultPreset, kFortunesPreset}; }
 
 Result<nlohmann::json> PresetValues(const std::string& preset) {
   if (preset == kDefaultPreset) {
@@ -361,8 +374,43 @@ Result<nlohmann::json> PresetValues(const std::string& preset) {
         {"run", {{"rounds", 50}, {"seed", 1}}},
         {"coordinator", {{"clients_per_round", 10}}},
         {"model", {{"name", "cnn"}}},
-        {"data", {{"partition", "dirichlet:0.5"}, {"num_clients", 100}}},
+        {"data",
+         {{"dataset", "fashion-mnist"}, {"partition", "dirichlet:0.5"}, {"num_clients", 100}}},
         {"sim", {{"preset", kDefaultPreset}}},
+    };
+  }
+  if (preset == kFortunesPreset) {
+    // W2 (WORKLOADS.md): gpt-tiny pretrained on the English fortunes (`fl-sim pretrain
+    // --preset fortunes-gpt` writes model.init_file), then every German, Spanish and
+    // Italian fortune file is one client. Held-out bits per byte are evaluated on the
+    // first 2 KB of every file's held-out slice.
+    return nlohmann::json{
+        {"algorithm", {{"name", "fedavg"}}},
+        {"train",
+         {{"local_epochs", 1},
+          {"local_steps", 10},
+          {"batch_size", 8},
+          {"lr", 0.05},
+          {"momentum", 0.0},
+          {"weight_decay", 0.0}}},
+        {"lm", {{"optimizer", "sgd"}, {"clip_norm", 1.0}}},
+        {"run", {{"rounds", 20}, {"seed", 1}}},
+        {"coordinator", {{"clients_per_round", 10}}},
+        {"model", {{"name", "gpt-tiny"}, {"init_file", "runs/fortunes-gpt-pretrained.flps"}}},
+        {"data",
+         {{"dataset", "fortunes"},
+          {"dir", std::string(kFortunesDefaultDir)},
+          {"languages", "de,es,it"},
+          {"num_clients", 0},
+          {"heldout_fraction", 0.1},
+          {"eval_bytes_per_client", 2048}}},
+        {"pretrain",
+         {{"languages", "en"},
+          {"steps", 2000},
+          {"batch_size", 8},
+          {"lr", 3e-3},
+          {"threads", 1}}},
+        {"sim", {{"preset", kFortunesPreset}, {"workers", 2}, {"threads_per_worker", 1}}},
     };
   }
   std::string known;
@@ -396,36 +444,20 @@ Result<SimulationResult> RunSimulation(const Config& config,
   FL_RETURN_IF_ERROR(CheckRange(config, "sim.workers", 1, 1024));
   FL_RETURN_IF_ERROR(CheckRange(config, "sim.threads_per_worker", 1, 1024));
   FL_RETURN_IF_ERROR(CheckRange(config, "sim.eval_every", 1, 1000000));
-  FL_RETURN_IF_ERROR(CheckRange(config, "data.train_examples", 0, 1LL << 40));
-  FL_RETURN_IF_ERROR(CheckRange(config, "data.test_examples", 0, 1LL << 40));
   const int workers = static_cast<int>(config.GetInt("sim.workers"));
   const int threads_per_worker = static_cast<int>(config.GetInt("sim.threads_per_worker"));
   const uint64_t eval_every = static_cast<uint64_t>(config.GetInt("sim.eval_every"));
   const uint64_t seed = static_cast<uint64_t>(config.GetInt("run.seed"));
-  const std::string model_name = config.GetString("model.name");
   FL_ASSIGN_OR_RETURN(std::string device, ResolveTorchDevice(config.GetString("sim.device")));
   FL_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, CreateStrategy(config));
   FL_ASSIGN_OR_RETURN(CoordinatorOptions options, CoordinatorOptionsFromConfig(config));
-  // Checked before the data is loaded, so a typo fails fast.
-  Result<PartitionSpec> spec = ParsePartitionSpec(config.GetString("data.partition"));
-  if (!spec.ok()) return spec.status().WithContext("data.partition");
 
-  // ---- data ----
-  const std::string data_dir = config.GetString("data.dir");
-  FL_ASSIGN_OR_RETURN(ImageDataset train_set, LoadMnistFormat(data_dir, DatasetSplit::kTrain, env));
-  FL_ASSIGN_OR_RETURN(ImageDataset test_set, LoadMnistFormat(data_dir, DatasetSplit::kTest, env));
-  Truncate(&train_set, config.GetInt("data.train_examples"));
-  Truncate(&test_set, config.GetInt("data.test_examples"));
-  FL_ASSIGN_OR_RETURN(Partition partition, PartitionFromConfig(config, train_set.labels));
-  const size_t num_clients = partition.size();
-
-  // ---- initial model ----
-  ParamSet initial;
-  if (config.GetString("model.init_file").empty()) {
-    FL_ASSIGN_OR_RETURN(initial, InitialModelParameters(model_name, seed));
-  } else {
-    FL_ASSIGN_OR_RETURN(initial, InitialModelFromConfig(config));
-  }
+  // ---- data and initial model ----
+  // Tensors are built on this thread; the workers set their own count below.
+  SetTorchThreads(threads_per_worker);
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Workload> workload, LoadWorkload(config, device, env));
+  const size_t num_clients = workload->num_clients();
+  FL_ASSIGN_OR_RETURN(ParamSet initial, workload->InitialModel(config));
 
   // ---- output directory and coordinator ----
   const std::string out_dir = OutputDirectory(config);
@@ -463,24 +495,13 @@ Result<SimulationResult> RunSimulation(const Config& config,
   FL_RETURN_IF_ERROR(record->PutMeta("device", device));
   FL_RETURN_IF_ERROR(record->PutMeta("started_at", std::to_string(env->NowUnixSeconds())));
 
-  // ---- trainers: one per worker over shared dataset tensors ----
-  SetTorchThreads(threads_per_worker);
-  FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> train_data,
-                      MakeTensorImageData(train_set, device));
-  FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> test_data,
-                      MakeTensorImageData(test_set, device));
-  train_set = {};  // the tensors hold their own copy
-  std::vector<std::unique_ptr<TorchTrainer>> trainers;
-  TorchTrainerOptions trainer_options;
-  trainer_options.model = model_name;
-  trainer_options.device = device;
-  trainer_options.init_seed = seed;
+  FL_RETURN_IF_ERROR(record->PutMeta("workload", workload->Describe()));
+  FL_RETURN_IF_ERROR(record->PutMeta("metric", workload->metric().name));
+
+  // ---- trainers: one per worker over the workload's shared data ----
+  std::vector<std::unique_ptr<WorkloadWorker>> trainers;
   for (int w = 0; w < workers; ++w) {
-    FL_ASSIGN_OR_RETURN(std::unique_ptr<TorchTrainer> t,
-                        TorchTrainer::Create(trainer_options, train_data, test_data));
-    if (t->layout().hash() != initial.layout().hash()) {
-      return Status::InvalidArgument("model.init_file does not hold a " + model_name + " model");
-    }
+    FL_ASSIGN_OR_RETURN(std::unique_ptr<WorkloadWorker> t, workload->NewWorker());
     trainers.push_back(std::move(t));
   }
   WorkerPool pool(workers, [threads_per_worker](int) { SetTorchThreads(threads_per_worker); });
@@ -489,7 +510,6 @@ Result<SimulationResult> RunSimulation(const Config& config,
   std::vector<VirtualClient> clients(num_clients);
   for (size_t i = 0; i < num_clients; ++i) {
     VirtualClient& c = clients[i];
-    c.indices = std::move(partition[i]);
     c.link = std::make_unique<InProcessLink>(coordinator.get());
     ClientRuntimeOptions ro;
     ro.client_name = "client-" + std::to_string(i);
@@ -503,12 +523,13 @@ Result<SimulationResult> RunSimulation(const Config& config,
   // ---- rounds ----
   SimulationResult result;
   result.out_dir = out_dir;
+  result.metric = workload->metric();
   const std::string title = "fl-sim " + config.GetString("sim.preset") + " (" +
-                            config.GetString("algorithm.name") + ", " +
-                            config.GetString("data.partition") + ", seed " + std::to_string(seed) + ")";
+                            config.GetString("algorithm.name") + ", " + DescribeClients(config) +
+                            ", seed " + std::to_string(seed) + ")";
   std::mutex progress_mu;
   double train_seconds_total = 0;
-  double last_accuracy = -1;
+  double last_metric = -1;
   uint64_t rounds_done = 0;
   CancelToken cancel;
   // How long the federation may sit without any client having work before the run is
@@ -521,7 +542,8 @@ Result<SimulationResult> RunSimulation(const Config& config,
     if (!progress) return;
     p.total_rounds = total_rounds;
     p.elapsed_seconds = SecondsSince(start);
-    p.last_accuracy = last_accuracy;
+    p.metric = &result.metric;
+    p.last_metric = last_metric;
     if (rounds_done > 0) {
       p.eta_seconds = p.elapsed_seconds / static_cast<double>(rounds_done) *
                       static_cast<double>(total_rounds - std::min(total_rounds, rounds_done));
@@ -557,7 +579,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
     // Largest clients first: client sizes differ by 10x under a Dirichlet split, and
     // starting the long jobs early keeps both workers busy until the round's end.
     std::stable_sort(work.begin(), work.end(), [&](const auto& a, const auto& b) {
-      return clients[a.first].indices.size() > clients[b.first].indices.size();
+      return workload->ClientSize(a.first) > workload->ClientSize(b.first);
     });
     const uint64_t round = work.front().second.round;
     std::atomic<uint64_t> samples{0};
@@ -568,10 +590,10 @@ Result<SimulationResult> RunSimulation(const Config& config,
       if (cancel.cancelled()) return;
       auto& [client_index, task] = work[k];
       VirtualClient& c = clients[client_index];
-      TorchTrainer& trainer = *trainers[w];
-      Status s = trainer.BindExamples(c.indices);
+      Result<Trainer*> trainer = trainers[w]->BindClient(client_index);
+      Status s = trainer.status();
       if (s.ok()) {
-        Result<ExecuteReport> r = c.runtime->Execute(task, trainer, cancel);
+        Result<ExecuteReport> r = c.runtime->Execute(task, **trainer, cancel);
         if (r.ok()) {
           samples += r->train.num_examples;
         } else {
@@ -617,28 +639,27 @@ Result<SimulationResult> RunSimulation(const Config& config,
       rec.train_seconds = summary.round == round ? round_train_seconds : 0;
       rec.evaluated = summary.round % eval_every == 0 || summary.round == total_rounds;
       if (rec.evaluated) {
-        // Each worker scores a slice of the test set with its own replica.
-        const int64_t n = test_data ? TensorImageDataSize(*test_data) : 0;
+        // Each worker scores a part of the evaluation set with its own replica.
         std::vector<Result<EvalStats>> parts(workers, Status::Internal("not run"));
         pool.Run(static_cast<size_t>(workers), [&](int w, size_t k) {
-          TorchTrainer& trainer = *trainers[w];
-          Status s = trainer.SetParameters(*snapshot.params);
-          if (!s.ok()) {
-            parts[k] = s;
-            return;
-          }
-          parts[k] = trainer.EvaluateRange(n * static_cast<int64_t>(k) / workers,
-                                           n * static_cast<int64_t>(k + 1) / workers);
+          parts[k] = trainers[w]->EvaluatePart(*snapshot.params, k, static_cast<size_t>(workers));
         });
         double loss = 0, correct = 0;
+        EvalStats pooled;
         for (const Result<EvalStats>& part : parts) {
           if (!part.ok()) return part.status().WithContext("evaluation");
           loss += part->loss * static_cast<double>(part->num_examples);
           correct += part->accuracy * static_cast<double>(part->num_examples);
+          pooled.num_examples += part->num_examples;
         }
-        rec.metrics.accuracy = correct / static_cast<double>(n);
-        rec.metrics.test_loss = loss / static_cast<double>(n);
-        last_accuracy = rec.metrics.accuracy;
+        const double n = static_cast<double>(std::max<uint64_t>(pooled.num_examples, 1));
+        pooled.loss = loss / n;
+        pooled.accuracy = correct / n;
+        rec.metrics.accuracy = pooled.accuracy;
+        rec.metrics.test_loss = pooled.loss;
+        rec.metric = workload->MetricOf(pooled);
+        last_metric = rec.metric;
+        result.final_metric = rec.metric;
         result.final_accuracy = rec.metrics.accuracy;
         result.final_test_loss = rec.metrics.test_loss;
       }
@@ -648,7 +669,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
                                 : 0;
       FL_RETURN_IF_ERROR(record->AppendRoundMetrics(rec.metrics));
       result.rounds.push_back(rec);
-      FL_RETURN_IF_ERROR(WriteRoundFiles(env, out_dir, result.rounds, title));
+      FL_RETURN_IF_ERROR(WriteRoundFiles(env, out_dir, result.rounds, title, result.metric));
       rounds_done = summary.round;
       SimProgress p;
       p.round = summary.round;
@@ -663,6 +684,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
   result.train_samples_per_sec =
       train_seconds_total > 0 ? static_cast<double>(result.train_samples) / train_seconds_total : 0;
   FL_RETURN_IF_ERROR(record->PutMeta("final_accuracy", FormatDouble(result.final_accuracy)));
+  FL_RETURN_IF_ERROR(record->PutMeta("final_metric", FormatDouble(result.final_metric)));
   FL_RETURN_IF_ERROR(record->PutMeta("wall_seconds", FormatDouble(result.wall_seconds)));
   FL_RETURN_IF_ERROR(
       record->PutMeta("train_samples_per_sec", FormatDouble(result.train_samples_per_sec)));

@@ -3,9 +3,11 @@
 
 // fl-sim's engine: many virtual clients against one in-process Coordinator, exactly as
 // fl-server serves real ones. Each virtual client is a ClientRuntime over an
-// InProcessLink (name "client-<i>", a list of example indices, ~no memory); a pool of
-// workers, each owning ONE TorchTrainer, executes the clients that a round selected.
-// After each round the new global model is evaluated on the held-out test set.
+// InProcessLink (name "client-<i>", an index into the workload's clients, ~no memory);
+// a pool of workers, each owning ONE trainer (a WorkloadWorker), executes the clients
+// that a round selected. After each round the new global model is evaluated on the
+// workload's held-out data (workload.h: test accuracy for fashion-mnist, bits per byte
+// for fortunes).
 //
 // LibTorch stays out of this header (fl-sim's main includes it).
 
@@ -20,18 +22,21 @@
 #include "core/config.h"
 #include "fl/status.h"
 #include "simulations/partition.h"
+#include "simulations/workload.h"
 #include "store/store.h"
 
 namespace fl::internal {
 
 // Every key fl-sim accepts, with its default: the algorithm's "algorithm"/"train",
 // the coordinator's "coordinator"/"run", "model", and
-//   data: dir, partition, num_clients, train_examples (0 = all), test_examples (0 = all)
+//   data: dataset, dir, partition, num_clients, train_examples (0 = all), test_examples
+//         (0 = all), and the fortunes keys of WorkloadConfigDefaults()
+//   lm, pretrain: see WorkloadConfigDefaults()
 //   sim:  preset, workers, threads_per_worker, eval_every, out_dir ("" = runs/<preset>-<seed>),
 //         device (auto|cpu|cuda), progress (auto|tty|plain|none)
 nlohmann::json SimulatorConfigDefaults();
 
-// Known preset names; "fmnist-cnn" is the default.
+// Known preset names; "fmnist-cnn" is the default, "fortunes-gpt" is W2.
 std::vector<std::string> PresetNames();
 // The values a preset sets on top of SimulatorConfigDefaults() (a partial JSON document
 // of the same shape). InvalidArgument for an unknown name, listing the known ones.
@@ -47,6 +52,7 @@ std::string OutputDirectory(const Config& config);
 // One evaluated round, as written to CSV/JSONL and the run record.
 struct SimRoundRecord {
   RoundMetrics metrics;          // round, accuracy, losses, bytes, clients, wall_seconds
+  double metric = 0;             // the workload's metric (accuracy, bits per byte)
   uint64_t train_samples = 0;    // examples trained on this round (with epoch repeats)
   double train_seconds = 0;      // wall time of pull + train + push + aggregation
   double samples_per_sec = 0;    // cumulative train samples / cumulative train seconds
@@ -55,6 +61,8 @@ struct SimRoundRecord {
 
 struct SimulationResult {
   std::vector<SimRoundRecord> rounds;
+  WorkloadMetric metric;         // what SimRoundRecord::metric is
+  double final_metric = 0;       // of the last evaluated round
   double final_accuracy = 0;     // of the last evaluated round, in [0, 1]
   double final_test_loss = 0;
   double wall_seconds = 0;       // whole run, evaluation included
@@ -72,7 +80,8 @@ struct SimProgress {
   uint64_t clients_selected = 0;
   double elapsed_seconds = 0;
   double eta_seconds = -1;       // < 0 while unknown
-  double last_accuracy = -1;     // < 0 before the first evaluation
+  const WorkloadMetric* metric = nullptr;  // set once the workload is loaded
+  double last_metric = -1;       // < 0 before the first evaluation
   bool round_finished = false;   // true once per round, after evaluation
 };
 
@@ -80,11 +89,13 @@ struct SimProgress {
 // metrics.csv, metrics.jsonl, accuracy_bytes.svg, config.yaml and the run record
 // run.db (SQLite, shared with the coordinator, whose models/ and spool/ folders sit
 // beside it) to OutputDirectory(config). Those files and folders from an earlier run
-// there are deleted first; nothing else in the directory is touched. `progress` (may
-// be empty) is called whenever a client finishes and after each round. Errors:
-// InvalidArgument for bad config values, NotFound/DataLoss for the dataset,
-// FailedPrecondition for --device cuda without CUDA, and the first error of any client
-// (a simulation has no flaky clients to forgive).
+// there are deleted first; nothing else in the directory is touched. The second column
+// of metrics.csv (and its JSONL key) is the workload's metric name, "accuracy" or
+// "bits_per_byte"; accuracy_bytes.svg plots that metric (the file keeps its name).
+// `progress` (may be empty) is called whenever a client finishes and after each round.
+// Errors: InvalidArgument for bad config values, NotFound/DataLoss for the dataset or
+// model.init_file, FailedPrecondition for --device cuda without CUDA, and the first
+// error of any client (a simulation has no flaky clients to forgive).
 Result<SimulationResult> RunSimulation(const Config& config,
                                        const std::function<void(const SimProgress&)>& progress);
 
