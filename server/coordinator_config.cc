@@ -68,6 +68,7 @@ nlohmann::json CoordinatorConfigDefaults() {
            {"enrollment_token", d.enrollment_token},
            {"durable", d.durable},
            {"keep_models", d.keep_models},
+           {"max_replay_rounds", d.max_replay_rounds},  // 0 disables downlink by replay
        }},
       {"run",
        {
@@ -103,6 +104,9 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
   o.durable = config.GetBool("coordinator.durable");
   FL_ASSIGN_OR_RETURN(int64_t keep, IntAtLeast(config, "coordinator.keep_models", 0, kU32));
   o.keep_models = static_cast<uint32_t>(keep);
+  FL_ASSIGN_OR_RETURN(int64_t replay,
+                      IntAtLeast(config, "coordinator.max_replay_rounds", 0, kU32));
+  o.max_replay_rounds = static_cast<uint32_t>(replay);
 
   FL_ASSIGN_OR_RETURN(int64_t seed, IntAtLeast(config, "run.seed", 0));
   o.seed = static_cast<uint64_t>(seed);

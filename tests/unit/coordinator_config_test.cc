@@ -47,6 +47,7 @@ TEST(CoordinatorConfigTest, DefaultsMapOntoCoordinatorOptionsDefaults) {
   EXPECT_EQ(o->enrollment_token, d.enrollment_token);
   EXPECT_EQ(o->durable, d.durable);
   EXPECT_EQ(o->keep_models, d.keep_models);
+  EXPECT_EQ(o->max_replay_rounds, d.max_replay_rounds);
 }
 
 TEST(CoordinatorConfigTest, EveryKeyReachesItsField) {
@@ -55,7 +56,7 @@ TEST(CoordinatorConfigTest, EveryKeyReachesItsField) {
        "coordinator.min_clients=3", "coordinator.min_updates=2", "coordinator.round_deadline_s=1.5",
        "coordinator.client_timeout_s=90", "coordinator.max_update_mb=3",
        "coordinator.enrollment_token=secret", "coordinator.durable=false",
-       "coordinator.keep_models=0", "run.seed=42", "run.rounds=7", "run.state_dir=/tmp/x"}));
+       "coordinator.keep_models=0", "coordinator.max_replay_rounds=5", "run.seed=42", "run.rounds=7", "run.state_dir=/tmp/x"}));
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_DOUBLE_EQ(o->client_fraction, 0.25);
   EXPECT_EQ(o->clients_per_round, 4u);
@@ -67,6 +68,7 @@ TEST(CoordinatorConfigTest, EveryKeyReachesItsField) {
   EXPECT_EQ(o->enrollment_token, "secret");
   EXPECT_FALSE(o->durable);
   EXPECT_EQ(o->keep_models, 0u);
+  EXPECT_EQ(o->max_replay_rounds, 5u);
   EXPECT_EQ(o->seed, 42u);
   EXPECT_EQ(o->num_rounds, 7u);
   EXPECT_EQ(o->state_dir, "/tmp/x");
@@ -88,6 +90,7 @@ TEST(CoordinatorConfigTest, OutOfRangeValuesNameTheirKey) {
       {"coordinator.client_timeout_s=-1", "coordinator.client_timeout_s"},
       {"coordinator.max_update_mb=0", "coordinator.max_update_mb"},
       {"coordinator.keep_models=-2", "coordinator.keep_models"},
+      {"coordinator.max_replay_rounds=-1", "coordinator.max_replay_rounds"},
   };
   for (const auto& [assignment, key] : cases) {
     Result<CoordinatorOptions> o = CoordinatorOptionsFromConfig(Build({assignment}));
