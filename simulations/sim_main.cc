@@ -4,6 +4,7 @@
 //   fl-sim pretrain --preset fortunes-gpt [--steps N] [--out model.flps]
 //   fl-sim export-model --model cnn --seed 1 --out model.flps
 //   fl-sim export-partition [run flags] --out partition.json
+//   fl-sim compare --out compare.svg RUN_DIR[=LABEL] ...
 
 #include <malloc.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "data/idx_reader.h"
 #include "fl/env.h"
 #include "simulations/fortunes_workload.h"
+#include "simulations/run_comparison.h"
 #include "simulations/simulator.h"
 #include "torch/lm_trainer.h"
 #include "torch/model_zoo.h"
@@ -140,7 +142,7 @@ int Run(int argc, char** argv) {
   Result<CommandLine> cl = ParseCommandLine(
       kProgram,
       "Simulates a federation of virtual clients in one process (subcommands: run [default], "
-      "pretrain, export-model, export-partition).",
+      "pretrain, export-model, export-partition, compare).",
       *defaults, RunAliases(), argc, argv);
   if (!cl.ok()) return Fail(cl.status(), 2);
   if (cl->exit_now) return cl->exit_code;
@@ -338,6 +340,54 @@ int ExportPartition(int argc, char** argv) {
   return 0;
 }
 
+// fl-sim compare: reads metrics.csv of finished runs, prints a summary table and writes a
+// plot of the metric against rounds and against uploaded bytes per client.
+int Compare(int argc, char** argv) {
+  constexpr char kUsage[] =
+      "usage: fl-sim compare [--out FILE.svg] [--title TEXT] RUN_DIR[=LABEL] ...\n"
+      "Each RUN_DIR is an fl-sim output directory (its metrics.csv is read); LABEL names\n"
+      "its line (default: the directory). --out defaults to compare.svg.\n";
+  std::string out = "compare.svg", title = "fl-sim runs";
+  std::vector<std::pair<std::string, std::string>> runs;  // dir, label
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (arg == "--out" || arg == "--title") {
+      if (i + 1 >= argc) return Fail(Status::InvalidArgument(arg + " needs a value"), 2);
+      (arg == "--out" ? out : title) = argv[++i];
+      continue;
+    }
+    if (!arg.empty() && arg[0] == '-') {
+      std::cerr << kUsage;
+      return Fail(Status::InvalidArgument("unknown flag " + arg), 2);
+    }
+    const size_t eq = arg.find('=');
+    runs.emplace_back(arg.substr(0, eq), eq == std::string::npos ? arg : arg.substr(eq + 1));
+  }
+  if (runs.empty()) {
+    std::cerr << kUsage;
+    return Fail(Status::InvalidArgument("no run directories given"), 2);
+  }
+  Env* env = Env::Default();
+  std::vector<RunCurve> curves;
+  for (const auto& [dir, label] : runs) {
+    Result<std::string> csv = env->ReadFile(dir + "/metrics.csv");
+    if (!csv.ok()) return Fail(csv.status().WithContext(dir), 1);
+    Result<RunCurve> curve = ParseRunCurve(*csv, label);
+    if (!curve.ok()) return Fail(curve.status().WithContext(dir), 1);
+    curves.push_back(std::move(curve).value());
+  }
+  Result<std::string> svg = CompareRunsSvg(curves, title);
+  if (!svg.ok()) return Fail(svg.status(), 1);
+  Status s = env->WriteFileAtomic(out, *svg, false);
+  if (!s.ok()) return Fail(s, 1);
+  std::cout << CompareRunsTable(curves) << "wrote " << out << std::endl;
+  return 0;
+}
+
 }  // namespace
 }  // namespace fl::internal
 
@@ -364,7 +414,9 @@ int main(int argc, char** argv) {
   if (command == "pretrain") return Pretrain(argc, argv);
   if (command == "export-model") return ExportModel(argc, argv);
   if (command == "export-partition") return ExportPartition(argc, argv);
+  if (command == "compare") return Compare(argc, argv);
   std::cerr << "fl-sim: unknown command \"" << command
-            << "\" (expected run, pretrain, export-model or export-partition; see fl-sim --help)\n";
+            << "\" (expected run, pretrain, export-model, export-partition or compare; see "
+               "fl-sim --help)\n";
   return 2;
 }

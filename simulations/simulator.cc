@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -133,18 +134,31 @@ std::string FormatDouble(double v, int precision = 6) {
   return buf;
 }
 
+// Fixed columns, then one column per strategy statistic any round reported (sorted by
+// name; empty in rounds without it).
 std::string MetricsCsv(const std::vector<SimRoundRecord>& rounds, const WorkloadMetric& metric) {
+  std::set<std::string> stat_names;
+  for (const SimRoundRecord& r : rounds) {
+    for (const auto& [name, value] : r.strategy_stats) stat_names.insert(name);
+  }
   std::ostringstream out;
   out << "round," << metric.name
-      << ",test_loss,train_loss,bytes_up,bytes_down,clients,wall_seconds,train_samples,"
-         "samples_per_sec\n";
+      << ",test_loss,train_loss,bytes_up,bytes_down,bytes_up_total,clients,wall_seconds,"
+         "train_samples,samples_per_sec";
+  for (const std::string& name : stat_names) out << ',' << name;
+  out << '\n';
   for (const SimRoundRecord& r : rounds) {
     const RoundMetrics& m = r.metrics;
     out << m.round << ',' << (r.evaluated ? FormatDouble(r.metric) : "") << ','
         << (r.evaluated ? FormatDouble(m.test_loss) : "") << ',' << FormatDouble(m.train_loss)
-        << ',' << m.bytes_up << ',' << m.bytes_down << ',' << m.clients << ','
-        << FormatDouble(m.wall_seconds) << ',' << r.train_samples << ','
-        << FormatDouble(r.samples_per_sec) << '\n';
+        << ',' << m.bytes_up << ',' << m.bytes_down << ',' << r.bytes_up_total << ','
+        << m.clients << ',' << FormatDouble(m.wall_seconds) << ',' << r.train_samples << ','
+        << FormatDouble(r.samples_per_sec);
+    for (const std::string& name : stat_names) {
+      auto it = r.strategy_stats.find(name);
+      out << ',' << (it == r.strategy_stats.end() ? "" : FormatDouble(it->second, 12));
+    }
+    out << '\n';
   }
   return out.str();
 }
@@ -160,11 +174,13 @@ std::string MetricsJsonl(const std::vector<SimRoundRecord>& rounds, const Worklo
         {"train_loss", m.train_loss},
         {"bytes_up", m.bytes_up},
         {"bytes_down", m.bytes_down},
+        {"bytes_up_total", r.bytes_up_total},
         {"clients", m.clients},
         {"wall_seconds", m.wall_seconds},
         {"train_samples", r.train_samples},
         {"samples_per_sec", r.samples_per_sec},
     };
+    for (const auto& [name, value] : r.strategy_stats) j[name] = value;
     out += j.dump() + "\n";
   }
   return out;
@@ -643,6 +659,9 @@ Result<SimulationResult> RunSimulation(const Config& config,
       rec.metrics.bytes_up = summary.bytes_up;
       rec.metrics.bytes_down = summary.bytes_down;
       rec.metrics.clients = summary.num_updates;
+      rec.bytes_up_total =
+          summary.bytes_up + (result.rounds.empty() ? 0 : result.rounds.back().bytes_up_total);
+      rec.strategy_stats = summary.strategy_stats;
       rec.metrics.accuracy = -1;   // "not evaluated" in the run record
       rec.metrics.test_loss = -1;
       rec.train_samples = summary.round == round ? samples.load() : 0;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -57,6 +58,10 @@ struct SimRoundRecord {
   double train_seconds = 0;      // wall time of pull + train + push + aggregation
   double samples_per_sec = 0;    // cumulative train samples / cumulative train seconds
   bool evaluated = false;        // false on rounds skipped by sim.eval_every
+  uint64_t bytes_up_total = 0;   // uploaded bytes of this round and all before it
+  // Strategy::LastRoundStats() of the round (Ferret: terms applied, clipped, skipped);
+  // each name becomes a column of metrics.csv.
+  std::map<std::string, double> strategy_stats;
 };
 
 struct SimulationResult {

@@ -128,5 +128,31 @@ TEST(FlSimCliTest, ExportModelWritesALoadableModel) {
   std::filesystem::remove(path);
 }
 
+TEST(FlSimCliTest, CompareWritesAPlotAndATableOrNamesTheBadRun) {
+  const auto dir = Temp("fl_sim_compare");
+  std::filesystem::create_directories(dir / "a");
+  std::filesystem::create_directories(dir / "b");
+  const char* header = "round,accuracy,test_loss,train_loss,bytes_up,bytes_down,clients\n";
+  std::ofstream(dir / "a" / "metrics.csv") << header << "1,0.5,1,1,800,0,2\n2,0.6,1,1,800,0,2\n";
+  std::ofstream(dir / "b" / "metrics.csv") << header << "1,0.4,1,1,8,0,2\n2,0.55,1,1,8,0,2\n";
+  const std::string svg = (dir / "c.svg").string();
+  Outcome ok = RunFlSim("compare --out " + svg + " " + (dir / "a").string() + "=dense " +
+                        (dir / "b").string() + "=sketch");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("dense"), std::string::npos) << ok.output;
+  EXPECT_NE(ok.output.find("sketch"), std::string::npos) << ok.output;
+  EXPECT_TRUE(std::filesystem::file_size(svg) > 0);
+
+  Outcome missing = RunFlSim("compare --out " + svg + " " + (dir / "nope").string());
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("nope"), std::string::npos) << missing.output;
+  std::ofstream(dir / "b" / "metrics.csv") << "garbage\n";
+  Outcome bad = RunFlSim("compare --out " + svg + " " + (dir / "b").string());
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("line 1"), std::string::npos) << bad.output;
+  EXPECT_EQ(RunFlSim("compare").exit_code, 2);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace fl::internal

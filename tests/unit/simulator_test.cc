@@ -62,6 +62,8 @@ TEST(SimulatorTest, TinyFederationLearnsAndWritesEveryOutput) {
     // Four dense f32 CNN updates go up; four models (plus file framing) come down.
     EXPECT_EQ(r.metrics.bytes_up, 4u * 215370u * 4u);
     EXPECT_GE(r.metrics.bytes_down, 4u * 215370u * 4u);
+    EXPECT_EQ(r.bytes_up_total, (i + 1) * r.metrics.bytes_up);
+    EXPECT_TRUE(r.strategy_stats.empty());  // FedAvg reports none
   }
   // Three rounds on Fashion-MNIST are far above chance (10%).
   EXPECT_GT(result->final_accuracy, 0.35);
@@ -70,7 +72,7 @@ TEST(SimulatorTest, TinyFederationLearnsAndWritesEveryOutput) {
   // CSV: header plus one row per round.
   std::string csv = ReadText(dir / "metrics.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4);
-  EXPECT_EQ(csv.rfind("round,accuracy,test_loss,train_loss,bytes_up,bytes_down,clients,", 0), 0u);
+  EXPECT_EQ(csv.rfind("round,accuracy,test_loss,train_loss,bytes_up,bytes_down,bytes_up_total,clients,", 0), 0u);
   // JSONL: one parseable object per round.
   std::istringstream jsonl(ReadText(dir / "metrics.jsonl"));
   std::string line;
@@ -130,6 +132,44 @@ TEST(SimulatorTest, SameSeedSameModelWhateverTheWorkerCount) {
   // the aggregator varies with the worker count, but the fold is exact enough here.
   EXPECT_TRUE(models[0] == models[1]);
   EXPECT_EQ(accuracy[0], accuracy[1]);
+}
+
+TEST(SimulatorTest, FerretRunReportsItsCountersAndCompactUploads) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("fl_sim_ferret_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  Result<Config> config = TinyConfig(dir.string());
+  ASSERT_TRUE(config.ok());
+  for (const char* o : {"algorithm.name=ferret", "run.rounds=2", "ferret.num_bases=32",
+                        "ferret.server_lr=0.05", "ferret.clip=0.001"}) {
+    ASSERT_TRUE(config->ApplyOverride(o).ok()) << o;
+  }
+  Result<SimulationResult> result = RunSimulation(*config, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  ASSERT_EQ(result->rounds.size(), 2u);
+  uint64_t total = 0;
+  for (const SimRoundRecord& r : result->rounds) {
+    total += r.metrics.bytes_up;
+    EXPECT_EQ(r.bytes_up_total, total);
+    // Coefficient tables, not dense models: far below 215,370 f32 values per client.
+    EXPECT_LT(r.metrics.bytes_up, r.metrics.clients * 215370u * 4u / 50u);
+    ASSERT_EQ(r.strategy_stats.count("ferret.terms_applied"), 1u);
+    EXPECT_GT(r.strategy_stats.at("ferret.terms_applied"), 0);
+    // A tiny clip norm clips most terms (not those of blocks that barely moved), and
+    // the count says so.
+    EXPECT_GT(r.strategy_stats.at("ferret.terms_clipped"),
+              r.strategy_stats.at("ferret.terms_applied") / 2);
+    EXPECT_LE(r.strategy_stats.at("ferret.terms_clipped"),
+              r.strategy_stats.at("ferret.terms_applied"));
+    EXPECT_EQ(r.strategy_stats.at("ferret.terms_skipped_nonfinite"), 0);
+  }
+  const std::string csv = ReadText(dir / "metrics.csv");
+  const std::string header = csv.substr(0, csv.find('\n'));
+  for (const char* column : {"ferret.terms_applied", "ferret.terms_clipped",
+                             "ferret.terms_skipped_nonfinite", "bytes_up_total"}) {
+    EXPECT_NE(header.find(column), std::string::npos) << column << " not in " << header;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(SimulatorTest, BadConfigValuesAreInvalidArgument) {
