@@ -67,7 +67,7 @@ Result<Payload> FerretLearner::Train(const Task& task, const ParamSet& global, T
                       ferret::Project(plan, basis, local.values(), options));
 
   Payload payload;
-  payload.bytes = ferret::SerializeCoefficientTable(table);
+  payload.bytes = ferret::SerializeCoefficientTable(table, projection.value_format);
   UpdateMeta& meta = payload.meta;
   meta.round = task.round;
   meta.base_version = task.model_version;

@@ -18,6 +18,7 @@
 
 #include "codec/ferret/basis.h"
 #include "codec/ferret/block_plan.h"
+#include "codec/ferret/coefficient_table.h"
 #include "codec/ferret/projection.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
@@ -43,6 +44,8 @@ struct FerretProjection {
   ferret::SelectionPolicy selection = ferret::SelectionPolicy::kFixed;
   uint32_t budget = 0;  // n_l (fixed) or the proportional budget; 0 means K
   uint32_t min_per_block = 2;
+  // Width of the uploaded coefficients (aggregates and replay records are float32).
+  ferret::CoefficientValueFormat value_format = ferret::CoefficientValueFormat::kFloat32;
 };
 
 // InvalidArgument naming the field if an enum is unknown, K is out of range, or a

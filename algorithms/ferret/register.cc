@@ -54,6 +54,7 @@ nlohmann::json FerretConfigDefaults() {
            {"selection", "fixed"},           // fixed (n_l = bases_per_block) | norm
            {"bases_per_block", 0},           // n_l or the norm budget; 0 = num_bases
            {"min_per_block", 2},             // floor of n_l under selection=norm
+           {"upload_values", "f32"},         // f32 | bf16 (half the upload bytes)
            {"clip", 10.0},                   // per-term norm clip; 0 disables
            {"block_plan", "reference"},      // reference | fixed:<n>
            {"server_lr", 1.0},
@@ -119,6 +120,14 @@ Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t min_per_block,
                       IntInRange(config, "ferret.min_per_block", 1, ferret::kMaxSeeds));
   o.projection.min_per_block = static_cast<uint32_t>(min_per_block);
+  const std::string values = config.GetString("ferret.upload_values");
+  if (values == "f32") {
+    o.projection.value_format = ferret::CoefficientValueFormat::kFloat32;
+  } else if (values == "bf16") {
+    o.projection.value_format = ferret::CoefficientValueFormat::kBFloat16;
+  } else {
+    return Bad("ferret.upload_values", "must be f32 or bf16, got '" + values + "'");
+  }
   o.clip = config.GetDouble("ferret.clip");
   FL_ASSIGN_OR_RETURN(o.plan_kind, ParsePlan(config.GetString("ferret.block_plan"), &o.block_size));
   o.server_lr = config.GetDouble("ferret.server_lr");

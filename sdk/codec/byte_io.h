@@ -12,6 +12,11 @@
 
 namespace fl::internal {
 
+inline void PutU16(std::string* out, uint16_t v) {
+  const char b[2] = {static_cast<char>(v), static_cast<char>(v >> 8)};
+  out->append(b, 2);
+}
+
 inline void PutU32(std::string* out, uint32_t v) {
   char b[4];
   for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
@@ -39,6 +44,12 @@ class ByteReader {
   explicit ByteReader(std::string_view bytes) : rest_(bytes) {}
   size_t remaining() const { return rest_.size(); }
 
+  bool U16(uint16_t* v) {
+    uint64_t wide = 0;
+    if (!Little(2, &wide)) return false;
+    *v = static_cast<uint16_t>(wide);
+    return true;
+  }
   bool U32(uint32_t* v) {
     uint64_t wide = 0;
     if (!Little(4, &wide)) return false;

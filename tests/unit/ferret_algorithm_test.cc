@@ -100,6 +100,7 @@ TEST(FerretSpecTest, ExtraCarriesSpecExactlyAndNamesMissingKeys) {
   projection.selection = ferret::SelectionPolicy::kProportional;
   projection.budget = 50;
   projection.min_per_block = 3;
+  projection.value_format = ferret::CoefficientValueFormat::kBFloat16;
   std::map<std::string, double> extra;
   WriteFerretExtra(spec, projection, &extra);
 
@@ -111,6 +112,17 @@ TEST(FerretSpecTest, ExtraCarriesSpecExactlyAndNamesMissingKeys) {
   EXPECT_EQ(projection2.selection, projection.selection);
   EXPECT_EQ(projection2.budget, 50u);
   EXPECT_EQ(projection2.min_per_block, 3u);
+  EXPECT_EQ(projection2.value_format, ferret::CoefficientValueFormat::kBFloat16);
+  // Tasks from servers that predate the value format mean float32.
+  std::map<std::string, double> no_format = extra;
+  no_format.erase("ferret.value_format");
+  ASSERT_TRUE(ReadFerretExtra(no_format, &spec2, &projection2).ok());
+  EXPECT_EQ(projection2.value_format, ferret::CoefficientValueFormat::kFloat32);
+  std::map<std::string, double> bad_format = extra;
+  bad_format["ferret.value_format"] = 7;
+  Status bad = ReadFerretExtra(bad_format, &spec2, &projection2);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("ferret.value_format"));
 
   std::map<std::string, double> missing = extra;
   missing.erase("ferret.num_bases");
@@ -136,7 +148,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   Result<FerretOptions> o = FerretOptionsFromConfig(build(
       {"algorithm.name=ferret", "ferret.num_bases=64", "ferret.block_plan=fixed:1000",
        "ferret.distribution=uniform", "ferret.selection=norm", "ferret.seed=9",
-       "ferret.server_momentum=0.5", "train.local_steps=3"}));
+       "ferret.server_momentum=0.5", "ferret.upload_values=bf16", "train.local_steps=3"}));
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->num_bases, 64u);
   EXPECT_EQ(o->plan_kind, ferret::BlockPlanKind::kFixedSize);
@@ -144,6 +156,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   EXPECT_EQ(o->distribution, BasisDistribution::kUniform);
   EXPECT_EQ(o->projection.selection, ferret::SelectionPolicy::kProportional);
   EXPECT_EQ(o->pool_seed, 9u);
+  EXPECT_EQ(o->projection.value_format, ferret::CoefficientValueFormat::kBFloat16);
   EXPECT_EQ(o->train.local_steps, 3);
   EXPECT_EQ(o->train.upload_encoding, Encoding::kFerret);
 
@@ -160,6 +173,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
               HasSubstr("ferret.server_momentum"));
   EXPECT_THAT(error({"ferret.server_lr=0"}).message(), HasSubstr("ferret.server_lr"));
   EXPECT_THAT(error({"ferret.clip=-1"}).message(), HasSubstr("ferret.clip"));
+  EXPECT_THAT(error({"ferret.upload_values=f16"}).message(), HasSubstr("ferret.upload_values"));
   EXPECT_THAT(error({"ferret.bases_per_block=500"}).message(), HasSubstr("ferret.bases_per_block"));
 
   // The registry builds it by name, and its learner and replayer are registered.

@@ -10,8 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "codec/dense_codec.h"
 #include "codec/ferret/basis.h"
 #include "codec/ferret/block_plan.h"
+#include "codec/dense_codec.h"
 #include "codec/ferret/coefficient_table.h"
 #include "codec/ferret/projection.h"
 
@@ -220,6 +222,39 @@ TEST(CoefficientTableTest, RoundTripIsBitExactIncludingNonFinite) {
   EXPECT_TRUE(*e == empty);
 }
 
+TEST(CoefficientTableTest, BFloat16ValuesHalveTheValueBytesAndRoundToNearest) {
+  const CoefficientTable t = SampleTable();
+  const std::string bytes = SerializeCoefficientTable(t, CoefficientValueFormat::kBFloat16);
+  // Version 2, the same header and bitmaps, 2 bytes per value.
+  ASSERT_EQ(bytes.size(), 36u + 3 * 6 + 5 * 2);
+  EXPECT_EQ(bytes.substr(0, 8), std::string("FLFC\x02\x00\x00\x00", 8));
+  // Block 0: 1.5f = 0x3fc00000 and -2.0f = 0xc0000000 keep their upper halves.
+  EXPECT_EQ(bytes.substr(36, 10), std::string("\0\0\0\0\x02\x02\xc0\x3f\x00\xc0", 10));
+
+  CoefficientTable random(1, 2, 64, 8);
+  std::mt19937 rng(3);
+  for (uint32_t l = 0; l < 8; ++l) {
+    for (uint32_t k = l; k < 64; k += 3) {
+      ASSERT_TRUE(random.Append(l, k, std::normal_distribution<float>(0, 1e-6f)(rng)).ok());
+    }
+  }
+  const std::string wire = SerializeCoefficientTable(random, CoefficientValueFormat::kBFloat16);
+  Result<CoefficientTable> back = ParseCoefficientTable(wire);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->size(), random.size());
+  for (size_t i = 0; i < random.size(); ++i) {
+    const float v = random.entries()[i].value;
+    const float w = back->entries()[i].value;
+    EXPECT_EQ(w, BFloat16ToFloat(FloatToBFloat16(v)));
+    // Tiny values keep their relative precision (no underflow as in IEEE half).
+    EXPECT_LE(std::fabs(w - v), std::fabs(v) * (1.0f / 256)) << v;
+  }
+  EXPECT_EQ(SerializeCoefficientTable(*back, CoefficientValueFormat::kBFloat16), wire);
+  for (size_t n = 0; n < wire.size(); ++n) {
+    EXPECT_FALSE(ParseCoefficientTable(wire.substr(0, n)).ok()) << n;
+  }
+}
+
 TEST(CoefficientTableTest, EveryTruncationIsDataLossOrInvalid) {
   const std::string bytes = SerializeCoefficientTable(SampleTable());
   for (size_t n = 0; n < bytes.size(); ++n) {
@@ -240,7 +275,7 @@ TEST(CoefficientTableTest, MalformedFieldsAreRejectedPrecisely) {
   const std::string good = SerializeCoefficientTable(SampleTable());
   auto code = [](const std::string& b) { return ParseCoefficientTable(b).status().code(); };
   EXPECT_EQ(code(Patched(good, 0, "FLFX")), StatusCode::kInvalidArgument);
-  EXPECT_EQ(code(Patched(good, 4, std::string("\x02\0\0\0", 4))), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Patched(good, 4, std::string("\x03\0\0\0", 4))), StatusCode::kInvalidArgument);
   // K = 0, K absurd, L absurd.
   EXPECT_EQ(code(Patched(good, 24, std::string("\0\0\0\0", 4))), StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Patched(good, 24, std::string("\xff\xff\xff\x7f", 4))), StatusCode::kInvalidArgument);
@@ -270,8 +305,9 @@ TEST(CoefficientTableTest, RandomCorruptionNeverCrashes) {
     Result<CoefficientTable> r = ParseCoefficientTable(b);
     if (r.ok()) {
       ++parsed;
-      // Whatever parses re-serializes to the same bytes: one encoding per table.
-      EXPECT_EQ(SerializeCoefficientTable(*r), b);
+      // Whatever parses re-serializes to the same bytes: one encoding per table and
+      // value format (a flipped version byte may turn float32 values into bfloat16).
+      EXPECT_EQ(SerializeCoefficientTable(*r, static_cast<CoefficientValueFormat>(b[4])), b);
     }
   }
   EXPECT_GT(parsed, 0);  // value-only corruption still parses

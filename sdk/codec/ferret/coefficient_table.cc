@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "codec/byte_io.h"
+#include "codec/dense_codec.h"
 #include "codec/ferret/basis.h"
 
 namespace fl::internal::ferret {
@@ -76,7 +77,9 @@ bool CoefficientTable::operator==(const CoefficientTable& other) const {
   return true;
 }
 
-std::string SerializeCoefficientTable(const CoefficientTable& table) {
+std::string SerializeCoefficientTable(const CoefficientTable& table,
+                                      CoefficientValueFormat format) {
+  const bool bf16 = format == CoefficientValueFormat::kBFloat16;
   const size_t bitmap_bytes = (static_cast<size_t>(table.num_seeds()) + 7) / 8;
   const std::vector<Coefficient>& e = table.entries();
   uint32_t records = 0;
@@ -84,9 +87,10 @@ std::string SerializeCoefficientTable(const CoefficientTable& table) {
     if (i == 0 || e[i].block != e[i - 1].block) ++records;
   }
   std::string out;
-  out.reserve(36 + records * (4 + bitmap_bytes) + 4 * e.size());
+  out.reserve(36 + records * (4 + bitmap_bytes) + (bf16 ? 2 : 4) * e.size());
   out.append(kCoefficientTableMagic, 4);
-  PutU32(&out, kCoefficientTableVersion);
+  PutU32(&out, static_cast<uint32_t>(bf16 ? CoefficientValueFormat::kBFloat16
+                                          : CoefficientValueFormat::kFloat32));
   PutU64(&out, table.plan_hash());
   PutU64(&out, table.basis_hash());
   PutU32(&out, table.num_seeds());
@@ -102,7 +106,13 @@ std::string SerializeCoefficientTable(const CoefficientTable& table) {
       bitmap[e[j].seed / 8] = static_cast<char>(bitmap[e[j].seed / 8] | (1u << (e[j].seed % 8)));
     }
     out.append(bitmap);
-    for (size_t j = i; j < end; ++j) PutU32(&out, std::bit_cast<uint32_t>(e[j].value));
+    for (size_t j = i; j < end; ++j) {
+      if (bf16) {
+        PutU16(&out, FloatToBFloat16(e[j].value));
+      } else {
+        PutU32(&out, std::bit_cast<uint32_t>(e[j].value));
+      }
+    }
     i = end;
   }
   return out;
@@ -117,7 +127,8 @@ Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
   }
   uint32_t version = 0;
   if (!r.U32(&version)) return Truncated("version");
-  if (version != kCoefficientTableVersion) {
+  const bool bf16 = version == static_cast<uint32_t>(CoefficientValueFormat::kBFloat16);
+  if (version != static_cast<uint32_t>(CoefficientValueFormat::kFloat32) && !bf16) {
     return Status::InvalidArgument("unsupported ferret coefficient table version " +
                                    std::to_string(version));
   }
@@ -141,9 +152,12 @@ Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
                                    " blocks");
   }
   const size_t bitmap_bytes = (static_cast<size_t>(num_seeds) + 7) / 8;
-  // Each record takes at least 4 + bitmap + 4 bytes: reject counts the input cannot hold
-  // before reserving anything.
-  if (records > r.remaining() / (8 + bitmap_bytes)) return Truncated("block records");
+  const size_t value_bytes = bf16 ? 2 : 4;
+  // Each record takes at least 4 + bitmap + one value: reject counts the input cannot
+  // hold before reserving anything.
+  if (records > r.remaining() / (4 + bitmap_bytes + value_bytes)) {
+    return Truncated("block records");
+  }
   CoefficientTable table(plan_hash, basis_hash, num_seeds, num_blocks);
   bool have_previous = false;
   uint32_t previous = 0;
@@ -173,12 +187,20 @@ Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
       return Status::InvalidArgument("ferret table block " + std::to_string(block) +
                                      " record lists no seed");
     }
-    if (count > r.remaining() / 4) return Truncated("values");
+    if (count > r.remaining() / value_bytes) return Truncated("values");
     for (uint32_t k = 0; k < num_seeds; ++k) {
       if (((static_cast<unsigned char>(bitmap[k / 8]) >> (k % 8)) & 1u) == 0) continue;
-      uint32_t bits = 0;
-      r.U32(&bits);  // cannot fail: checked above
-      FL_RETURN_IF_ERROR(table.Append(block, k, std::bit_cast<float>(bits)));
+      float value = 0.0f;
+      if (bf16) {
+        uint16_t bits = 0;
+        r.U16(&bits);  // cannot fail: checked above
+        value = BFloat16ToFloat(bits);
+      } else {
+        uint32_t bits = 0;
+        r.U32(&bits);  // cannot fail: checked above
+        value = std::bit_cast<float>(bits);
+      }
+      FL_RETURN_IF_ERROR(table.Append(block, k, value));
     }
   }
   if (r.remaining() != 0) {

@@ -4,15 +4,20 @@
 // Ferret coefficient tables: the sparse K x L matrix C[k, l] a client uploads (its
 // projection) and the server aggregates, stores and broadcasts for replay.
 //
-// Wire format v1 (all integers little endian, values IEEE float32):
-//   "FLFC"  u32 version (1)
+// Wire format (all integers little endian):
+//   "FLFC"  u32 version (1: values are IEEE float32, 2: values are bfloat16)
 //   u64 plan_hash   u64 basis_hash   u32 num_seeds (K)   u32 num_blocks (L)
 //   u32 num_records
 //   per record, blocks strictly increasing:
 //     u32 block   u8 used[ceil(K / 8)] (bit k%8 of byte k/8 = seed k present)
-//     f32 value[popcount(used)] in increasing k
-// A record lists at least one seed, and bits at k >= K are zero, so every table has
-// exactly one encoding. About 4 bytes per coefficient plus K/8 + 4 bytes per block.
+//     value[popcount(used)] in increasing k
+// A record lists at least one seed, and bits at k >= K are zero, so every table of a
+// given value format has exactly one encoding. About 4 (or 2) bytes per coefficient
+// plus K/8 + 4 bytes per block.
+//
+// bfloat16 is for uploads: a coefficient's rounding error (< 0.4%) is far below the
+// projection's own error, and it keeps float32's range, so small updates do not
+// underflow as they would in IEEE half. Aggregates and replay records stay float32.
 
 #include <cstdint>
 #include <span>
@@ -25,7 +30,11 @@
 namespace fl::internal::ferret {
 
 inline constexpr char kCoefficientTableMagic[4] = {'F', 'L', 'F', 'C'};
-inline constexpr uint32_t kCoefficientTableVersion = 1;
+// Persisted on the wire as the table's version: never change existing values.
+enum class CoefficientValueFormat : uint32_t {
+  kFloat32 = 1,
+  kBFloat16 = 2,
+};
 // Upper bound on L accepted from the wire.
 inline constexpr uint32_t kMaxBlocks = 1u << 24;
 
@@ -70,11 +79,14 @@ class CoefficientTable {
   std::vector<Coefficient> entries_;
 };
 
-std::string SerializeCoefficientTable(const CoefficientTable& table);
+// kBFloat16 rounds each value to nearest even; the parsed table holds the rounded values.
+std::string SerializeCoefficientTable(
+    const CoefficientTable& table,
+    CoefficientValueFormat format = CoefficientValueFormat::kFloat32);
 
 // Bounds-checked parse of untrusted bytes; never crashes, never allocates more than the
 // input justifies. DataLoss: truncated input or trailing bytes. InvalidArgument: wrong
-// magic or version, K = 0 or K > kMaxSeeds, L > kMaxBlocks, a block index >= L or not
+// magic or unknown version (value format), K = 0 or K > kMaxSeeds, L > kMaxBlocks, a block index >= L or not
 // strictly increasing, an empty record, or a used-bit at k >= K. Non-finite values parse
 // (they round-trip bit for bit); ValidateCoefficientTable rejects them.
 Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes);
