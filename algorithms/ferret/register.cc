@@ -2,8 +2,10 @@
 
 #include <charconv>
 #include <climits>
+#include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "algorithms/ferret/ferret_learner.h"
 #include "algorithms/ferret/ferret_replay.h"
@@ -21,6 +23,20 @@ Result<int64_t> IntInRange(const Config& config, const char* key, int64_t lo, in
     return Bad(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   }
   return v;
+}
+
+// The enum value named by the string at `key`; InvalidArgument listing the names
+// otherwise.
+template <typename E>
+Result<E> Choice(const Config& config, const char* key,
+                 std::initializer_list<std::pair<std::string_view, E>> names) {
+  const std::string text = config.GetString(key);
+  std::string expected;
+  for (const auto& [name, value] : names) {
+    if (text == name) return value;
+    expected += (expected.empty() ? "" : " | ") + std::string(name);
+  }
+  return Bad(key, "must be " + expected + ", got '" + text + "'");
 }
 
 Result<ferret::BlockPlanKind> ParsePlan(std::string_view text, uint64_t* block_size) {
@@ -69,65 +85,43 @@ Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t k, IntInRange(config, "ferret.num_bases", 1, ferret::kMaxSeeds));
   o.num_bases = static_cast<uint32_t>(k);
 
-  const std::string policy = config.GetString("ferret.seed_policy");
-  if (policy == "fixed") {
-    o.seed_policy = FerretSeedPolicy::kFixed;
-  } else if (policy == "fresh") {
-    o.seed_policy = FerretSeedPolicy::kFresh;
-  } else {
-    return Bad("ferret.seed_policy", "must be fixed or fresh, got '" + policy + "'");
-  }
+  FL_ASSIGN_OR_RETURN(o.seed_policy,
+                      Choice<FerretSeedPolicy>(config, "ferret.seed_policy",
+                                               {{"fixed", FerretSeedPolicy::kFixed},
+                                                {"fresh", FerretSeedPolicy::kFresh}}));
   FL_ASSIGN_OR_RETURN(int64_t seed, IntInRange(config, "ferret.seed", 0, INT64_MAX));
   if (seed == 0 && config.Has("run.seed")) seed = config.GetInt("run.seed");
   o.pool_seed = static_cast<uint64_t>(seed);
 
-  const std::string dist = config.GetString("ferret.distribution");
-  if (dist == "rademacher") {
-    o.distribution = BasisDistribution::kRademacher;
-  } else if (dist == "uniform") {
-    o.distribution = BasisDistribution::kUniform;
-  } else if (dist == "gaussian") {
-    o.distribution = BasisDistribution::kGaussian;
-  } else {
-    return Bad("ferret.distribution", "must be rademacher, uniform or gaussian, got '" + dist + "'");
-  }
-  const std::string amplitude = config.GetString("ferret.amplitude");
-  if (amplitude == "unit") {
-    o.amplitude = ferret::BasisAmplitude::kUnit;
-  } else if (amplitude == "inv_sqrt_dim") {
-    o.amplitude = ferret::BasisAmplitude::kInvSqrtDim;
-  } else {
-    return Bad("ferret.amplitude", "must be unit or inv_sqrt_dim, got '" + amplitude + "'");
-  }
-  const std::string scale = config.GetString("ferret.scale");
-  if (scale == "unbiased") {
-    o.projection.scale = ferret::CoefficientScale::kUnbiased;
-  } else if (scale == "reference") {
-    o.projection.scale = ferret::CoefficientScale::kReference;
-  } else {
-    return Bad("ferret.scale", "must be unbiased or reference, got '" + scale + "'");
-  }
-  const std::string selection = config.GetString("ferret.selection");
-  if (selection == "fixed") {
-    o.projection.selection = ferret::SelectionPolicy::kFixed;
-  } else if (selection == "norm") {
-    o.projection.selection = ferret::SelectionPolicy::kProportional;
-  } else {
-    return Bad("ferret.selection", "must be fixed or norm, got '" + selection + "'");
-  }
+  FL_ASSIGN_OR_RETURN(o.distribution,
+                      Choice<BasisDistribution>(config, "ferret.distribution",
+                                                {{"rademacher", BasisDistribution::kRademacher},
+                                                 {"uniform", BasisDistribution::kUniform},
+                                                 {"gaussian", BasisDistribution::kGaussian}}));
+  FL_ASSIGN_OR_RETURN(o.amplitude, Choice<ferret::BasisAmplitude>(
+                                       config, "ferret.amplitude",
+                                       {{"unit", ferret::BasisAmplitude::kUnit},
+                                        {"inv_sqrt_dim", ferret::BasisAmplitude::kInvSqrtDim}}));
+  FL_ASSIGN_OR_RETURN(o.projection.scale,
+                      Choice<ferret::CoefficientScale>(
+                          config, "ferret.scale",
+                          {{"unbiased", ferret::CoefficientScale::kUnbiased},
+                           {"reference", ferret::CoefficientScale::kReference}}));
+  FL_ASSIGN_OR_RETURN(o.projection.selection,
+                      Choice<ferret::SelectionPolicy>(
+                          config, "ferret.selection",
+                          {{"fixed", ferret::SelectionPolicy::kFixed},
+                           {"norm", ferret::SelectionPolicy::kProportional}}));
   FL_ASSIGN_OR_RETURN(int64_t budget, IntInRange(config, "ferret.bases_per_block", 0, ferret::kMaxSeeds));
   o.projection.budget = static_cast<uint32_t>(budget);
   FL_ASSIGN_OR_RETURN(int64_t min_per_block,
                       IntInRange(config, "ferret.min_per_block", 1, ferret::kMaxSeeds));
   o.projection.min_per_block = static_cast<uint32_t>(min_per_block);
-  const std::string values = config.GetString("ferret.upload_values");
-  if (values == "f32") {
-    o.projection.value_format = ferret::CoefficientValueFormat::kFloat32;
-  } else if (values == "bf16") {
-    o.projection.value_format = ferret::CoefficientValueFormat::kBFloat16;
-  } else {
-    return Bad("ferret.upload_values", "must be f32 or bf16, got '" + values + "'");
-  }
+  FL_ASSIGN_OR_RETURN(o.projection.value_format,
+                      Choice<ferret::CoefficientValueFormat>(
+                          config, "ferret.upload_values",
+                          {{"f32", ferret::CoefficientValueFormat::kFloat32},
+                           {"bf16", ferret::CoefficientValueFormat::kBFloat16}}));
   o.clip = config.GetDouble("ferret.clip");
   FL_ASSIGN_OR_RETURN(o.plan_kind, ParsePlan(config.GetString("ferret.block_plan"), &o.block_size));
   o.server_lr = config.GetDouble("ferret.server_lr");
