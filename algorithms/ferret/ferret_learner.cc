@@ -67,7 +67,12 @@ Result<Payload> FerretLearner::Train(const Task& task, const ParamSet& global, T
                       ferret::Project(plan, basis, local.values(), options));
 
   Payload payload;
-  payload.bytes = ferret::SerializeCoefficientTable(table, projection.value_format);
+  if (projection.upload_format == ferret::CoefficientTableFormat::kSampledInt8) {
+    FL_ASSIGN_OR_RETURN(payload.bytes,
+                        ferret::SerializeSampledCoefficientTable(table, options.selection_seed));
+  } else {
+    payload.bytes = ferret::SerializeCoefficientTable(table, projection.upload_format);
+  }
   UpdateMeta& meta = payload.meta;
   meta.round = task.round;
   meta.base_version = task.model_version;

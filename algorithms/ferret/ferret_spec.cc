@@ -22,7 +22,7 @@ constexpr char kSelection[] = "ferret.selection";
 constexpr char kBudget[] = "ferret.budget";
 constexpr char kMinPerBlock[] = "ferret.min_per_block";
 // Optional: tasks without it upload float32 values.
-constexpr char kValueFormat[] = "ferret.value_format";
+constexpr char kUploadFormat[] = "ferret.upload_format";
 
 Result<uint32_t> ReadU32(const std::map<std::string, double>& extra, const char* key) {
   auto it = extra.find(key);
@@ -108,7 +108,7 @@ void WriteFerretExtra(const FerretRoundSpec& spec, const FerretProjection& proje
   (*extra)[kSelection] = static_cast<uint32_t>(projection.selection);
   (*extra)[kBudget] = projection.budget;
   (*extra)[kMinPerBlock] = projection.min_per_block;
-  (*extra)[kValueFormat] = static_cast<uint32_t>(projection.value_format);
+  (*extra)[kUploadFormat] = static_cast<uint32_t>(projection.upload_format);
 }
 
 Status ReadFerretExtra(const std::map<std::string, double>& extra, FerretRoundSpec* spec,
@@ -143,12 +143,13 @@ Status ReadFerretExtra(const std::map<std::string, double>& extra, FerretRoundSp
   }
   FL_ASSIGN_OR_RETURN(p.budget, ReadU32(extra, kBudget));
   FL_ASSIGN_OR_RETURN(p.min_per_block, ReadU32(extra, kMinPerBlock));
-  if (extra.count(kValueFormat) != 0) {
-    FL_ASSIGN_OR_RETURN(uint32_t format, ReadU32(extra, kValueFormat));
-    p.value_format = static_cast<ferret::CoefficientValueFormat>(format);
-    if (p.value_format != ferret::CoefficientValueFormat::kFloat32 &&
-        p.value_format != ferret::CoefficientValueFormat::kBFloat16) {
-      return Status::InvalidArgument(std::string(kValueFormat) + ": unknown value " +
+  if (extra.count(kUploadFormat) != 0) {
+    FL_ASSIGN_OR_RETURN(uint32_t format, ReadU32(extra, kUploadFormat));
+    p.upload_format = static_cast<ferret::CoefficientTableFormat>(format);
+    if (p.upload_format != ferret::CoefficientTableFormat::kFloat32 &&
+        p.upload_format != ferret::CoefficientTableFormat::kBFloat16 &&
+        p.upload_format != ferret::CoefficientTableFormat::kSampledInt8) {
+      return Status::InvalidArgument(std::string(kUploadFormat) + ": unknown value " +
                                      std::to_string(format));
     }
   }

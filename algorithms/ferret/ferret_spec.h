@@ -45,7 +45,7 @@ struct FerretProjection {
   uint32_t budget = 0;  // n_l (fixed) or the proportional budget; 0 means K
   uint32_t min_per_block = 2;
   // Width of the uploaded coefficients (aggregates and replay records are float32).
-  ferret::CoefficientValueFormat value_format = ferret::CoefficientValueFormat::kFloat32;
+  ferret::CoefficientTableFormat upload_format = ferret::CoefficientTableFormat::kFloat32;
 };
 
 // InvalidArgument naming the field if an enum is unknown, K is out of range, or a

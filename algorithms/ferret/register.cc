@@ -70,7 +70,9 @@ nlohmann::json FerretConfigDefaults() {
            {"selection", "fixed"},           // fixed (n_l = bases_per_block) | norm
            {"bases_per_block", 0},           // n_l or the norm budget; 0 = num_bases
            {"min_per_block", 2},             // floor of n_l under selection=norm
-           {"upload_values", "f32"},         // f32 | bf16 (half the upload bytes)
+           // f32 | bf16 (2 bytes a coefficient) | int8 (1 byte a coefficient, and the
+           // client's selection seed instead of a K-bit map per block)
+           {"upload_format", "f32"},
            {"clip", 10.0},                   // per-term norm clip; 0 disables
            {"block_plan", "reference"},      // reference | fixed:<n>
            {"server_lr", 1.0},
@@ -117,11 +119,12 @@ Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t min_per_block,
                       IntInRange(config, "ferret.min_per_block", 1, ferret::kMaxSeeds));
   o.projection.min_per_block = static_cast<uint32_t>(min_per_block);
-  FL_ASSIGN_OR_RETURN(o.projection.value_format,
-                      Choice<ferret::CoefficientValueFormat>(
-                          config, "ferret.upload_values",
-                          {{"f32", ferret::CoefficientValueFormat::kFloat32},
-                           {"bf16", ferret::CoefficientValueFormat::kBFloat16}}));
+  FL_ASSIGN_OR_RETURN(o.projection.upload_format,
+                      Choice<ferret::CoefficientTableFormat>(
+                          config, "ferret.upload_format",
+                          {{"f32", ferret::CoefficientTableFormat::kFloat32},
+                           {"bf16", ferret::CoefficientTableFormat::kBFloat16},
+                           {"int8", ferret::CoefficientTableFormat::kSampledInt8}}));
   o.clip = config.GetDouble("ferret.clip");
   FL_ASSIGN_OR_RETURN(o.plan_kind, ParsePlan(config.GetString("ferret.block_plan"), &o.block_size));
   o.server_lr = config.GetDouble("ferret.server_lr");

@@ -100,7 +100,7 @@ TEST(FerretSpecTest, ExtraCarriesSpecExactlyAndNamesMissingKeys) {
   projection.selection = ferret::SelectionPolicy::kProportional;
   projection.budget = 50;
   projection.min_per_block = 3;
-  projection.value_format = ferret::CoefficientValueFormat::kBFloat16;
+  projection.upload_format = ferret::CoefficientTableFormat::kBFloat16;
   std::map<std::string, double> extra;
   WriteFerretExtra(spec, projection, &extra);
 
@@ -112,17 +112,17 @@ TEST(FerretSpecTest, ExtraCarriesSpecExactlyAndNamesMissingKeys) {
   EXPECT_EQ(projection2.selection, projection.selection);
   EXPECT_EQ(projection2.budget, 50u);
   EXPECT_EQ(projection2.min_per_block, 3u);
-  EXPECT_EQ(projection2.value_format, ferret::CoefficientValueFormat::kBFloat16);
+  EXPECT_EQ(projection2.upload_format, ferret::CoefficientTableFormat::kBFloat16);
   // Tasks from servers that predate the value format mean float32.
   std::map<std::string, double> no_format = extra;
-  no_format.erase("ferret.value_format");
+  no_format.erase("ferret.upload_format");
   ASSERT_TRUE(ReadFerretExtra(no_format, &spec2, &projection2).ok());
-  EXPECT_EQ(projection2.value_format, ferret::CoefficientValueFormat::kFloat32);
+  EXPECT_EQ(projection2.upload_format, ferret::CoefficientTableFormat::kFloat32);
   std::map<std::string, double> bad_format = extra;
-  bad_format["ferret.value_format"] = 7;
+  bad_format["ferret.upload_format"] = 7;
   Status bad = ReadFerretExtra(bad_format, &spec2, &projection2);
   EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.message(), HasSubstr("ferret.value_format"));
+  EXPECT_THAT(bad.message(), HasSubstr("ferret.upload_format"));
 
   std::map<std::string, double> missing = extra;
   missing.erase("ferret.num_bases");
@@ -148,7 +148,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   Result<FerretOptions> o = FerretOptionsFromConfig(build(
       {"algorithm.name=ferret", "ferret.num_bases=64", "ferret.block_plan=fixed:1000",
        "ferret.distribution=uniform", "ferret.selection=norm", "ferret.seed=9",
-       "ferret.server_momentum=0.5", "ferret.upload_values=bf16", "train.local_steps=3"}));
+       "ferret.server_momentum=0.5", "ferret.upload_format=bf16", "train.local_steps=3"}));
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->num_bases, 64u);
   EXPECT_EQ(o->plan_kind, ferret::BlockPlanKind::kFixedSize);
@@ -156,7 +156,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   EXPECT_EQ(o->distribution, BasisDistribution::kUniform);
   EXPECT_EQ(o->projection.selection, ferret::SelectionPolicy::kProportional);
   EXPECT_EQ(o->pool_seed, 9u);
-  EXPECT_EQ(o->projection.value_format, ferret::CoefficientValueFormat::kBFloat16);
+  EXPECT_EQ(o->projection.upload_format, ferret::CoefficientTableFormat::kBFloat16);
   EXPECT_EQ(o->train.local_steps, 3);
   EXPECT_EQ(o->train.upload_encoding, Encoding::kFerret);
 
@@ -173,7 +173,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
               HasSubstr("ferret.server_momentum"));
   EXPECT_THAT(error({"ferret.server_lr=0"}).message(), HasSubstr("ferret.server_lr"));
   EXPECT_THAT(error({"ferret.clip=-1"}).message(), HasSubstr("ferret.clip"));
-  EXPECT_THAT(error({"ferret.upload_values=f16"}).message(), HasSubstr("ferret.upload_values"));
+  EXPECT_THAT(error({"ferret.upload_format=f16"}).message(), HasSubstr("ferret.upload_format"));
   EXPECT_THAT(error({"ferret.bases_per_block=500"}).message(), HasSubstr("ferret.bases_per_block"));
 
   // The registry builds it by name, and its learner and replayer are registered.
@@ -557,6 +557,39 @@ TEST(FerretLearnerTest, UploadsTheProjectionOfTheDescentDirection) {
   dense.config.upload_encoding = Encoding::kDenseF32;
   EXPECT_EQ(learner.Train(dense, global, trainer, cancel).status().code(),
             StatusCode::kInvalidArgument);
+}
+
+TEST(FerretLearnerTest, Int8UploadsCarryTheSelectionSeedAndTheServerAcceptsThem) {
+  constexpr size_t kDim = 16;
+  std::vector<float> x, y;
+  examples::MakeLinearData(kDim, 64, 3, &x, &y);
+  examples::LinearTrainer trainer(kDim, x, y);
+  FerretOptions options = SmallOptions();
+  options.num_bases = 4096;           // a large pool ...
+  options.projection.budget = 6;      // ... of which each client draws a few
+  options.projection.upload_format = ferret::CoefficientTableFormat::kSampledInt8;
+  FerretStrategy strategy(options);
+  const ParamSet global = RandomParams(trainer.layout(), 9, 0.1f);
+  Task task;
+  task.kind = TaskKind::kTrain;
+  task.round = 1;
+  task.algorithm = "ferret";
+  task.config = strategy.ConfigureRound(1);
+  task.config.seed = 77;
+  FerretLearner learner;
+  CancelToken cancel;
+  Result<Payload> p = learner.Train(task, global, trainer, cancel);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  Result<ferret::CoefficientTable> table = ferret::ParseCoefficientTable(p->bytes);
+  ASSERT_TRUE(table.ok()) << table.status().ToString();
+  const FerretRoundSpec spec = strategy.SpecForRound(1);
+  Result<ferret::BlockPlan> plan = MakeFerretPlan(spec, global.layout());
+  ASSERT_TRUE(plan.ok());
+  // 44-byte header with the seed, then 9 bytes and 6 values per block: no 512-byte maps.
+  EXPECT_EQ(p->bytes.size(), 44u + plan->num_blocks() * (9u + 6u));
+  EXPECT_EQ(table->size(), plan->num_blocks() * 6u);
+  auto agg = strategy.NewRoundAggregator(global, 1);
+  ASSERT_TRUE(agg->Accumulate(*p).ok()) << "the server accepts the int8 table";
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Block plans, seed pools, basis selection and coefficient tables of the Ferret codec.
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -7,6 +8,7 @@
 #include <limits>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,8 @@
 
 namespace fl::internal::ferret {
 namespace {
+
+using ::testing::HasSubstr;
 
 Layout MakeLayout(const std::vector<int64_t>& sizes) {
   Layout layout;
@@ -146,6 +150,39 @@ TEST(SelectionTest, DrawsWithoutReplacementDeterministicallyAndUniformly) {
   EXPECT_NE(SelectBasisIndices(K, n, 5, 0), SelectBasisIndices(K, n, 5, 1));
 }
 
+// The shuffle as first written, over a materialized array of all K indices: the O(n)
+// implementation must pick exactly the same indices (they are part of the wire format).
+std::vector<uint32_t> DenseSelection(uint32_t K, uint32_t n, uint64_t seed, uint32_t block) {
+  std::vector<uint32_t> all(K);
+  for (uint32_t i = 0; i < K; ++i) all[i] = i;
+  const PhiloxStream s = MakePhiloxStream(seed, block, kPhiloxDomainSelection);
+  Philox4x32Counter r{};
+  for (uint32_t i = 0; i < n; ++i) {
+    if (i % 4 == 0) r = s.At(i / 4);
+    const uint32_t pick = i + static_cast<uint32_t>((uint64_t{r.v[i % 4]} * (K - i)) >> 32);
+    std::swap(all[i], all[pick]);
+  }
+  all.resize(n);
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+TEST(SelectionTest, SparseShuffleMatchesTheDenseOneAndScalesWithN) {
+  for (uint32_t K : {2u, 7u, 200u, 4096u}) {
+    for (uint32_t n : {1u, K / 2, K - 1}) {
+      if (n == 0) continue;
+      for (uint64_t seed : {0ull, 3ull, 0xfeedfacecafebeefull}) {
+        EXPECT_EQ(SelectBasisIndices(K, n, seed, 5), DenseSelection(K, n, seed, 5))
+            << K << " " << n << " " << seed;
+      }
+    }
+  }
+  // A pool of 2^20 with 3 picks: only the picks are stored.
+  const std::vector<uint32_t> few = SelectBasisIndices(kMaxSeeds, 3, 9, 0);
+  ASSERT_EQ(few.size(), 3u);
+  EXPECT_LT(few.back(), kMaxSeeds);
+}
+
 TEST(SelectionTest, BasesPerBlockPolicies) {
   const std::vector<double> norms = {1.0, 0.5, 0.01, 0.0};
   ProjectOptions fixed;
@@ -224,7 +261,7 @@ TEST(CoefficientTableTest, RoundTripIsBitExactIncludingNonFinite) {
 
 TEST(CoefficientTableTest, BFloat16ValuesHalveTheValueBytesAndRoundToNearest) {
   const CoefficientTable t = SampleTable();
-  const std::string bytes = SerializeCoefficientTable(t, CoefficientValueFormat::kBFloat16);
+  const std::string bytes = SerializeCoefficientTable(t, CoefficientTableFormat::kBFloat16);
   // Version 2, the same header and bitmaps, 2 bytes per value.
   ASSERT_EQ(bytes.size(), 36u + 3 * 6 + 5 * 2);
   EXPECT_EQ(bytes.substr(0, 8), std::string("FLFC\x02\x00\x00\x00", 8));
@@ -238,7 +275,7 @@ TEST(CoefficientTableTest, BFloat16ValuesHalveTheValueBytesAndRoundToNearest) {
       ASSERT_TRUE(random.Append(l, k, std::normal_distribution<float>(0, 1e-6f)(rng)).ok());
     }
   }
-  const std::string wire = SerializeCoefficientTable(random, CoefficientValueFormat::kBFloat16);
+  const std::string wire = SerializeCoefficientTable(random, CoefficientTableFormat::kBFloat16);
   Result<CoefficientTable> back = ParseCoefficientTable(wire);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   ASSERT_EQ(back->size(), random.size());
@@ -249,9 +286,125 @@ TEST(CoefficientTableTest, BFloat16ValuesHalveTheValueBytesAndRoundToNearest) {
     // Tiny values keep their relative precision (no underflow as in IEEE half).
     EXPECT_LE(std::fabs(w - v), std::fabs(v) * (1.0f / 256)) << v;
   }
-  EXPECT_EQ(SerializeCoefficientTable(*back, CoefficientValueFormat::kBFloat16), wire);
+  EXPECT_EQ(SerializeCoefficientTable(*back, CoefficientTableFormat::kBFloat16), wire);
   for (size_t n = 0; n < wire.size(); ++n) {
     EXPECT_FALSE(ParseCoefficientTable(wire.substr(0, n)).ok()) << n;
+  }
+}
+
+std::string Patched(std::string bytes, size_t at, const std::string& with) {
+  bytes.replace(at, with.size(), with);
+  return bytes;
+}
+
+// A table as a client projects it: block l holds n_l bases drawn from a pool of K with
+// `seed`, and values of mixed magnitudes (block 1 all zero).
+CoefficientTable SampledTable(uint32_t K, uint64_t seed) {
+  CoefficientTable t(7, 8, K, 4);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  const uint32_t counts[4] = {5, 3, 0, std::min<uint32_t>(K, 40)};
+  for (uint32_t l = 0; l < 4; ++l) {
+    if (counts[l] == 0) continue;
+    for (uint32_t k : SelectBasisIndices(K, counts[l], seed, l)) {
+      const float v = l == 1 ? 0.0f : std::normal_distribution<float>(0, l == 0 ? 1e-5f : 3.0f)(rng);
+      EXPECT_TRUE(t.Append(l, k, v).ok());
+    }
+  }
+  return t;
+}
+
+TEST(CoefficientTableTest, SampledInt8SendsTheSeedNotTheMapAndOneByteAValue) {
+  const uint64_t seed = 0xabcdef0123ull;
+  const CoefficientTable t = SampledTable(1u << 20, seed);
+  Result<std::string> bytes = SerializeSampledCoefficientTable(t, seed);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  // 36-byte header, the seed, 3 records of 9 bytes, one byte per value: a pool of 2^20
+  // bases costs nothing per block (a bitmap would take 128 KiB each).
+  EXPECT_EQ(bytes->size(), 36u + 8 + 3 * 9 + t.size());
+  EXPECT_EQ(bytes->substr(0, 8), std::string("FLFC\x03\x00\x00\x00", 8));
+  Result<CoefficientTable> back = ParseCoefficientTable(*bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->size(), t.size());
+  for (uint32_t l = 0; l < 4; ++l) {
+    std::span<const Coefficient> a = t.BlockEntries(l), b = back->BlockEntries(l);
+    ASSERT_EQ(a.size(), b.size());
+    float max_abs = 0;
+    for (const Coefficient& c : a) max_abs = std::max(max_abs, std::fabs(c.value));
+    for (size_t j = 0; j < a.size(); ++j) {
+      EXPECT_EQ(a[j].seed, b[j].seed);
+      // Rounding to 1/127 of the record's largest value at worst (half a step, and the
+      // step can be twice max/127 because exponents are powers of two).
+      EXPECT_LE(std::fabs(a[j].value - b[j].value), max_abs / 127) << l << " " << j;
+    }
+  }
+  // One encoding: the parsed table serializes to the same bytes.
+  Result<std::string> again = SerializeSampledCoefficientTable(*back, seed);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *bytes);
+
+  // A table whose seeds were not drawn from the given selection seed is refused.
+  Result<std::string> wrong = SerializeSampledCoefficientTable(t, seed + 1);
+  EXPECT_EQ(wrong.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong.status().message(), HasSubstr("block 0"));
+  CoefficientTable huge(1, 2, 10, 1);
+  for (uint32_t k : SelectBasisIndices(10, 2, 3, 0)) {
+    ASSERT_TRUE(huge.Append(0, k, std::numeric_limits<float>::max()).ok());
+  }
+  EXPECT_EQ(SerializeSampledCoefficientTable(huge, 3).status().code(),
+            StatusCode::kInvalidArgument);
+  CoefficientTable nonfinite(1, 2, 10, 1);
+  for (uint32_t k : SelectBasisIndices(10, 2, 3, 0)) {
+    ASSERT_TRUE(nonfinite.Append(0, k, std::numeric_limits<float>::infinity()).ok());
+  }
+  EXPECT_EQ(SerializeSampledCoefficientTable(nonfinite, 3).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(CoefficientTableTest, SampledInt8MalformedRecordsAreRejectedPrecisely) {
+  const uint64_t seed = 99;
+  const CoefficientTable t = SampledTable(64, seed);
+  Result<std::string> good = SerializeSampledCoefficientTable(t, seed);
+  ASSERT_TRUE(good.ok());
+  auto status = [](const std::string& b) { return ParseCoefficientTable(b).status(); };
+  // Record 0 starts at 44: u32 block, u32 n, i8 exponent, 5 values.
+  EXPECT_THAT(status(Patched(*good, 48, std::string("\0\0\0\0", 4))).message(),
+              HasSubstr("samples 0 of 64"));
+  EXPECT_THAT(status(Patched(*good, 48, std::string("\x41\0\0\0", 4))).message(),
+              HasSubstr("samples 65 of 64"));
+  // The last record (block 3, 40 values, n at 74) claims one value more than the input
+  // holds: truncated, found before drawing any index.
+  EXPECT_EQ(status(Patched(*good, 74, std::string("\x29\0\0\0", 4))).code(),
+            StatusCode::kDataLoss);
+  // An exponent whose values overflow float.
+  EXPECT_THAT(status(Patched(*good, 52, "\x7f")).message(), HasSubstr("overflows float"));
+  EXPECT_THAT(status(Patched(*good, 53, "\x80")).message(), HasSubstr("-128"));
+  // Exponent one higher than needed: every |q| would be below 64.
+  const int8_t exponent = static_cast<int8_t>((*good)[52]);
+  std::string halved = *good;
+  halved[52] = static_cast<char>(exponent + 1);
+  for (int j = 0; j < 5; ++j) halved[53 + j] = static_cast<char>(static_cast<int8_t>(halved[53 + j]) / 2);
+  EXPECT_THAT(status(halved).message(), HasSubstr("non-minimal exponent"));
+  // The all-zero record of block 1 must use the smallest exponent.
+  const size_t zero_record = 44 + 9 + 5;
+  EXPECT_EQ(static_cast<int8_t>((*good)[zero_record + 8]), -128);
+  EXPECT_THAT(status(Patched(*good, zero_record + 8, "\x05")).message(),
+              HasSubstr("non-minimal exponent"));
+  EXPECT_EQ(status(*good + "x").code(), StatusCode::kDataLoss);
+  for (size_t n = 0; n < good->size(); ++n) {
+    EXPECT_FALSE(ParseCoefficientTable(good->substr(0, n)).ok()) << n;
+  }
+  // Random corruption never crashes, and whatever parses has one encoding.
+  std::mt19937 rng(4);
+  for (int trial = 0; trial < 20000; ++trial) {
+    std::string b = *good;
+    for (int f = 0; f < 1 + trial % 3; ++f) b[44 + rng() % (b.size() - 44)] = static_cast<char>(rng());
+    Result<CoefficientTable> r = ParseCoefficientTable(b);
+    if (!r.ok()) continue;
+    uint64_t s = 0;
+    for (int i = 0; i < 8; ++i) s |= uint64_t{static_cast<unsigned char>(b[36 + i])} << (8 * i);
+    Result<std::string> again = SerializeSampledCoefficientTable(*r, s);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, b);
   }
 }
 
@@ -266,10 +419,6 @@ TEST(CoefficientTableTest, EveryTruncationIsDataLossOrInvalid) {
   EXPECT_EQ(ParseCoefficientTable(bytes + "x").status().code(), StatusCode::kDataLoss);
 }
 
-std::string Patched(std::string bytes, size_t at, const std::string& with) {
-  bytes.replace(at, with.size(), with);
-  return bytes;
-}
 
 TEST(CoefficientTableTest, MalformedFieldsAreRejectedPrecisely) {
   const std::string good = SerializeCoefficientTable(SampleTable());
@@ -307,7 +456,7 @@ TEST(CoefficientTableTest, RandomCorruptionNeverCrashes) {
       ++parsed;
       // Whatever parses re-serializes to the same bytes: one encoding per table and
       // value format (a flipped version byte may turn float32 values into bfloat16).
-      EXPECT_EQ(SerializeCoefficientTable(*r, static_cast<CoefficientValueFormat>(b[4])), b);
+      EXPECT_EQ(SerializeCoefficientTable(*r, static_cast<CoefficientTableFormat>(b[4])), b);
     }
   }
   EXPECT_GT(parsed, 0);  // value-only corruption still parses

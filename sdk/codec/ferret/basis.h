@@ -49,6 +49,13 @@ struct BasisSpec {
 // deduplicated deterministically if two collide.
 std::vector<uint64_t> MakeSeedPool(uint64_t run_seed, uint64_t epoch, uint32_t count);
 
+// The n indices of the K pool that block `block` uses: 0..K-1 if n >= K, else n distinct
+// indices drawn by a partial Fisher-Yates shuffle on the Philox stream
+// (selection_seed, block, kPhiloxDomainSelection), returned in increasing order.
+// O(n) time and memory whatever K is, so a parser may call it on untrusted (K, n).
+std::vector<uint32_t> SelectBasisIndices(uint32_t num_seeds, uint32_t n, uint64_t selection_seed,
+                                         uint32_t block);
+
 // a_l for a block of `block_size` entries.
 double EntryAmplitude(BasisAmplitude amplitude, size_t block_size);
 

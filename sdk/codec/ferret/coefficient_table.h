@@ -5,19 +5,29 @@
 // projection) and the server aggregates, stores and broadcasts for replay.
 //
 // Wire format (all integers little endian):
-//   "FLFC"  u32 version (1: values are IEEE float32, 2: values are bfloat16)
+//   "FLFC"  u32 version: the table format (1 float32, 2 bfloat16, 3 sampled int8)
 //   u64 plan_hash   u64 basis_hash   u32 num_seeds (K)   u32 num_blocks (L)
 //   u32 num_records
-//   per record, blocks strictly increasing:
+// Formats 1 and 2, per record, blocks strictly increasing:
 //     u32 block   u8 used[ceil(K / 8)] (bit k%8 of byte k/8 = seed k present)
-//     value[popcount(used)] in increasing k
-// A record lists at least one seed, and bits at k >= K are zero, so every table of a
-// given value format has exactly one encoding. About 4 (or 2) bytes per coefficient
-// plus K/8 + 4 bytes per block.
+//     value[popcount(used)] in increasing k, as float32 or bfloat16
+//   A record lists at least one seed and bits at k >= K are zero.
+//   About 4 (or 2) bytes per coefficient plus K/8 + 4 bytes per block.
+// Format 3 ("sampled"): after the header, u64 selection_seed; per record, blocks
+// strictly increasing:
+//     u32 block   u32 n (1..K)   i8 exponent   i8 q[n]
+//   The record's seeds are SelectBasisIndices(K, n, selection_seed, block) (basis.h) in
+//   increasing order, with values q_j * 2^exponent. The exponent is the smallest in
+//   [-128, 127] that keeps every |q| <= 127 (round to nearest even), so q = -128 never
+//   occurs and a record with exponent > -128 has some |q| >= 64.
+//   One byte per coefficient plus 9 bytes per block, whatever K is: a client that draws
+//   a few bases from a large pool sends their seed instead of a K-bit map.
+// Every table has exactly one encoding in each format.
 //
-// bfloat16 is for uploads: a coefficient's rounding error (< 0.4%) is far below the
-// projection's own error, and it keeps float32's range, so small updates do not
-// underflow as they would in IEEE half. Aggregates and replay records stay float32.
+// bfloat16 and int8 are for uploads: their rounding (< 0.4% of a value, < 0.8% of a
+// record's largest value) is far below the projection's own error, and neither
+// underflows on small updates as IEEE half would. Aggregates and replay records stay
+// float32.
 
 #include <cstdint>
 #include <span>
@@ -31,9 +41,10 @@ namespace fl::internal::ferret {
 
 inline constexpr char kCoefficientTableMagic[4] = {'F', 'L', 'F', 'C'};
 // Persisted on the wire as the table's version: never change existing values.
-enum class CoefficientValueFormat : uint32_t {
+enum class CoefficientTableFormat : uint32_t {
   kFloat32 = 1,
   kBFloat16 = 2,
+  kSampledInt8 = 3,
 };
 // Upper bound on L accepted from the wire.
 inline constexpr uint32_t kMaxBlocks = 1u << 24;
@@ -79,16 +90,25 @@ class CoefficientTable {
   std::vector<Coefficient> entries_;
 };
 
-// kBFloat16 rounds each value to nearest even; the parsed table holds the rounded values.
+// Formats 1 and 2 (kSampledInt8 is SerializeSampledCoefficientTable's). kBFloat16
+// rounds each value to nearest even; the parsed table holds the rounded values.
 std::string SerializeCoefficientTable(
     const CoefficientTable& table,
-    CoefficientValueFormat format = CoefficientValueFormat::kFloat32);
+    CoefficientTableFormat format = CoefficientTableFormat::kFloat32);
+
+// Format 3: every block's seeds must be SelectBasisIndices(K, n_l, selection_seed, l),
+// as Project draws them. InvalidArgument naming the block if they are not, or if a
+// value is not finite. The parsed table holds the quantized values.
+Result<std::string> SerializeSampledCoefficientTable(const CoefficientTable& table,
+                                                     uint64_t selection_seed);
 
 // Bounds-checked parse of untrusted bytes; never crashes, never allocates more than the
 // input justifies. DataLoss: truncated input or trailing bytes. InvalidArgument: wrong
-// magic or unknown version (value format), K = 0 or K > kMaxSeeds, L > kMaxBlocks, a block index >= L or not
-// strictly increasing, an empty record, or a used-bit at k >= K. Non-finite values parse
-// (they round-trip bit for bit); ValidateCoefficientTable rejects them.
+// magic or unknown version (table format), K = 0 or K > kMaxSeeds, L > kMaxBlocks, a
+// block index >= L or not strictly increasing, an empty record, a used-bit at k >= K,
+// or (format 3) n outside [1, K], q = -128 or an exponent that is not the smallest.
+// Non-finite values parse (they round-trip bit for bit); ValidateCoefficientTable
+// rejects them. Work and memory are linear in the input size.
 Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes);
 
 // Checks a table against what the receiver expects before it is used.

@@ -42,26 +42,6 @@ size_t BasisNormCache::KeyHash::operator()(const Key& k) const {
   return static_cast<size_t>(h ^ (h >> 29));
 }
 
-std::vector<uint32_t> SelectBasisIndices(uint32_t num_seeds, uint32_t n, uint64_t selection_seed,
-                                         uint32_t block) {
-  std::vector<uint32_t> all(num_seeds);
-  std::iota(all.begin(), all.end(), 0u);
-  if (n >= num_seeds) return all;
-  const PhiloxStream s = MakePhiloxStream(selection_seed, block, kPhiloxDomainSelection);
-  Philox4x32Counter r{};
-  for (uint32_t i = 0; i < n; ++i) {
-    if (i % 4 == 0) r = s.At(i / 4);
-    // Multiply-shift maps a 32-bit word onto [0, remaining): bias below K / 2^32.
-    const uint32_t remaining = num_seeds - i;
-    const uint32_t pick =
-        i + static_cast<uint32_t>((static_cast<uint64_t>(r.v[i % 4]) * remaining) >> 32);
-    std::swap(all[i], all[pick]);
-  }
-  all.resize(n);
-  std::sort(all.begin(), all.end());
-  return all;
-}
-
 Result<std::vector<double>> BlockNorms(const BlockPlan& plan, std::span<const float> delta) {
   if (delta.size() != plan.total_size()) {
     return Status::InvalidArgument("ferret update has " + std::to_string(delta.size()) +

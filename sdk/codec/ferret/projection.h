@@ -59,8 +59,7 @@ struct ProjectOptions {
   // kProportional floor (the reference uses 2). Capped at K.
   uint32_t min_per_block = 2;
   CoefficientScale scale = CoefficientScale::kUnbiased;
-  // Drives which indices a block uses when n_l < K (Philox domain kPhiloxDomainSelection,
-  // block l in the counter). Derive it from (run, client, round) for independent draws.
+  // Drives which indices a block uses when n_l < K (SelectBasisIndices in basis.h). Derive it from (run, client, round) for independent draws.
   uint64_t selection_seed = 0;
   // CPU threads; 0 means hardware concurrency. Results do not depend on it.
   int num_threads = 1;
@@ -114,12 +113,6 @@ struct ReconstructStats {
   uint64_t terms_clipped = 0;            // of those, scaled down to clip_norm
   uint64_t terms_skipped_nonfinite = 0;  // non-finite coefficient or term scale: skipped
 };
-
-// The n indices of the K pool that block `block` uses: 0..K-1 if n >= K, else n distinct
-// indices drawn by a partial Fisher-Yates shuffle on the Philox stream
-// (selection_seed, block, kPhiloxDomainSelection), returned in increasing order.
-std::vector<uint32_t> SelectBasisIndices(uint32_t num_seeds, uint32_t n, uint64_t selection_seed,
-                                         uint32_t block);
 
 // ||delta_l|| per block, in double, summed in entry order. InvalidArgument if
 // delta.size() != plan.total_size() or delta holds a non-finite value (named by index).
