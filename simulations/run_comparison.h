@@ -17,15 +17,14 @@ namespace fl::internal {
 
 struct RunCurvePoint {
   uint64_t round = 0;
-  double metric = 0;                  // NaN in rounds that were not evaluated
-  double upload_bytes_per_client = 0; // this round's bytes_up / clients
-  double cumulative_upload_per_client = 0; // sum of the above up to this round
+  double metric = 0;                        // NaN in rounds that were not evaluated
+  double upload_bytes_per_client = 0;       // this round's bytes_up / clients
+  double cumulative_upload_per_client = 0;  // sum of the above up to this round
 };
 
 struct RunCurve {
   std::string label;
-  std::string
-      metric_name; // the CSV's second column: accuracy, bits_per_byte, ...
+  std::string metric_name;  // the CSV's second column: accuracy, bits_per_byte, ...
   std::vector<RunCurvePoint> points;
 };
 
@@ -37,14 +36,13 @@ Result<RunCurve> ParseRunCurve(std::string_view csv, std::string label);
 // An SVG with two panels sharing the metric axis: metric vs round, and metric
 // vs cumulative upload per client (log10 axis). InvalidArgument if `runs` is
 // empty or the runs report different metrics.
-Result<std::string> CompareRunsSvg(const std::vector<RunCurve> &runs,
-                                   const std::string &title);
+Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std::string& title);
 
 // One line per run: rounds, first/last/best evaluated metric, mean upload per
 // client and round, and the total upload per client; tab-free, fixed columns
 // for a terminal.
-std::string CompareRunsTable(const std::vector<RunCurve> &runs);
+std::string CompareRunsTable(const std::vector<RunCurve>& runs);
 
-} // namespace fl::internal
+}  // namespace fl::internal
 
-#endif // FL_SIMULATIONS_RUN_COMPARISON_H_
+#endif  // FL_SIMULATIONS_RUN_COMPARISON_H_

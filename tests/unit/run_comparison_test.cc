@@ -1,9 +1,9 @@
 #include "simulations/run_comparison.h"
 
-#include <cmath>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 namespace fl::internal {
 namespace {
@@ -41,20 +41,19 @@ TEST(RunComparisonTest, ParsesPerClientUploadsAndSkipsUnevaluatedRounds) {
 
 TEST(RunComparisonTest, BadFilesNameTheLine) {
   struct Case {
-    const char *csv;
-    const char *message;
+    const char* csv;
+    const char* message;
   };
   const Case cases[] = {
       {"", "line 1"},
       {"step,accuracy\n1,0.5\n", "line 1"},
       {"round,accuracy,bytes_up,clients\n1,0.5,10\n", "line 2: 3 fields"},
-      {"round,accuracy,bytes_up,clients\n1,0.5,10,2\n1,0.6,10,2\n",
-       "line 3: rounds must increase"},
+      {"round,accuracy,bytes_up,clients\n1,0.5,10,2\n1,0.6,10,2\n", "line 3: rounds must increase"},
       {"round,accuracy,bytes_up,clients\n1,nan,10,2\n", "line 2: the metric"},
       {"round,accuracy,bytes_up,clients\n1,0.5,-4,2\n", "line 2"},
       {"round,accuracy,bytes_up,clients\n", "no rounds"},
   };
-  for (const Case &c : cases) {
+  for (const Case& c : cases) {
     Result<RunCurve> r = ParseRunCurve(c.csv, "x");
     ASSERT_FALSE(r.ok()) << c.csv;
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
@@ -73,7 +72,7 @@ TEST(RunComparisonTest, PlotHasBothPanelsPerRunAndTheTableSummarizes) {
        at = svg->find("<polyline", at + 1)) {
     ++lines;
   }
-  EXPECT_EQ(lines, 4u); // two runs, two panels
+  EXPECT_EQ(lines, 4u);  // two runs, two panels
   EXPECT_THAT(*svg, HasSubstr("ferret &lt;K=200&gt;"));
   EXPECT_THAT(*svg, HasSubstr("log scale"));
 
@@ -86,11 +85,9 @@ TEST(RunComparisonTest, PlotHasBothPanelsPerRunAndTheTableSummarizes) {
 
   RunCurve accuracy = *fedavg;
   accuracy.metric_name = "accuracy";
-  EXPECT_EQ(CompareRunsSvg({*fedavg, accuracy}, "x").status().code(),
-            StatusCode::kInvalidArgument);
-  EXPECT_EQ(CompareRunsSvg({}, "x").status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(CompareRunsSvg({*fedavg, accuracy}, "x").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(CompareRunsSvg({}, "x").status().code(), StatusCode::kInvalidArgument);
 }
 
-} // namespace
-} // namespace fl::internal
+}  // namespace
+}  // namespace fl::internal

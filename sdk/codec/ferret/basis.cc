@@ -16,68 +16,57 @@ uint64_t BasisSpec::Hash() const {
   h = FnvMixU64(h, static_cast<uint64_t>(distribution));
   h = FnvMixU64(h, static_cast<uint64_t>(amplitude));
   h = FnvMixU64(h, seeds.size());
-  for (uint64_t s : seeds)
-    h = FnvMixU64(h, s);
+  for (uint64_t s : seeds) h = FnvMixU64(h, s);
   return h;
 }
 
 Status BasisSpec::Validate() const {
   switch (distribution) {
-  case BasisDistribution::kRademacher:
-  case BasisDistribution::kUniform:
-  case BasisDistribution::kGaussian:
-    break;
-  default:
-    return Status::InvalidArgument(
-        "unknown ferret basis distribution " +
-        std::to_string(static_cast<uint32_t>(distribution)));
+    case BasisDistribution::kRademacher:
+    case BasisDistribution::kUniform:
+    case BasisDistribution::kGaussian:
+      break;
+    default:
+      return Status::InvalidArgument("unknown ferret basis distribution " +
+                                     std::to_string(static_cast<uint32_t>(distribution)));
   }
-  if (amplitude != BasisAmplitude::kUnit &&
-      amplitude != BasisAmplitude::kInvSqrtDim) {
-    return Status::InvalidArgument(
-        "unknown ferret basis amplitude " +
-        std::to_string(static_cast<uint32_t>(amplitude)));
+  if (amplitude != BasisAmplitude::kUnit && amplitude != BasisAmplitude::kInvSqrtDim) {
+    return Status::InvalidArgument("unknown ferret basis amplitude " +
+                                   std::to_string(static_cast<uint32_t>(amplitude)));
   }
   if (seeds.empty() || seeds.size() > kMaxSeeds) {
-    return Status::InvalidArgument(
-        "ferret seed pool size " + std::to_string(seeds.size()) +
-        " outside [1, " + std::to_string(kMaxSeeds) + "]");
+    return Status::InvalidArgument("ferret seed pool size " + std::to_string(seeds.size()) +
+                                   " outside [1, " + std::to_string(kMaxSeeds) + "]");
   }
   std::unordered_set<uint64_t> seen;
   seen.reserve(seeds.size());
   for (size_t k = 0; k < seeds.size(); ++k) {
     if (!seen.insert(seeds[k]).second) {
-      return Status::InvalidArgument("ferret seed pool repeats seed " +
-                                     std::to_string(seeds[k]) + " at index " +
-                                     std::to_string(k));
+      return Status::InvalidArgument("ferret seed pool repeats seed " + std::to_string(seeds[k]) +
+                                     " at index " + std::to_string(k));
     }
   }
   return Status::Ok();
 }
 
-std::vector<uint64_t> MakeSeedPool(uint64_t run_seed, uint64_t epoch,
-                                   uint32_t count) {
+std::vector<uint64_t> MakeSeedPool(uint64_t run_seed, uint64_t epoch, uint32_t count) {
   std::vector<uint64_t> seeds;
   seeds.reserve(count);
   std::unordered_set<uint64_t> seen;
   // Counter: {draw index, epoch low, epoch high, domain}; the draw index only
   // runs past `count` in the astronomically unlikely case of a collision.
-  Philox4x32Key key{
-      {static_cast<uint32_t>(run_seed), static_cast<uint32_t>(run_seed >> 32)}};
+  Philox4x32Key key{{static_cast<uint32_t>(run_seed), static_cast<uint32_t>(run_seed >> 32)}};
   for (uint32_t draw = 0; seeds.size() < count; ++draw) {
-    Philox4x32Counter ctr{{draw, static_cast<uint32_t>(epoch),
-                           static_cast<uint32_t>(epoch >> 32),
+    Philox4x32Counter ctr{{draw, static_cast<uint32_t>(epoch), static_cast<uint32_t>(epoch >> 32),
                            kPhiloxDomainSeedPool}};
     const Philox4x32Counter r = Philox4x32_10(ctr, key);
     const uint64_t seed = (static_cast<uint64_t>(r.v[1]) << 32) | r.v[0];
-    if (seen.insert(seed).second)
-      seeds.push_back(seed);
+    if (seen.insert(seed).second) seeds.push_back(seed);
   }
   return seeds;
 }
 
-std::vector<uint32_t> SelectBasisIndices(uint32_t num_seeds, uint32_t n,
-                                         uint64_t selection_seed,
+std::vector<uint32_t> SelectBasisIndices(uint32_t num_seeds, uint32_t n, uint64_t selection_seed,
                                          uint32_t block) {
   if (n >= num_seeds) {
     std::vector<uint32_t> all(num_seeds);
@@ -93,18 +82,15 @@ std::vector<uint32_t> SelectBasisIndices(uint32_t num_seeds, uint32_t n,
     return it == moved.end() ? i : it->second;
   };
   std::vector<uint32_t> picked(n);
-  const PhiloxStream s =
-      MakePhiloxStream(selection_seed, block, kPhiloxDomainSelection);
+  const PhiloxStream s = MakePhiloxStream(selection_seed, block, kPhiloxDomainSelection);
   Philox4x32Counter r{};
   for (uint32_t i = 0; i < n; ++i) {
-    if (i % 4 == 0)
-      r = s.At(i / 4);
+    if (i % 4 == 0) r = s.At(i / 4);
     // Multiply-shift maps a 32-bit word onto [0, remaining): bias below K /
     // 2^32.
     const uint32_t remaining = num_seeds - i;
     const uint32_t pick =
-        i + static_cast<uint32_t>(
-                (static_cast<uint64_t>(r.v[i % 4]) * remaining) >> 32);
+        i + static_cast<uint32_t>((static_cast<uint64_t>(r.v[i % 4]) * remaining) >> 32);
     const uint32_t value_i = at(i);
     picked[i] = at(pick);
     moved[pick] = value_i;
@@ -122,18 +108,18 @@ double EntryAmplitude(BasisAmplitude amplitude, size_t block_size) {
 
 double UnitEntryVariance(BasisDistribution distribution) {
   switch (distribution) {
-  case BasisDistribution::kUniform:
-    return (1.0 - 0x1p-48) / 3.0;
-  case BasisDistribution::kRademacher:
-  case BasisDistribution::kGaussian:
-  default:
-    return 1.0;
+    case BasisDistribution::kUniform:
+      return (1.0 - 0x1p-48) / 3.0;
+    case BasisDistribution::kRademacher:
+    case BasisDistribution::kGaussian:
+    default:
+      return 1.0;
   }
 }
 
-double EntryVariance(const BasisSpec &spec, size_t block_size) {
+double EntryVariance(const BasisSpec& spec, size_t block_size) {
   const double a = EntryAmplitude(spec.amplitude, block_size);
   return a * a * UnitEntryVariance(spec.distribution);
 }
 
-} // namespace fl::internal::ferret
+}  // namespace fl::internal::ferret

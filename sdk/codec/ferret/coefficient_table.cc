@@ -14,31 +14,27 @@
 namespace fl::internal::ferret {
 namespace {
 
-Status Truncated(const char *what) {
-  return Status::DataLoss(std::string("truncated ferret coefficient table: ") +
-                          what);
+Status Truncated(const char* what) {
+  return Status::DataLoss(std::string("truncated ferret coefficient table: ") + what);
 }
 
 std::string Where(uint32_t block, uint32_t seed) {
   return "block " + std::to_string(block) + " seed " + std::to_string(seed);
 }
 
-uint64_t Key(uint32_t block, uint32_t seed) {
-  return (static_cast<uint64_t>(block) << 32) | seed;
-}
+uint64_t Key(uint32_t block, uint32_t seed) { return (static_cast<uint64_t>(block) << 32) | seed; }
 
 // Number of block records (runs of one block) in the entries.
-uint32_t CountRecords(const std::vector<Coefficient> &e) {
+uint32_t CountRecords(const std::vector<Coefficient>& e) {
   uint32_t records = 0;
   for (size_t i = 0; i < e.size(); ++i) {
-    if (i == 0 || e[i].block != e[i - 1].block)
-      ++records;
+    if (i == 0 || e[i].block != e[i - 1].block) ++records;
   }
   return records;
 }
 
-void PutHeader(const CoefficientTable &table, CoefficientTableFormat format,
-               uint32_t records, std::string *out) {
+void PutHeader(const CoefficientTable& table, CoefficientTableFormat format, uint32_t records,
+               std::string* out) {
   out->append(kCoefficientTableMagic, 4);
   PutU32(out, static_cast<uint32_t>(format));
   PutU64(out, table.plan_hash());
@@ -53,23 +49,18 @@ void PutHeader(const CoefficientTable &table, CoefficientTableFormat format,
 int SampledExponent(double max_abs) {
   int e = -128;
   if (max_abs > 0) {
-    e = std::max(-128,
-                 static_cast<int>(std::ceil(std::log2(max_abs / 127.0))) - 1);
-    while (std::nearbyint(std::ldexp(max_abs, -e)) > 127)
-      ++e;
+    e = std::max(-128, static_cast<int>(std::ceil(std::log2(max_abs / 127.0))) - 1);
+    while (std::nearbyint(std::ldexp(max_abs, -e)) > 127) ++e;
   }
   return e;
 }
 
 // Format 3's body after the header, into `table` (its header already set).
-Status ParseSampledRecords(uint32_t records, ByteReader *r,
-                           CoefficientTable *table) {
+Status ParseSampledRecords(uint32_t records, ByteReader* r, CoefficientTable* table) {
   uint64_t selection_seed = 0;
-  if (!r->U64(&selection_seed))
-    return Truncated("selection seed");
+  if (!r->U64(&selection_seed)) return Truncated("selection seed");
   // Each record takes at least 4 + 4 + 1 + 1 bytes.
-  if (records > r->remaining() / 10)
-    return Truncated("block records");
+  if (records > r->remaining() / 10) return Truncated("block records");
   bool have_previous = false;
   uint32_t previous = 0;
   for (uint32_t rec = 0; rec < records; ++rec) {
@@ -79,52 +70,45 @@ Status ParseSampledRecords(uint32_t records, ByteReader *r,
       return Truncated("block record");
     }
     if (block >= table->num_blocks()) {
-      return Status::InvalidArgument("unknown ferret block " +
-                                     std::to_string(block) + " (plan has " +
-                                     std::to_string(table->num_blocks()) + ")");
+      return Status::InvalidArgument("unknown ferret block " + std::to_string(block) +
+                                     " (plan has " + std::to_string(table->num_blocks()) + ")");
     }
     if (have_previous && block <= previous) {
-      return Status::InvalidArgument(
-          "ferret table block " + std::to_string(block) +
-          " does not follow block " + std::to_string(previous));
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     " does not follow block " + std::to_string(previous));
     }
     have_previous = true;
     previous = block;
     if (n == 0 || n > table->num_seeds()) {
-      return Status::InvalidArgument(
-          "ferret table block " + std::to_string(block) + " samples " +
-          std::to_string(n) + " of " + std::to_string(table->num_seeds()) +
-          " bases");
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) + " samples " +
+                                     std::to_string(n) + " of " +
+                                     std::to_string(table->num_seeds()) + " bases");
     }
     // Checked before drawing the n indices, so the work stays linear in the
     // input.
-    if (!r->Bytes(n, &q))
-      return Truncated("values");
+    if (!r->Bytes(n, &q)) return Truncated("values");
     const int exponent = static_cast<int8_t>(exponent_byte[0]);
     int max_q = 0;
     for (char c : q) {
       const int v = static_cast<int8_t>(c);
       if (v == -128) {
-        return Status::InvalidArgument(
-            "ferret table block " + std::to_string(block) +
-            " holds the value -128 (not an int8 coefficient)");
+        return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                       " holds the value -128 (not an int8 coefficient)");
       }
       max_q = std::max(max_q, std::abs(v));
     }
     if (exponent > -128 && max_q < 64) {
-      return Status::InvalidArgument(
-          "ferret table block " + std::to_string(block) +
-          " has a non-minimal exponent " + std::to_string(exponent));
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     " has a non-minimal exponent " + std::to_string(exponent));
     }
     const std::vector<uint32_t> seeds =
         SelectBasisIndices(table->num_seeds(), n, selection_seed, block);
     for (uint32_t j = 0; j < n; ++j) {
-      const float value =
-          static_cast<float>(std::ldexp(static_cast<int8_t>(q[j]), exponent));
+      const float value = static_cast<float>(std::ldexp(static_cast<int8_t>(q[j]), exponent));
       if (!std::isfinite(value)) {
-        return Status::InvalidArgument(
-            "ferret table block " + std::to_string(block) + ": exponent " +
-            std::to_string(exponent) + " overflows float");
+        return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                       ": exponent " + std::to_string(exponent) +
+                                       " overflows float");
       }
       FL_RETURN_IF_ERROR(table->Append(block, seeds[j], value));
     }
@@ -136,55 +120,49 @@ Status ParseSampledRecords(uint32_t records, ByteReader *r,
   return Status::Ok();
 }
 
-} // namespace
+}  // namespace
 
-CoefficientTable::CoefficientTable(uint64_t plan_hash, uint64_t basis_hash,
-                                   uint32_t num_seeds, uint32_t num_blocks)
-    : plan_hash_(plan_hash), basis_hash_(basis_hash), num_seeds_(num_seeds),
+CoefficientTable::CoefficientTable(uint64_t plan_hash, uint64_t basis_hash, uint32_t num_seeds,
+                                   uint32_t num_blocks)
+    : plan_hash_(plan_hash),
+      basis_hash_(basis_hash),
+      num_seeds_(num_seeds),
       num_blocks_(num_blocks) {}
 
 Status CoefficientTable::Append(uint32_t block, uint32_t seed, float value) {
   if (block >= num_blocks_) {
-    return Status::InvalidArgument("unknown ferret block " +
-                                   std::to_string(block) + " (plan has " +
+    return Status::InvalidArgument("unknown ferret block " + std::to_string(block) + " (plan has " +
                                    std::to_string(num_blocks_) + ")");
   }
   if (seed >= num_seeds_) {
-    return Status::InvalidArgument("unknown ferret seed index " +
-                                   std::to_string(seed) + " (pool has " +
-                                   std::to_string(num_seeds_) + ")");
+    return Status::InvalidArgument("unknown ferret seed index " + std::to_string(seed) +
+                                   " (pool has " + std::to_string(num_seeds_) + ")");
   }
-  if (!entries_.empty() &&
-      Key(entries_.back().block, entries_.back().seed) >= Key(block, seed)) {
-    return Status::InvalidArgument(
-        "ferret coefficient " + Where(block, seed) + " is not after " +
-        Where(entries_.back().block, entries_.back().seed));
+  if (!entries_.empty() && Key(entries_.back().block, entries_.back().seed) >= Key(block, seed)) {
+    return Status::InvalidArgument("ferret coefficient " + Where(block, seed) + " is not after " +
+                                   Where(entries_.back().block, entries_.back().seed));
   }
   entries_.push_back({block, seed, value});
   return Status::Ok();
 }
 
-std::span<const Coefficient>
-CoefficientTable::BlockEntries(uint32_t block) const {
-  auto first = std::lower_bound(
-      entries_.begin(), entries_.end(), block,
-      [](const Coefficient &c, uint32_t b) { return c.block < b; });
-  auto last = std::upper_bound(
-      first, entries_.end(), block,
-      [](uint32_t b, const Coefficient &c) { return b < c.block; });
-  return {entries_.data() + (first - entries_.begin()),
-          static_cast<size_t>(last - first)};
+std::span<const Coefficient> CoefficientTable::BlockEntries(uint32_t block) const {
+  auto first = std::lower_bound(entries_.begin(), entries_.end(), block,
+                                [](const Coefficient& c, uint32_t b) { return c.block < b; });
+  auto last = std::upper_bound(first, entries_.end(), block,
+                               [](uint32_t b, const Coefficient& c) { return b < c.block; });
+  return {entries_.data() + (first - entries_.begin()), static_cast<size_t>(last - first)};
 }
 
-bool CoefficientTable::operator==(const CoefficientTable &other) const {
+bool CoefficientTable::operator==(const CoefficientTable& other) const {
   if (plan_hash_ != other.plan_hash_ || basis_hash_ != other.basis_hash_ ||
       num_seeds_ != other.num_seeds_ || num_blocks_ != other.num_blocks_ ||
       entries_.size() != other.entries_.size()) {
     return false;
   }
   for (size_t i = 0; i < entries_.size(); ++i) {
-    const Coefficient &a = entries_[i];
-    const Coefficient &b = other.entries_[i];
+    const Coefficient& a = entries_[i];
+    const Coefficient& b = other.entries_[i];
     if (a.block != b.block || a.seed != b.seed ||
         std::bit_cast<uint32_t>(a.value) != std::bit_cast<uint32_t>(b.value)) {
       return false;
@@ -193,28 +171,24 @@ bool CoefficientTable::operator==(const CoefficientTable &other) const {
   return true;
 }
 
-std::string SerializeCoefficientTable(const CoefficientTable &table,
+std::string SerializeCoefficientTable(const CoefficientTable& table,
                                       CoefficientTableFormat format) {
   const bool bf16 = format == CoefficientTableFormat::kBFloat16;
   const size_t bitmap_bytes = (static_cast<size_t>(table.num_seeds()) + 7) / 8;
-  const std::vector<Coefficient> &e = table.entries();
+  const std::vector<Coefficient>& e = table.entries();
   const uint32_t records = CountRecords(e);
   std::string out;
   out.reserve(36 + records * (4 + bitmap_bytes) + (bf16 ? 2 : 4) * e.size());
-  PutHeader(table,
-            bf16 ? CoefficientTableFormat::kBFloat16
-                 : CoefficientTableFormat::kFloat32,
+  PutHeader(table, bf16 ? CoefficientTableFormat::kBFloat16 : CoefficientTableFormat::kFloat32,
             records, &out);
   std::string bitmap;
   for (size_t i = 0; i < e.size();) {
     size_t end = i;
-    while (end < e.size() && e[end].block == e[i].block)
-      ++end;
+    while (end < e.size() && e[end].block == e[i].block) ++end;
     PutU32(&out, e[i].block);
     bitmap.assign(bitmap_bytes, '\0');
     for (size_t j = i; j < end; ++j) {
-      bitmap[e[j].seed / 8] =
-          static_cast<char>(bitmap[e[j].seed / 8] | (1u << (e[j].seed % 8)));
+      bitmap[e[j].seed / 8] = static_cast<char>(bitmap[e[j].seed / 8] | (1u << (e[j].seed % 8)));
     }
     out.append(bitmap);
     for (size_t j = i; j < end; ++j) {
@@ -229,10 +203,9 @@ std::string SerializeCoefficientTable(const CoefficientTable &table,
   return out;
 }
 
-Result<std::string>
-SerializeSampledCoefficientTable(const CoefficientTable &table,
-                                 uint64_t selection_seed) {
-  const std::vector<Coefficient> &e = table.entries();
+Result<std::string> SerializeSampledCoefficientTable(const CoefficientTable& table,
+                                                     uint64_t selection_seed) {
+  const std::vector<Coefficient>& e = table.entries();
   const uint32_t records = CountRecords(e);
   std::string out;
   out.reserve(44 + 9 * static_cast<size_t>(records) + e.size());
@@ -240,8 +213,7 @@ SerializeSampledCoefficientTable(const CoefficientTable &table,
   PutU64(&out, selection_seed);
   for (size_t i = 0; i < e.size();) {
     size_t end = i;
-    while (end < e.size() && e[end].block == e[i].block)
-      ++end;
+    while (end < e.size() && e[end].block == e[i].block) ++end;
     const uint32_t block = e[i].block;
     const uint32_t n = static_cast<uint32_t>(end - i);
     const std::vector<uint32_t> expected =
@@ -262,16 +234,14 @@ SerializeSampledCoefficientTable(const CoefficientTable &table,
     const int exponent = SampledExponent(max_abs);
     if (std::ldexp(std::nearbyint(std::ldexp(max_abs, -exponent)), exponent) >
         std::numeric_limits<float>::max()) {
-      return Status::InvalidArgument("ferret coefficient of block " +
-                                     std::to_string(block) +
+      return Status::InvalidArgument("ferret coefficient of block " + std::to_string(block) +
                                      " is too large for the int8 format");
     }
     PutU32(&out, block);
     PutU32(&out, n);
     out.push_back(static_cast<char>(static_cast<int8_t>(exponent)));
     for (size_t j = i; j < end; ++j) {
-      const double q = std::nearbyint(
-          std::ldexp(static_cast<double>(e[j].value), -exponent));
+      const double q = std::nearbyint(std::ldexp(static_cast<double>(e[j].value), -exponent));
       out.push_back(static_cast<char>(static_cast<int8_t>(q)));
     }
     i = end;
@@ -282,45 +252,35 @@ SerializeSampledCoefficientTable(const CoefficientTable &table,
 Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
   ByteReader r(bytes);
   std::string_view magic;
-  if (!r.Bytes(4, &magic))
-    return Truncated("magic");
+  if (!r.Bytes(4, &magic)) return Truncated("magic");
   if (std::memcmp(magic.data(), kCoefficientTableMagic, 4) != 0) {
-    return Status::InvalidArgument(
-        "not a ferret coefficient table (bad magic)");
+    return Status::InvalidArgument("not a ferret coefficient table (bad magic)");
   }
   uint32_t version = 0;
-  if (!r.U32(&version))
-    return Truncated("version");
-  const bool bf16 =
-      version == static_cast<uint32_t>(CoefficientTableFormat::kBFloat16);
-  const bool sampled =
-      version == static_cast<uint32_t>(CoefficientTableFormat::kSampledInt8);
-  if (version != static_cast<uint32_t>(CoefficientTableFormat::kFloat32) &&
-      !bf16 && !sampled) {
-    return Status::InvalidArgument(
-        "unsupported ferret coefficient table version " +
-        std::to_string(version));
+  if (!r.U32(&version)) return Truncated("version");
+  const bool bf16 = version == static_cast<uint32_t>(CoefficientTableFormat::kBFloat16);
+  const bool sampled = version == static_cast<uint32_t>(CoefficientTableFormat::kSampledInt8);
+  if (version != static_cast<uint32_t>(CoefficientTableFormat::kFloat32) && !bf16 && !sampled) {
+    return Status::InvalidArgument("unsupported ferret coefficient table version " +
+                                   std::to_string(version));
   }
   uint64_t plan_hash = 0, basis_hash = 0;
   uint32_t num_seeds = 0, num_blocks = 0, records = 0;
-  if (!r.U64(&plan_hash) || !r.U64(&basis_hash) || !r.U32(&num_seeds) ||
-      !r.U32(&num_blocks) || !r.U32(&records)) {
+  if (!r.U64(&plan_hash) || !r.U64(&basis_hash) || !r.U32(&num_seeds) || !r.U32(&num_blocks) ||
+      !r.U32(&records)) {
     return Truncated("header");
   }
   if (num_seeds == 0 || num_seeds > kMaxSeeds) {
-    return Status::InvalidArgument("ferret table seed count " +
-                                   std::to_string(num_seeds) + " outside [1, " +
-                                   std::to_string(kMaxSeeds) + "]");
+    return Status::InvalidArgument("ferret table seed count " + std::to_string(num_seeds) +
+                                   " outside [1, " + std::to_string(kMaxSeeds) + "]");
   }
   if (num_blocks > kMaxBlocks) {
-    return Status::InvalidArgument("ferret table block count " +
-                                   std::to_string(num_blocks) + " above " +
-                                   std::to_string(kMaxBlocks));
+    return Status::InvalidArgument("ferret table block count " + std::to_string(num_blocks) +
+                                   " above " + std::to_string(kMaxBlocks));
   }
   if (records > num_blocks) {
-    return Status::InvalidArgument(
-        "ferret table has " + std::to_string(records) + " block records for " +
-        std::to_string(num_blocks) + " blocks");
+    return Status::InvalidArgument("ferret table has " + std::to_string(records) +
+                                   " block records for " + std::to_string(num_blocks) + " blocks");
   }
   if (sampled) {
     CoefficientTable table(plan_hash, basis_hash, num_seeds, num_blocks);
@@ -340,49 +300,40 @@ Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
   for (uint32_t rec = 0; rec < records; ++rec) {
     uint32_t block = 0;
     std::string_view bitmap;
-    if (!r.U32(&block) || !r.Bytes(bitmap_bytes, &bitmap))
-      return Truncated("block record");
+    if (!r.U32(&block) || !r.Bytes(bitmap_bytes, &bitmap)) return Truncated("block record");
     if (block >= num_blocks) {
-      return Status::InvalidArgument("unknown ferret block " +
-                                     std::to_string(block) + " (plan has " +
-                                     std::to_string(num_blocks) + ")");
+      return Status::InvalidArgument("unknown ferret block " + std::to_string(block) +
+                                     " (plan has " + std::to_string(num_blocks) + ")");
     }
     if (have_previous && block <= previous) {
-      return Status::InvalidArgument(
-          "ferret table block " + std::to_string(block) +
-          " does not follow block " + std::to_string(previous));
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     " does not follow block " + std::to_string(previous));
     }
     have_previous = true;
     previous = block;
     const unsigned tail_bits = num_seeds % 8;
     if (tail_bits != 0 &&
-        (static_cast<unsigned char>(bitmap[bitmap_bytes - 1]) >> tail_bits) !=
-            0) {
-      return Status::InvalidArgument(
-          "ferret table block " + std::to_string(block) +
-          " uses a seed index beyond " + std::to_string(num_seeds));
+        (static_cast<unsigned char>(bitmap[bitmap_bytes - 1]) >> tail_bits) != 0) {
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     " uses a seed index beyond " + std::to_string(num_seeds));
     }
     size_t count = 0;
-    for (char c : bitmap)
-      count += std::popcount(static_cast<unsigned char>(c));
+    for (char c : bitmap) count += std::popcount(static_cast<unsigned char>(c));
     if (count == 0) {
-      return Status::InvalidArgument("ferret table block " +
-                                     std::to_string(block) +
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
                                      " record lists no seed");
     }
-    if (count > r.remaining() / value_bytes)
-      return Truncated("values");
+    if (count > r.remaining() / value_bytes) return Truncated("values");
     for (uint32_t k = 0; k < num_seeds; ++k) {
-      if (((static_cast<unsigned char>(bitmap[k / 8]) >> (k % 8)) & 1u) == 0)
-        continue;
+      if (((static_cast<unsigned char>(bitmap[k / 8]) >> (k % 8)) & 1u) == 0) continue;
       float value = 0.0f;
       if (bf16) {
         uint16_t bits = 0;
-        r.U16(&bits); // cannot fail: checked above
+        r.U16(&bits);  // cannot fail: checked above
         value = BFloat16ToFloat(bits);
       } else {
         uint32_t bits = 0;
-        r.U32(&bits); // cannot fail: checked above
+        r.U32(&bits);  // cannot fail: checked above
         value = std::bit_cast<float>(bits);
       }
       FL_RETURN_IF_ERROR(table.Append(block, k, value));
@@ -395,83 +346,71 @@ Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
   return table;
 }
 
-Status ValidateCoefficientTable(const CoefficientTable &table,
-                                uint64_t plan_hash, uint64_t basis_hash,
-                                uint32_t num_seeds, uint32_t num_blocks) {
+Status ValidateCoefficientTable(const CoefficientTable& table, uint64_t plan_hash,
+                                uint64_t basis_hash, uint32_t num_seeds, uint32_t num_blocks) {
   if (table.plan_hash() != plan_hash) {
-    return Status::FailedPrecondition(
-        "ferret table was computed for block plan " +
-        std::to_string(table.plan_hash()) + ", expected " +
-        std::to_string(plan_hash));
+    return Status::FailedPrecondition("ferret table was computed for block plan " +
+                                      std::to_string(table.plan_hash()) + ", expected " +
+                                      std::to_string(plan_hash));
   }
   if (table.basis_hash() != basis_hash) {
     return Status::FailedPrecondition("ferret table was computed for basis " +
-                                      std::to_string(table.basis_hash()) +
-                                      ", expected " +
+                                      std::to_string(table.basis_hash()) + ", expected " +
                                       std::to_string(basis_hash));
   }
   if (table.num_seeds() != num_seeds || table.num_blocks() != num_blocks) {
     return Status::InvalidArgument(
         "ferret table header has K=" + std::to_string(table.num_seeds()) +
-        " L=" + std::to_string(table.num_blocks()) + ", expected K=" +
-        std::to_string(num_seeds) + " L=" + std::to_string(num_blocks));
+        " L=" + std::to_string(table.num_blocks()) + ", expected K=" + std::to_string(num_seeds) +
+        " L=" + std::to_string(num_blocks));
   }
-  for (const Coefficient &c : table.entries()) {
+  for (const Coefficient& c : table.entries()) {
     if (c.block >= num_blocks) {
-      return Status::InvalidArgument("unknown ferret block at " +
-                                     Where(c.block, c.seed));
+      return Status::InvalidArgument("unknown ferret block at " + Where(c.block, c.seed));
     }
     if (c.seed >= num_seeds) {
-      return Status::InvalidArgument("unknown ferret seed index at " +
-                                     Where(c.block, c.seed));
+      return Status::InvalidArgument("unknown ferret seed index at " + Where(c.block, c.seed));
     }
     if (!std::isfinite(c.value)) {
-      return Status::InvalidArgument("non-finite ferret coefficient at " +
-                                     Where(c.block, c.seed));
+      return Status::InvalidArgument("non-finite ferret coefficient at " + Where(c.block, c.seed));
     }
   }
   return Status::Ok();
 }
 
-CoefficientAccumulator::CoefficientAccumulator(uint64_t plan_hash,
-                                               uint64_t basis_hash,
-                                               uint32_t num_seeds,
-                                               uint32_t num_blocks)
-    : plan_hash_(plan_hash), basis_hash_(basis_hash), num_seeds_(num_seeds),
+CoefficientAccumulator::CoefficientAccumulator(uint64_t plan_hash, uint64_t basis_hash,
+                                               uint32_t num_seeds, uint32_t num_blocks)
+    : plan_hash_(plan_hash),
+      basis_hash_(basis_hash),
+      num_seeds_(num_seeds),
       num_blocks_(num_blocks) {}
 
-Status CoefficientAccumulator::CheckHeader(uint64_t plan_hash,
-                                           uint64_t basis_hash,
-                                           uint32_t num_seeds,
-                                           uint32_t num_blocks) const {
-  if (plan_hash != plan_hash_ || basis_hash != basis_hash_ ||
-      num_seeds != num_seeds_ || num_blocks != num_blocks_) {
+Status CoefficientAccumulator::CheckHeader(uint64_t plan_hash, uint64_t basis_hash,
+                                           uint32_t num_seeds, uint32_t num_blocks) const {
+  if (plan_hash != plan_hash_ || basis_hash != basis_hash_ || num_seeds != num_seeds_ ||
+      num_blocks != num_blocks_) {
     return Status::FailedPrecondition(
-        "ferret coefficients belong to another (plan, basis): plan " +
-        std::to_string(plan_hash) + " basis " + std::to_string(basis_hash) +
-        " K=" + std::to_string(num_seeds) + " L=" + std::to_string(num_blocks) +
-        ", accumulator has plan " + std::to_string(plan_hash_) + " basis " +
-        std::to_string(basis_hash_) + " K=" + std::to_string(num_seeds_) +
-        " L=" + std::to_string(num_blocks_));
+        "ferret coefficients belong to another (plan, basis): plan " + std::to_string(plan_hash) +
+        " basis " + std::to_string(basis_hash) + " K=" + std::to_string(num_seeds) +
+        " L=" + std::to_string(num_blocks) + ", accumulator has plan " +
+        std::to_string(plan_hash_) + " basis " + std::to_string(basis_hash_) +
+        " K=" + std::to_string(num_seeds_) + " L=" + std::to_string(num_blocks_));
   }
   return Status::Ok();
 }
 
-void CoefficientAccumulator::MergeSorted(const std::vector<Sum> &other,
-                                         double weight) {
+void CoefficientAccumulator::MergeSorted(const std::vector<Sum>& other, double weight) {
   std::vector<Sum> merged;
   merged.reserve(sums_.size() + other.size());
   size_t i = 0, j = 0;
   while (i < sums_.size() || j < other.size()) {
-    if (j == other.size() ||
-        (i < sums_.size() && sums_[i].key < other[j].key)) {
+    if (j == other.size() || (i < sums_.size() && sums_[i].key < other[j].key)) {
       merged.push_back(sums_[i++]);
     } else if (i == sums_.size() || other[j].key < sums_[i].key) {
       merged.push_back({other[j].key, weight * other[j].value});
       ++j;
     } else {
-      merged.push_back(
-          {sums_[i].key, sums_[i].value + weight * other[j].value});
+      merged.push_back({sums_[i].key, sums_[i].value + weight * other[j].value});
       ++i;
       ++j;
     }
@@ -479,19 +418,17 @@ void CoefficientAccumulator::MergeSorted(const std::vector<Sum> &other,
   sums_ = std::move(merged);
 }
 
-Status CoefficientAccumulator::Add(const CoefficientTable &table,
-                                   double weight) {
-  FL_RETURN_IF_ERROR(CheckHeader(table.plan_hash(), table.basis_hash(),
-                                 table.num_seeds(), table.num_blocks()));
+Status CoefficientAccumulator::Add(const CoefficientTable& table, double weight) {
+  FL_RETURN_IF_ERROR(
+      CheckHeader(table.plan_hash(), table.basis_hash(), table.num_seeds(), table.num_blocks()));
   if (!std::isfinite(weight)) {
     return Status::InvalidArgument("non-finite ferret aggregation weight");
   }
   std::vector<Sum> incoming;
   incoming.reserve(table.size());
-  for (const Coefficient &c : table.entries()) {
+  for (const Coefficient& c : table.entries()) {
     if (!std::isfinite(c.value)) {
-      return Status::InvalidArgument("non-finite ferret coefficient at " +
-                                     Where(c.block, c.seed));
+      return Status::InvalidArgument("non-finite ferret coefficient at " + Where(c.block, c.seed));
     }
     incoming.push_back({Key(c.block, c.seed), static_cast<double>(c.value)});
   }
@@ -501,9 +438,9 @@ Status CoefficientAccumulator::Add(const CoefficientTable &table,
   return Status::Ok();
 }
 
-Status CoefficientAccumulator::MergeWith(const CoefficientAccumulator &other) {
-  FL_RETURN_IF_ERROR(CheckHeader(other.plan_hash_, other.basis_hash_,
-                                 other.num_seeds_, other.num_blocks_));
+Status CoefficientAccumulator::MergeWith(const CoefficientAccumulator& other) {
+  FL_RETURN_IF_ERROR(
+      CheckHeader(other.plan_hash_, other.basis_hash_, other.num_seeds_, other.num_blocks_));
   MergeSorted(other.sums_, 1.0);
   num_added_ += other.num_added_;
   total_weight_ += other.total_weight_;
@@ -511,21 +448,18 @@ Status CoefficientAccumulator::MergeWith(const CoefficientAccumulator &other) {
 }
 
 Result<CoefficientTable> CoefficientAccumulator::ToTable(double scale) const {
-  if (!std::isfinite(scale))
-    return Status::InvalidArgument("non-finite ferret table scale");
+  if (!std::isfinite(scale)) return Status::InvalidArgument("non-finite ferret table scale");
   CoefficientTable table(plan_hash_, basis_hash_, num_seeds_, num_blocks_);
-  for (const Sum &s : sums_) {
+  for (const Sum& s : sums_) {
     const double v = scale * s.value;
-    if (!(std::fabs(v) <=
-          static_cast<double>(std::numeric_limits<float>::max()))) {
-      return Status::InvalidArgument("aggregated ferret coefficient at " +
-                                     Where(static_cast<uint32_t>(s.key >> 32),
-                                           static_cast<uint32_t>(s.key)) +
-                                     " overflows float");
+    if (!(std::fabs(v) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+      return Status::InvalidArgument(
+          "aggregated ferret coefficient at " +
+          Where(static_cast<uint32_t>(s.key >> 32), static_cast<uint32_t>(s.key)) +
+          " overflows float");
     }
     FL_RETURN_IF_ERROR(table.Append(static_cast<uint32_t>(s.key >> 32),
-                                    static_cast<uint32_t>(s.key),
-                                    static_cast<float>(v)));
+                                    static_cast<uint32_t>(s.key), static_cast<float>(v)));
   }
   return table;
 }
@@ -533,14 +467,12 @@ Result<CoefficientTable> CoefficientAccumulator::ToTable(double scale) const {
 Result<CoefficientTable> WeightedSum(std::span<const CoefficientTable> tables,
                                      std::span<const double> weights) {
   if (tables.empty() || tables.size() != weights.size()) {
-    return Status::InvalidArgument(
-        "WeightedSum needs one weight per table and at least one table");
+    return Status::InvalidArgument("WeightedSum needs one weight per table and at least one table");
   }
-  CoefficientAccumulator acc(tables[0].plan_hash(), tables[0].basis_hash(),
-                             tables[0].num_seeds(), tables[0].num_blocks());
-  for (size_t i = 0; i < tables.size(); ++i)
-    FL_RETURN_IF_ERROR(acc.Add(tables[i], weights[i]));
+  CoefficientAccumulator acc(tables[0].plan_hash(), tables[0].basis_hash(), tables[0].num_seeds(),
+                             tables[0].num_blocks());
+  for (size_t i = 0; i < tables.size(); ++i) FL_RETURN_IF_ERROR(acc.Add(tables[i], weights[i]));
   return acc.ToTable();
 }
 
-} // namespace fl::internal::ferret
+}  // namespace fl::internal::ferret
