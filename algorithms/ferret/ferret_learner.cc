@@ -67,9 +67,10 @@ Result<Payload> FerretLearner::Train(const Task& task, const ParamSet& global, T
                       ferret::Project(plan, basis, local.values(), options));
 
   Payload payload;
-  if (projection.upload_format == ferret::CoefficientTableFormat::kSampledInt8) {
-    FL_ASSIGN_OR_RETURN(payload.bytes,
-                        ferret::SerializeSampledCoefficientTable(table, options.selection_seed));
+  if (projection.upload_format == ferret::CoefficientTableFormat::kSampledInt8 ||
+      projection.upload_format == ferret::CoefficientTableFormat::kSampledInt4) {
+    FL_ASSIGN_OR_RETURN(payload.bytes, ferret::SerializeSampledCoefficientTable(
+                                           table, options.selection_seed, projection.upload_format));
   } else {
     payload.bytes = ferret::SerializeCoefficientTable(table, projection.upload_format);
   }

@@ -148,7 +148,8 @@ Status ReadFerretExtra(const std::map<std::string, double>& extra, FerretRoundSp
     p.upload_format = static_cast<ferret::CoefficientTableFormat>(format);
     if (p.upload_format != ferret::CoefficientTableFormat::kFloat32 &&
         p.upload_format != ferret::CoefficientTableFormat::kBFloat16 &&
-        p.upload_format != ferret::CoefficientTableFormat::kSampledInt8) {
+        p.upload_format != ferret::CoefficientTableFormat::kSampledInt8 &&
+        p.upload_format != ferret::CoefficientTableFormat::kSampledInt4) {
       return Status::InvalidArgument(std::string(kUploadFormat) + ": unknown value " +
                                      std::to_string(format));
     }

@@ -70,8 +70,8 @@ nlohmann::json FerretConfigDefaults() {
            {"selection", "fixed"},           // fixed (n_l = bases_per_block) | norm
            {"bases_per_block", 0},           // n_l or the norm budget; 0 = num_bases
            {"min_per_block", 2},             // floor of n_l under selection=norm
-           // f32 | bf16 (2 bytes a coefficient) | int8 (1 byte a coefficient, and the
-           // client's selection seed instead of a K-bit map per block)
+           // f32 | bf16 (2 bytes a coefficient) | int8, int4 (1 or 1/2 byte a
+           // coefficient, and the client's selection seed instead of a K-bit map per block)
            {"upload_format", "f32"},
            {"clip", 10.0},                   // per-term norm clip; 0 disables
            {"block_plan", "reference"},      // reference | fixed:<n>
@@ -124,7 +124,8 @@ Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
                           config, "ferret.upload_format",
                           {{"f32", ferret::CoefficientTableFormat::kFloat32},
                            {"bf16", ferret::CoefficientTableFormat::kBFloat16},
-                           {"int8", ferret::CoefficientTableFormat::kSampledInt8}}));
+                           {"int8", ferret::CoefficientTableFormat::kSampledInt8},
+                           {"int4", ferret::CoefficientTableFormat::kSampledInt4}}));
   o.clip = config.GetDouble("ferret.clip");
   FL_ASSIGN_OR_RETURN(o.plan_kind, ParsePlan(config.GetString("ferret.block_plan"), &o.block_size));
   o.server_lr = config.GetDouble("ferret.server_lr");

@@ -174,6 +174,9 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   EXPECT_THAT(error({"ferret.server_lr=0"}).message(), HasSubstr("ferret.server_lr"));
   EXPECT_THAT(error({"ferret.clip=-1"}).message(), HasSubstr("ferret.clip"));
   EXPECT_THAT(error({"ferret.upload_format=f16"}).message(), HasSubstr("ferret.upload_format"));
+  Result<FerretOptions> int4 = FerretOptionsFromConfig(build({"ferret.upload_format=int4"}));
+  ASSERT_TRUE(int4.ok());
+  EXPECT_EQ(int4->projection.upload_format, ferret::CoefficientTableFormat::kSampledInt4);
   EXPECT_THAT(error({"ferret.bases_per_block=500"}).message(), HasSubstr("ferret.bases_per_block"));
 
   // The registry builds it by name, and its learner and replayer are registered.

@@ -360,6 +360,48 @@ TEST(CoefficientTableTest, SampledInt8SendsTheSeedNotTheMapAndOneByteAValue) {
             StatusCode::kInvalidArgument);
 }
 
+TEST(CoefficientTableTest, SampledInt4PacksTwoCodesPerByte) {
+  const uint64_t seed = 0x5eed;
+  const CoefficientTable t = SampledTable(1u << 16, seed);  // records of 5, 3 and 40 values
+  Result<std::string> bytes =
+      SerializeSampledCoefficientTable(t, seed, CoefficientTableFormat::kSampledInt4);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(bytes->size(), 36u + 8 + 3 * 9 + 3 + 2 + 20);
+  EXPECT_EQ(bytes->substr(0, 8), std::string("FLFC\x04\x00\x00\x00", 8));
+  Result<CoefficientTable> back = ParseCoefficientTable(*bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->size(), t.size());
+  for (uint32_t l = 0; l < 4; ++l) {
+    std::span<const Coefficient> a = t.BlockEntries(l), b = back->BlockEntries(l);
+    float max_abs = 0;
+    for (const Coefficient& c : a) max_abs = std::max(max_abs, std::fabs(c.value));
+    for (size_t j = 0; j < a.size(); ++j) {
+      EXPECT_EQ(a[j].seed, b[j].seed);
+      EXPECT_LE(std::fabs(a[j].value - b[j].value), max_abs / 7) << l << " " << j;
+    }
+  }
+  Result<std::string> again =
+      SerializeSampledCoefficientTable(*back, seed, CoefficientTableFormat::kSampledInt4);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *bytes);
+  EXPECT_EQ(SerializeSampledCoefficientTable(t, seed, CoefficientTableFormat::kBFloat16)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+
+  auto status = [](const std::string& b) { return ParseCoefficientTable(b).status(); };
+  // Record 0 (5 codes in 3 bytes at 53..55): the code -8, and a non-zero padding nibble.
+  std::string minus8 = *bytes;
+  minus8[53] = static_cast<char>((static_cast<unsigned char>(minus8[53]) & 0xf0u) | 0x8u);
+  EXPECT_THAT(status(minus8).message(), HasSubstr("-8"));
+  std::string padded = *bytes;
+  padded[55] = static_cast<char>(padded[55] | 0x10);
+  EXPECT_THAT(status(padded).message(), HasSubstr("padding nibble"));
+  for (size_t n = 0; n < bytes->size(); ++n) {
+    EXPECT_FALSE(ParseCoefficientTable(bytes->substr(0, n)).ok()) << n;
+  }
+}
+
 TEST(CoefficientTableTest, SampledInt8MalformedRecordsAreRejectedPrecisely) {
   const uint64_t seed = 99;
   const CoefficientTable t = SampledTable(64, seed);

@@ -44,19 +44,43 @@ void PutHeader(const CoefficientTable& table, CoefficientTableFormat format, uin
   PutU32(out, records);
 }
 
-// Format 3's exponent for a record whose largest magnitude is `max_abs`: the
-// smallest e in [-128, 127] with round(max_abs * 2^-e) <= 127.
-int SampledExponent(double max_abs) {
+// The value width of a sampled format (3: int8, 4: int4) and its largest magnitude.
+struct SampledWidth {
+  int bits;
+  int max_q;  // 127 or 7: -2^(bits-1) is never used, so the code is symmetric
+};
+
+SampledWidth WidthOf(CoefficientTableFormat format) {
+  return format == CoefficientTableFormat::kSampledInt4 ? SampledWidth{4, 7}
+                                                        : SampledWidth{8, 127};
+}
+
+size_t PackedBytes(uint32_t n, SampledWidth w) {
+  return w.bits == 8 ? n : (static_cast<size_t>(n) + 1) / 2;
+}
+
+// Value j of a record's packed codes (int4: low nibble first).
+int CodeAt(std::string_view packed, uint32_t j, SampledWidth w) {
+  if (w.bits == 8) return static_cast<int8_t>(packed[j]);
+  const unsigned byte = static_cast<unsigned char>(packed[j / 2]);
+  const int nibble = static_cast<int>(j % 2 == 0 ? byte & 0xfu : byte >> 4);
+  return nibble >= 8 ? nibble - 16 : nibble;
+}
+
+// A sampled record's exponent for a largest magnitude `max_abs`: the smallest e in
+// [-128, 127] with round(max_abs * 2^-e) <= max_q.
+int SampledExponent(double max_abs, int max_q) {
   int e = -128;
   if (max_abs > 0) {
-    e = std::max(-128, static_cast<int>(std::ceil(std::log2(max_abs / 127.0))) - 1);
-    while (std::nearbyint(std::ldexp(max_abs, -e)) > 127) ++e;
+    e = std::max(-128, static_cast<int>(std::ceil(std::log2(max_abs / max_q))) - 1);
+    while (std::nearbyint(std::ldexp(max_abs, -e)) > max_q) ++e;
   }
   return e;
 }
 
-// Format 3's body after the header, into `table` (its header already set).
-Status ParseSampledRecords(uint32_t records, ByteReader* r, CoefficientTable* table) {
+// A sampled format's body after the header, into `table` (its header already set).
+Status ParseSampledRecords(uint32_t records, SampledWidth w, ByteReader* r,
+                           CoefficientTable* table) {
   uint64_t selection_seed = 0;
   if (!r->U64(&selection_seed)) return Truncated("selection seed");
   // Each record takes at least 4 + 4 + 1 + 1 bytes.
@@ -86,25 +110,31 @@ Status ParseSampledRecords(uint32_t records, ByteReader* r, CoefficientTable* ta
     }
     // Checked before drawing the n indices, so the work stays linear in the
     // input.
-    if (!r->Bytes(n, &q)) return Truncated("values");
+    if (!r->Bytes(PackedBytes(n, w), &q)) return Truncated("values");
     const int exponent = static_cast<int8_t>(exponent_byte[0]);
     int max_q = 0;
-    for (char c : q) {
-      const int v = static_cast<int8_t>(c);
-      if (v == -128) {
+    for (uint32_t j = 0; j < n; ++j) {
+      const int v = CodeAt(q, j, w);
+      if (v < -w.max_q) {
         return Status::InvalidArgument("ferret table block " + std::to_string(block) +
-                                       " holds the value -128 (not an int8 coefficient)");
+                                       " holds the code " + std::to_string(v) +
+                                       " (outside [-" + std::to_string(w.max_q) + ", " +
+                                       std::to_string(w.max_q) + "])");
       }
       max_q = std::max(max_q, std::abs(v));
     }
-    if (exponent > -128 && max_q < 64) {
+    if (w.bits == 4 && n % 2 == 1 && (static_cast<unsigned char>(q.back()) >> 4) != 0) {
+      return Status::InvalidArgument("ferret table block " + std::to_string(block) +
+                                     ": the padding nibble is not zero");
+    }
+    if (exponent > -128 && 2 * max_q <= w.max_q) {
       return Status::InvalidArgument("ferret table block " + std::to_string(block) +
                                      " has a non-minimal exponent " + std::to_string(exponent));
     }
     const std::vector<uint32_t> seeds =
         SelectBasisIndices(table->num_seeds(), n, selection_seed, block);
     for (uint32_t j = 0; j < n; ++j) {
-      const float value = static_cast<float>(std::ldexp(static_cast<int8_t>(q[j]), exponent));
+      const float value = static_cast<float>(std::ldexp(CodeAt(q, j, w), exponent));
       if (!std::isfinite(value)) {
         return Status::InvalidArgument("ferret table block " + std::to_string(block) +
                                        ": exponent " + std::to_string(exponent) +
@@ -204,12 +234,19 @@ std::string SerializeCoefficientTable(const CoefficientTable& table,
 }
 
 Result<std::string> SerializeSampledCoefficientTable(const CoefficientTable& table,
-                                                     uint64_t selection_seed) {
+                                                     uint64_t selection_seed,
+                                                     CoefficientTableFormat format) {
+  if (format != CoefficientTableFormat::kSampledInt8 &&
+      format != CoefficientTableFormat::kSampledInt4) {
+    return Status::InvalidArgument("not a sampled ferret table format: " +
+                                   std::to_string(static_cast<uint32_t>(format)));
+  }
+  const SampledWidth w = WidthOf(format);
   const std::vector<Coefficient>& e = table.entries();
   const uint32_t records = CountRecords(e);
   std::string out;
   out.reserve(44 + 9 * static_cast<size_t>(records) + e.size());
-  PutHeader(table, CoefficientTableFormat::kSampledInt8, records, &out);
+  PutHeader(table, format, records, &out);
   PutU64(&out, selection_seed);
   for (size_t i = 0; i < e.size();) {
     size_t end = i;
@@ -231,18 +268,29 @@ Result<std::string> SerializeSampledCoefficientTable(const CoefficientTable& tab
       }
       max_abs = std::max(max_abs, std::fabs(static_cast<double>(e[j].value)));
     }
-    const int exponent = SampledExponent(max_abs);
+    const int exponent = SampledExponent(max_abs, w.max_q);
     if (std::ldexp(std::nearbyint(std::ldexp(max_abs, -exponent)), exponent) >
         std::numeric_limits<float>::max()) {
       return Status::InvalidArgument("ferret coefficient of block " + std::to_string(block) +
-                                     " is too large for the int8 format");
+                                     " is too large for a sampled integer format");
     }
     PutU32(&out, block);
     PutU32(&out, n);
     out.push_back(static_cast<char>(static_cast<int8_t>(exponent)));
+    const size_t first = out.size();
+    out.append(PackedBytes(n, w), '\0');
     for (size_t j = i; j < end; ++j) {
-      const double q = std::nearbyint(std::ldexp(static_cast<double>(e[j].value), -exponent));
-      out.push_back(static_cast<char>(static_cast<int8_t>(q)));
+      const int q =
+          static_cast<int>(std::nearbyint(std::ldexp(static_cast<double>(e[j].value), -exponent)));
+      const size_t k = j - i;
+      if (w.bits == 8) {
+        out[first + k] = static_cast<char>(static_cast<int8_t>(q));
+      } else {
+        const unsigned nibble = static_cast<unsigned>(q) & 0xfu;
+        out[first + k / 2] =
+            static_cast<char>(static_cast<unsigned char>(out[first + k / 2]) |
+                              (k % 2 == 0 ? nibble : nibble << 4));
+      }
     }
     i = end;
   }
@@ -259,7 +307,8 @@ Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
   uint32_t version = 0;
   if (!r.U32(&version)) return Truncated("version");
   const bool bf16 = version == static_cast<uint32_t>(CoefficientTableFormat::kBFloat16);
-  const bool sampled = version == static_cast<uint32_t>(CoefficientTableFormat::kSampledInt8);
+  const bool sampled = version == static_cast<uint32_t>(CoefficientTableFormat::kSampledInt8) ||
+                       version == static_cast<uint32_t>(CoefficientTableFormat::kSampledInt4);
   if (version != static_cast<uint32_t>(CoefficientTableFormat::kFloat32) && !bf16 && !sampled) {
     return Status::InvalidArgument("unsupported ferret coefficient table version " +
                                    std::to_string(version));
@@ -284,7 +333,8 @@ Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes) {
   }
   if (sampled) {
     CoefficientTable table(plan_hash, basis_hash, num_seeds, num_blocks);
-    FL_RETURN_IF_ERROR(ParseSampledRecords(records, &r, &table));
+    FL_RETURN_IF_ERROR(ParseSampledRecords(
+        records, WidthOf(static_cast<CoefficientTableFormat>(version)), &r, &table));
     return table;
   }
   const size_t bitmap_bytes = (static_cast<size_t>(num_seeds) + 7) / 8;

@@ -5,7 +5,8 @@
 // projection) and the server aggregates, stores and broadcasts for replay.
 //
 // Wire format (all integers little endian):
-//   "FLFC"  u32 version: the table format (1 float32, 2 bfloat16, 3 sampled int8)
+//   "FLFC"  u32 version: the table format (1 float32, 2 bfloat16, 3 sampled int8,
+//           4 sampled int4)
 //   u64 plan_hash   u64 basis_hash   u32 num_seeds (K)   u32 num_blocks (L)
 //   u32 num_records
 // Formats 1 and 2, per record, blocks strictly increasing:
@@ -13,21 +14,24 @@
 //     value[popcount(used)] in increasing k, as float32 or bfloat16
 //   A record lists at least one seed and bits at k >= K are zero.
 //   About 4 (or 2) bytes per coefficient plus K/8 + 4 bytes per block.
-// Format 3 ("sampled"): after the header, u64 selection_seed; per record, blocks
+// Formats 3 and 4 ("sampled"): after the header, u64 selection_seed; per record, blocks
 // strictly increasing:
-//     u32 block   u32 n (1..K)   i8 exponent   i8 q[n]
+//     u32 block   u32 n (1..K)   i8 exponent   codes q[n]
 //   The record's seeds are SelectBasisIndices(K, n, selection_seed, block) (basis.h) in
-//   increasing order, with values q_j * 2^exponent. The exponent is the smallest in
-//   [-128, 127] that keeps every |q| <= 127 (round to nearest even), so q = -128 never
-//   occurs and a record with exponent > -128 has some |q| >= 64.
-//   One byte per coefficient plus 9 bytes per block, whatever K is: a client that draws
-//   a few bases from a large pool sends their seed instead of a K-bit map.
+//   increasing order, with values q_j * 2^exponent. Codes are int8 (format 3, |q| <= 127)
+//   or int4 (format 4, |q| <= 7, two per byte, low nibble first, a zero nibble pads an
+//   odd n). The exponent is the smallest in [-128, 127] that keeps every |q| within
+//   range (round to nearest even), so the most negative code never occurs and a record
+//   with exponent > -128 has some |q| above half the range.
+//   One byte (or half a byte) per coefficient plus 9 bytes per block, whatever K is: a
+//   client that draws a few bases from a large pool sends their seed instead of a K-bit
+//   map.
 // Every table has exactly one encoding in each format.
 //
-// bfloat16 and int8 are for uploads: their rounding (< 0.4% of a value, < 0.8% of a
-// record's largest value) is far below the projection's own error, and neither
-// underflows on small updates as IEEE half would. Aggregates and replay records stay
-// float32.
+// bfloat16, int8 and int4 are for uploads: their rounding (< 0.4% of a value; < 0.8%
+// and < 15% of a record's largest value) adds a variance small against the projection's
+// own (a coefficient is one noisy measurement of the update), and none underflows on
+// small updates as IEEE half would. Aggregates and replay records stay float32.
 
 #include <cstdint>
 #include <span>
@@ -45,6 +49,7 @@ enum class CoefficientTableFormat : uint32_t {
   kFloat32 = 1,
   kBFloat16 = 2,
   kSampledInt8 = 3,
+  kSampledInt4 = 4,
 };
 // Upper bound on L accepted from the wire.
 inline constexpr uint32_t kMaxBlocks = 1u << 24;
@@ -96,17 +101,20 @@ std::string SerializeCoefficientTable(
     const CoefficientTable& table,
     CoefficientTableFormat format = CoefficientTableFormat::kFloat32);
 
-// Format 3: every block's seeds must be SelectBasisIndices(K, n_l, selection_seed, l),
-// as Project draws them. InvalidArgument naming the block if they are not, or if a
-// value is not finite. The parsed table holds the quantized values.
-Result<std::string> SerializeSampledCoefficientTable(const CoefficientTable& table,
-                                                     uint64_t selection_seed);
+// Formats 3 and 4: every block's seeds must be SelectBasisIndices(K, n_l,
+// selection_seed, l), as Project draws them. InvalidArgument naming the block if they
+// are not, if a value is not finite, or if `format` is not a sampled one. The parsed
+// table holds the quantized values.
+Result<std::string> SerializeSampledCoefficientTable(
+    const CoefficientTable& table, uint64_t selection_seed,
+    CoefficientTableFormat format = CoefficientTableFormat::kSampledInt8);
 
 // Bounds-checked parse of untrusted bytes; never crashes, never allocates more than the
 // input justifies. DataLoss: truncated input or trailing bytes. InvalidArgument: wrong
 // magic or unknown version (table format), K = 0 or K > kMaxSeeds, L > kMaxBlocks, a
 // block index >= L or not strictly increasing, an empty record, a used-bit at k >= K,
-// or (format 3) n outside [1, K], q = -128 or an exponent that is not the smallest.
+// or (formats 3, 4) n outside [1, K], a code out of range, a non-zero padding nibble or
+// an exponent that is not the smallest.
 // Non-finite values parse (they round-trip bit for bit); ValidateCoefficientTable
 // rejects them. Work and memory are linear in the input size.
 Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes);
