@@ -11,6 +11,18 @@
 
 namespace fl::internal::ferret {
 
+namespace {
+
+// Whether some value occurs twice. Sorting a copy is several times faster than a hash
+// set for pools of a million seeds.
+bool HasRepeat(const std::vector<uint64_t>& values) {
+  std::vector<uint64_t> sorted = values;
+  std::sort(sorted.begin(), sorted.end());
+  return std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end();
+}
+
+}  // namespace
+
 uint64_t BasisSpec::Hash() const {
   uint64_t h = kFnvOffsetBasis;
   h = FnvMixU64(h, static_cast<uint64_t>(distribution));
@@ -38,6 +50,8 @@ Status BasisSpec::Validate() const {
     return Status::InvalidArgument("ferret seed pool size " + std::to_string(seeds.size()) +
                                    " outside [1, " + std::to_string(kMaxSeeds) + "]");
   }
+  if (!HasRepeat(seeds)) return Status::Ok();
+  // Rare: find the first repeat in pool order to name it.
   std::unordered_set<uint64_t> seen;
   seen.reserve(seeds.size());
   for (size_t k = 0; k < seeds.size(); ++k) {
@@ -50,17 +64,24 @@ Status BasisSpec::Validate() const {
 }
 
 std::vector<uint64_t> MakeSeedPool(uint64_t run_seed, uint64_t epoch, uint32_t count) {
-  std::vector<uint64_t> seeds;
-  seeds.reserve(count);
-  std::unordered_set<uint64_t> seen;
   // Counter: {draw index, epoch low, epoch high, domain}; the draw index only
   // runs past `count` in the astronomically unlikely case of a collision.
-  Philox4x32Key key{{static_cast<uint32_t>(run_seed), static_cast<uint32_t>(run_seed >> 32)}};
-  for (uint32_t draw = 0; seeds.size() < count; ++draw) {
-    Philox4x32Counter ctr{{draw, static_cast<uint32_t>(epoch), static_cast<uint32_t>(epoch >> 32),
-                           kPhiloxDomainSeedPool}};
+  const Philox4x32Key key{
+      {static_cast<uint32_t>(run_seed), static_cast<uint32_t>(run_seed >> 32)}};
+  auto draw_seed = [&](uint32_t draw) {
+    const Philox4x32Counter ctr{{draw, static_cast<uint32_t>(epoch),
+                                 static_cast<uint32_t>(epoch >> 32), kPhiloxDomainSeedPool}};
     const Philox4x32Counter r = Philox4x32_10(ctr, key);
-    const uint64_t seed = (static_cast<uint64_t>(r.v[1]) << 32) | r.v[0];
+    return (static_cast<uint64_t>(r.v[1]) << 32) | r.v[0];
+  };
+  std::vector<uint64_t> seeds(count);
+  for (uint32_t draw = 0; draw < count; ++draw) seeds[draw] = draw_seed(draw);
+  if (!HasRepeat(seeds)) return seeds;
+  // A collision: keep the first occurrence of each seed and draw on until `count`.
+  seeds.clear();
+  std::unordered_set<uint64_t> seen;
+  for (uint32_t draw = 0; seeds.size() < count; ++draw) {
+    const uint64_t seed = draw_seed(draw);
     if (seen.insert(seed).second) seeds.push_back(seed);
   }
   return seeds;
