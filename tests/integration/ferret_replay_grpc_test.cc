@@ -21,11 +21,22 @@ bool BitwiseEqual(const ParamSet& a, const ParamSet& b) {
 
 class FerretReplayGrpcTest : public GrpcFixture {
  protected:
+  // The algorithm config; a test may add keys to extra_overrides_ before starting.
+  std::vector<std::string> Overrides() const {
+    std::vector<std::string> o = {"algorithm.name=ferret", "train.local_steps=2",
+                                  "train.batch_size=8",    "train.lr=2e-6",
+                                  "ferret.server_lr=0.5",  "ferret.threads=3"};
+    o.insert(o.end(), extra_overrides_.begin(), extra_overrides_.end());
+    return o;
+  }
+
+  // `saving` is how many times smaller than a full model the replayed records must be.
+  void MissFiveRoundsAndCatchUpByReplay(uint64_t saving);
+
+  std::vector<std::string> extra_overrides_;
+
   void StartFerret(const CoordinatorOptions& o) {
-    Result<Config> config = Config::Build(
-        AlgorithmConfigDefaults(), "",
-        {"algorithm.name=ferret", "train.local_steps=2", "train.batch_size=8", "train.lr=2e-6",
-         "ferret.server_lr=0.5", "ferret.threads=3"});
+    Result<Config> config = Config::Build(AlgorithmConfigDefaults(), "", Overrides());
     ASSERT_TRUE(config.ok()) << config.status().ToString();
     Result<std::unique_ptr<Strategy>> strategy = CreateStrategy(*config);
     ASSERT_TRUE(strategy.ok()) << strategy.status().ToString();
@@ -74,7 +85,9 @@ class FerretReplayGrpcTest : public GrpcFixture {
   uint64_t full_model_bytes_ = 0;
 };
 
-TEST_F(FerretReplayGrpcTest, ClientThatMissedFiveRoundsCatchesUpByReplayBitwise) {
+// Client b trains round 1, misses rounds 2 to 6 (client a runs them, replaying one
+// record per round), and at round 7 catches up from version 0 to 6 by replay.
+void FerretReplayGrpcTest::MissFiveRoundsAndCatchUpByReplay(uint64_t saving) {
   CoordinatorOptions o = Options();
   o.num_rounds = 7;
   o.min_clients = 1;
@@ -127,17 +140,18 @@ TEST_F(FerretReplayGrpcTest, ClientThatMissedFiveRoundsCatchesUpByReplayBitwise)
     server_v6 = versions_.at(6);
   }
   EXPECT_EQ(b7.bytes_down, six_records);
-  EXPECT_LT(b7.bytes_down * 10, full_model_bytes_);
+  EXPECT_LT(b7.bytes_down * saving, full_model_bytes_);
   const ModelSnapshot& cached = b.cached_model();
   ASSERT_NE(cached.params, nullptr);
   EXPECT_EQ(cached.version, 6u);
   EXPECT_TRUE(BitwiseEqual(*cached.params, *server_v6))
       << "the replayed model differs from the server's version 6";
-  std::printf("d = %zu, K = 200: catching up 6 versions (5 rounds missed) by replay took %llu bytes, a full model "
-              "download %llu bytes (%.1fx less)\n",
-              kDim + 1, static_cast<unsigned long long>(b7.bytes_down),
-              static_cast<unsigned long long>(full_model_bytes_),
-              static_cast<double>(full_model_bytes_) / static_cast<double>(b7.bytes_down));
+  std::printf(
+      "d = %zu: catching up 6 versions (5 rounds missed) by replay took %llu bytes, a full model "
+      "download %llu bytes (%.1fx less)\n",
+      kDim + 1, static_cast<unsigned long long>(b7.bytes_down),
+      static_cast<unsigned long long>(full_model_bytes_),
+      static_cast<double>(full_model_bytes_) / static_cast<double>(b7.bytes_down));
 
   ASSERT_TRUE(coordinator_->WaitUntilFinished(milliseconds(10000)));
   EXPECT_EQ(coordinator_->CurrentModel().version, 7u);
@@ -149,6 +163,36 @@ TEST_F(FerretReplayGrpcTest, ClientThatMissedFiveRoundsCatchesUpByReplayBitwise)
   Result<std::vector<ReplayRecord>> records = (*store)->GetReplayRecords(1, 7);
   ASSERT_TRUE(records.ok());
   EXPECT_EQ(records->size(), 7u);
+}
+
+TEST_F(FerretReplayGrpcTest, ClientThatMissedFiveRoundsCatchesUpByReplayBitwise) {
+  MissFiveRoundsAndCatchUpByReplay(10);  // K = 200, float32 uploads
+}
+
+TEST_F(FerretReplayGrpcTest, Int4UploadsFromALargePoolAggregateAndReplayBitwise) {
+  // Each client draws 300 of 2^16 bases per block and sends 4-bit codes with its
+  // selection seed; uploads are validated and aggregated as float32 tables are.
+  extra_overrides_ = {"ferret.num_bases=65536", "ferret.bases_per_block=300",
+                      "ferret.upload_format=int4", "ferret.seed_policy=fresh"};
+  // Replay records are float32 tables with a K-bit map per block: 16 KiB of maps per
+  // round at K = 2^16, so replay saves less here than with a small pool.
+  MissFiveRoundsAndCatchUpByReplay(1);
+  StoreOptions so;
+  so.path = (dir_ / "state" / "state.db").string();
+  Result<std::unique_ptr<Store>> store = Store::Open(so);
+  ASSERT_TRUE(store.ok());
+  size_t uploads = 0;
+  for (uint64_t round = 1; round <= 7; ++round) {
+    Result<std::vector<LedgerEntry>> ledger = (*store)->LedgerForRound(round);
+    ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+    for (const LedgerEntry& e : *ledger) {
+      EXPECT_EQ(e.status_code, 0) << "round " << round << ": " << e.reason;
+      // A 44-byte header, then per block (2 here) 9 bytes and 150 bytes of codes.
+      EXPECT_LE(e.bytes, 44u + 2 * (9 + 150)) << "round " << round;
+      ++uploads;
+    }
+  }
+  EXPECT_EQ(uploads, 7u);
 }
 
 // Serves FetchModel with replay records whose framing is broken in one chosen way.
@@ -208,7 +252,8 @@ TEST_F(FerretReplayGrpcTest, LinkChecksReplayFraming) {
   EXPECT_EQ(intact->wire_bytes, 18u);
   // A replay answer to a request that named no version held is refused too.
   EXPECT_EQ((*link)->FetchModel(5).status().code(), StatusCode::kDataLoss);
-  for (Mode mode : {Mode::kSizesTooLong, Mode::kTooFewRecords, Mode::kWrongBase, Mode::kEmptyRecord}) {
+  for (Mode mode :
+       {Mode::kSizesTooLong, Mode::kTooFewRecords, Mode::kWrongBase, Mode::kEmptyRecord}) {
     service.set_mode(mode);
     Result<ModelSnapshot> bad = (*link)->FetchModelOrReplay(5, 3);
     ASSERT_FALSE(bad.ok()) << "mode " << static_cast<int>(mode);
