@@ -154,5 +154,15 @@ TEST(FlSimCliTest, CompareWritesAPlotAndATableOrNamesTheBadRun) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(FlSimCliTest, ShippedConfigsLoad) {
+  // The shipped config parses and names only known keys (a renamed key fails here), so
+  // the README's command cannot rot unnoticed.
+  Outcome o = RunFlSim("run --preset fortunes-gpt --config " + std::string(FL_SOURCE_DIR) +
+                       "/configs/fortunes-gpt-ferret.yaml --print-config");
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("upload_format: int4"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("name: ferret"), std::string::npos) << o.output;
+}
+
 }  // namespace
 }  // namespace fl::internal
