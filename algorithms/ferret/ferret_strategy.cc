@@ -62,6 +62,12 @@ FerretStrategy::FerretStrategy(FerretOptions options) : options_(std::move(optio
   options_.train.upload_encoding = Encoding::kFerret;
 }
 
+double FerretStrategy::ServerLrForRound(uint64_t round) const {
+  const double t = options_.server_lr_decay_rounds;
+  if (t == 0 || round <= 1) return options_.server_lr;
+  return options_.server_lr * t / (t + static_cast<double>(round - 1));
+}
+
 FerretRoundSpec FerretStrategy::SpecForRound(uint64_t round) const {
   FerretRoundSpec spec;
   spec.plan_kind = options_.plan_kind;
@@ -148,7 +154,7 @@ Status FerretStrategy::ApplyRound(AggregateReport report, ParamSet* global) {
   FerretReplay replay;
   replay.layout_hash = global->layout().hash();
   replay.spec = spec_;
-  replay.multiplier = -options_.server_lr;
+  replay.multiplier = -ServerLrForRound(*round_);
   replay.clip_norm = options_.clip;
   replay.table = table;
   std::string record = SerializeFerretReplay(replay);
@@ -172,6 +178,7 @@ Status FerretStrategy::ApplyRound(AggregateReport report, ParamSet* global) {
       {"ferret.terms_applied", static_cast<double>(stats.terms_applied)},
       {"ferret.terms_clipped", static_cast<double>(stats.terms_clipped)},
       {"ferret.terms_skipped_nonfinite", static_cast<double>(stats.terms_skipped_nonfinite)},
+      {"ferret.server_lr", -parsed.multiplier},
       {"ferret.coefficients", static_cast<double>(parsed.table.size())},
       {"ferret.replay_bytes", static_cast<double>(record.size())},
   };

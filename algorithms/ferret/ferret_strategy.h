@@ -47,6 +47,9 @@ struct FerretOptions {
   // Each reconstructed (seed, block) term is scaled down to this norm; 0 disables.
   double clip = 10.0;
   double server_lr = 1.0;        // > 0
+  // T > 0: round r steps with server_lr * T / (T + r - 1), so the noise each round's
+  // random directions add shrinks while the steps still sum without bound; 0: constant.
+  uint32_t server_lr_decay_rounds = 0;
   double server_momentum = 0.0;  // [0, 1); needs the fixed seed policy
   // Threads of the server's reconstruction; 0 = all cores. Results do not depend on it.
   int threads = 1;
@@ -83,11 +86,14 @@ class FerretStrategy : public Strategy {
   Status LoadState(std::string_view state) override;
   std::string TakeReplayRecord() override;
   // "ferret.terms_applied", "ferret.terms_clipped", "ferret.terms_skipped_nonfinite",
-  // "ferret.coefficients" (entries of the applied table), "ferret.replay_bytes".
+  // "ferret.coefficients" (entries of the applied table), "ferret.replay_bytes",
+  // "ferret.server_lr".
   std::map<std::string, double> LastRoundStats() const override { return last_stats_; }
 
   const FerretOptions& options() const { return options_; }
   FerretRoundSpec SpecForRound(uint64_t round) const;
+  // The server learning rate of `round` (rounds count from 1).
+  double ServerLrForRound(uint64_t round) const;
   uint64_t steps() const { return steps_; }
 
  private:

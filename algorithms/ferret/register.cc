@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <climits>
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -76,6 +77,7 @@ nlohmann::json FerretConfigDefaults() {
            {"clip", 10.0},                   // per-term norm clip; 0 disables
            {"block_plan", "reference"},      // reference | fixed:<n>
            {"server_lr", 1.0},
+           {"server_lr_decay_rounds", 0},    // T: lr * T / (T + round - 1); 0 = constant
            {"server_momentum", 0.0},         // in coefficient space; needs seed_policy=fixed
            {"threads", 1},                   // server reconstruction threads; 0 = all
        }},
@@ -129,6 +131,9 @@ Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
   o.clip = config.GetDouble("ferret.clip");
   FL_ASSIGN_OR_RETURN(o.plan_kind, ParsePlan(config.GetString("ferret.block_plan"), &o.block_size));
   o.server_lr = config.GetDouble("ferret.server_lr");
+  FL_ASSIGN_OR_RETURN(int64_t decay,
+                      IntInRange(config, "ferret.server_lr_decay_rounds", 0, UINT32_MAX));
+  o.server_lr_decay_rounds = static_cast<uint32_t>(decay);
   o.server_momentum = config.GetDouble("ferret.server_momentum");
   FL_ASSIGN_OR_RETURN(int64_t threads, IntInRange(config, "ferret.threads", 0, 1024));
   o.threads = static_cast<int>(threads);

@@ -148,7 +148,8 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   Result<FerretOptions> o = FerretOptionsFromConfig(build(
       {"algorithm.name=ferret", "ferret.num_bases=64", "ferret.block_plan=fixed:1000",
        "ferret.distribution=uniform", "ferret.selection=norm", "ferret.seed=9",
-       "ferret.server_momentum=0.5", "ferret.upload_format=bf16", "train.local_steps=3"}));
+       "ferret.server_momentum=0.5", "ferret.upload_format=bf16",
+       "ferret.server_lr_decay_rounds=20", "train.local_steps=3"}));
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->num_bases, 64u);
   EXPECT_EQ(o->plan_kind, ferret::BlockPlanKind::kFixedSize);
@@ -157,6 +158,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   EXPECT_EQ(o->projection.selection, ferret::SelectionPolicy::kProportional);
   EXPECT_EQ(o->pool_seed, 9u);
   EXPECT_EQ(o->projection.upload_format, ferret::CoefficientTableFormat::kBFloat16);
+  EXPECT_EQ(o->server_lr_decay_rounds, 20u);
   EXPECT_EQ(o->train.local_steps, 3);
   EXPECT_EQ(o->train.upload_encoding, Encoding::kFerret);
 
@@ -173,6 +175,8 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
               HasSubstr("ferret.server_momentum"));
   EXPECT_THAT(error({"ferret.server_lr=0"}).message(), HasSubstr("ferret.server_lr"));
   EXPECT_THAT(error({"ferret.clip=-1"}).message(), HasSubstr("ferret.clip"));
+  EXPECT_THAT(error({"ferret.server_lr_decay_rounds=-1"}).message(),
+              HasSubstr("ferret.server_lr_decay_rounds"));
   EXPECT_THAT(error({"ferret.upload_format=f16"}).message(), HasSubstr("ferret.upload_format"));
   Result<FerretOptions> int4 = FerretOptionsFromConfig(build({"ferret.upload_format=int4"}));
   ASSERT_TRUE(int4.ok());
@@ -424,6 +428,30 @@ TEST(FerretStrategyTest, ServerStepIsOneReconstructThatClientsReplayBitwise) {
   EXPECT_TRUE(BitwiseEqual(client, global));
   // The record is O(K L), far below the model's d floats.
   EXPECT_LT(record.size(), layout.total_numel() * sizeof(float) / 5);
+}
+
+TEST(FerretStrategyTest, DecayingServerLrIsInEachRoundsReplayRecord) {
+  const Layout layout = TwoTensors(500, 3);
+  FerretOptions o = SmallOptions();
+  o.server_lr = 0.6;
+  o.server_lr_decay_rounds = 4;  // lr * 4 / (4 + r - 1): 0.6, 0.48, 0.4, ...
+  FerretStrategy strategy(o);
+  EXPECT_DOUBLE_EQ(strategy.ServerLrForRound(1), 0.6);
+  EXPECT_DOUBLE_EQ(strategy.ServerLrForRound(5), 0.3);
+  ParamSet global = RandomParams(layout, 3);
+  const std::vector<ParamSet> deltas = {RandomParams(layout, 4, 0.01f)};
+  for (uint64_t round = 1; round <= 3; ++round) {
+    const ParamSet before = global;
+    const std::string record = RunRound(strategy, &global, round, deltas);
+    Result<FerretReplay> replay = ParseFerretReplay(record);
+    ASSERT_TRUE(replay.ok()) << replay.status().ToString();
+    EXPECT_DOUBLE_EQ(replay->multiplier, -0.6 * 4 / (4 + round - 1)) << round;
+    EXPECT_DOUBLE_EQ(strategy.LastRoundStats().at("ferret.server_lr"), -replay->multiplier);
+    // A client replaying the record takes the same, smaller step.
+    ParamSet client = before;
+    ASSERT_TRUE(ApplyReplayRecord("ferret", record, &client).ok());
+    EXPECT_TRUE(BitwiseEqual(client, global));
+  }
 }
 
 TEST(FerretStrategyTest, MomentumIsInCoefficientSpaceAndSurvivesSaveAndLoad) {
