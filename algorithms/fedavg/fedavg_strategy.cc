@@ -3,8 +3,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "codec/byte_io.h"
 #include "algorithms/fedavg/dense_round_aggregator.h"
+#include "algorithms/option_checks.h"
+#include "codec/byte_io.h"
 #include "codec/dense_codec.h"
 
 namespace fl::internal {
@@ -12,8 +13,6 @@ namespace {
 
 constexpr char kStateMagic[4] = {'F', 'A', 'O', 'S'};  // FedAvg optimizer state
 constexpr uint32_t kStateVersion = 1;
-
-bool InUnitInterval(double x) { return std::isfinite(x) && x >= 0 && x < 1; }
 
 }  // namespace
 
@@ -35,26 +34,13 @@ std::string_view ServerOptimizerName(ServerOptimizer optimizer) {
 }
 
 Status ValidateFedAvgOptions(const FedAvgOptions& o) {
-  auto bad = [](const char* key, const std::string& why) {
-    return Status::InvalidArgument(std::string(key) + " " + why);
-  };
-  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) return bad("algorithm.server_lr", "must be > 0");
-  if (!InUnitInterval(o.server_momentum)) return bad("algorithm.server_momentum", "must be in [0, 1)");
-  if (!InUnitInterval(o.beta1)) return bad("algorithm.beta1", "must be in [0, 1)");
-  if (!InUnitInterval(o.beta2)) return bad("algorithm.beta2", "must be in [0, 1)");
-  if (!(std::isfinite(o.tau) && o.tau > 0)) return bad("algorithm.tau", "must be > 0");
-  const TrainConfig& t = o.train;
-  if (t.local_epochs < 0) return bad("train.local_epochs", "must be >= 0");
-  if (t.local_steps < 0) return bad("train.local_steps", "must be >= 0");
-  if (t.local_epochs == 0 && t.local_steps == 0) {
-    return bad("train.local_epochs", "and train.local_steps cannot both be 0");
-  }
-  if (t.batch_size < 1) return bad("train.batch_size", "must be >= 1");
-  if (!(std::isfinite(t.lr) && t.lr > 0)) return bad("train.lr", "must be > 0");
-  if (!InUnitInterval(t.momentum)) return bad("train.momentum", "must be in [0, 1)");
-  if (!(std::isfinite(t.weight_decay) && t.weight_decay >= 0)) return bad("train.weight_decay", "must be >= 0");
-  if (!(std::isfinite(t.prox_mu) && t.prox_mu >= 0)) return bad("train.prox_mu", "must be >= 0");
-  if (!IsDenseEncoding(t.upload_encoding)) return bad("train.upload_encoding", "must be f32, f16 or bf16");
+  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) return BadOption("algorithm.server_lr", "must be > 0");
+  if (!InUnitInterval(o.server_momentum)) return BadOption("algorithm.server_momentum", "must be in [0, 1)");
+  if (!InUnitInterval(o.beta1)) return BadOption("algorithm.beta1", "must be in [0, 1)");
+  if (!InUnitInterval(o.beta2)) return BadOption("algorithm.beta2", "must be in [0, 1)");
+  if (!(std::isfinite(o.tau) && o.tau > 0)) return BadOption("algorithm.tau", "must be > 0");
+  FL_RETURN_IF_ERROR(ValidateLocalTraining(o.train));
+  if (!IsDenseEncoding(o.train.upload_encoding)) return BadOption("train.upload_encoding", "must be f32, f16 or bf16");
   return Status::Ok();
 }
 

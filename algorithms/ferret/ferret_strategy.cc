@@ -5,6 +5,7 @@
 
 #include "algorithms/ferret/ferret_replay.h"
 #include "algorithms/ferret/ferret_round_aggregator.h"
+#include "algorithms/option_checks.h"
 #include "core/logging.h"
 
 namespace fl::internal {
@@ -14,47 +15,39 @@ constexpr char kStateMagic[4] = {'F', 'R', 'S', 'T'};  // Ferret strategy state
 constexpr uint32_t kStateVersion = 1;
 constexpr size_t kStateHeader = 4 + 4 + 8;
 
-bool InUnitInterval(double x) { return std::isfinite(x) && x >= 0 && x < 1; }
-
-}  // namespace
-
-Status ValidateFerretOptions(const FerretOptions& o) {
-  auto bad = [](const char* key, const std::string& why) {
-    return Status::InvalidArgument(std::string(key) + " " + why);
-  };
+// The round spec the options describe, for the seed pool of `epoch`.
+FerretRoundSpec RoundSpecOf(const FerretOptions& o, uint64_t epoch) {
   FerretRoundSpec spec;
   spec.plan_kind = o.plan_kind;
   spec.block_size = o.block_size;
   spec.distribution = o.distribution;
   spec.amplitude = o.amplitude;
+  spec.pool_seed = o.pool_seed;
+  spec.epoch = epoch;
   spec.num_bases = o.num_bases;
-  FL_RETURN_IF_ERROR(ValidateFerretRoundSpec(spec));
+  return spec;
+}
+
+}  // namespace
+
+Status ValidateFerretOptions(const FerretOptions& o) {
+  FL_RETURN_IF_ERROR(ValidateFerretRoundSpec(RoundSpecOf(o, /*epoch=*/0)));
   if (o.seed_policy != FerretSeedPolicy::kFixed && o.seed_policy != FerretSeedPolicy::kFresh) {
-    return bad("ferret.seed_policy", "must be fixed or fresh");
+    return BadOption("ferret.seed_policy", "must be fixed or fresh");
   }
   if (o.projection.budget > o.num_bases) {
-    return bad("ferret.bases_per_block", "must be <= ferret.num_bases (0 means all)");
+    return BadOption("ferret.bases_per_block", "must be <= ferret.num_bases (0 means all)");
   }
-  if (o.projection.min_per_block < 1) return bad("ferret.min_per_block", "must be >= 1");
-  if (!(std::isfinite(o.clip) && o.clip >= 0)) return bad("ferret.clip", "must be >= 0");
-  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) return bad("ferret.server_lr", "must be > 0");
-  if (!InUnitInterval(o.server_momentum)) return bad("ferret.server_momentum", "must be in [0, 1)");
+  if (o.projection.min_per_block < 1) return BadOption("ferret.min_per_block", "must be >= 1");
+  if (!(std::isfinite(o.clip) && o.clip >= 0)) return BadOption("ferret.clip", "must be >= 0");
+  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) return BadOption("ferret.server_lr", "must be > 0");
+  if (!InUnitInterval(o.server_momentum)) return BadOption("ferret.server_momentum", "must be in [0, 1)");
   if (o.server_momentum > 0 && o.seed_policy != FerretSeedPolicy::kFixed) {
-    return bad("ferret.server_momentum",
+    return BadOption("ferret.server_momentum",
                "needs ferret.seed_policy=fixed (momentum adds tables of the same bases)");
   }
-  if (o.threads < 0) return bad("ferret.threads", "must be >= 0");
-  const TrainConfig& t = o.train;
-  if (t.local_epochs < 0) return bad("train.local_epochs", "must be >= 0");
-  if (t.local_steps < 0) return bad("train.local_steps", "must be >= 0");
-  if (t.local_epochs == 0 && t.local_steps == 0) {
-    return bad("train.local_epochs", "and train.local_steps cannot both be 0");
-  }
-  if (t.batch_size < 1) return bad("train.batch_size", "must be >= 1");
-  if (!(std::isfinite(t.lr) && t.lr > 0)) return bad("train.lr", "must be > 0");
-  if (!InUnitInterval(t.momentum)) return bad("train.momentum", "must be in [0, 1)");
-  if (!(std::isfinite(t.weight_decay) && t.weight_decay >= 0)) return bad("train.weight_decay", "must be >= 0");
-  if (!(std::isfinite(t.prox_mu) && t.prox_mu >= 0)) return bad("train.prox_mu", "must be >= 0");
+  if (o.threads < 0) return BadOption("ferret.threads", "must be >= 0");
+  FL_RETURN_IF_ERROR(ValidateLocalTraining(o.train));
   return Status::Ok();
 }
 
@@ -69,15 +62,7 @@ double FerretStrategy::ServerLrForRound(uint64_t round) const {
 }
 
 FerretRoundSpec FerretStrategy::SpecForRound(uint64_t round) const {
-  FerretRoundSpec spec;
-  spec.plan_kind = options_.plan_kind;
-  spec.block_size = options_.block_size;
-  spec.distribution = options_.distribution;
-  spec.amplitude = options_.amplitude;
-  spec.pool_seed = options_.pool_seed;
-  spec.epoch = options_.seed_policy == FerretSeedPolicy::kFresh ? round : 0;
-  spec.num_bases = options_.num_bases;
-  return spec;
+  return RoundSpecOf(options_, options_.seed_policy == FerretSeedPolicy::kFresh ? round : 0);
 }
 
 TrainConfig FerretStrategy::ConfigureRound(uint64_t round) const {
