@@ -8,6 +8,7 @@
 #include <string>
 
 #include "fl/status.h"
+#include "fl/task.h"
 #include "fl/update.h"
 
 namespace fl::internal {

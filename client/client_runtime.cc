@@ -97,8 +97,9 @@ Status ClientRuntime::UpdateCachedModel(const Task& task, ExecuteReport* report)
   return Status::Ok();
 }
 
-Status ClientRuntime::Run(Trainer& trainer, const CancelToken& cancel) {
+Status ClientRuntime::Run(Trainer& trainer, const CancelToken& cancel, const RunLimits& limits) {
   int failures = 0;
+  uint64_t tasks_done = 0;
   auto failed = [&](const Status& s) -> Status {
     ++failures;
     FL_LOG(WARNING) << "client " << options_.client_name << ": " << s.ToString();
@@ -145,6 +146,9 @@ Status ClientRuntime::Run(Trainer& trainer, const CancelToken& cancel) {
         FL_LOG(INFO) << "client " << options_.client_name << ": round " << r->round
                      << " trained on " << r->train.num_examples << " examples, loss "
                      << r->train.mean_loss << ", " << r->bytes_up << " bytes up";
+        ++tasks_done;
+        if (limits.on_task) limits.on_task(*r, tasks_done);
+        if (limits.max_tasks > 0 && tasks_done >= limits.max_tasks) return Status::Ok();
         break;
       }
     }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,8 @@
 #include "fl/server_link.h"
 #include "fl/status.h"
 #include "fl/trainer.h"
+#include "fl/model_snapshot.h"
+#include "fl/task.h"
 #include "fl/update.h"
 
 namespace fl::internal {
@@ -42,6 +45,13 @@ struct ExecuteReport {
   bool duplicate = false;   // server had already acknowledged this update
 };
 
+// Bounds and observation of ClientRuntime::Run.
+struct RunLimits {
+  uint64_t max_tasks = 0;  // stop after this many executed training tasks; 0 = no limit
+  // Called after each executed task with the number executed so far; may be empty.
+  std::function<void(const ExecuteReport&, uint64_t tasks_done)> on_task;
+};
+
 // Not thread-safe: one thread drives one runtime.
 class ClientRuntime {
  public:
@@ -61,8 +71,9 @@ class ClientRuntime {
   // (bitwise the server's model), and a replay that fails falls back to a full download.
   Result<ExecuteReport> Execute(const Task& task, Trainer& trainer, const CancelToken& cancel);
   // Joins if needed, then pulls and executes tasks until the server answers kDone
-  // (OK), `cancel` fires (Cancelled), or max_consecutive_failures is reached.
-  Status Run(Trainer& trainer, const CancelToken& cancel);
+  // (OK), `limits.max_tasks` tasks were executed (OK), `cancel` fires (Cancelled), or
+  // max_consecutive_failures is reached.
+  Status Run(Trainer& trainer, const CancelToken& cancel, const RunLimits& limits = {});
 
   uint64_t client_id() const { return client_id_; }
   const std::string& client_name() const { return options_.client_name; }

@@ -14,6 +14,8 @@
 
 #include "fl/server_link.h"
 #include "fl/status.h"
+#include "fl/model_snapshot.h"
+#include "fl/task.h"
 #include "fl/update.h"
 
 namespace fl::internal {

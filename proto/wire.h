@@ -18,6 +18,7 @@
 
 #include "fl/server_link.h"
 #include "fl/status.h"
+#include "fl/task.h"
 #include "fl/update.h"
 #include "fl/v1/fl.pb.h"
 

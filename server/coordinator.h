@@ -22,6 +22,8 @@
 #include "fl/server_link.h"
 #include "fl/status.h"
 #include "fl/strategy.h"
+#include "fl/model_snapshot.h"
+#include "fl/task.h"
 #include "fl/update.h"
 #include "store/store.h"
 

@@ -25,6 +25,7 @@
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/strategy.h"
+#include "fl/task.h"
 #include "fl/update.h"
 
 namespace fl::internal {

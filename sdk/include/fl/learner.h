@@ -4,6 +4,7 @@
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/trainer.h"
+#include "fl/task.h"
 #include "fl/update.h"
 
 namespace fl {

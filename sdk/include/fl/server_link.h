@@ -6,6 +6,8 @@
 #include <string>
 
 #include "fl/status.h"
+#include "fl/model_snapshot.h"
+#include "fl/task.h"
 #include "fl/update.h"
 
 namespace fl {

@@ -6,7 +6,7 @@
 
 #include "fl/param_set.h"
 #include "fl/status.h"
-#include "fl/update.h"
+#include "fl/task.h"
 
 namespace fl {
 

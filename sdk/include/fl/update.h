@@ -2,10 +2,7 @@
 #define FL_SDK_INCLUDE_FL_UPDATE_H_
 
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "fl/param_set.h"
 
@@ -43,50 +40,6 @@ struct UpdateMeta {
 struct Payload {
   UpdateMeta meta;
   std::string bytes;
-};
-
-// Configuration a client receives with a training task. Algorithm-specific
-// numbers beyond the common ones travel in `extra`.
-struct TrainConfig {
-  int local_epochs = 1;        // passes over local data when local_steps == 0
-  int local_steps = 0;         // if > 0, exactly this many minibatch steps instead
-  int batch_size = 32;
-  double lr = 0.05;
-  double momentum = 0.0;
-  double weight_decay = 0.0;
-  double prox_mu = 0.0;        // FedProx: (mu/2)||w - w_global||^2 added to the loss
-  uint64_t seed = 0;           // per (run, client, round): shuffling and dropout
-  Encoding upload_encoding = Encoding::kDenseF32;
-  std::map<std::string, double> extra;
-};
-
-enum class TaskKind : int { kTrain = 1, kWait = 2, kDone = 3 };
-
-// The answer to PullTask.
-struct Task {
-  TaskKind kind = TaskKind::kWait;
-  uint64_t round = 0;
-  uint64_t model_version = 0;
-  std::string algorithm;
-  TrainConfig config;
-  int64_t retry_after_ms = 0;  // for kWait
-};
-
-// A global model as delivered to a client. `params` is shared and immutable, so an
-// in-process link hands out the coordinator's copy without copying.
-//
-// Downlink by replay (ServerLink::FetchModelOrReplay): instead of `params` the server
-// may send the replay records that turn the version the client holds into `version`.
-// Then params is null and replay_records[i] turns version replay_base_version + i into
-// replay_base_version + i + 1; the algorithm's replayer applies them in order.
-struct ModelSnapshot {
-  uint64_t version = 0;
-  std::shared_ptr<const ParamSet> params;
-  uint64_t wire_bytes = 0;  // bytes this download costs on the wire
-  uint64_t replay_base_version = 0;
-  std::vector<std::shared_ptr<const std::string>> replay_records;
-
-  bool is_replay() const { return params == nullptr && !replay_records.empty(); }
 };
 
 }  // namespace fl

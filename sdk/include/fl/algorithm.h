@@ -1,0 +1,127 @@
+#ifndef FL_SDK_INCLUDE_FL_ALGORITHM_H_
+#define FL_SDK_INCLUDE_FL_ALGORITHM_H_
+
+// The open algorithm registry. An algorithm is a named pair of halves, a Strategy (server)
+// and a Learner (client), plus the config keys it reads. An application registers its own
+// algorithms with RegisterAlgorithm() before it starts a client, a server or a simulation;
+// the SDK's built-in algorithms (fedavg, fedprox, fedadam, ferret) register the same way.
+//
+//   fl::AlgorithmDefinition d;
+//   d.name = "signsgd";
+//   d.summary = "sign-SGD: majority vote of the clients' update signs";
+//   d.config_keys = {{"signsgd.server_lr", 0.01, "step per coordinate"}};
+//   d.create_strategy = [](const fl::AlgorithmConfig& c) { ... };
+//   d.create_learner = [] { return fl::NewDenseDeltaLearner(); };
+//   fl::Status s = fl::RegisterAlgorithm(std::move(d));
+//
+// The server selects an algorithm by the config key `algorithm.name`; the name travels
+// with every task, and a client builds the Learner registered under it.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "fl/export.h"
+#include "fl/learner.h"
+#include "fl/param_set.h"
+#include "fl/status.h"
+#include "fl/strategy.h"
+#include "fl/task.h"
+#include "fl/update.h"
+
+namespace fl {
+
+namespace internal {
+class Config;
+}  // namespace internal
+
+// A config value: its type is fixed by the key's default.
+using ConfigValue = std::variant<bool, int64_t, double, std::string>;
+
+// One config key an algorithm reads, e.g. {"signsgd.server_lr", 0.01, "..."}. The key is
+// dotted: "section.name". A section may not be one of the SDK's own (run, coordinator,
+// model, data, sim, server, client); "algorithm" and "train" are shared by every
+// algorithm and need no declaration. Files and `--set key=value` flags are checked
+// against the declared type, so a typo or a mistyped value is refused with the key named.
+struct ConfigKey {
+  std::string key;
+  ConfigValue default_value;
+  std::string help;
+};
+
+// A read-only view of the effective configuration (defaults, then config file, then
+// overrides), handed to an algorithm's factories and validator. Valid only during the
+// call it is passed to.
+class FL_EXPORT AlgorithmConfig {
+ public:
+  explicit AlgorithmConfig(const internal::Config& config) : config_(&config) {}
+
+  // True if `key` names a value of the configuration.
+  bool Has(std::string_view key) const;
+  // Typed getters. REQUIRES: Has(key) with a value of that type (GetDouble also reads
+  // integers); an undeclared key is a programming error and aborts with its name.
+  int64_t GetInt(std::string_view key) const;
+  double GetDouble(std::string_view key) const;
+  std::string GetString(std::string_view key) const;
+  bool GetBool(std::string_view key) const;
+
+  // The local-training options every learner reads ("train.*": epochs or steps, batch
+  // size, lr, momentum, weight decay, prox_mu, upload encoding), validated.
+  // InvalidArgument naming the key that is out of range.
+  Result<TrainConfig> LocalTraining() const;
+
+  const internal::Config& internal_config() const { return *config_; }
+
+ private:
+  const internal::Config* config_;
+};
+
+struct AlgorithmDefinition {
+  // The algorithm's name: [a-z0-9_-]+, at most 64 characters. Also Task::algorithm.
+  std::string name;
+  // One line for --help and docs.
+  std::string summary;
+  // Keys this algorithm adds to the configuration, with defaults (see ConfigKey).
+  std::vector<ConfigKey> config_keys;
+  // Optional: checks the effective config before anything starts (the server, fl-sim
+  // and `--print-config` call it). InvalidArgument naming the key at fault.
+  std::function<Status(const AlgorithmConfig&)> validate;
+  // Builds the server half. Required. Called once per server or simulation, after
+  // validate succeeded.
+  std::function<Result<std::unique_ptr<Strategy>>(const AlgorithmConfig&)> create_strategy;
+  // Builds the client half. Required. Called once per client runtime, on the client.
+  std::function<std::unique_ptr<Learner>()> create_learner;
+  // Optional downlink by replay: applies one record of the strategy's TakeReplayRecord()
+  // to the model version before it, giving the next version bit for bit. Leaves *model
+  // unchanged on error. Without it, clients download full models.
+  std::function<Status(std::string_view record, ParamSet* model)> apply_replay;
+};
+
+// Adds an algorithm to the process-wide registry. Thread-safe. Register before starting
+// the client, server or simulation that uses it; registered algorithms stay for the
+// life of the process. InvalidArgument for a bad name, a missing factory, or a config
+// key that is malformed or outside the algorithm's own sections; AlreadyExists if the
+// name or one of the keys is taken.
+FL_EXPORT Status RegisterAlgorithm(AlgorithmDefinition definition);
+
+// Names of the registered algorithms (built-in ones included), in registration order.
+FL_EXPORT std::vector<std::string> RegisteredAlgorithms();
+
+// ---- Building blocks for algorithms that upload dense model deltas ----
+
+// The client half of FedAvg: sets the global model, trains with the task's TrainConfig
+// and uploads (trained - global) in the task's upload encoding (f32, f16 or bf16).
+FL_EXPORT std::unique_ptr<Learner> NewDenseDeltaLearner();
+
+// Decodes a dense upload against `layout` and validates it (encoding, size, layout hash,
+// finite values, positive finite weight) before anything is folded. InvalidArgument
+// naming what is wrong.
+FL_EXPORT Result<ParamSet> DecodeDenseDelta(const Payload& payload, const Layout& layout);
+
+}  // namespace fl
+
+#endif  // FL_SDK_INCLUDE_FL_ALGORITHM_H_
