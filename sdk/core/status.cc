@@ -1,5 +1,8 @@
 #include "fl/status.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace fl {
 
 std::string_view StatusCodeName(StatusCode code) {
@@ -58,5 +61,15 @@ Status Status::WithContext(std::string_view context) const {
   message += rep_->message;
   return Status(rep_->code, message);
 }
+
+namespace internal {
+
+void DieOnResultValueError(const Status& status) {
+  std::fprintf(stderr, "fl::Result::value() on error: %s\n", status.ToString().c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace internal
 
 }  // namespace fl

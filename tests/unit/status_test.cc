@@ -87,5 +87,32 @@ TEST(ResultTest, MoveOnlyValue) {
   EXPECT_EQ(*p, 7);
 }
 
+// value() on an error aborts with the status in every build type (no assert: this test
+// runs in Release builds too).
+TEST(ResultDeathTest, ValueOnErrorAbortsWithStatus) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const char* kExpected = "fl::Result::value\\(\\) on error: INVALID_ARGUMENT: odd";
+  EXPECT_DEATH(
+      {
+        Result<int> r = Half(3);
+        int v = r.value();
+        (void)v;
+      },
+      kExpected);
+  EXPECT_DEATH(
+      {
+        const Result<int> r = Half(3);
+        (void)*r;
+      },
+      kExpected);
+  EXPECT_DEATH((void)Half(3).value(), kExpected);
+  EXPECT_DEATH(
+      {
+        Result<std::unique_ptr<int>> r = Status::NotFound("model 3");
+        (void)r->get();
+      },
+      "fl::Result::value\\(\\) on error: NOT_FOUND: model 3");
+}
+
 }  // namespace
 }  // namespace fl

@@ -82,6 +82,12 @@ class FL_EXPORT Status {
   std::unique_ptr<Rep> rep_;
 };
 
+namespace internal {
+// Prints "fl::Result::value() on error: <status>" to stderr and aborts, in every build
+// type. Called by Result<T>::value() when it holds an error.
+[[noreturn]] FL_EXPORT void DieOnResultValueError(const Status& status);
+}  // namespace internal
+
 // A value or an error Status (C++20 has no std::expected).
 template <typename T>
 class [[nodiscard]] Result {
@@ -95,10 +101,10 @@ class [[nodiscard]] Result {
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
 
-  // REQUIRES: ok().
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  // REQUIRES: ok(). On an error, prints the status to stderr and aborts (every build type).
+  T& value() & { CheckOk(); return *value_; }
+  const T& value() const& { CheckOk(); return *value_; }
+  T&& value() && { CheckOk(); return std::move(*value_); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
@@ -106,6 +112,10 @@ class [[nodiscard]] Result {
   const T* operator->() const { return &value(); }
 
  private:
+  void CheckOk() const {
+    if (!status_.ok()) internal::DieOnResultValueError(status_);
+  }
+
   Status status_;
   std::optional<T> value_;
 };
