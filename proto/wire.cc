@@ -97,6 +97,7 @@ Result<Task> FromProto(const v1::Task& task) {
   out.retry_after_ms = task.retry_after_ms();
   if (out.kind == TaskKind::kTrain) {
     FL_ASSIGN_OR_RETURN(out.config, FromProto(task.config()));
+    out.config.round = out.round;  // travels once, in Task.round
   }
   return out;
 }

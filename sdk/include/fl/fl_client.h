@@ -56,8 +56,8 @@ enum {
   FL_EUNAUTHENTICATED = 16
 };
 
-/* The message of the last failed call on this thread ("" if none). Valid until the next
- * call into the library from this thread. */
+/* The message of the last failed call on this thread ("" if none); successful calls
+ * leave it as it is. Valid until the next call into the library from this thread. */
 FL_EXPORT const char* fl_last_error(void);
 
 /* Version of the library, "major.minor.patch". */
@@ -96,12 +96,12 @@ typedef struct fl_train_config {
   double weight_decay;
   double prox_mu;        /* FedProx: (mu/2)||w - w_global||^2 added to the loss */
   uint64_t seed;         /* per (run, client, round): shuffling */
-  uint64_t round;
+  uint64_t round;        /* the task's round (1, 2, ...) */
 } fl_train_config;
 
 typedef struct fl_train_result {
   uint64_t num_examples; /* examples seen, with repetition */
-  uint64_t dataset_size; /* distinct local examples: the aggregation weight */
+  uint64_t dataset_size; /* distinct local examples: the aggregation weight; > 0 */
   double mean_loss;
 } fl_train_result;
 
@@ -149,11 +149,15 @@ FL_EXPORT int fl_client_set_task_callback(fl_client* client, fl_task_callback ca
  * are completed (FL_OK; 0 = no limit), fl_client_cancel was called (FL_ECANCELLED), or
  * the client gives up (the error). */
 FL_EXPORT int fl_client_run(fl_client* client, const fl_trainer* trainer, uint64_t max_tasks);
-/* Asks a running fl_client_run to return FL_ECANCELLED. Any thread. */
+/* Asks a running fl_client_run to return FL_ECANCELLED. Any thread, and from a signal
+ * handler (it only sets an atomic flag). A callback in progress is not interrupted: the
+ * run returns once it has returned. */
 FL_EXPORT void fl_client_cancel(fl_client* client);
 
 /* Downloads the current global model into `values` (`count` must equal
- * fl_client_num_parameters) and its version into *version (may be NULL). */
+ * fl_client_num_parameters) and its version into *version (may be NULL). Joins first if
+ * needed. FL_EFAILED_PRECONDITION if the server's model has another layout (the message
+ * names the first differing tensor). REQUIRES: no fl_client_run in progress. */
 FL_EXPORT int fl_client_fetch_global_model(fl_client* client, float* values, size_t count,
                                            uint64_t* version);
 

@@ -22,6 +22,7 @@ struct TrainConfig {
   double weight_decay = 0.0;
   double prox_mu = 0.0;        // FedProx: (mu/2)||w - w_global||^2 added to the loss
   uint64_t seed = 0;           // per (run, client, round): shuffling and dropout
+  uint64_t round = 0;          // the task's round (Task::round), for the trainer's logs
   Encoding upload_encoding = Encoding::kDenseF32;
   std::map<std::string, double> extra;
 };
