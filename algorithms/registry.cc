@@ -1,101 +1,171 @@
 #include "algorithms/registry.h"
 
+#include <cstdlib>
+#include <utility>
+#include <variant>
+
 #include "algorithms/fedavg/register.h"
 #include "algorithms/ferret/register.h"
+#include "core/logging.h"
 
 namespace fl::internal {
+namespace {
 
-void RegisterBuiltinAlgorithms(AlgorithmRegistry* registry) {
-  RegisterFedAvgFamily(registry);  // fedavg, fedprox, fedadam
-  RegisterFerret(registry);
+nlohmann::json ToJson(const ConfigValue& value) {
+  return std::visit([](const auto& v) { return nlohmann::json(v); }, value);
 }
 
-Status AlgorithmRegistry::Register(AlgorithmEntry entry) {
-  if (entry.name.empty() || !entry.create_strategy || !entry.create_learner) {
-    return Status::InvalidArgument("AlgorithmRegistry: an entry needs a name and both factories");
+// "section.name" -> defaults[section][name]. Keys were validated at registration.
+void AddKeys(const std::vector<ConfigKey>& keys, nlohmann::json* defaults) {
+  for (const ConfigKey& k : keys) {
+    const size_t dot = k.key.find('.');
+    (*defaults)[k.key.substr(0, dot)][k.key.substr(dot + 1)] = ToJson(k.default_value);
   }
-  if (Find(entry.name) != nullptr) {
-    return Status::AlreadyExists("algorithm '" + entry.name + "' is already registered");
+}
+
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string joined;
+  for (const std::string& n : names) joined += (joined.empty() ? "" : ", ") + n;
+  return joined;
+}
+
+Result<std::shared_ptr<const AlgorithmDefinition>> FindByConfig(const Config& config) {
+  const std::string name = config.GetString("algorithm.name");
+  std::shared_ptr<const AlgorithmDefinition> d = GlobalAlgorithmRegistry().Find(name);
+  if (d == nullptr) {
+    return Status::InvalidArgument("algorithm.name: unknown algorithm '" + name + "' (known: " +
+                                   JoinNames(GlobalAlgorithmRegistry().Names()) + ")");
   }
-  entries_.push_back(std::move(entry));
+  return d;
+}
+
+}  // namespace
+
+Status AlgorithmRegistry::Register(AlgorithmDefinition definition) {
+  FL_RETURN_IF_ERROR(ValidateAlgorithmDefinition(definition));
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& d : definitions_) {
+    if (d->name == definition.name) {
+      return Status::AlreadyExists("algorithm '" + definition.name + "' is already registered");
+    }
+  }
+  for (const ConfigKey& k : definition.config_keys) {
+    // Shared keys were checked to match the SDK's own; every other key has one owner, so
+    // two algorithms cannot give one key two types or defaults.
+    if (FindSharedAlgorithmKey(k.key) != nullptr) continue;
+    const AlgorithmDefinition* owner = KeyOwnerLocked(k.key);
+    if (owner != nullptr) {
+      return Status::AlreadyExists("algorithm '" + definition.name + "': config key " + k.key +
+                                   " is already declared by algorithm '" + owner->name + "'");
+    }
+  }
+  definitions_.push_back(std::make_shared<const AlgorithmDefinition>(std::move(definition)));
   return Status::Ok();
 }
 
-const AlgorithmEntry* AlgorithmRegistry::Find(std::string_view name) const {
-  for (const AlgorithmEntry& e : entries_) {
-    if (e.name == name) return &e;
+const AlgorithmDefinition* AlgorithmRegistry::KeyOwnerLocked(std::string_view key) const {
+  for (const auto& d : definitions_) {
+    for (const ConfigKey& k : d->config_keys) {
+      if (k.key == key) return d.get();
+    }
+  }
+  return nullptr;
+}
+
+std::shared_ptr<const AlgorithmDefinition> AlgorithmRegistry::Find(std::string_view name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& d : definitions_) {
+    if (d->name == name) return d;
   }
   return nullptr;
 }
 
 std::vector<std::string> AlgorithmRegistry::Names() const {
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> names;
-  for (const AlgorithmEntry& e : entries_) names.push_back(e.name);
+  for (const auto& d : definitions_) names.push_back(d->name);
   return names;
 }
 
-const AlgorithmRegistry& BuiltinAlgorithms() {
-  static const AlgorithmRegistry* const registry = [] {
+std::vector<std::shared_ptr<const AlgorithmDefinition>> AlgorithmRegistry::Definitions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return definitions_;
+}
+
+Status RegisterBuiltinAlgorithms(AlgorithmRegistry* registry) {
+  FL_RETURN_IF_ERROR(RegisterFedAvgFamily(registry));  // fedavg, fedprox, fedadam
+  return RegisterFerret(registry);
+}
+
+AlgorithmRegistry& GlobalAlgorithmRegistry() {
+  // Leaked on purpose: algorithms may be looked up from threads still running while
+  // static destructors run at exit.
+  static AlgorithmRegistry* const registry = [] {
     auto* r = new AlgorithmRegistry();
-    RegisterBuiltinAlgorithms(r);
+    Status s = RegisterBuiltinAlgorithms(r);
+    if (!s.ok()) {
+      FL_LOG(ERROR) << "a built-in algorithm failed to register: " << s.ToString();
+      std::abort();
+    }
     return r;
   }();
   return *registry;
 }
 
 nlohmann::json AlgorithmConfigDefaults() {
-  nlohmann::json defaults = {
-      {"algorithm",
-       {
-           {"name", "fedavg"},
-           {"server_optimizer", "sgd"},
-           {"server_lr", 1.0},
-           {"server_momentum", 0.0},
-           {"beta1", 0.9},
-           {"beta2", 0.99},
-           {"tau", 1e-3},
-       }},
-      {"train",
-       {
-           {"local_epochs", 1},
-           {"local_steps", 0},
-           {"batch_size", 32},
-           {"lr", 0.05},
-           {"momentum", 0.0},
-           {"weight_decay", 0.0},
-           {"prox_mu", 0.0},
-           {"upload_encoding", "f32"},
-       }},
-  };
-  for (const AlgorithmEntry& e : BuiltinAlgorithms().entries()) defaults.update(e.config_defaults, true);
+  nlohmann::json defaults = nlohmann::json::object();
+  AddKeys(SharedAlgorithmKeys(), &defaults);
+  for (const auto& d : GlobalAlgorithmRegistry().Definitions()) AddKeys(d->config_keys, &defaults);
   return defaults;
 }
 
+Status ValidateAlgorithmConfig(const Config& config) {
+  FL_ASSIGN_OR_RETURN(std::shared_ptr<const AlgorithmDefinition> d, FindByConfig(config));
+  return d->validate ? d->validate(AlgorithmConfig(config)) : Status::Ok();
+}
+
 Result<std::unique_ptr<Strategy>> CreateStrategy(const Config& config) {
-  const std::string name = config.GetString("algorithm.name");
-  const AlgorithmEntry* entry = BuiltinAlgorithms().Find(name);
-  if (entry == nullptr) {
-    std::string known;
-    for (const std::string& n : BuiltinAlgorithms().Names()) known += (known.empty() ? "" : ", ") + n;
-    return Status::InvalidArgument("algorithm.name: unknown algorithm '" + name + "' (known: " + known + ")");
+  FL_ASSIGN_OR_RETURN(std::shared_ptr<const AlgorithmDefinition> d, FindByConfig(config));
+  const AlgorithmConfig view(config);
+  if (d->validate) FL_RETURN_IF_ERROR(d->validate(view));
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, d->create_strategy(view));
+  if (strategy == nullptr || strategy->name() != d->name) {
+    return Status::Internal("algorithm '" + d->name + "': create_strategy must return a strategy "
+                            "whose name() is '" + d->name + "'");
   }
-  return entry->create_strategy(config);
+  return strategy;
 }
 
 Result<std::unique_ptr<Learner>> CreateLearner(const std::string& algorithm_name) {
-  const AlgorithmEntry* entry = BuiltinAlgorithms().Find(algorithm_name);
-  if (entry == nullptr) return Status::NotFound("no learner for algorithm '" + algorithm_name + "'");
-  return entry->create_learner();
+  std::shared_ptr<const AlgorithmDefinition> d = GlobalAlgorithmRegistry().Find(algorithm_name);
+  if (d == nullptr) return Status::NotFound("no learner for algorithm '" + algorithm_name + "'");
+  std::unique_ptr<Learner> learner = d->create_learner();
+  if (learner == nullptr) {
+    return Status::Internal("algorithm '" + algorithm_name + "': create_learner returned null");
+  }
+  return learner;
 }
 
 Status ApplyReplayRecord(const std::string& algorithm_name, std::string_view record,
                          ParamSet* model) {
-  const AlgorithmEntry* entry = BuiltinAlgorithms().Find(algorithm_name);
-  if (entry == nullptr) return Status::NotFound("no replayer for algorithm '" + algorithm_name + "'");
-  if (!entry->apply_replay) {
+  std::shared_ptr<const AlgorithmDefinition> d = GlobalAlgorithmRegistry().Find(algorithm_name);
+  if (d == nullptr) return Status::NotFound("no replayer for algorithm '" + algorithm_name + "'");
+  if (!d->apply_replay) {
     return Status::Unimplemented("algorithm '" + algorithm_name + "' has no downlink by replay");
   }
-  return entry->apply_replay(record, model);
+  return d->apply_replay(record, model);
 }
 
 }  // namespace fl::internal
+
+namespace fl {
+
+Status RegisterAlgorithm(AlgorithmDefinition definition) {
+  return internal::GlobalAlgorithmRegistry().Register(std::move(definition));
+}
+
+std::vector<std::string> RegisteredAlgorithms() {
+  return internal::GlobalAlgorithmRegistry().Names();
+}
+
+}  // namespace fl

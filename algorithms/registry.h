@@ -1,18 +1,21 @@
 #ifndef FL_ALGORITHMS_REGISTRY_H_
 #define FL_ALGORITHMS_REGISTRY_H_
 
-// Algorithms by name. Each algorithm folder provides one Register...() function that
-// adds its entries; RegisterBuiltinAlgorithms() calls them explicitly (one line per
-// algorithm), so nothing depends on static initializers that a linker may drop from
-// a static library.
+// Algorithms by name: the internal side of the open registry of fl/algorithm.h.
 //
-// Adding an algorithm "foo": write algorithms/foo/ (Strategy, Learner, and
-// `void RegisterFoo(AlgorithmRegistry*)` whose entries carry their config section
-// defaults), add its sources to algorithms/CMakeLists.txt, and add `RegisterFoo(r);`
-// to RegisterBuiltinAlgorithms in registry.cc.
+// One process-wide AlgorithmRegistry holds every algorithm. The SDK's own (fedavg,
+// fedprox, fedadam, ferret) are registered into it on first access, through the same
+// validated Register() that fl::RegisterAlgorithm uses, by explicit calls (one line per
+// algorithm folder in RegisterBuiltinAlgorithms), so nothing depends on static
+// initializers that a linker may drop from a static library.
+//
+// Adding a built-in algorithm "foo": write algorithms/foo/ (Strategy, Learner, and
+// `Status RegisterFoo(AlgorithmRegistry*)` registering an fl::AlgorithmDefinition with its
+// config keys), add its sources to algorithms/CMakeLists.txt, and add it to
+// RegisterBuiltinAlgorithms in registry.cc. Applications use fl::RegisterAlgorithm instead.
 
-#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,61 +23,81 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "fl/algorithm.h"
+#include "fl/export.h"
 #include "fl/learner.h"
 #include "fl/status.h"
 #include "fl/strategy.h"
 
 namespace fl::internal {
 
-struct AlgorithmEntry {
-  std::string name;     // "fedavg"; also Task::algorithm on the wire
-  std::string summary;  // one line for --help and docs
-  // Builds the server half from a validated config (AlgorithmConfigDefaults() schema).
-  // InvalidArgument naming the key if a value is out of range.
-  std::function<Result<std::unique_ptr<Strategy>>(const Config&)> create_strategy;
-  // Builds the client half.
-  std::function<std::unique_ptr<Learner>()> create_learner;
-  // Extra top-level config sections this algorithm reads, e.g. {"ferret": {...}};
-  // merged into AlgorithmConfigDefaults(). An empty object adds nothing.
-  nlohmann::json config_defaults = nlohmann::json::object();
-  // Downlink by replay (optional): applies one record of the strategy's
-  // TakeReplayRecord() to the model version before it, giving the next version bit for
-  // bit. Leaves *model unchanged on error. Empty for algorithms without replay.
-  std::function<Status(std::string_view record, ParamSet* model)> apply_replay;
-};
-
-// Thread-compatible; the built-in registry is immutable once built.
+// An append-only table of algorithm definitions. Thread-safe: every method may be called
+// concurrently. Definitions are never removed or changed once registered.
 class AlgorithmRegistry {
  public:
-  // AlreadyExists for a duplicate name; InvalidArgument for an empty name or factory.
-  Status Register(AlgorithmEntry entry);
-  // nullptr if unknown.
-  const AlgorithmEntry* Find(std::string_view name) const;
+  // Adds `definition` after ValidateAlgorithmDefinition. AlreadyExists if its name, or one
+  // of its own config keys, is already registered; InvalidArgument for a malformed one.
+  // On error nothing is added.
+  Status Register(AlgorithmDefinition definition);
+  // The definition named `name`; nullptr if unknown.
+  std::shared_ptr<const AlgorithmDefinition> Find(std::string_view name) const;
+  // Names in registration order.
   std::vector<std::string> Names() const;
-  const std::vector<AlgorithmEntry>& entries() const { return entries_; }
+  // Every definition, in registration order (a snapshot; later registrations do not
+  // appear in it).
+  std::vector<std::shared_ptr<const AlgorithmDefinition>> Definitions() const;
 
  private:
-  std::vector<AlgorithmEntry> entries_;
+  // The definition declaring config key `key`; nullptr if none. REQUIRES: mu_ held.
+  const AlgorithmDefinition* KeyOwnerLocked(std::string_view key) const;
+
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<const AlgorithmDefinition>> definitions_;  // guarded by mu_
 };
 
-// Adds every algorithm shipped with the SDK.
-void RegisterBuiltinAlgorithms(AlgorithmRegistry* registry);
-// The registry of built-in algorithms, built on first use (thread-safe).
-const AlgorithmRegistry& BuiltinAlgorithms();
+// Registers every algorithm shipped with the SDK into `registry`. An error is a bug in
+// a built-in definition (or a name already taken in `registry`).
+Status RegisterBuiltinAlgorithms(AlgorithmRegistry* registry);
 
-// The "algorithm" and "train" config sections with their defaults (plus any section
-// an algorithm adds). Binaries merge this into their own defaults.
+// The process-wide registry, with the built-in algorithms registered on the first call
+// (thread-safe). Out of line and exported: when several shared libraries of the SDK are
+// loaded into one process, they must all resolve this one symbol, or an algorithm
+// registered through one library would be unknown to another.
+FL_EXPORT AlgorithmRegistry& GlobalAlgorithmRegistry();
+
+// The "algorithm" and "train" keys every algorithm shares, with their defaults.
+const std::vector<ConfigKey>& SharedAlgorithmKeys();
+// The shared key named `key`; nullptr if it is not one.
+const ConfigKey* FindSharedAlgorithmKey(std::string_view key);
+
+// Checks a definition on its own: name [a-z0-9_-]{1,64}, both factories, every config
+// key "section.name" ([a-z0-9_]{1,64} each) outside the SDK's own sections, declared
+// once, and, in the shared "algorithm"/"train" sections, only an existing key with its
+// type and default. InvalidArgument naming the definition and the key at fault.
+Status ValidateAlgorithmDefinition(const AlgorithmDefinition& definition);
+
+// The "algorithm" and "train" sections with their defaults, plus every key the
+// registered algorithms declare (dotted keys become nested sections), built at call time
+// from GlobalAlgorithmRegistry(). Binaries merge this into their own defaults, so an
+// algorithm registered before the config is built is configurable by file and --set.
 nlohmann::json AlgorithmConfigDefaults();
 
-// The server half named by algorithm.name. InvalidArgument naming the key for an
-// unknown algorithm or an out-of-range value.
+// Runs the `validate` hook of the algorithm named by algorithm.name (OK if it has none).
+// InvalidArgument naming algorithm.name for an unknown algorithm; otherwise the hook's
+// status.
+Status ValidateAlgorithmConfig(const Config& config);
+
+// The server half named by algorithm.name: validates (ValidateAlgorithmConfig), then
+// calls create_strategy. InvalidArgument naming the key for an unknown algorithm or an
+// out-of-range value; Internal if the factory returns no strategy or one whose name()
+// is not the algorithm's (clients would build the wrong learner).
 Result<std::unique_ptr<Strategy>> CreateStrategy(const Config& config);
 
 // The client half for Task::algorithm. NotFound for unknown names.
 Result<std::unique_ptr<Learner>> CreateLearner(const std::string& algorithm_name);
 
 // Applies a replay record of `algorithm_name`'s strategy to *model (see
-// AlgorithmEntry::apply_replay). NotFound for unknown names; Unimplemented if the
+// AlgorithmDefinition::apply_replay). NotFound for unknown names; Unimplemented if the
 // algorithm has no replay; otherwise the replayer's status (*model unchanged on error).
 Status ApplyReplayRecord(const std::string& algorithm_name, std::string_view record,
                          ParamSet* model);

@@ -1,7 +1,8 @@
 #include "algorithms/fedavg/dense_round_aggregator.h"
 
-#include <cmath>
 #include <string>
+
+#include "algorithms/fedavg/dense_delta.h"
 
 namespace fl::internal {
 
@@ -23,17 +24,9 @@ Status DenseRoundAggregator::Accumulate(const Payload& payload) {
     return Status::FailedPrecondition("update for round " + std::to_string(meta.round) +
                                       " offered to the aggregator of round " + std::to_string(round_));
   }
-  if (meta.layout_hash != acc_.layout().hash()) {
-    return Status::InvalidArgument("update layout hash " + std::to_string(meta.layout_hash) +
-                                   " does not match the model's " + std::to_string(acc_.layout().hash()));
-  }
-  if (!std::isfinite(meta.train_loss)) {
-    return Status::InvalidArgument("update reports a non-finite train loss");
-  }
+  FL_RETURN_IF_ERROR(CheckDenseUpdateMeta(meta, acc_.layout()));
   FL_ASSIGN_OR_RETURN(double weight, FoldWeight(meta));
-  if (!std::isfinite(weight) || !(weight > 0)) {
-    return Status::InvalidArgument("update weight must be finite and > 0, got " + std::to_string(weight));
-  }
+  FL_RETURN_IF_ERROR(CheckUpdateWeight(weight));
   FL_RETURN_IF_ERROR(Fold(payload, weight, &acc_));
   loss_sum_ += weight * meta.train_loss;
   return Status::Ok();

@@ -1,28 +1,26 @@
 #include "algorithms/fedavg/register.h"
 
-#include <climits>
+#include <utility>
 
-#include "algorithms/fedavg/fedavg_learner.h"
+#include "fl/algorithm.h"
 
 namespace fl::internal {
 namespace {
 
-Result<int> IntInRange(const Config& config, const char* key) {
-  const int64_t v = config.GetInt(key);
-  if (v < INT_MIN || v > INT_MAX) return Status::InvalidArgument(std::string(key) + " is out of range");
-  return static_cast<int>(v);
-}
-
-AlgorithmEntry Entry(std::string name, std::string summary) {
-  AlgorithmEntry e;
-  e.name = name;
-  e.summary = std::move(summary);
-  e.create_strategy = [name](const Config& config) -> Result<std::unique_ptr<Strategy>> {
-    FL_ASSIGN_OR_RETURN(FedAvgOptions options, FedAvgOptionsFromConfig(config, name));
+AlgorithmDefinition Definition(std::string name, std::string summary) {
+  AlgorithmDefinition d;
+  d.name = name;
+  d.summary = std::move(summary);
+  d.validate = [name](const AlgorithmConfig& config) {
+    return FedAvgOptionsFromConfig(config.internal_config(), name).status();
+  };
+  d.create_strategy = [name](const AlgorithmConfig& config) -> Result<std::unique_ptr<Strategy>> {
+    FL_ASSIGN_OR_RETURN(FedAvgOptions options,
+                        FedAvgOptionsFromConfig(config.internal_config(), name));
     return std::unique_ptr<Strategy>(std::make_unique<FedAvgStrategy>(std::move(options)));
   };
-  e.create_learner = [] { return std::make_unique<FedAvgLearner>(); };
-  return e;
+  d.create_learner = [] { return NewDenseDeltaLearner(); };
+  return d;
 }
 
 }  // namespace
@@ -40,18 +38,8 @@ Result<FedAvgOptions> FedAvgOptionsFromConfig(const Config& config, std::string_
   o.beta1 = config.GetDouble("algorithm.beta1");
   o.beta2 = config.GetDouble("algorithm.beta2");
   o.tau = config.GetDouble("algorithm.tau");
-  TrainConfig& t = o.train;
-  FL_ASSIGN_OR_RETURN(t.local_epochs, IntInRange(config, "train.local_epochs"));
-  FL_ASSIGN_OR_RETURN(t.local_steps, IntInRange(config, "train.local_steps"));
-  FL_ASSIGN_OR_RETURN(t.batch_size, IntInRange(config, "train.batch_size"));
-  t.lr = config.GetDouble("train.lr");
-  t.momentum = config.GetDouble("train.momentum");
-  t.weight_decay = config.GetDouble("train.weight_decay");
-  t.prox_mu = config.GetDouble("train.prox_mu");
-  Result<Encoding> encoding = ParseDenseEncoding(config.GetString("train.upload_encoding"));
-  if (!encoding.ok()) return encoding.status().WithContext("train.upload_encoding");
-  t.upload_encoding = *encoding;
-  if (name == "fedprox" && !(t.prox_mu > 0)) {
+  FL_ASSIGN_OR_RETURN(o.train, AlgorithmConfig(config).LocalTraining());
+  if (name == "fedprox" && !(o.train.prox_mu > 0)) {
     return Status::InvalidArgument("train.prox_mu must be > 0 for fedprox");
   }
   Status valid = ValidateFedAvgOptions(o);
@@ -61,10 +49,13 @@ Result<FedAvgOptions> FedAvgOptionsFromConfig(const Config& config, std::string_
   return o;
 }
 
-void RegisterFedAvgFamily(AlgorithmRegistry* registry) {
-  (void)registry->Register(Entry("fedavg", "FedAvg: weighted mean of client deltas (server optimizer configurable)"));
-  (void)registry->Register(Entry("fedprox", "FedProx: FedAvg with a proximal term train.prox_mu > 0 on clients"));
-  (void)registry->Register(Entry("fedadam", "FedAdam: FedAvg with the adam server optimizer (try algorithm.server_lr=0.01)"));
+Status RegisterFedAvgFamily(AlgorithmRegistry* registry) {
+  FL_RETURN_IF_ERROR(registry->Register(Definition(
+      "fedavg", "FedAvg: weighted mean of client deltas (server optimizer configurable)")));
+  FL_RETURN_IF_ERROR(registry->Register(Definition(
+      "fedprox", "FedProx: FedAvg with a proximal term train.prox_mu > 0 on clients")));
+  return registry->Register(Definition(
+      "fedadam", "FedAdam: FedAvg with the adam server optimizer (try algorithm.server_lr=0.01)"));
 }
 
 }  // namespace fl::internal

@@ -12,8 +12,9 @@ namespace fl::internal {
 // fedprox requires train.prox_mu > 0; fedadam always uses the adam server optimizer.
 Result<FedAvgOptions> FedAvgOptionsFromConfig(const Config& config, std::string_view name);
 
-// Registers fedavg, fedprox and fedadam.
-void RegisterFedAvgFamily(AlgorithmRegistry* registry);
+// Registers fedavg, fedprox and fedadam (they read only the shared "algorithm" and
+// "train" sections).
+Status RegisterFedAvgFamily(AlgorithmRegistry* registry);
 
 }  // namespace fl::internal
 

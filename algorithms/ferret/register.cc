@@ -58,29 +58,25 @@ Result<ferret::BlockPlanKind> ParsePlan(std::string_view text, uint64_t* block_s
 
 }  // namespace
 
-nlohmann::json FerretConfigDefaults() {
+std::vector<ConfigKey> FerretConfigKeys() {
   return {
-      {"ferret",
-       {
-           {"num_bases", 200},               // K, the shared pool of bases
-           {"seed_policy", "fixed"},         // fixed (one pool per run) | fresh (per round)
-           {"seed", 0},                      // pool seed; 0: run.seed
-           {"distribution", "rademacher"},   // rademacher | uniform | gaussian
-           {"amplitude", "unit"},            // unit | inv_sqrt_dim (the reference's)
-           {"scale", "unbiased"},            // unbiased | reference (d_l / n_l)
-           {"selection", "fixed"},           // fixed (n_l = bases_per_block) | norm
-           {"bases_per_block", 0},           // n_l or the norm budget; 0 = num_bases
-           {"min_per_block", 2},             // floor of n_l under selection=norm
-           // f32 | bf16 (2 bytes a coefficient) | int8, int4 (1 or 1/2 byte a
-           // coefficient, and the client's selection seed instead of a K-bit map per block)
-           {"upload_format", "f32"},
-           {"clip", 10.0},                   // per-term norm clip; 0 disables
-           {"block_plan", "reference"},      // reference | fixed:<n>
-           {"server_lr", 1.0},
-           {"server_lr_decay_rounds", 0},    // T: lr * T / (T + round - 1); 0 = constant
-           {"server_momentum", 0.0},         // in coefficient space; needs seed_policy=fixed
-           {"threads", 1},                   // server reconstruction threads; 0 = all
-       }},
+      {"ferret.num_bases", int64_t{200}, "K, the shared pool of bases"},
+      {"ferret.seed_policy", std::string("fixed"), "fixed (one pool per run) | fresh (per round)"},
+      {"ferret.seed", int64_t{0}, "pool seed; 0: run.seed"},
+      {"ferret.distribution", std::string("rademacher"), "rademacher | uniform | gaussian"},
+      {"ferret.amplitude", std::string("unit"), "unit | inv_sqrt_dim (the reference's)"},
+      {"ferret.scale", std::string("unbiased"), "unbiased | reference (d_l / n_l)"},
+      {"ferret.selection", std::string("fixed"), "fixed (n_l = bases_per_block) | norm"},
+      {"ferret.bases_per_block", int64_t{0}, "n_l or the norm budget; 0 = num_bases"},
+      {"ferret.min_per_block", int64_t{2}, "floor of n_l under selection=norm"},
+      // int8/int4 send the client's selection seed instead of a K-bit map per block.
+      {"ferret.upload_format", std::string("f32"), "f32 | bf16 | int8 | int4 per coefficient"},
+      {"ferret.clip", 10.0, "per-term norm clip; 0 disables"},
+      {"ferret.block_plan", std::string("reference"), "reference | fixed:<n>"},
+      {"ferret.server_lr", 1.0, "server step"},
+      {"ferret.server_lr_decay_rounds", int64_t{0}, "T: lr * T / (T + round - 1); 0 = constant"},
+      {"ferret.server_momentum", 0.0, "in coefficient space; needs seed_policy=fixed"},
+      {"ferret.threads", int64_t{1}, "server reconstruction threads; 0 = all"},
   };
 }
 
@@ -138,38 +134,32 @@ Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t threads, IntInRange(config, "ferret.threads", 0, 1024));
   o.threads = static_cast<int>(threads);
 
-  TrainConfig& t = o.train;
-  FL_ASSIGN_OR_RETURN(int64_t epochs, IntInRange(config, "train.local_epochs", 0, INT_MAX));
-  FL_ASSIGN_OR_RETURN(int64_t steps, IntInRange(config, "train.local_steps", 0, INT_MAX));
-  FL_ASSIGN_OR_RETURN(int64_t batch, IntInRange(config, "train.batch_size", 1, INT_MAX));
-  t.local_epochs = static_cast<int>(epochs);
-  t.local_steps = static_cast<int>(steps);
-  t.batch_size = static_cast<int>(batch);
-  t.lr = config.GetDouble("train.lr");
-  t.momentum = config.GetDouble("train.momentum");
-  t.weight_decay = config.GetDouble("train.weight_decay");
-  t.prox_mu = config.GetDouble("train.prox_mu");
-  // train.upload_encoding is ignored: ferret always uploads coefficient tables.
-  t.upload_encoding = Encoding::kFerret;
+  FL_ASSIGN_OR_RETURN(o.train, AlgorithmConfig(config).LocalTraining());
+  // Ferret always uploads coefficient tables, whatever train.upload_encoding says.
+  o.train.upload_encoding = Encoding::kFerret;
   FL_RETURN_IF_ERROR(ValidateFerretOptions(o));
   return o;
 }
 
-void RegisterFerret(AlgorithmRegistry* registry) {
-  AlgorithmEntry e;
-  e.name = "ferret";
-  e.summary = "Ferret: full-parameter training, uploads projected onto K shared random bases; "
-              "downlink by replay";
-  e.create_strategy = [](const Config& config) -> Result<std::unique_ptr<Strategy>> {
-    FL_ASSIGN_OR_RETURN(FerretOptions options, FerretOptionsFromConfig(config));
+Status RegisterFerret(AlgorithmRegistry* registry) {
+  AlgorithmDefinition d;
+  d.name = "ferret";
+  d.summary =
+      "Ferret: full-parameter training, uploads projected onto K shared random bases; "
+      "downlink by replay";
+  d.config_keys = FerretConfigKeys();
+  d.validate = [](const AlgorithmConfig& config) {
+    return FerretOptionsFromConfig(config.internal_config()).status();
+  };
+  d.create_strategy = [](const AlgorithmConfig& config) -> Result<std::unique_ptr<Strategy>> {
+    FL_ASSIGN_OR_RETURN(FerretOptions options, FerretOptionsFromConfig(config.internal_config()));
     return std::unique_ptr<Strategy>(std::make_unique<FerretStrategy>(std::move(options)));
   };
-  e.create_learner = [] { return std::make_unique<FerretLearner>(); };
-  e.apply_replay = [](std::string_view record, ParamSet* model) {
+  d.create_learner = [] { return std::make_unique<FerretLearner>(); };
+  d.apply_replay = [](std::string_view record, ParamSet* model) {
     return ApplyFerretReplayRecord(record, model);
   };
-  e.config_defaults = FerretConfigDefaults();
-  (void)registry->Register(std::move(e));
+  return registry->Register(std::move(d));
 }
 
 }  // namespace fl::internal

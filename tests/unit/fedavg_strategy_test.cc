@@ -260,7 +260,7 @@ TEST(AlgorithmRegistryTest, CreatesTheFedAvgFamily) {
   EXPECT_EQ(adam->options().server_optimizer, ServerOptimizer::kAdam);
   EXPECT_EQ(adam->options().server_lr, 0.01);
 
-  for (const std::string& name : BuiltinAlgorithms().Names()) {
+  for (const std::string& name : GlobalAlgorithmRegistry().Names()) {
     Result<std::unique_ptr<Learner>> l = CreateLearner(name);
     EXPECT_TRUE(l.ok()) << name;
   }
@@ -301,11 +301,11 @@ TEST(AlgorithmRegistryTest, OutOfRangeValuesNameTheKey) {
 
 TEST(AlgorithmRegistryTest, RegistryRefusesDuplicatesAndIncompleteEntries) {
   AlgorithmRegistry r;
-  RegisterBuiltinAlgorithms(&r);
+  ASSERT_TRUE(RegisterBuiltinAlgorithms(&r).ok());
   EXPECT_EQ(r.Names(), (std::vector<std::string>{"fedavg", "fedprox", "fedadam", "ferret"}));
-  AlgorithmEntry dup = r.entries()[0];
+  AlgorithmDefinition dup = *r.Find("fedavg");
   EXPECT_EQ(r.Register(dup).code(), StatusCode::kAlreadyExists);
-  AlgorithmEntry empty;
+  AlgorithmDefinition empty;
   empty.name = "x";
   EXPECT_EQ(r.Register(empty).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(r.Find("fedadam")->name, "fedadam");

@@ -43,10 +43,13 @@ class Config;
 using ConfigValue = std::variant<bool, int64_t, double, std::string>;
 
 // One config key an algorithm reads, e.g. {"signsgd.server_lr", 0.01, "..."}. The key is
-// dotted: "section.name". A section may not be one of the SDK's own (run, coordinator,
-// model, data, sim, server, client); "algorithm" and "train" are shared by every
-// algorithm and need no declaration. Files and `--set key=value` flags are checked
-// against the declared type, so a typo or a mistyped value is refused with the key named.
+// dotted: "section.name", each part [a-z0-9_]{1,64}. The section may not be one of the
+// SDK's own (run, coordinator, model, data, sim, server, client, lm, pretrain).
+// "algorithm" and "train" are shared by every algorithm: their keys need no declaration,
+// and an algorithm cannot add to them (it may repeat an existing one with its type and
+// default). Any other key belongs to the one algorithm that declared it. Files and
+// `--set key=value` flags are checked against the declared type (the default's), so a
+// typo or a mistyped value is refused with the key named.
 struct ConfigKey {
   std::string key;
   ConfigValue default_value;
@@ -91,7 +94,8 @@ struct AlgorithmDefinition {
   // and `--print-config` call it). InvalidArgument naming the key at fault.
   std::function<Status(const AlgorithmConfig&)> validate;
   // Builds the server half. Required. Called once per server or simulation, after
-  // validate succeeded.
+  // validate succeeded. The strategy's name() must be `name` (it travels with every
+  // task and selects the clients' learner); CreateStrategy refuses another.
   std::function<Result<std::unique_ptr<Strategy>>(const AlgorithmConfig&)> create_strategy;
   // Builds the client half. Required. Called once per client runtime, on the client.
   std::function<std::unique_ptr<Learner>()> create_learner;
@@ -102,10 +106,11 @@ struct AlgorithmDefinition {
 };
 
 // Adds an algorithm to the process-wide registry. Thread-safe. Register before starting
-// the client, server or simulation that uses it; registered algorithms stay for the
-// life of the process. InvalidArgument for a bad name, a missing factory, or a config
-// key that is malformed or outside the algorithm's own sections; AlreadyExists if the
-// name or one of the keys is taken.
+// the client, server or simulation that uses it (and before building the configuration
+// that sets its keys); registered algorithms stay for the life of the process.
+// InvalidArgument for a bad name, a missing factory, or a config key that is malformed,
+// declared twice, in an SDK section or new in a shared one; AlreadyExists if the name,
+// or one of its own keys, is already registered. On error nothing is registered.
 FL_EXPORT Status RegisterAlgorithm(AlgorithmDefinition definition);
 
 // Names of the registered algorithms (built-in ones included), in registration order.
@@ -118,8 +123,9 @@ FL_EXPORT std::vector<std::string> RegisteredAlgorithms();
 FL_EXPORT std::unique_ptr<Learner> NewDenseDeltaLearner();
 
 // Decodes a dense upload against `layout` and validates it (encoding, size, layout hash,
-// finite values, positive finite weight) before anything is folded. InvalidArgument
-// naming what is wrong.
+// finite values, finite train loss, positive finite weight): the checks of the built-in
+// dense aggregator. InvalidArgument naming what is wrong. The round is not checked (the
+// aggregator knows which round it folds).
 FL_EXPORT Result<ParamSet> DecodeDenseDelta(const Payload& payload, const Layout& layout);
 
 }  // namespace fl
