@@ -17,13 +17,10 @@
 #include <thread>
 #include <vector>
 
-#include "algorithms/registry.h"
 #include "core/config.h"
 #include "core/logging.h"
-#include "server/coordinator.h"
-#include "server/coordinator_config.h"
 #include "server/dev_certs.h"
-#include "server/grpc_service.h"
+#include "server/running_server.h"
 
 namespace fl::internal {
 namespace {
@@ -48,24 +45,6 @@ void InstallStopHandlers() {
 
 bool StopRequested() { return g_stop_signal != 0; }
 
-nlohmann::json ServerDefaults() {
-  const GrpcServerOptions d;
-  nlohmann::json defaults = AlgorithmConfigDefaults();
-  defaults.update(CoordinatorConfigDefaults());
-  defaults.update(ModelConfigDefaults("cnn"));
-  defaults["server"] = {
-      {"listen", d.listen_address},
-      {"tls", {{"cert", ""}, {"key", ""}, {"ca", ""}}},
-      {"require_client_cert", d.require_client_cert},
-      {"insecure", d.insecure},
-      {"max_poll_wait_s", static_cast<double>(d.max_poll_wait.count()) / 1000.0},
-      // After the last round, keep answering for this long so polling clients learn
-      // that the federation is done instead of finding the server gone.
-      {"drain_s", 5.0},
-  };
-  return defaults;
-}
-
 std::vector<FlagAlias> ServerAliases() {
   return {
       {"--listen", "server.listen", "address to listen on (host:port)"},
@@ -83,29 +62,6 @@ std::vector<FlagAlias> ServerAliases() {
       {"--min-clients", "coordinator.min_clients", "clients needed to open a round"},
       {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
   };
-}
-
-Result<GrpcServerOptions> ServerOptionsFromConfig(const Config& config,
-                                                  const CoordinatorOptions& coordinator) {
-  GrpcServerOptions o;
-  o.listen_address = config.GetString("server.listen");
-  if (o.listen_address.empty()) {
-    return Status::InvalidArgument("config key server.listen must be host:port (got \"\")");
-  }
-  o.tls_cert_path = config.GetString("server.tls.cert");
-  o.tls_key_path = config.GetString("server.tls.key");
-  o.tls_ca_path = config.GetString("server.tls.ca");
-  o.require_client_cert = config.GetBool("server.require_client_cert");
-  o.insecure = config.GetBool("server.insecure");
-  const double wait_s = config.GetDouble("server.max_poll_wait_s");
-  if (!(wait_s >= 0 && wait_s <= 3600)) {
-    return Status::InvalidArgument("config key server.max_poll_wait_s must be in [0, 3600] (got " +
-                                   std::to_string(wait_s) + ")");
-  }
-  o.max_poll_wait = std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000));
-  o.max_update_bytes = coordinator.max_update_bytes;
-  FL_RETURN_IF_ERROR(ValidateGrpcServerOptions(o));
-  return o;
 }
 
 int RunCerts(int argc, char** argv) {
@@ -152,7 +108,7 @@ int RunServer(int argc, char** argv) {
       "fl-server",
       "Federated learning aggregator: runs synchronous rounds over gRPC (TLS by default).\n"
       "Subcommand: fl-server certs --out DIR writes development certificates.",
-      ServerDefaults(), ServerAliases(), argc, argv);
+      ServerConfigDefaults(), ServerAliases(), argc, argv);
   if (!command_line.ok()) {
     std::fprintf(stderr, "fl-server: %s\n", command_line.status().message().c_str());
     return kExitUsage;
@@ -160,52 +116,39 @@ int RunServer(int argc, char** argv) {
   if (command_line->exit_now) return command_line->exit_code;
   const Config& config = command_line->config;
 
-  Result<CoordinatorOptions> coordinator_options = CoordinatorOptionsFromConfig(config);
-  if (!coordinator_options.ok()) return Fail("config", coordinator_options.status());
-  Result<GrpcServerOptions> server_options = ServerOptionsFromConfig(config, *coordinator_options);
-  if (!server_options.ok()) return Fail("config", server_options.status());
   const double drain_s = config.GetDouble("server.drain_s");
   if (!(drain_s >= 0 && drain_s <= 3600)) {
     return Fail("config",
                 Status::InvalidArgument("config key server.drain_s must be in [0, 3600]"));
   }
-  Result<std::unique_ptr<Strategy>> strategy = CreateStrategy(config);
-  if (!strategy.ok()) return Fail("algorithm", strategy.status());
-  Result<std::unique_ptr<Coordinator>> coordinator = Status::Internal("not created");
-  {
-    // Scoped: the coordinator keeps its own copy, so this one is released at once.
-    Result<ParamSet> initial = InitialModelFromConfig(config);
-    if (!initial.ok()) return Fail("initial model", initial.status());
-    coordinator = Coordinator::Create(*coordinator_options, std::move(strategy).value(), *initial);
-  }
-  if (!coordinator.ok()) return Fail("coordinator", coordinator.status());
-
-  (*coordinator)->SetRoundCallback([](const RoundSummary& s, const ModelSnapshot&) {
+  auto log_round = [](const RoundSummary& s, const ModelSnapshot&) {
     FL_LOG(INFO) << "round " << s.round << ": " << s.num_updates << " updates, " << s.num_rejected
                  << " rejected, " << s.seconds << " s, train loss " << s.mean_train_loss << ", "
                  << s.bytes_up / 1e6 << " MB up, " << s.bytes_down / 1e6 << " MB down -> version "
                  << s.new_version;
-  });
-
+  };
   InstallStopHandlers();
-  Result<std::unique_ptr<GrpcServer>> server = StartGrpcServer(*server_options, coordinator->get());
+  Result<std::unique_ptr<RunningServer>> server =
+      RunningServer::Start(config, std::nullopt, log_round);
   if (!server.ok()) return Fail("server", server.status());
+  Coordinator& coordinator = (*server)->coordinator();
+  const CoordinatorOptions& coordinator_options = (*server)->coordinator_options();
   FL_LOG(INFO) << "fl-server ready on port " << (*server)->port() << ", "
-               << coordinator_options->num_rounds << " rounds, state in "
-               << coordinator_options->state_dir;
+               << coordinator_options.num_rounds << " rounds, state in "
+               << coordinator_options.state_dir;
 
   using std::chrono::milliseconds;
   bool finished = false;
   while (!StopRequested()) {
-    if ((*coordinator)->WaitUntilFinished(milliseconds(200))) {
+    if (coordinator.WaitUntilFinished(milliseconds(200))) {
       finished = true;
       break;
     }
   }
   if (finished) {
-    const ServerStatusInfo info = (*coordinator)->GetStatus();
+    const ServerStatusInfo info = coordinator.GetStatus();
     FL_LOG(INFO) << "federation finished: model version " << info.model_version << " in "
-                 << coordinator_options->state_dir << "/models; draining for " << drain_s << " s";
+                 << coordinator_options.state_dir << "/models; draining for " << drain_s << " s";
     const auto drain_end =
         std::chrono::steady_clock::now() + milliseconds(static_cast<int64_t>(drain_s * 1000));
     while (!StopRequested() && std::chrono::steady_clock::now() < drain_end) {
@@ -216,7 +159,6 @@ int RunServer(int argc, char** argv) {
   }
   (*server)->Shutdown(std::chrono::seconds(5));
   server->reset();
-  coordinator->reset();
   FL_LOG(INFO) << "fl-server stopped";
   return 0;
 }

@@ -88,6 +88,7 @@ struct SimProgress {
   const WorkloadMetric* metric = nullptr;  // set once the workload is loaded
   double last_metric = -1;       // < 0 before the first evaluation
   bool round_finished = false;   // true once per round, after evaluation
+  const SimRoundRecord* record = nullptr;  // the finished round's record (round_finished)
 };
 
 // Runs a simulation described by `config` (SimulatorConfigDefaults() schema). Writes
