@@ -705,6 +705,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
       p.clients_done = summary.num_updates;
       p.clients_selected = work.size();
       p.round_finished = true;
+      p.record = &result.rounds.back();
       report(p);
     }
   }
