@@ -72,7 +72,7 @@ std::vector<FlagAlias> RunAliases() {
       {"--rounds", "run.rounds", "rounds to run"},
       {"--seed", "run.seed", "run seed: partition, model init, selection, shuffling"},
       {"--algorithm", "algorithm.name", "fedavg, fedprox, fedadam, ..."},
-      {"--model", "model.name", "model from the zoo (cnn, mlp, gpt-tiny)"},
+      {"--model", "model.name", "model from the zoo (cnn, mlp, logreg, gpt-tiny)"},
       {"--init-model", "model.init_file", "initial model file (fortunes-gpt: the pretrained one)"},
       {"--clients", "data.num_clients", "number of virtual clients (fortunes: 0 = one per file)"},
       {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
@@ -282,7 +282,7 @@ int ExportModel(int argc, char** argv) {
       "Writes a zoo model's seeded initial parameters in the format fl-server loads "
       "(model.init_file).",
       defaults,
-      {{"--model", "model.name", "model from the zoo (cnn, mlp)"},
+      {{"--model", "model.name", "model from the zoo (cnn, mlp, logreg)"},
        {"--seed", "run.seed", "initialization seed"},
        {"--out", "export.out", "output file"}},
       argc, argv);

@@ -14,7 +14,7 @@
 
 namespace fl::internal {
 
-// Names accepted by InitialModelParameters: "cnn", "mlp" (image classifiers) and
+// Names accepted by InitialModelParameters: "cnn", "mlp", "logreg" (image classifiers) and
 // "gpt-tiny" (byte-level language model; other GPT shapes by ParseGptModelName).
 std::vector<std::string> ModelNames();
 

@@ -54,6 +54,14 @@ torch::Tensor MlpImpl::forward(torch::Tensor x) {
   return fc2_->forward(torch::relu(fc1_->forward(x.flatten(/*start_dim=*/1))));
 }
 
+LogRegImpl::LogRegImpl() : fc_(/*in_features=*/28 * 28, /*out_features=*/10) {
+  register_module("fc", fc_);
+}
+
+torch::Tensor LogRegImpl::forward(torch::Tensor x) {
+  return fc_->forward(x.flatten(/*start_dim=*/1));
+}
+
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t width, int64_t heads)
     : heads_(heads),
       qkv_(/*in_features=*/width, /*out_features=*/3 * width),
@@ -141,7 +149,7 @@ torch::Tensor GptImpl::forward(torch::Tensor tokens) {
   return head_->forward(ln_final_->forward(x));
 }
 
-std::vector<std::string> ModelNames() { return {"cnn", "mlp", "gpt-tiny"}; }
+std::vector<std::string> ModelNames() { return {"cnn", "mlp", "logreg", "gpt-tiny"}; }
 
 bool IsGptModelName(const std::string& name) {
   return name == "gpt-tiny" || name.starts_with("gpt:");
@@ -196,6 +204,7 @@ Result<std::shared_ptr<ImageClassifier>> CreateImageClassifier(const std::string
     torch::manual_seed(seed);
     if (name == "cnn") return std::shared_ptr<ImageClassifier>(Cnn().ptr());
     if (name == "mlp") return std::shared_ptr<ImageClassifier>(Mlp().ptr());
+    if (name == "logreg") return std::shared_ptr<ImageClassifier>(LogReg().ptr());
   } catch (const std::exception& e) {
     return TorchErrorStatus(e, "create model " + name);
   }

@@ -51,6 +51,20 @@ class MlpImpl final : public ImageClassifier {
 };
 TORCH_MODULE(Mlp);
 
+// Multinomial logistic (softmax) regression: one Linear 784 -> 10 over the flattened image
+// (7,850 parameters: "fc.weight" [10, 784], "fc.bias" [10]). The layout the plain C and
+// Python example clients (examples/c_client.c, examples/python_client.py) train, so they
+// federate with fl-client and fl-sim over the same model.
+class LogRegImpl final : public ImageClassifier {
+ public:
+  LogRegImpl();
+  torch::Tensor forward(torch::Tensor x) override;
+
+ private:
+  torch::nn::Linear fc_;
+};
+TORCH_MODULE(LogReg);
+
 // W2 `fortunes-gpt`: causal self-attention over [batch, time, width] with `heads` heads;
 // position t attends to positions <= t only.
 class CausalSelfAttentionImpl final : public torch::nn::Module {
@@ -104,7 +118,7 @@ class GptImpl final : public torch::nn::Module {
 };
 TORCH_MODULE(Gpt);
 
-// A module from the zoo by name ("cnn", "mlp"), initialized from LibTorch's global
+// A module from the zoo by name ("cnn", "mlp", "logreg"), initialized from LibTorch's global
 // generator seeded with `seed` (serialized by a process-wide mutex, so concurrent callers
 // get reproducible weights). InvalidArgument for an unknown name or a language model.
 Result<std::shared_ptr<ImageClassifier>> CreateImageClassifier(const std::string& name,

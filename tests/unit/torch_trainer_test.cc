@@ -118,6 +118,33 @@ TEST_F(TorchTrainerTest, CnnLayoutFollowsRegistrationOrderAndHashIsStable) {
   EXPECT_EQ(InitialModelParameters("resnet", 1).status().code(), StatusCode::kInvalidArgument);
 }
 
+// The layout examples/c_client.c and examples/python_client.py declare, written out here
+// independently: a change to the model breaks this test before it breaks a federation.
+TEST_F(TorchTrainerTest, LogRegIsTheOneLinearLayerTheCAndPythonExamplesDeclare) {
+  Result<ParamSet> p = InitialModelParameters("logreg", 7);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  Layout expected;
+  expected.Add("fc.weight", {10, 784});
+  expected.Add("fc.bias", {10});
+  EXPECT_EQ(p->layout().hash(), expected.hash());
+  EXPECT_EQ(p->layout().total_numel(), 7850u);
+
+  auto trainer = NewTrainer("logreg", 7, /*with_eval=*/true);
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(trainer->BindExamples(Range(0, 2000)).ok());
+  Result<EvalStats> before = trainer->Evaluate();
+  TrainConfig config;
+  config.local_epochs = 1;
+  config.batch_size = 32;
+  config.lr = 0.05;
+  config.seed = 3;
+  ASSERT_TRUE(trainer->Train(config, CancelToken()).ok());
+  Result<EvalStats> after = trainer->Evaluate();
+  ASSERT_TRUE(before.ok() && after.ok());
+  // One epoch over 2000 images takes softmax regression from chance to ~70%.
+  EXPECT_GT(after->accuracy, before->accuracy + 0.3);
+}
+
 TEST_F(TorchTrainerTest, InitializationIsDeterministicInTheSeed) {
   Result<ParamSet> a = InitialModelParameters("cnn", 3);
   Result<ParamSet> b = InitialModelParameters("cnn", 3);
