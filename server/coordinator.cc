@@ -6,30 +6,16 @@
 #include <utility>
 
 #include "codec/param_io.h"
+#include "core/hash.h"
 #include "core/logging.h"
 #include "crypto/sha256.h"
+#include "rng/splitmix64.h"
 #include "server/update_spool.h"
 
 namespace fl::internal {
 namespace {
 
 constexpr size_t kMaxClientNameLength = 128;
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t HashName(const std::string& name) {
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : name) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 // Compares secrets in time independent of where they differ.
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
@@ -171,7 +157,7 @@ struct Coordinator::Impl {
   // and of client ids, so fl-sim and fl-server select the same clients.
   std::vector<uint64_t> ShuffleForRound(std::vector<uint64_t> ids, uint64_t round_number) {
     auto key = [&](uint64_t id) {
-      return SplitMix64(opt.seed ^ SplitMix64(round_number ^ HashName(clients[id].name)));
+      return SplitMix64(opt.seed ^ SplitMix64(round_number ^ Fnv1a64(clients[id].name)));
     };
     std::sort(ids.begin(), ids.end(), [&](uint64_t a, uint64_t b) {
       uint64_t ka = key(a), kb = key(b);
@@ -772,7 +758,7 @@ void Coordinator::SetRoundCallback(
 
 uint64_t Coordinator::TrainingSeed(uint64_t run_seed, const std::string& client_name,
                                    uint64_t round) {
-  return SplitMix64(SplitMix64(run_seed ^ HashName(client_name)) + round);
+  return SplitMix64(SplitMix64(run_seed ^ Fnv1a64(client_name)) + round);
 }
 
 }  // namespace fl::internal

@@ -7,6 +7,7 @@
 
 #include "codec/param_io.h"
 #include "fl/env.h"
+#include "rng/splitmix64.h"
 
 namespace fl::internal {
 namespace {
@@ -42,13 +43,6 @@ Result<std::chrono::milliseconds> PositiveSeconds(const Config& config, const st
     return OutOfRange(key, "a positive number of seconds", FormatDouble(s));
   }
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(s * 1000.0)));
-}
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
 }
 
 }  // namespace

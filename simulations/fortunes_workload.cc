@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "codec/param_io.h"
+#include "rng/splitmix64.h"
 #include "simulations/workload.h"
 #include "torch/lm_trainer.h"
 #include "torch/model_zoo.h"
@@ -282,7 +283,7 @@ Result<PretrainReport> PretrainLanguageModel(
   tc.batch_size = static_cast<int>(batch);
   tc.lr = lr;
   // Its own stream: the same run seed also initializes the weights.
-  tc.seed = static_cast<uint64_t>(config.GetInt("run.seed")) * 0x9E3779B97F4A7C15ull + 1;
+  tc.seed = static_cast<uint64_t>(config.GetInt("run.seed")) * kGoldenGamma64 + 1;
   tc.extra["optimizer"] = static_cast<double>(*optimizer);
   tc.extra["clip_norm"] = config.GetDouble("pretrain.clip_norm");
   tc.extra["lr_schedule"] = static_cast<double>(*schedule);

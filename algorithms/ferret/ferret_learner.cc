@@ -6,8 +6,8 @@
 #include "algorithms/ferret/ferret_spec.h"
 #include "codec/dense_codec.h"
 #include "codec/ferret/coefficient_table.h"
-#include "codec/ferret/fnv.h"
 #include "codec/ferret/projection.h"
+#include "core/hash.h"
 #include "crypto/sha256.h"
 
 namespace fl::internal {
@@ -62,7 +62,7 @@ Result<Payload> FerretLearner::Train(const Task& task, const ParamSet& global, T
   options.min_per_block = projection.min_per_block;
   options.scale = projection.scale;
   // Per (run, client, round) through the task seed, so clients draw independent subsets.
-  options.selection_seed = ferret::FnvMixU64(ferret::kFnvOffsetBasis, task.config.seed);
+  options.selection_seed = Fnv1a64U64(kFnv1a64OffsetBasis, task.config.seed);
   FL_ASSIGN_OR_RETURN(ferret::CoefficientTable table,
                       ferret::Project(plan, basis, local.values(), options));
 

@@ -7,29 +7,12 @@
 #include <new>
 
 #include "codec/dense_codec.h"
+#include "core/hash.h"
 
 namespace fl {
 namespace {
 
-constexpr uint64_t kFnvPrime = 1099511628211ull;
 constexpr size_t kAlignment = 64;
-
-uint64_t FnvBytes(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= kFnvPrime;
-  }
-  return h;
-}
-
-// Integers are hashed as fixed-width little-endian bytes so the hash does not depend
-// on the host's byte order.
-uint64_t FnvU64(uint64_t h, uint64_t v) {
-  unsigned char bytes[8];
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(v >> (8 * i));
-  return FnvBytes(h, bytes, 8);
-}
 
 float* AllocateFloats(size_t n) {
   if (n == 0) return nullptr;
@@ -42,6 +25,8 @@ float* AllocateFloats(size_t n) {
 
 }  // namespace
 
+Layout::Layout() : hash_(internal::kFnv1a64OffsetBasis) {}
+
 void Layout::Add(std::string name, std::vector<int64_t> shape) {
   size_t numel = 1;
   for (int64_t d : shape) {
@@ -49,10 +34,11 @@ void Layout::Add(std::string name, std::vector<int64_t> shape) {
     numel *= static_cast<size_t>(d);
   }
   // Length prefixes keep ("ab", [1]) + ("c", ...) distinct from ("a", ...) + ("bc", ...).
-  hash_ = FnvU64(hash_, name.size());
-  hash_ = FnvBytes(hash_, name.data(), name.size());
-  hash_ = FnvU64(hash_, shape.size());
-  for (int64_t d : shape) hash_ = FnvU64(hash_, static_cast<uint64_t>(d));
+  // Integers are folded as 8 little-endian bytes (see core/hash.h).
+  hash_ = internal::Fnv1a64U64(hash_, name.size());
+  hash_ = internal::Fnv1a64Bytes(hash_, name.data(), name.size());
+  hash_ = internal::Fnv1a64U64(hash_, shape.size());
+  for (int64_t d : shape) hash_ = internal::Fnv1a64U64(hash_, static_cast<uint64_t>(d));
   TensorSpec spec;
   spec.name = std::move(name);
   spec.shape = std::move(shape);

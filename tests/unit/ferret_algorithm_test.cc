@@ -19,9 +19,9 @@
 #include "algorithms/ferret/register.h"
 #include "algorithms/registry.h"
 #include "codec/ferret/coefficient_table.h"
-#include "codec/ferret/fnv.h"
 #include "codec/ferret/projection.h"
 #include "core/config.h"
+#include "core/hash.h"
 #include "crypto/sha256.h"
 #include "examples/linear_trainer.h"
 
@@ -573,7 +573,7 @@ TEST(FerretLearnerTest, UploadsTheProjectionOfTheDescentDirection) {
   auto agg = strategy.NewRoundAggregator(global, 4);
   ASSERT_TRUE(agg->Accumulate(*p).ok()) << "the server accepts the learner's table";
   ferret::ProjectOptions po;
-  po.selection_seed = ferret::FnvMixU64(ferret::kFnvOffsetBasis, 1234);
+  po.selection_seed = Fnv1a64U64(kFnv1a64OffsetBasis, 1234);
   const FerretRoundSpec spec = strategy.SpecForRound(4);
   Result<ferret::CoefficientTable> expected = ferret::Project(
       *MakeFerretPlan(spec, global.layout()), MakeFerretBasis(spec), descent, po);

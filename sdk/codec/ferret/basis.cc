@@ -7,7 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "codec/ferret/fnv.h"
+#include "core/hash.h"
 
 namespace fl::internal::ferret {
 
@@ -24,11 +24,11 @@ bool HasRepeat(const std::vector<uint64_t>& values) {
 }  // namespace
 
 uint64_t BasisSpec::Hash() const {
-  uint64_t h = kFnvOffsetBasis;
-  h = FnvMixU64(h, static_cast<uint64_t>(distribution));
-  h = FnvMixU64(h, static_cast<uint64_t>(amplitude));
-  h = FnvMixU64(h, seeds.size());
-  for (uint64_t s : seeds) h = FnvMixU64(h, s);
+  uint64_t h = kFnv1a64OffsetBasis;
+  h = Fnv1a64U64(h, static_cast<uint64_t>(distribution));
+  h = Fnv1a64U64(h, static_cast<uint64_t>(amplitude));
+  h = Fnv1a64U64(h, seeds.size());
+  for (uint64_t s : seeds) h = Fnv1a64U64(h, s);
   return h;
 }
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "codec/ferret/fnv.h"
+#include "core/hash.h"
 
 namespace fl::internal::ferret {
 
@@ -55,13 +55,13 @@ Result<BlockPlan> BlockPlan::FixedSize(const Layout& layout, size_t block_size) 
 }
 
 void BlockPlan::Finish() {
-  uint64_t h = kFnvOffsetBasis;
-  h = FnvMixU64(h, static_cast<uint64_t>(kind_));
-  h = FnvMixU64(h, layout_hash_);
-  h = FnvMixU64(h, blocks_.size());
+  uint64_t h = kFnv1a64OffsetBasis;
+  h = Fnv1a64U64(h, static_cast<uint64_t>(kind_));
+  h = Fnv1a64U64(h, layout_hash_);
+  h = Fnv1a64U64(h, blocks_.size());
   for (const Block& b : blocks_) {
-    h = FnvMixU64(h, b.offset);
-    h = FnvMixU64(h, b.size);
+    h = Fnv1a64U64(h, b.offset);
+    h = Fnv1a64U64(h, b.size);
   }
   hash_ = h;
 }

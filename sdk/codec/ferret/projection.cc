@@ -9,6 +9,7 @@
 #include "codec/ferret/kernels.h"
 #include "core/logging.h"
 #include "cuda/ferret_cuda.h"
+#include "rng/splitmix64.h"
 
 namespace fl::internal::ferret {
 namespace {
@@ -37,7 +38,7 @@ void BasisNormCache::Insert(BasisDistribution dist, uint64_t seed, uint32_t bloc
 }
 
 size_t BasisNormCache::KeyHash::operator()(const Key& k) const {
-  uint64_t h = k.seed * 0x9E3779B97F4A7C15ull;
+  uint64_t h = k.seed * kGoldenGamma64;
   h ^= (k.size + (static_cast<uint64_t>(k.block) << 32) + k.dist) * 0xC2B2AE3D27D4EB4Full;
   return static_cast<size_t>(h ^ (h >> 29));
 }

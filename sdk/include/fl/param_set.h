@@ -25,7 +25,7 @@ struct TensorSpec {
 // Two layouts are compatible iff their hashes are equal.
 class FL_EXPORT Layout {
  public:
-  Layout() = default;
+  Layout();
 
   // Appends a tensor after the last one. Offsets are assigned densely.
   void Add(std::string name, std::vector<int64_t> shape);
@@ -43,7 +43,7 @@ class FL_EXPORT Layout {
  private:
   std::vector<TensorSpec> tensors_;
   size_t total_ = 0;
-  uint64_t hash_ = 14695981039346656037ull;
+  uint64_t hash_;  // FNV-1a state: the offset basis, then one fold per Add.
 };
 
 // A model's parameters: one 64-byte aligned contiguous float32 buffer plus its Layout.
