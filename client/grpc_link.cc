@@ -13,6 +13,7 @@
 #include "codec/param_io.h"
 #include "core/logging.h"
 #include "crypto/sha256.h"
+#include "crypto/update_digest.h"
 #include "fl/env.h"
 #include "fl/v1/fl.grpc.pb.h"
 #include "proto/wire.h"
@@ -379,7 +380,7 @@ Result<ModelSnapshot> GrpcLink::FetchModelOrReplay(uint64_t version, uint64_t ha
 
 Result<PushAck> GrpcLink::PushUpdate(const Payload& payload) {
   UpdateMeta meta = payload.meta;
-  if (meta.sha256.empty()) meta.sha256 = Sha256(payload.bytes);
+  SealUpdateSha256(&meta, payload.bytes);
   if (meta.client_id == 0) meta.client_id = impl_->client_id;
   PushAck ack;
   Status status = impl_->Retry("PushUpdate", true, [&]() -> Status {

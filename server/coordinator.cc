@@ -9,6 +9,7 @@
 #include "core/hash.h"
 #include "core/logging.h"
 #include "crypto/sha256.h"
+#include "crypto/update_digest.h"
 #include "rng/splitmix64.h"
 #include "server/update_spool.h"
 
@@ -583,8 +584,8 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
     early = Status::ResourceExhausted("update of " + std::to_string(payload.bytes.size()) +
                                       " bytes exceeds the limit of " +
                                       std::to_string(d.opt.max_update_bytes));
-  } else if (meta.sha256.size() != 32 || Sha256(payload.bytes) != meta.sha256) {
-    early = Status::DataLoss("update bytes do not match their SHA-256");
+  } else {
+    early = CheckUpdateSha256(meta, payload.bytes);
   }
 
   std::unique_lock<std::mutex> lock(d.mu);

@@ -1,5 +1,7 @@
 #include "simulations/in_process_link.h"
 
+#include "crypto/update_digest.h"
+
 namespace fl::internal {
 
 Result<JoinReply> InProcessLink::Join(const std::string& enrollment_token,
@@ -30,7 +32,12 @@ Result<ModelSnapshot> InProcessLink::FetchModelOrReplay(uint64_t version, uint64
 
 Result<PushAck> InProcessLink::PushUpdate(const Payload& payload) {
   FL_ASSIGN_OR_RETURN(Session session, Authenticated());
-  return coordinator_->PushUpdate(session, payload);
+  if (!payload.meta.sha256.empty()) return coordinator_->PushUpdate(session, payload);
+  // The sender's half of the SHA-256 rule (crypto/update_digest.h), as GrpcLink applies
+  // it. Learners always fill the digest, so only hand-made payloads pay for this copy.
+  Payload sealed = payload;
+  SealUpdateSha256(&sealed.meta, sealed.bytes);
+  return coordinator_->PushUpdate(session, sealed);
 }
 
 Status InProcessLink::Heartbeat() {

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "codec/dense_codec.h"
-#include "crypto/sha256.h"
+#include "crypto/update_digest.h"
 
 namespace fl::internal {
 
@@ -55,7 +55,7 @@ Result<Payload> FedAvgLearner::Train(const Task& task, const ParamSet& global, T
   meta.weight = static_cast<double>(stats.dataset_size);
   meta.layout_hash = global.layout().hash();
   meta.encoding = encoding;
-  meta.sha256 = Sha256(payload.bytes);
+  SealUpdateSha256(&meta, payload.bytes);
   meta.num_examples = stats.num_examples;
   meta.train_loss = stats.mean_loss;
   return payload;

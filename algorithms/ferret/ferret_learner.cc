@@ -8,7 +8,7 @@
 #include "codec/ferret/coefficient_table.h"
 #include "codec/ferret/projection.h"
 #include "core/hash.h"
-#include "crypto/sha256.h"
+#include "crypto/update_digest.h"
 
 namespace fl::internal {
 
@@ -80,7 +80,7 @@ Result<Payload> FerretLearner::Train(const Task& task, const ParamSet& global, T
   meta.weight = static_cast<double>(stats.dataset_size);
   meta.layout_hash = global.layout().hash();
   meta.encoding = Encoding::kFerret;
-  meta.sha256 = Sha256(payload.bytes);
+  SealUpdateSha256(&meta, payload.bytes);
   meta.num_examples = stats.num_examples;
   meta.train_loss = stats.mean_loss;
   return payload;

@@ -202,6 +202,30 @@ std::string JoinRaw(v1::FederatedLearning::Stub* stub, const std::string& name) 
   return response.session_token();
 }
 
+// The SHA-256 rule of crypto/update_digest.h over gRPC: a stream without a digest is
+// refused (the server always verifies); GrpcLink fills a missing one, as InProcessLink does.
+TEST_F(GrpcTransportTest, MissingSha256IsDataLossUnlessTheLinkFillsIt) {
+  Start(Options());
+  auto stub = RawStub();
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Task task = TrainTask(*link);
+  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  Payload unsealed = GoodUpdate(task, *model->params);
+  unsealed.meta.sha256.clear();
+  {
+    RawUpload upload(stub.get(), JoinRaw(stub.get(), "client-a"));
+    ASSERT_TRUE(upload.Header(unsealed.meta, unsealed.bytes.size()));
+    ASSERT_TRUE(upload.Data(unsealed.bytes));
+    grpc::Status status = upload.Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
+  }
+  EXPECT_TRUE(HasRejection(1, StatusCode::kDataLoss));
+  Result<PushAck> ack = link->PushUpdate(unsealed);
+  ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+  EXPECT_EQ(ack->round, task.round);
+}
+
 TEST_F(GrpcTransportTest, TruncatedStreamIsDataLoss) {
   Start(Options());
   auto stub = RawStub();

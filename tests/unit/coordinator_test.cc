@@ -296,6 +296,48 @@ TEST_F(CoordinatorTest, BadUpdatesAreRejectedAndRecordedAndTheRoundGoesOn) {
   EXPECT_EQ(by_code[static_cast<int>(StatusCode::kPermissionDenied)], 1);
 }
 
+// The SHA-256 rule of crypto/update_digest.h, in process: the link fills a missing digest,
+// the coordinator refuses a wrong one (or one bypassing the link) with DataLoss.
+TEST_F(CoordinatorTest, InProcessSha256RuleMatchesGrpc) {
+  auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
+  ASSERT_TRUE(c.ok());
+  std::vector<std::unique_ptr<InProcessLink>> links;
+  for (int i = 0; i < 3; ++i) {
+    links.push_back(std::make_unique<InProcessLink>(c->get()));
+    ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
+  }
+  auto trainer = MakeTrainer(5);
+  Payload good = TrainUpdate(*links[0], *trainer);
+  ASSERT_EQ(good.meta.sha256, Sha256(good.bytes)) << "learners seal their payloads";
+
+  Payload wrong = good;
+  wrong.meta.sha256 = Sha256("something else");
+  Result<PushAck> r = links[0]->PushUpdate(wrong);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+
+  Payload short_digest = good;
+  short_digest.meta.sha256 = "abc";
+  r = links[0]->PushUpdate(short_digest);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+
+  // Straight to the coordinator, nobody fills the digest: refused.
+  Payload unsealed = good;
+  unsealed.meta.sha256.clear();
+  Result<Session> session = (*c)->Authenticate(links[0]->Join("", "client-0")->session_token);
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  r = (*c)->PushUpdate(*session, unsealed);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+
+  // Through the link, the sender fills it: accepted.
+  r = links[0]->PushUpdate(unsealed);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->duplicate);
+  EXPECT_EQ((*c)->GetStatus().updates_in_round, 1u);
+}
+
 TEST_F(CoordinatorTest, DeadlineClosesWithEnoughUpdatesOrWidensSelection) {
   CoordinatorOptions o = Options(2);
   o.min_clients = 3;
