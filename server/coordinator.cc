@@ -521,6 +521,7 @@ Result<Task> Coordinator::PullTask(const Session& session, std::chrono::millisec
       task.algorithm = std::string(d.strategy->name());
       task.config = d.strategy->ConfigureRound(d.round.round);
       task.config.seed = TrainingSeed(d.opt.seed, d.clients[id].name, d.round.round);
+      task.config.round = d.round.round;
       return task;
     }
     if (std::chrono::steady_clock::now() >= give_up) {
