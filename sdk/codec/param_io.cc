@@ -4,6 +4,7 @@
 
 #include "codec/byte_io.h"
 #include "codec/dense_codec.h"
+#include "fl/env.h"
 
 namespace fl::internal {
 namespace {
@@ -130,3 +131,18 @@ Result<ParamSet> ParseParamSet(std::string_view bytes) {
 }
 
 }  // namespace fl::internal
+
+namespace fl {
+
+Status WriteModelFile(const std::string& path, const ParamSet& params) {
+  return Env::Default()->WriteFileAtomic(path, internal::SerializeParamSet(params), /*sync=*/true);
+}
+
+Result<ParamSet> ReadModelFile(const std::string& path) {
+  FL_ASSIGN_OR_RETURN(std::string data, Env::Default()->ReadFile(path));
+  Result<ParamSet> params = internal::ParseParamSet(data);
+  if (!params.ok()) return params.status().WithContext(path);
+  return params;
+}
+
+}  // namespace fl

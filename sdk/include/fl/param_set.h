@@ -84,6 +84,13 @@ class FL_EXPORT ParamSet {
   size_t size_ = 0;
 };
 
+// Model files (".flps": layout, then float32 values, little-endian), as fl-server's
+// --init-model and `fl-sim export-model` read and write them.
+// Writes atomically and durably (temporary file, fsync, rename).
+FL_EXPORT Status WriteModelFile(const std::string& path, const ParamSet& params);
+// NotFound if missing; DataLoss if the file is not a complete model file.
+FL_EXPORT Result<ParamSet> ReadModelFile(const std::string& path);
+
 }  // namespace fl
 
 #endif  // FL_SDK_INCLUDE_FL_PARAM_SET_H_
