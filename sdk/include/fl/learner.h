@@ -1,6 +1,7 @@
 #ifndef FL_SDK_INCLUDE_FL_LEARNER_H_
 #define FL_SDK_INCLUDE_FL_LEARNER_H_
 
+#include "fl/export.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/trainer.h"
@@ -11,7 +12,7 @@ namespace fl {
 
 // The client half of an algorithm: from a task, the global model and the user's
 // Trainer, produce the payload to upload. Knows nothing about transports.
-class Learner {
+class FL_EXPORT Learner {
  public:
   virtual ~Learner() = default;
   // REQUIRES: task.kind == kTrain; global.layout() == trainer.layout().

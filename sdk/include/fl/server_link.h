@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "fl/export.h"
 #include "fl/status.h"
 #include "fl/model_snapshot.h"
 #include "fl/task.h"
@@ -35,7 +36,7 @@ struct ServerStatusInfo {
 // an InProcessLink calls a Coordinator directly (fl-sim, tests). The client runtime
 // and every Learner see only this interface. One link serves one client identity;
 // not thread-safe.
-class ServerLink {
+class FL_EXPORT ServerLink {
  public:
   virtual ~ServerLink() = default;
   // Enrolls with `enrollment_token` (Unauthenticated if wrong) and remembers the

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "fl/export.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/task.h"
@@ -30,7 +31,7 @@ struct AggregateReport {
 // Folds one round's updates as they arrive (memory independent of the number of
 // clients). Mirrors an accumulate / merge / report aggregator. Not thread-safe; the
 // coordinator serializes calls.
-class RoundAggregator {
+class FL_EXPORT RoundAggregator {
  public:
   virtual ~RoundAggregator() = default;
   // Validates `payload` (layout hash, size, encoding, finite values) and folds it.
@@ -48,7 +49,7 @@ class RoundAggregator {
 
 // The server half of an algorithm. Long-lived; the coordinator owns it and calls it
 // from one thread at a time.
-class Strategy {
+class FL_EXPORT Strategy {
  public:
   virtual ~Strategy() = default;
   virtual std::string_view name() const = 0;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "fl/export.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/task.h"
@@ -11,7 +12,7 @@
 namespace fl {
 
 // Cooperative cancellation: long work polls cancelled() and returns Cancelled.
-class CancelToken {
+class FL_EXPORT CancelToken {
  public:
   void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
@@ -35,7 +36,7 @@ struct EvalStats {
 // The user's compute. An edge app implements this in any language it likes; the SDK
 // ships LibTorch trainers for its built-in models (sdk/torch). Not thread-safe: one
 // Trainer is driven by one thread at a time.
-class Trainer {
+class FL_EXPORT Trainer {
  public:
   virtual ~Trainer() = default;
 

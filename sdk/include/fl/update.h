@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "fl/export.h"
 #include "fl/param_set.h"
 
 namespace fl {
@@ -19,8 +20,8 @@ enum class Encoding : int {
 };
 
 // Parses "f32" | "f16" | "bf16" (also used by configs). InvalidArgument otherwise.
-Result<Encoding> ParseDenseEncoding(const std::string& name);
-std::string EncodingName(Encoding e);
+FL_EXPORT Result<Encoding> ParseDenseEncoding(const std::string& name);
+FL_EXPORT std::string EncodingName(Encoding e);
 
 // What a client states about an upload. Validated by the server before use.
 struct UpdateMeta {

@@ -1,0 +1,68 @@
+#!/bin/sh
+# Usage: check_shared_library.sh LIBRARY SONAME [--allow-torch]
+#
+# Checks a shared library of the SDK (packaging/CMakeLists.txt):
+#  - its SONAME is SONAME;
+#  - every dynamic symbol it defines is public API: the C ABI (fl_*) or fl:: (with its
+#    typeinfo and vtables), never fl::internal (but for the symbols listed below), std::,
+#    google::, grpc, absl or anything else;
+#  - ldd resolves all its dependencies, and none is LibTorch (libtorch*, libc10*) unless
+#    --allow-torch.
+set -u
+lib="$1"
+want_soname="$2"
+allow_torch=0
+[ "${3:-}" = "--allow-torch" ] && allow_torch=1
+fail=0
+
+soname=$(objdump -p "$lib" | awk '$1 == "SONAME" { print $2 }')
+if [ "$soname" != "$want_soname" ]; then
+  echo "FAIL: SONAME of $lib is '$soname', expected '$want_soname'"
+  fail=1
+fi
+
+# Exported on purpose although not declared for applications (each is FL_EXPORT at its
+# definition, which says why):
+#  - fl::internal::GlobalAlgorithmRegistry(): the process-wide algorithm registry; every
+#    fl library loaded into a process binds to one instance (algorithms/registry.h).
+#  - fl::internal::DieOnResultValueError(): called by the inline fl::Result<T>::value()
+#    of fl/status.h, so applications' code references it.
+#  - fl::v1::* and descriptor_table_fl_2fv1_2ffl_2eproto: the generated wire-protocol
+#    code; one copy per process, or protobuf aborts on a second registration of
+#    fl/v1/fl.proto when libfl_client and libfl_server are loaded together.
+symbols=$(nm -D --defined-only -C "$lib" | cut -d' ' -f3-) || {
+  echo "FAIL: nm failed on $lib"; exit 1; }
+bad=$(printf '%s\n' "$symbols" |
+  sed -E 's/^(typeinfo name for|typeinfo for|vtable for|VTT for|guard variable for|non-virtual thunk to|virtual thunk to) //' |
+  grep -v -E '^fl_[A-Za-z0-9_]+$' |
+  grep -v -x 'descriptor_table_fl_2fv1_2ffl_2eproto' |
+  grep -v -x -F -e 'fl::internal::GlobalAlgorithmRegistry()' \
+    -e 'fl::internal::DieOnResultValueError(fl::Status const&)' |
+  grep -v -E '^fl::' ; \
+  printf '%s\n' "$symbols" | grep -E '^[^(<]*fl::internal::' |
+  grep -v -x -F -e 'fl::internal::GlobalAlgorithmRegistry()' \
+    -e 'fl::internal::DieOnResultValueError(fl::Status const&)')
+if [ -n "$bad" ]; then
+  echo "FAIL: $lib exports symbols outside the public API:"
+  printf '%s\n' "$bad" | head -40
+  fail=1
+fi
+total=$(printf '%s\n' "$symbols" | grep -c .)
+c_abi=$(printf '%s\n' "$symbols" | grep -c -E '^fl_')
+wire=$(printf '%s\n' "$symbols" | grep -c -E '(^|for |to )fl::v1::')
+echo "$lib: $total exported symbols ($c_abi C ABI, $wire wire protocol fl::v1, $((total - c_abi - wire)) other fl::)"
+
+deps=$(ldd "$lib") || { echo "FAIL: ldd failed on $lib"; exit 1; }
+if printf '%s\n' "$deps" | grep -q 'not found'; then
+  echo "FAIL: unresolved dependencies of $lib:"
+  printf '%s\n' "$deps" | grep 'not found'
+  fail=1
+fi
+if [ "$allow_torch" = 0 ] && printf '%s\n' "$deps" | grep -q -E 'lib(torch|c10)[^ ]*\.so'; then
+  echo "FAIL: $lib depends on LibTorch:"
+  printf '%s\n' "$deps" | grep -E 'lib(torch|c10)[^ ]*\.so'
+  fail=1
+fi
+
+[ "$fail" = 0 ] && echo "OK: $lib (SONAME $soname) exports only the public API"
+exit "$fail"
