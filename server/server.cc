@@ -55,9 +55,6 @@ Status ApplyTypedOptions(const ServerOptions& o, internal::Config* config) {
   for (const Field& f : fields) {
     if (f.set) FL_RETURN_IF_ERROR(config->Set(f.key, f.value, f.source));
   }
-  if (config->GetString("run.state_dir").empty()) {
-    return Status::InvalidArgument("ServerOptions.state_dir is required");
-  }
   return Status::Ok();
 }
 

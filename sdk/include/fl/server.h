@@ -62,8 +62,9 @@ struct ServerOptions {
   bool insecure = false;
   // Clients must present this token to join. Empty: anyone may join.
   std::string enrollment_token;
-  // Directory for the SQLite store, model versions and the update spool. Required.
-  // A server started again on the same directory resumes where the last one stopped.
+  // Directory for the SQLite store, model versions and the update spool; empty keeps the
+  // config's run.state_dir. A server started again on the same directory resumes where
+  // the last one stopped.
   std::string state_dir;
   // The model the federation starts from (version 0). Ignored when the state directory
   // already holds a model; otherwise required unless the config names one
