@@ -45,6 +45,9 @@ Status InProcessLink::Heartbeat() {
   return coordinator_->Heartbeat(session);
 }
 
-Result<ServerStatusInfo> InProcessLink::GetStatus() { return coordinator_->GetStatus(); }
+Result<ServerStatusInfo> InProcessLink::GetStatus() {
+  FL_RETURN_IF_ERROR(Authenticated().status());
+  return coordinator_->GetStatus();
+}
 
 }  // namespace fl::internal

@@ -2,7 +2,9 @@
 #define FL_SIMULATIONS_IN_PROCESS_LINK_H_
 
 // A ServerLink that calls a Coordinator in the same process: fl-sim's transport and the
-// tests' fake network. Same validation path as gRPC (the Coordinator does it all).
+// tests' fake network. Same validation path as gRPC (the Coordinator does it all), so
+// the same codes (fl/server_link.h); every call but Join needs the session of a Join,
+// as over gRPC. It never retries a call.
 
 #include <string>
 

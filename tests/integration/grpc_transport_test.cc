@@ -83,6 +83,28 @@ TEST_F(GrpcTransportTest, CallsWithoutOrWithBogusSessionAreUnauthenticated) {
   EXPECT_EQ(call("x-fl-session", joined.session_token()), grpc::StatusCode::OK);
 }
 
+// The codes fl/server_link.h documents, as GrpcLink returns them (CoordinatorTest checks
+// the same ones for InProcessLink).
+TEST_F(GrpcTransportTest, LinkReturnsTheDocumentedCodes) {
+  Start(Options());
+  std::unique_ptr<GrpcLink> link = Link();
+  EXPECT_EQ(link->PullTask(milliseconds(0)).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link->FetchModel(0).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link->FetchModelOrReplay(1, 0).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link->PushUpdate(Payload()).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link->Heartbeat().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link->GetStatus().status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link->Join(kEnrollment, "").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(link->Join(kEnrollment, std::string(129, 'x')).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(link->Join(kEnrollment, "tab\tname").status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(link->Join(kEnrollment, "client-a").ok());
+  EXPECT_TRUE(link->Heartbeat().ok());
+  EXPECT_TRUE(link->GetStatus().ok());
+  EXPECT_EQ(link->FetchModel(3).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(link->FetchModel(0).ok());
+}
+
 // ---- bad updates: each rejected precisely, recorded, and harmless to the round ----
 
 TEST_F(GrpcTransportTest, WrongLengthIsInvalidArgument) {

@@ -296,6 +296,37 @@ TEST_F(CoordinatorTest, BadUpdatesAreRejectedAndRecordedAndTheRoundGoesOn) {
   EXPECT_EQ(by_code[static_cast<int>(StatusCode::kPermissionDenied)], 1);
 }
 
+// The codes fl/server_link.h documents for InProcessLink (GrpcTransportTest checks the
+// same ones over gRPC).
+TEST_F(CoordinatorTest, InProcessLinkReturnsTheDocumentedCodes) {
+  CoordinatorOptions o = Options(1);
+  o.enrollment_token = "s3cret";
+  auto c = Coordinator::Create(o, FedAvg(), Initial());
+  ASSERT_TRUE(c.ok());
+  InProcessLink link(c->get());
+  // Every call but Join needs a session.
+  EXPECT_EQ(link.PullTask(std::chrono::milliseconds(0)).status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(link.FetchModel(0).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link.FetchModelOrReplay(1, 0).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link.PushUpdate(Payload()).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link.Heartbeat().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link.GetStatus().status().code(), StatusCode::kUnauthenticated);
+  // Join: a wrong token is Unauthenticated, a bad name InvalidArgument.
+  EXPECT_EQ(link.Join("wrong", "client-0").status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link.GetStatus().status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(link.Join("s3cret", "").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(link.Join("s3cret", std::string(129, 'x')).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(link.Join("s3cret", "tab\tname").status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(link.Join("s3cret", "client-0").ok());
+  EXPECT_TRUE(link.Heartbeat().ok());
+  EXPECT_TRUE(link.GetStatus().ok());
+  // Only the current version is served.
+  EXPECT_EQ(link.FetchModel(3).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(link.FetchModel(0).ok());
+}
+
 // The SHA-256 rule of crypto/update_digest.h, in process: the link fills a missing digest,
 // the coordinator refuses a wrong one (or one bypassing the link) with DataLoss.
 TEST_F(CoordinatorTest, InProcessSha256RuleMatchesGrpc) {
