@@ -65,6 +65,10 @@ std::string Flag(const std::map<std::string, std::string>& flags, const std::str
 }
 
 int Run(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   std::map<std::string, std::string> flags;
   if (!ParseFlags(argc, argv, &flags)) {
     std::fputs(kUsage, stderr);
