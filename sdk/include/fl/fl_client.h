@@ -151,7 +151,8 @@ FL_EXPORT int fl_client_set_task_callback(fl_client* client, fl_task_callback ca
 FL_EXPORT int fl_client_run(fl_client* client, const fl_trainer* trainer, uint64_t max_tasks);
 /* Asks a running fl_client_run to return FL_ECANCELLED. Any thread, and from a signal
  * handler (it only sets an atomic flag). A callback in progress is not interrupted: the
- * run returns once it has returned. */
+ * run returns once it has returned. Cancellation is final: a later fl_client_run on the
+ * same client returns FL_ECANCELLED at once (create a new client to rejoin). */
 FL_EXPORT void fl_client_cancel(fl_client* client);
 
 /* Downloads the current global model into `values` (`count` must equal
