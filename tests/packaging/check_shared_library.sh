@@ -1,5 +1,5 @@
 #!/bin/sh
-# Usage: check_shared_library.sh LIBRARY SONAME [--allow-torch]
+# Usage: check_shared_library.sh LIBRARY SONAME [--allow-torch] [ARCHIVE...]
 #
 # Checks a shared library of the SDK (packaging/CMakeLists.txt):
 #  - its SONAME is SONAME;
@@ -7,12 +7,19 @@
 #    typeinfo and vtables), never fl::internal (but for the symbols listed below), std::,
 #    google::, grpc, absl or anything else;
 #  - ldd resolves all its dependencies, and none is LibTorch (libtorch*, libc10*) unless
-#    --allow-torch.
+#    --allow-torch;
+#  - the static libraries ARCHIVE... whose objects it is made of define nothing in
+#    namespace fl (outside fl::internal) with hidden visibility: a public function or
+#    class that lacks FL_EXPORT would be missing from the library.
 set -u
 lib="$1"
 want_soname="$2"
+shift 2
 allow_torch=0
-[ "${3:-}" = "--allow-torch" ] && allow_torch=1
+if [ "${1:-}" = "--allow-torch" ]; then
+  allow_torch=1
+  shift
+fi
 fail=0
 
 soname=$(objdump -p "$lib" | awk '$1 == "SONAME" { print $2 }')
@@ -63,6 +70,17 @@ if [ "$allow_torch" = 0 ] && printf '%s\n' "$deps" | grep -q -E 'lib(torch|c10)[
   printf '%s\n' "$deps" | grep -E 'lib(torch|c10)[^ ]*\.so'
   fail=1
 fi
+
+for archive in "$@"; do
+  # Strong (non-inline) definitions with hidden visibility, demangled.
+  hidden=$(readelf -sW "$archive" | awk '$5 == "GLOBAL" && $6 == "HIDDEN" && $7 != "UND" { print $8 }' |
+    c++filt | grep -E '^fl::' | grep -v -E '^fl::(internal|v1)::' | sort -u)
+  if [ -n "$hidden" ]; then
+    echo "FAIL: $archive defines public-namespace symbols without FL_EXPORT (hidden):"
+    printf '%s\n' "$hidden" | head -40
+    fail=1
+  fi
+done
 
 [ "$fail" = 0 ] && echo "OK: $lib (SONAME $soname) exports only the public API"
 exit "$fail"
