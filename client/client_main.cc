@@ -30,8 +30,8 @@
 #include "core/config.h"
 #include "core/logging.h"
 #include "data/idx_reader.h"
+#include "data/partition.h"
 #include "fl/trainer.h"
-#include "simulations/partition.h"
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
 

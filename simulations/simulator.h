@@ -21,8 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "data/partition.h"
 #include "fl/status.h"
-#include "simulations/partition.h"
 #include "simulations/workload.h"
 #include "store/store.h"
 

@@ -1,4 +1,4 @@
-#include "simulations/partition.h"
+#include "data/partition.h"
 
 #include <algorithm>
 #include <set>

@@ -1,5 +1,5 @@
-#ifndef FL_SIMULATIONS_PARTITION_H_
-#define FL_SIMULATIONS_PARTITION_H_
+#ifndef FL_SDK_DATA_PARTITION_H_
+#define FL_SDK_DATA_PARTITION_H_
 
 // Splits a labelled dataset among virtual clients. Torch-free: fl-client calls the
 // same function, so a client process holds exactly the shard fl-sim would give it.
@@ -54,4 +54,4 @@ Result<Partition> PartitionExamples(const PartitionSpec& spec, std::span<const u
 
 }  // namespace fl::internal
 
-#endif  // FL_SIMULATIONS_PARTITION_H_
+#endif  // FL_SDK_DATA_PARTITION_H_
