@@ -31,10 +31,10 @@ std::string JoinNames(const std::vector<std::string>& names) {
 
 Result<std::shared_ptr<const AlgorithmDefinition>> FindByConfig(const Config& config) {
   const std::string name = config.GetString("algorithm.name");
-  std::shared_ptr<const AlgorithmDefinition> d = GlobalAlgorithmRegistry().Find(name);
+  std::shared_ptr<const AlgorithmDefinition> d = FindAlgorithm(name);
   if (d == nullptr) {
     return Status::InvalidArgument("algorithm.name: unknown algorithm '" + name + "' (known: " +
-                                   JoinNames(GlobalAlgorithmRegistry().Names()) + ")");
+                                   JoinNames(RegisteredAlgorithms()) + ")");
   }
   return d;
 }
@@ -115,7 +115,10 @@ AlgorithmRegistry& GlobalAlgorithmRegistry() {
 nlohmann::json AlgorithmConfigDefaults() {
   nlohmann::json defaults = nlohmann::json::object();
   AddKeys(SharedAlgorithmKeys(), &defaults);
-  for (const auto& d : GlobalAlgorithmRegistry().Definitions()) AddKeys(d->config_keys, &defaults);
+  for (const std::string& name : RegisteredAlgorithms()) {
+    std::shared_ptr<const AlgorithmDefinition> d = FindAlgorithm(name);
+    if (d != nullptr) AddKeys(d->config_keys, &defaults);
+  }
   return defaults;
 }
 
@@ -137,7 +140,7 @@ Result<std::unique_ptr<Strategy>> CreateStrategy(const Config& config) {
 }
 
 Result<std::unique_ptr<Learner>> CreateLearner(const std::string& algorithm_name) {
-  std::shared_ptr<const AlgorithmDefinition> d = GlobalAlgorithmRegistry().Find(algorithm_name);
+  std::shared_ptr<const AlgorithmDefinition> d = FindAlgorithm(algorithm_name);
   if (d == nullptr) return Status::NotFound("no learner for algorithm '" + algorithm_name + "'");
   std::unique_ptr<Learner> learner = d->create_learner();
   if (learner == nullptr) {
@@ -148,7 +151,7 @@ Result<std::unique_ptr<Learner>> CreateLearner(const std::string& algorithm_name
 
 Status ApplyReplayRecord(const std::string& algorithm_name, std::string_view record,
                          ParamSet* model) {
-  std::shared_ptr<const AlgorithmDefinition> d = GlobalAlgorithmRegistry().Find(algorithm_name);
+  std::shared_ptr<const AlgorithmDefinition> d = FindAlgorithm(algorithm_name);
   if (d == nullptr) return Status::NotFound("no replayer for algorithm '" + algorithm_name + "'");
   if (!d->apply_replay) {
     return Status::Unimplemented("algorithm '" + algorithm_name + "' has no downlink by replay");
@@ -166,6 +169,10 @@ Status RegisterAlgorithm(AlgorithmDefinition definition) {
 
 std::vector<std::string> RegisteredAlgorithms() {
   return internal::GlobalAlgorithmRegistry().Names();
+}
+
+std::shared_ptr<const AlgorithmDefinition> FindAlgorithm(std::string_view name) {
+  return internal::GlobalAlgorithmRegistry().Find(name);
 }
 
 }  // namespace fl

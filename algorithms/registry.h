@@ -24,7 +24,6 @@
 
 #include "core/config.h"
 #include "fl/algorithm.h"
-#include "fl/export.h"
 #include "fl/learner.h"
 #include "fl/status.h"
 #include "fl/strategy.h"
@@ -60,10 +59,13 @@ class AlgorithmRegistry {
 Status RegisterBuiltinAlgorithms(AlgorithmRegistry* registry);
 
 // The process-wide registry, with the built-in algorithms registered on the first call
-// (thread-safe). Out of line and exported: when several shared libraries of the SDK are
-// loaded into one process, they must all resolve this one symbol, or an algorithm
-// registered through one library would be unknown to another.
-FL_EXPORT AlgorithmRegistry& GlobalAlgorithmRegistry();
+// (thread-safe). The SDK's own code reaches it only through the public, exported
+// fl::RegisterAlgorithm, fl::RegisteredAlgorithms and fl::FindAlgorithm: when several
+// shared libraries of the SDK are loaded into one process, the dynamic linker binds those
+// calls in all of them to one library's definitions, so every library sees one registry
+// (an algorithm registered through one is known to the others) while the registry itself
+// stays internal.
+AlgorithmRegistry& GlobalAlgorithmRegistry();
 
 // The "algorithm" and "train" keys every algorithm shares, with their defaults.
 const std::vector<ConfigKey>& SharedAlgorithmKeys();
@@ -78,7 +80,7 @@ Status ValidateAlgorithmDefinition(const AlgorithmDefinition& definition);
 
 // The "algorithm" and "train" sections with their defaults, plus every key the
 // registered algorithms declare (dotted keys become nested sections), built at call time
-// from GlobalAlgorithmRegistry(). Binaries merge this into their own defaults, so an
+// from the process-wide registry. Binaries merge this into their own defaults, so an
 // algorithm registered before the config is built is configurable by file and --set.
 nlohmann::json AlgorithmConfigDefaults();
 

@@ -62,14 +62,10 @@ Status Status::WithContext(std::string_view context) const {
   return Status(rep_->code, message);
 }
 
-namespace internal {
-
-void DieOnResultValueError(const Status& status) {
+void AbortOnResultError(const Status& status) {
   std::fprintf(stderr, "fl::Result::value() on error: %s\n", status.ToString().c_str());
   std::fflush(stderr);
   std::abort();
 }
-
-}  // namespace internal
 
 }  // namespace fl

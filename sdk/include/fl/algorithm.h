@@ -116,6 +116,9 @@ FL_EXPORT Status RegisterAlgorithm(AlgorithmDefinition definition);
 // Names of the registered algorithms (built-in ones included), in registration order.
 FL_EXPORT std::vector<std::string> RegisteredAlgorithms();
 
+// The definition registered under `name`; nullptr if none. Thread-safe.
+FL_EXPORT std::shared_ptr<const AlgorithmDefinition> FindAlgorithm(std::string_view name);
+
 // ---- Building blocks for algorithms that upload dense model deltas ----
 
 // The client half of FedAvg: sets the global model, trains with the task's TrainConfig

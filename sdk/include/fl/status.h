@@ -82,11 +82,10 @@ class FL_EXPORT Status {
   std::unique_ptr<Rep> rep_;
 };
 
-namespace internal {
 // Prints "fl::Result::value() on error: <status>" to stderr and aborts, in every build
-// type. Called by Result<T>::value() when it holds an error.
-[[noreturn]] FL_EXPORT void DieOnResultValueError(const Status& status);
-}  // namespace internal
+// type. Result<T>::value() calls it when it holds an error (reading a value that is not
+// there is a bug to stop at, not a state to run on with).
+[[noreturn]] FL_EXPORT void AbortOnResultError(const Status& status);
 
 // A value or an error Status (C++20 has no std::expected).
 template <typename T>
@@ -113,7 +112,7 @@ class [[nodiscard]] Result {
 
  private:
   void CheckOk() const {
-    if (!status_.ok()) internal::DieOnResultValueError(status_);
+    if (!status_.ok()) AbortOnResultError(status_);
   }
 
   Status status_;
