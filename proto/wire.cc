@@ -60,8 +60,24 @@ void ToProto(const TrainConfig& config, v1::TrainConfig* out) {
   out->set_prox_mu(config.prox_mu);
   out->set_seed(config.seed);
   out->set_upload_encoding(ToProto(config.upload_encoding));
-  auto* extra = out->mutable_extra();
-  for (const auto& [key, value] : config.extra) (*extra)[key] = value;
+  auto* values = out->mutable_extra_values();
+  auto* legacy = out->mutable_extra();
+  for (const auto& [key, value] : config.extra) {
+    v1::TrainValue& v = (*values)[key];
+    switch (value.type()) {
+      case TrainValue::Type::kBool: v.set_bool_value(*value.AsBool()); break;
+      case TrainValue::Type::kInt: v.set_int_value(*value.AsInt64()); break;
+      case TrainValue::Type::kDouble: v.set_double_value(*value.AsDouble()); break;
+      case TrainValue::Type::kString: v.set_string_value(*value.AsString()); break;
+    }
+    // The double-valued field, for receivers that predate extra_values: only what a
+    // double holds exactly.
+    if (value.is_bool()) {
+      (*legacy)[key] = *value.AsBool() ? 1.0 : 0.0;
+    } else if (!value.is_string()) {
+      if (Result<double> d = value.AsDouble(); d.ok()) (*legacy)[key] = *d;
+    }
+  }
 }
 
 Result<TrainConfig> FromProto(const v1::TrainConfig& config) {
@@ -75,7 +91,18 @@ Result<TrainConfig> FromProto(const v1::TrainConfig& config) {
   out.prox_mu = config.prox_mu();
   out.seed = config.seed();
   FL_ASSIGN_OR_RETURN(out.upload_encoding, FromProto(config.upload_encoding()));
+  // The older double-valued field first; extra_values, where present, overrides it.
   for (const auto& [key, value] : config.extra()) out.extra[key] = value;
+  for (const auto& [key, value] : config.extra_values()) {
+    switch (value.value_case()) {
+      case v1::TrainValue::kBoolValue: out.extra[key] = value.bool_value(); break;
+      case v1::TrainValue::kIntValue: out.extra[key] = value.int_value(); break;
+      case v1::TrainValue::kDoubleValue: out.extra[key] = value.double_value(); break;
+      case v1::TrainValue::kStringValue: out.extra[key] = value.string_value(); break;
+      case v1::TrainValue::VALUE_NOT_SET:
+        return Status::InvalidArgument("train extra value \"" + key + "\" has no value");
+    }
+  }
   return out;
 }
 

@@ -284,10 +284,10 @@ Result<PretrainReport> PretrainLanguageModel(
   tc.lr = lr;
   // Its own stream: the same run seed also initializes the weights.
   tc.seed = static_cast<uint64_t>(config.GetInt("run.seed")) * kGoldenGamma64 + 1;
-  tc.extra["optimizer"] = static_cast<double>(*optimizer);
+  tc.extra["optimizer"] = static_cast<int>(*optimizer);
   tc.extra["clip_norm"] = config.GetDouble("pretrain.clip_norm");
-  tc.extra["lr_schedule"] = static_cast<double>(*schedule);
-  tc.extra["warmup_steps"] = static_cast<double>(warmup);
+  tc.extra["lr_schedule"] = static_cast<int>(*schedule);
+  tc.extra["warmup_steps"] = warmup;
   CancelToken never;
   FL_ASSIGN_OR_RETURN(TrainStats stats, trainer->Train(tc, never));
   trainer->set_step_callback(nullptr);

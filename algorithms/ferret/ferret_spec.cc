@@ -5,18 +5,14 @@
 namespace fl::internal {
 namespace {
 
-// Every value here is an integer below 2^53, so it survives the trip through a double
-// (and through protobuf's double on the wire) exactly.
+// Every value here is an integer (TrainValue::Type::kInt): 64-bit ones travel exactly.
 constexpr char kNumBases[] = "ferret.num_bases";
-constexpr char kSeedHi[] = "ferret.pool_seed_hi";
-constexpr char kSeedLo[] = "ferret.pool_seed_lo";
-constexpr char kEpochHi[] = "ferret.epoch_hi";
-constexpr char kEpochLo[] = "ferret.epoch_lo";
+constexpr char kPoolSeed[] = "ferret.pool_seed";
+constexpr char kEpoch[] = "ferret.epoch";
 constexpr char kDistribution[] = "ferret.distribution";
 constexpr char kAmplitude[] = "ferret.amplitude";
 constexpr char kPlan[] = "ferret.plan";
-constexpr char kBlockSizeHi[] = "ferret.block_size_hi";
-constexpr char kBlockSizeLo[] = "ferret.block_size_lo";
+constexpr char kBlockSize[] = "ferret.block_size";
 constexpr char kScale[] = "ferret.scale";
 constexpr char kSelection[] = "ferret.selection";
 constexpr char kBudget[] = "ferret.budget";
@@ -24,30 +20,30 @@ constexpr char kMinPerBlock[] = "ferret.min_per_block";
 // Optional: tasks without it upload float32 values.
 constexpr char kUploadFormat[] = "ferret.upload_format";
 
-Result<uint32_t> ReadU32(const std::map<std::string, double>& extra, const char* key) {
+Result<const TrainValue*> Find(const std::map<std::string, TrainValue>& extra, const char* key) {
   auto it = extra.find(key);
   if (it == extra.end()) {
     return Status::InvalidArgument(std::string("ferret task lacks ") + key +
                                    " (the server did not send Ferret's parameters)");
   }
-  const double v = it->second;
-  if (!(v >= 0 && v <= 4294967295.0) || std::floor(v) != v) {
-    return Status::InvalidArgument(std::string(key) + " must be an integer in [0, 2^32)");
+  return &it->second;
+}
+
+Result<uint64_t> ReadU64(const std::map<std::string, TrainValue>& extra, const char* key) {
+  FL_ASSIGN_OR_RETURN(const TrainValue* value, Find(extra, key));
+  Result<uint64_t> v = value->AsUint64();
+  if (!v.ok()) return v.status().WithContext(key);
+  return v;
+}
+
+Result<uint32_t> ReadU32(const std::map<std::string, TrainValue>& extra, const char* key) {
+  FL_ASSIGN_OR_RETURN(const TrainValue* value, Find(extra, key));
+  Result<int64_t> v = value->AsInt64();
+  if (!v.ok() || *v < 0 || *v > 0xffffffffll) {
+    return Status::InvalidArgument(std::string(key) + " must be an integer in [0, 2^32), got " +
+                                   value->ToString());
   }
-  return static_cast<uint32_t>(v);
-}
-
-Result<uint64_t> ReadU64(const std::map<std::string, double>& extra, const char* hi_key,
-                         const char* lo_key) {
-  FL_ASSIGN_OR_RETURN(uint32_t hi, ReadU32(extra, hi_key));
-  FL_ASSIGN_OR_RETURN(uint32_t lo, ReadU32(extra, lo_key));
-  return (static_cast<uint64_t>(hi) << 32) | lo;
-}
-
-void WriteU64(uint64_t v, const char* hi_key, const char* lo_key,
-              std::map<std::string, double>* extra) {
-  (*extra)[hi_key] = static_cast<double>(v >> 32);
-  (*extra)[lo_key] = static_cast<double>(v & 0xffffffffu);
+  return static_cast<uint32_t>(*v);
 }
 
 }  // namespace
@@ -96,14 +92,14 @@ ferret::BasisSpec MakeFerretBasis(const FerretRoundSpec& spec) {
 }
 
 void WriteFerretExtra(const FerretRoundSpec& spec, const FerretProjection& projection,
-                      std::map<std::string, double>* extra) {
+                      std::map<std::string, TrainValue>* extra) {
   (*extra)[kNumBases] = spec.num_bases;
-  WriteU64(spec.pool_seed, kSeedHi, kSeedLo, extra);
-  WriteU64(spec.epoch, kEpochHi, kEpochLo, extra);
+  (*extra)[kPoolSeed] = spec.pool_seed;
+  (*extra)[kEpoch] = spec.epoch;
   (*extra)[kDistribution] = static_cast<uint32_t>(spec.distribution);
   (*extra)[kAmplitude] = static_cast<uint32_t>(spec.amplitude);
   (*extra)[kPlan] = static_cast<uint32_t>(spec.plan_kind);
-  WriteU64(spec.block_size, kBlockSizeHi, kBlockSizeLo, extra);
+  (*extra)[kBlockSize] = spec.block_size;
   (*extra)[kScale] = static_cast<uint32_t>(projection.scale);
   (*extra)[kSelection] = static_cast<uint32_t>(projection.selection);
   (*extra)[kBudget] = projection.budget;
@@ -111,19 +107,19 @@ void WriteFerretExtra(const FerretRoundSpec& spec, const FerretProjection& proje
   (*extra)[kUploadFormat] = static_cast<uint32_t>(projection.upload_format);
 }
 
-Status ReadFerretExtra(const std::map<std::string, double>& extra, FerretRoundSpec* spec,
+Status ReadFerretExtra(const std::map<std::string, TrainValue>& extra, FerretRoundSpec* spec,
                        FerretProjection* projection) {
   FerretRoundSpec s;
   FL_ASSIGN_OR_RETURN(s.num_bases, ReadU32(extra, kNumBases));
-  FL_ASSIGN_OR_RETURN(s.pool_seed, ReadU64(extra, kSeedHi, kSeedLo));
-  FL_ASSIGN_OR_RETURN(s.epoch, ReadU64(extra, kEpochHi, kEpochLo));
+  FL_ASSIGN_OR_RETURN(s.pool_seed, ReadU64(extra, kPoolSeed));
+  FL_ASSIGN_OR_RETURN(s.epoch, ReadU64(extra, kEpoch));
   FL_ASSIGN_OR_RETURN(uint32_t dist, ReadU32(extra, kDistribution));
   s.distribution = static_cast<BasisDistribution>(dist);
   FL_ASSIGN_OR_RETURN(uint32_t amplitude, ReadU32(extra, kAmplitude));
   s.amplitude = static_cast<ferret::BasisAmplitude>(amplitude);
   FL_ASSIGN_OR_RETURN(uint32_t plan, ReadU32(extra, kPlan));
   s.plan_kind = static_cast<ferret::BlockPlanKind>(plan);
-  FL_ASSIGN_OR_RETURN(s.block_size, ReadU64(extra, kBlockSizeHi, kBlockSizeLo));
+  FL_ASSIGN_OR_RETURN(s.block_size, ReadU64(extra, kBlockSize));
   FL_RETURN_IF_ERROR(ValidateFerretRoundSpec(s));
 
   FerretProjection p;

@@ -22,6 +22,7 @@
 #include "codec/ferret/projection.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
+#include "fl/task.h"
 #include "rng/philox.h"
 
 namespace fl::internal {
@@ -60,10 +61,10 @@ ferret::BasisSpec MakeFerretBasis(const FerretRoundSpec& spec);
 
 // Writes spec and projection into `extra` under "ferret.*" keys.
 void WriteFerretExtra(const FerretRoundSpec& spec, const FerretProjection& projection,
-                      std::map<std::string, double>* extra);
+                      std::map<std::string, TrainValue>* extra);
 // Reads what WriteFerretExtra wrote. InvalidArgument naming the key if one is missing,
 // not an integer in range, or names an unknown enum value.
-Status ReadFerretExtra(const std::map<std::string, double>& extra, FerretRoundSpec* spec,
+Status ReadFerretExtra(const std::map<std::string, TrainValue>& extra, FerretRoundSpec* spec,
                        FerretProjection* projection);
 
 }  // namespace fl::internal

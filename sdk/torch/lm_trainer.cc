@@ -15,23 +15,24 @@ constexpr int64_t kIgnoreTarget = -100;  // cross_entropy's default ignore_index
 Result<int> ExtraEnum(const TrainConfig& config, const char* key, int max, int fallback) {
   auto it = config.extra.find(key);
   if (it == config.extra.end()) return fallback;
-  const double v = it->second;
-  if (!(v >= 0 && v <= max) || v != std::floor(v)) {
+  Result<int64_t> v = it->second.AsInt64();
+  if (!v.ok() || *v < 0 || *v > max) {
     return Status::InvalidArgument(std::string("train extra \"") + key +
                                    "\" must be an integer in [0, " + std::to_string(max) +
-                                   "], got " + std::to_string(v));
+                                   "], got " + it->second.ToString());
   }
-  return static_cast<int>(v);
+  return static_cast<int>(*v);
 }
 
 Result<double> ExtraNonNegative(const TrainConfig& config, const char* key, double fallback) {
   auto it = config.extra.find(key);
   if (it == config.extra.end()) return fallback;
-  if (!(std::isfinite(it->second) && it->second >= 0)) {
-    return Status::InvalidArgument(std::string("train extra \"") + key + "\" must be >= 0, got " +
-                                   std::to_string(it->second));
+  Result<double> v = it->second.AsDouble();
+  if (!v.ok() || !(std::isfinite(*v) && *v >= 0)) {
+    return Status::InvalidArgument(std::string("train extra \"") + key +
+                                   "\" must be a number >= 0, got " + it->second.ToString());
   }
-  return it->second;
+  return *v;
 }
 
 }  // namespace

@@ -54,10 +54,11 @@ struct LmTrainerOptions {
 // mean cross-entropy of predicting every byte of a window from the bytes before it.
 // TrainConfig fields used: lr, momentum and weight_decay (SGD), prox_mu (FedProx term
 // around the last SetParameters), and these TrainConfig::extra keys (absent -> options):
-//   "optimizer":    LmOptimizer value (0 sgd, 1 adam; Adam betas 0.9/0.99, eps 1e-8)
-//   "clip_norm":    > 0 clips the global gradient norm to this value
-//   "lr_schedule":  LmSchedule value (0 constant [default], 1 cosine from lr to 0.1 lr)
-//   "warmup_steps": linear warm-up from 0 over this many steps (default 0)
+//   "optimizer":    integer LmOptimizer value (0 sgd, 1 adam; Adam betas 0.9/0.99, eps 1e-8)
+//   "clip_norm":    number; > 0 clips the global gradient norm to this value
+//   "lr_schedule":  integer LmSchedule value (0 constant [default], 1 cosine from lr to
+//                   0.1 lr)
+//   "warmup_steps": number; linear warm-up from 0 over this many steps (default 0)
 // TrainStats: num_examples = predicted bytes, dataset_size = training bytes (the FedAvg
 // weight), mean_loss in nats per byte.
 //

@@ -101,7 +101,7 @@ TEST(FerretSpecTest, ExtraCarriesSpecExactlyAndNamesMissingKeys) {
   projection.budget = 50;
   projection.min_per_block = 3;
   projection.upload_format = ferret::CoefficientTableFormat::kBFloat16;
-  std::map<std::string, double> extra;
+  std::map<std::string, TrainValue> extra;
   WriteFerretExtra(spec, projection, &extra);
 
   FerretRoundSpec spec2;
@@ -114,27 +114,35 @@ TEST(FerretSpecTest, ExtraCarriesSpecExactlyAndNamesMissingKeys) {
   EXPECT_EQ(projection2.min_per_block, 3u);
   EXPECT_EQ(projection2.upload_format, ferret::CoefficientTableFormat::kBFloat16);
   // Tasks from servers that predate the value format mean float32.
-  std::map<std::string, double> no_format = extra;
+  std::map<std::string, TrainValue> no_format = extra;
   no_format.erase("ferret.upload_format");
   ASSERT_TRUE(ReadFerretExtra(no_format, &spec2, &projection2).ok());
   EXPECT_EQ(projection2.upload_format, ferret::CoefficientTableFormat::kFloat32);
-  std::map<std::string, double> bad_format = extra;
+  std::map<std::string, TrainValue> bad_format = extra;
   bad_format["ferret.upload_format"] = 7;
   Status bad = ReadFerretExtra(bad_format, &spec2, &projection2);
   EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.message(), HasSubstr("ferret.upload_format"));
 
-  std::map<std::string, double> missing = extra;
+  std::map<std::string, TrainValue> missing = extra;
   missing.erase("ferret.num_bases");
   Status s = ReadFerretExtra(missing, &spec2, &projection2);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("ferret.num_bases"));
-  std::map<std::string, double> fractional = extra;
-  fractional["ferret.pool_seed_lo"] = 0.5;
+  // The 64-bit seed is one integer value, not two doubles.
+  EXPECT_TRUE(extra.at("ferret.pool_seed").is_int());
+  EXPECT_EQ(extra.count("ferret.pool_seed_hi"), 0u);
+  std::map<std::string, TrainValue> fractional = extra;
+  fractional["ferret.pool_seed"] = 0.5;
   s = ReadFerretExtra(fractional, &spec2, &projection2);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("ferret.pool_seed_lo"));
-  std::map<std::string, double> unknown = extra;
+  EXPECT_THAT(s.message(), HasSubstr("ferret.pool_seed"));
+  std::map<std::string, TrainValue> text = extra;
+  text["ferret.num_bases"] = "77";
+  s = ReadFerretExtra(text, &spec2, &projection2);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("ferret.num_bases"));
+  std::map<std::string, TrainValue> unknown = extra;
   unknown["ferret.distribution"] = 9;
   EXPECT_EQ(ReadFerretExtra(unknown, &spec2, &projection2).code(), StatusCode::kInvalidArgument);
 }

@@ -45,7 +45,7 @@ TrainConfig AdamConfig(int steps) {
   c.batch_size = 8;
   c.lr = 3e-3;
   c.seed = 11;
-  c.extra["optimizer"] = static_cast<double>(LmOptimizer::kAdam);
+  c.extra["optimizer"] = static_cast<int>(LmOptimizer::kAdam);
   c.extra["clip_norm"] = 1.0;
   return c;
 }
@@ -188,7 +188,7 @@ TEST_F(LmTrainerTest, SgdDefaultsCosineScheduleAndBadExtras) {
   sgd.local_steps = 10;
   sgd.batch_size = 4;
   sgd.lr = 0.5;
-  sgd.extra["lr_schedule"] = static_cast<double>(LmSchedule::kCosine);
+  sgd.extra["lr_schedule"] = static_cast<int>(LmSchedule::kCosine);
   sgd.extra["warmup_steps"] = 3;
   CancelToken cancel;
   Result<TrainStats> s = t->Train(sgd, cancel);
@@ -209,8 +209,13 @@ TEST_F(LmTrainerTest, SgdDefaultsCosineScheduleAndBadExtras) {
   EXPECT_GE(e->num_examples, bytes);
   EXPECT_LT(e->num_examples, bytes + 64u * 32u);
 
-  for (auto [key, value] : std::vector<std::pair<std::string, double>>{
-           {"optimizer", 2}, {"optimizer", 0.5}, {"clip_norm", -1}, {"lr_schedule", 7}}) {
+  for (auto [key, value] : std::vector<std::pair<std::string, TrainValue>>{
+           {"optimizer", 2},
+           {"optimizer", 0.5},
+           {"optimizer", "adam"},
+           {"clip_norm", -1},
+           {"clip_norm", true},
+           {"lr_schedule", 7}}) {
     TrainConfig bad = sgd;
     bad.extra[key] = value;
     EXPECT_EQ(t->Train(bad, cancel).status().code(), StatusCode::kInvalidArgument) << key;

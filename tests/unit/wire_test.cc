@@ -60,6 +60,69 @@ TEST(WireTest, TaskRoundTrips) {
   EXPECT_EQ(back->config.extra, task.config.extra);
 }
 
+TEST(WireTest, TypedExtraValuesRoundTripExactly) {
+  Task task;
+  task.kind = TaskKind::kTrain;
+  task.round = 1;
+  task.algorithm = "ferret";
+  const uint64_t seed = (uint64_t{1} << 53) + 1;  // the first integer a double cannot hold
+  const uint64_t top = 0xfedcba9876543211ull;      // above INT64_MAX: travels as its bits
+  task.config.extra = {{"seed", seed},          {"top", top},       {"neg", int64_t{-7}},
+                       {"flag", true},          {"lr", 0.125},      {"name", "adam"},
+                       {"small", int64_t{42}}};
+  v1::Task proto;
+  ToProto(task, &proto);
+  v1::Task parsed;
+  ASSERT_TRUE(parsed.ParseFromString(proto.SerializeAsString()));
+  Result<Task> back = FromProto(parsed);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->config.extra, task.config.extra);
+  const std::map<std::string, TrainValue>& extra = back->config.extra;
+  ASSERT_TRUE(extra.at("seed").is_int());
+  EXPECT_EQ(*extra.at("seed").AsUint64(), seed);
+  EXPECT_NE(static_cast<uint64_t>(static_cast<double>(seed)), seed) << "a double would round it";
+  EXPECT_EQ(*extra.at("top").AsUint64(), top);
+  EXPECT_EQ(*extra.at("neg").AsInt64(), -7);
+  EXPECT_TRUE(*extra.at("flag").AsBool());
+  EXPECT_EQ(*extra.at("lr").AsDouble(), 0.125);
+  EXPECT_EQ(*extra.at("name").AsString(), "adam");
+
+  // The older double field carries what a double holds exactly, for older receivers.
+  const auto& legacy = parsed.config().extra();
+  EXPECT_EQ(legacy.count("seed"), 0u);
+  EXPECT_EQ(legacy.count("top"), 0u);
+  EXPECT_EQ(legacy.count("name"), 0u);
+  EXPECT_EQ(legacy.at("neg"), -7.0);
+  EXPECT_EQ(legacy.at("flag"), 1.0);
+  EXPECT_EQ(legacy.at("lr"), 0.125);
+  EXPECT_EQ(legacy.at("small"), 42.0);
+}
+
+// A sender that predates extra_values writes only the double map: it is still read, and
+// its integral doubles read as integers; extra_values wins where both name a key.
+TEST(WireTest, OlderDoubleExtraIsStillRead) {
+  v1::Task proto;
+  proto.set_kind(v1::TASK_KIND_TRAIN);
+  proto.set_round(1);
+  proto.mutable_config()->set_upload_encoding(v1::ENCODING_DENSE_F32);
+  (*proto.mutable_config()->mutable_extra())["optimizer"] = 1.0;
+  (*proto.mutable_config()->mutable_extra())["clip_norm"] = 0.5;
+  (*proto.mutable_config()->mutable_extra())["both"] = 3.0;
+  (*proto.mutable_config()->mutable_extra_values())["both"].set_int_value(4);
+  Result<Task> back = FromProto(proto);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  const std::map<std::string, TrainValue>& extra = back->config.extra;
+  ASSERT_EQ(extra.size(), 3u);
+  EXPECT_TRUE(extra.at("optimizer").is_double());
+  EXPECT_EQ(*extra.at("optimizer").AsInt64(), 1);
+  EXPECT_EQ(*extra.at("clip_norm").AsDouble(), 0.5);
+  EXPECT_FALSE(extra.at("clip_norm").AsInt64().ok());
+  EXPECT_EQ(extra.at("both"), TrainValue(4));
+
+  (*proto.mutable_config()->mutable_extra_values())["empty"];  // no oneof member set
+  EXPECT_EQ(FromProto(proto).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(WireTest, WaitTaskKeepsRetryHint) {
   Task task;
   task.kind = TaskKind::kWait;
