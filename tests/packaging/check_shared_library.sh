@@ -4,8 +4,8 @@
 # Checks a shared library of the SDK (packaging/CMakeLists.txt):
 #  - its SONAME is SONAME;
 #  - every dynamic symbol it defines is public API: the C ABI (fl_*) or fl:: (with its
-#    typeinfo and vtables), never fl::internal (but for the symbols listed below), std::,
-#    google::, grpc, absl or anything else;
+#    typeinfo and vtables), never fl::internal, std::, google::, grpc, absl or anything
+#    else (but for the wire protocol, below);
 #  - ldd resolves all its dependencies, and none is LibTorch (libtorch*, libc10*) unless
 #    --allow-torch;
 #  - the static libraries ARCHIVE... whose objects it is made of define nothing in
@@ -28,27 +28,18 @@ if [ "$soname" != "$want_soname" ]; then
   fail=1
 fi
 
-# Exported on purpose although not declared for applications (each is FL_EXPORT at its
-# definition, which says why):
-#  - fl::internal::GlobalAlgorithmRegistry(): the process-wide algorithm registry; every
-#    fl library loaded into a process binds to one instance (algorithms/registry.h).
-#  - fl::internal::DieOnResultValueError(): called by the inline fl::Result<T>::value()
-#    of fl/status.h, so applications' code references it.
-#  - fl::v1::* and descriptor_table_fl_2fv1_2ffl_2eproto: the generated wire-protocol
-#    code; one copy per process, or protobuf aborts on a second registration of
-#    fl/v1/fl.proto when libfl_client and libfl_server are loaded together.
+# Exported on purpose although not declared for applications: fl::v1::* and
+# descriptor_table_fl_2fv1_2ffl_2eproto, the generated wire-protocol code. A process must
+# hold one copy, or protobuf aborts on a second registration of fl/v1/fl.proto when
+# libfl_client and libfl_server are loaded together (proto/CMakeLists.txt).
 symbols=$(nm -D --defined-only -C "$lib" | cut -d' ' -f3-) || {
   echo "FAIL: nm failed on $lib"; exit 1; }
 bad=$(printf '%s\n' "$symbols" |
   sed -E 's/^(typeinfo name for|typeinfo for|vtable for|VTT for|guard variable for|non-virtual thunk to|virtual thunk to) //' |
   grep -v -E '^fl_[A-Za-z0-9_]+$' |
   grep -v -x 'descriptor_table_fl_2fv1_2ffl_2eproto' |
-  grep -v -x -F -e 'fl::internal::GlobalAlgorithmRegistry()' \
-    -e 'fl::internal::DieOnResultValueError(fl::Status const&)' |
   grep -v -E '^fl::' ; \
-  printf '%s\n' "$symbols" | grep -E '^[^(<]*fl::internal::' |
-  grep -v -x -F -e 'fl::internal::GlobalAlgorithmRegistry()' \
-    -e 'fl::internal::DieOnResultValueError(fl::Status const&)')
+  printf '%s\n' "$symbols" | grep -E '^[^(<]*fl::internal::')
 if [ -n "$bad" ]; then
   echo "FAIL: $lib exports symbols outside the public API:"
   printf '%s\n' "$bad" | head -40
