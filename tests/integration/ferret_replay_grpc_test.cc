@@ -1,6 +1,11 @@
 // Ferret's downlink by replay over real gRPC with TLS: a real Coordinator running the
 // Ferret strategy (SQLite files) behind fl-server's service, and ClientRuntime clients
 // with the plain C++ linear trainer behind GrpcLink.
+//
+// Who is selected when is driven by events, never by the machine's speed: the
+// coordinator's clock is a ManualClockEnv the test advances, the server's deadline ticker
+// is off, and the test calls Coordinator::Poll() at the moment a deadline is meant to
+// have passed.
 
 #include <cstring>
 #include <map>
@@ -9,11 +14,19 @@
 #include "client/client_runtime.h"
 #include "examples/linear_trainer.h"
 #include "grpc_fixture.h"
+#include "tests/testing/manual_clock_env.h"
 
 namespace fl::internal {
 namespace {
 
 constexpr size_t kDim = 50000;
+
+// Round deadline and client timeout on the manual clock, and a step past both.
+constexpr std::chrono::seconds kRoundDeadline(60);
+constexpr std::chrono::seconds kClientTimeout(30);
+constexpr std::chrono::seconds kPastDeadline(61);
+// Only keeps a broken run from hanging: every wait below ends on an event long before.
+constexpr std::chrono::seconds kSafetyCap(120);
 
 bool BitwiseEqual(const ParamSet& a, const ParamSet& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -54,7 +67,8 @@ class FerretReplayGrpcTest : public GrpcFixture {
     versions_[0] = coordinator_->CurrentModel().params;
     full_model_bytes_ = coordinator_->CurrentModel().wire_bytes;
     GrpcServerOptions s = TlsServerOptions(o);
-    s.poll_interval = milliseconds(50);
+    // No ticker: the test calls coordinator_->Poll() itself, after moving the clock.
+    s.poll_interval = std::chrono::hours(1);
     auto server = StartGrpcServer(s, coordinator_.get());
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
@@ -66,10 +80,27 @@ class FerretReplayGrpcTest : public GrpcFixture {
     return std::make_unique<examples::LinearTrainer>(kDim, std::move(x), std::move(y));
   }
 
-  // Pulls (long poll) and runs one training task, which must be for `round`.
+  // Long-polls until the server hands out a task (the server answers "wait" every
+  // max_poll_wait while none is ready).
+  static Result<Task> PullUntilTask(ClientRuntime& runtime) {
+    const auto give_up = std::chrono::steady_clock::now() + kSafetyCap;
+    while (true) {
+      FL_ASSIGN_OR_RETURN(Task task, runtime.Pull(milliseconds(2000)));
+      if (task.kind != TaskKind::kWait) return task;
+      if (std::chrono::steady_clock::now() >= give_up) {
+        return Status::DeadlineExceeded("no task after the " + std::to_string(kSafetyCap.count()) +
+                                        " s safety cap: the expected selection never happened");
+      }
+    }
+  }
+
+  // Pulls and runs one training task, which must be for `round`.
   ExecuteReport RunRound(ClientRuntime& runtime, Trainer& trainer, uint64_t round) {
-    Result<Task> task = runtime.Pull(milliseconds(5000));
-    EXPECT_TRUE(task.ok()) << task.status().ToString();
+    Result<Task> task = PullUntilTask(runtime);
+    if (!task.ok()) {
+      ADD_FAILURE() << "round " << round << ": " << task.status().ToString();
+      return ExecuteReport{};
+    }
     EXPECT_EQ(task->kind, TaskKind::kTrain);
     EXPECT_EQ(task->round, round);
     EXPECT_EQ(task->algorithm, "ferret");
@@ -79,6 +110,7 @@ class FerretReplayGrpcTest : public GrpcFixture {
     return report.ok() ? *report : ExecuteReport{};
   }
 
+  ManualClockEnv clock_;
   std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<const ParamSet>> versions_;
   std::map<uint64_t, uint64_t> replay_bytes_;
@@ -92,10 +124,11 @@ void FerretReplayGrpcTest::MissFiveRoundsAndCatchUpByReplay(uint64_t saving) {
   o.num_rounds = 7;
   o.min_clients = 1;
   o.min_updates = 1;
-  // A silent client drops out of selection after 400 ms; a round short of updates
-  // widens its selection to the clients that are around after 800 ms.
-  o.round_deadline = milliseconds(800);
-  o.client_timeout = milliseconds(400);
+  // A client silent for kClientTimeout drops out of selection; a round short of updates
+  // at its deadline widens its selection to the clients that are around.
+  o.env = &clock_;
+  o.round_deadline = kRoundDeadline;
+  o.client_timeout = kClientTimeout;
   o.max_update_bytes = 1 << 20;
   StartFerret(o);
 
@@ -106,20 +139,28 @@ void FerretReplayGrpcTest::MissFiveRoundsAndCatchUpByReplay(uint64_t saving) {
   auto trainer_a = MakeTrainer(1);
   auto trainer_b = MakeTrainer(2);
 
-  // Round 1: b alone, from the full initial model.
+  // Round 1: b alone, from the full initial model. Its update closes the round, and
+  // round 2 opens at once for b, the only client.
   ASSERT_TRUE(b.Join().ok());
   ExecuteReport b1 = RunRound(b, *trainer_b, 1);
   EXPECT_EQ(b1.replayed_versions, 0u);
   EXPECT_EQ(b1.bytes_down, full_model_bytes_);
 
-  // Then b goes quiet. a joins and is added to round 2 at its deadline, and alone runs
-  // rounds 3 to 6, each time replaying the one record it lacks.
+  // Then b goes quiet past its timeout and round 2's deadline. a joins; at the deadline
+  // round 2 widens to a, the one client around.
+  clock_.Advance(kPastDeadline);
   ASSERT_TRUE(a.Join().ok());
+  coordinator_->Poll();
+  // a runs round 2, which closes at its next deadline (b never reports), then alone
+  // rounds 3 to 6, each time replaying the one record it lacks.
   for (uint64_t round = 2; round <= 6; ++round) {
     ExecuteReport r = RunRound(a, *trainer_a, round);
     if (round == 2) {
       EXPECT_EQ(r.replayed_versions, 0u);
       EXPECT_EQ(r.bytes_down, full_model_bytes_);
+      clock_.Advance(kPastDeadline);
+      coordinator_->Poll();
+      ASSERT_EQ(coordinator_->CurrentModel().version, 2u) << "round 2 did not close";
     } else {
       EXPECT_EQ(r.replayed_versions, 1u) << "round " << round;
       std::lock_guard<std::mutex> lock(mu_);
@@ -127,9 +168,13 @@ void FerretReplayGrpcTest::MissFiveRoundsAndCatchUpByReplay(uint64_t saving) {
     }
   }
 
-  // Round 7 is a's, but a stays away; at the deadline b, polling again, is added. b missed
-  // rounds 2 to 6 and still holds version 0, the model it trained round 1 from; it needs
-  // version 6, so it downloads the six records of versions 1 to 6 and replays them.
+  // Round 7 is a's, but a stays away; b comes back (a heartbeat), and at the deadline
+  // round 7 widens to b. b missed rounds 2 to 6 and still holds version 0, the model it
+  // trained round 1 from; it needs version 6, so it downloads the six records of
+  // versions 1 to 6 and replays them.
+  clock_.Advance(kPastDeadline);
+  ASSERT_TRUE(link_b->Heartbeat().ok());
+  coordinator_->Poll();
   ExecuteReport b7 = RunRound(b, *trainer_b, 7);
   EXPECT_EQ(b7.replayed_versions, 6u);
   uint64_t six_records = 0;
@@ -153,7 +198,10 @@ void FerretReplayGrpcTest::MissFiveRoundsAndCatchUpByReplay(uint64_t saving) {
       static_cast<unsigned long long>(full_model_bytes_),
       static_cast<double>(full_model_bytes_) / static_cast<double>(b7.bytes_down));
 
-  ASSERT_TRUE(coordinator_->WaitUntilFinished(milliseconds(10000)));
+  // a never reports: round 7 closes with b's update at its deadline, the last round.
+  clock_.Advance(kPastDeadline);
+  coordinator_->Poll();
+  ASSERT_TRUE(coordinator_->WaitUntilFinished(kSafetyCap)) << "the federation did not finish";
   EXPECT_EQ(coordinator_->CurrentModel().version, 7u);
   // The records are in the server's SQLite file for every round.
   StoreOptions so;

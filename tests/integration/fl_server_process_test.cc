@@ -30,6 +30,9 @@ using std::chrono::milliseconds;
 using ::testing::HasSubstr;
 
 const char kServerBinary[] = FL_BINARY_DIR "/server/fl-server";
+// Only keeps a broken run from hanging: every wait below ends on an event (a line of
+// output, the process's exit) long before.
+constexpr std::chrono::seconds kSafetyCap(120);
 
 class FlServerProcessTest : public ::testing::Test {
  protected:
@@ -50,17 +53,18 @@ class FlServerProcessTest : public ::testing::Test {
     std::unique_ptr<Subprocess> child = Subprocess::Start(argv, log);
     EXPECT_NE(child, nullptr);
     if (child == nullptr) return {-1, ""};
-    std::optional<int> code = child->Wait(std::chrono::seconds(30));
+    std::optional<int> code = child->Wait(kSafetyCap);
+    EXPECT_TRUE(code.has_value()) << "fl-server did not exit within the " << kSafetyCap.count()
+                                  << " s safety cap";
     return {code.value_or(-1), child->Log()};
   }
 
-  // Group 1 of the first match of `pattern` in the child's output, waiting up to
-  // `timeout`; empty if it never appears.
-  static std::string WaitForOutput(Subprocess& child, const std::regex& pattern,
-                                   milliseconds timeout) {
+  // Group 1 of the first match of `pattern` in the child's output, waiting for it up to
+  // the safety cap; empty if it never appears.
+  static std::string WaitForOutput(Subprocess& child, const std::regex& pattern) {
     std::smatch m;
     std::string log;
-    WaitUntil([&] { return std::regex_search(log = child.Log(), m, pattern); }, timeout);
+    WaitUntil([&] { return std::regex_search(log = child.Log(), m, pattern); }, kSafetyCap);
     return std::regex_search(log, m, pattern) ? m[1].str() : "";
   }
 
@@ -75,15 +79,16 @@ TEST_F(FlServerProcessTest, RunsAFederationOverTlsAndStopsOnSigterm) {
     ASSERT_EQ(code, 0) << output;
   }
   const std::string state = (dir_ / "state").string();
+  // After the last round the server drains for an hour (the longest allowed), far past
+  // the safety cap: it exits in this test only because SIGTERM ends the drain.
   std::unique_ptr<Subprocess> server = Subprocess::Start(
       {kServerBinary, "--listen", "127.0.0.1:0", "--tls-cert", certs + "/server.pem", "--tls-key",
        certs + "/server.key", "--model", "random:5000", "--rounds", "2", "--state-dir", state,
-       "--enrollment-token", "tok", "--set", "server.drain_s=60"},
+       "--enrollment-token", "tok", "--set", "server.drain_s=3600"},
       (dir_ / "server.log").string());
   ASSERT_NE(server, nullptr);
-  const std::string port =
-      WaitForOutput(*server, std::regex("ready on port ([0-9]+)"), milliseconds(20000));
-  ASSERT_FALSE(port.empty()) << server->Log();
+  const std::string port = WaitForOutput(*server, std::regex("ready on port ([0-9]+)"));
+  ASSERT_FALSE(port.empty()) << "no \"ready on port\" line:\n" << server->Log();
 
   GrpcLinkOptions options;
   options.target = "localhost:" + port;
@@ -113,15 +118,16 @@ TEST_F(FlServerProcessTest, RunsAFederationOverTlsAndStopsOnSigterm) {
     ++trained;
   }
   EXPECT_EQ(trained, 2);
-  EXPECT_FALSE(
-      WaitForOutput(*server, std::regex("(federation finished)"), milliseconds(10000)).empty())
-      << server->Log();
+  EXPECT_FALSE(WaitForOutput(*server, std::regex("(federation finished)")).empty())
+      << "no \"federation finished\" line:\n" << server->Log();
 
-  // The client stays connected: a graceful stop must not wait for it to hang up.
-  const auto stop_start = std::chrono::steady_clock::now();
+  // The client stays connected: a graceful stop must not wait for it to hang up, nor
+  // for the drain to run out.
   server->Kill(SIGTERM);
-  EXPECT_EQ(server->Wait(std::chrono::seconds(10)), std::optional<int>(0)) << server->Log();
-  EXPECT_LT(std::chrono::steady_clock::now() - stop_start, std::chrono::seconds(3));
+  const std::optional<int> code = server->Wait(kSafetyCap);
+  ASSERT_TRUE(code.has_value()) << "fl-server did not exit after SIGTERM (" << kSafetyCap.count()
+                                << " s safety cap):\n" << server->Log();
+  EXPECT_EQ(*code, 0) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("fl-server stopped"));
 
   StoreOptions so;

@@ -2,15 +2,22 @@
 // SQLite files, served over loopback TLS with freshly generated certificates, driven by
 // GrpcLink and, for malformed streams that GrpcLink never produces, by a raw stub.
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +31,9 @@ namespace {
 using ::testing::HasSubstr;
 
 class GrpcTransportTest : public GrpcFixture {};
+
+// Only keeps a broken run from hanging: the waits below end on an event long before.
+constexpr std::chrono::seconds kSafetyCap(120);
 
 // ---- authentication ----
 
@@ -347,21 +357,72 @@ TEST_F(GrpcTransportTest, RetriedUpdateIsAcknowledgedAsDuplicate) {
   EXPECT_EQ(coordinator_->GetStatus().updates_in_round, 1u);
 }
 
-TEST_F(GrpcTransportTest, ShutdownAnswersPendingLongPollsPromptly) {
+// Counts reads of the coordinator's clock. With the server's deadline ticker off, a read
+// after Join means the coordinator is serving a call: here, the pending long poll.
+class ClockReadCounter : public EnvWrapper {
+ public:
+  ClockReadCounter() : EnvWrapper(Env::Default()) {}
+  uint64_t NowMicros() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++reads_;
+    }
+    read_.notify_all();
+    return EnvWrapper::NowMicros();
+  }
+  uint64_t reads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return reads_;
+  }
+  // Waits until more than `n` reads happened; false after kSafetyCap.
+  bool WaitForReadsAfter(uint64_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return read_.wait_for(lock, kSafetyCap, [&] { return reads_ > n; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable read_;
+  uint64_t reads_ = 0;
+};
+
+class GrpcShutdownTest : public GrpcFixture {
+ protected:
+  ClockReadCounter clock_;  // outlives coordinator_ (reset in TearDown)
+};
+
+TEST_F(GrpcShutdownTest, ShutdownAnswersPendingLongPolls) {
   CoordinatorOptions o = Options();
   o.min_clients = 2;  // with one client no round opens, so PullTask waits
-  Start(o);
+  o.env = &clock_;
+  Result<ParamSet> initial = SyntheticModel(kParams, o.seed);
+  ASSERT_TRUE(initial.ok());
+  auto coordinator = Coordinator::Create(o, FedAvg(), *initial);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status().ToString();
+  coordinator_ = std::move(coordinator).value();
+  GrpcServerOptions s = TlsServerOptions(o);
+  // Neither the poll's own wait nor the server's cap on it can end the poll during the
+  // test: only Shutdown can. The ticker is off, so only calls read the clock.
+  s.max_poll_wait = std::chrono::minutes(30);
+  s.poll_interval = std::chrono::hours(1);
+  auto server = StartGrpcServer(s, coordinator_.get());
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(server).value();
+
   std::unique_ptr<GrpcLink> link = Joined("client-a");
+  const uint64_t reads_after_join = clock_.reads();
   Result<Task> task = Status::Unknown("not run");
-  const auto start = std::chrono::steady_clock::now();
-  std::thread poller([&] { task = link->PullTask(milliseconds(20000)); });
-  std::this_thread::sleep_for(milliseconds(300));
-  server_->Shutdown(milliseconds(10000));
+  std::thread poller([&] { task = link->PullTask(std::chrono::minutes(30)); });
+  ASSERT_TRUE(clock_.WaitForReadsAfter(reads_after_join))
+      << "the long poll never reached the coordinator (" << kSafetyCap.count()
+      << " s safety cap)";
+  // A server that waited for running calls instead of answering pending polls would
+  // cancel the poll only at this deadline, and the poll would fail.
+  server_->Shutdown(std::chrono::seconds(60));
   poller.join();
-  const auto elapsed = std::chrono::steady_clock::now() - start;
-  ASSERT_TRUE(task.ok()) << task.status().ToString();
+  ASSERT_TRUE(task.ok()) << "Shutdown did not answer the pending long poll: "
+                         << task.status().ToString();
   EXPECT_EQ(task->kind, TaskKind::kWait);
-  EXPECT_LT(elapsed, std::chrono::seconds(3));
   // The coordinator was not told the federation is over.
   EXPECT_FALSE(coordinator_->GetStatus().finished);
 }
@@ -567,30 +628,47 @@ TEST_F(GrpcTransportTest, LinkRetriesUntilTheServerComesBack) {
   ASSERT_TRUE(coordinator.ok());
   coordinator_ = std::move(coordinator).value();
 
-  // Reserve a port, then start the server on it only after the client began retrying.
-  GrpcServerOptions s = TlsServerOptions(o);
-  auto probe = StartGrpcServer(s, coordinator_.get());
-  ASSERT_TRUE(probe.ok());
-  const int port = (*probe)->port();
-  (*probe)->Shutdown(milliseconds(0));
-  probe->reset();
+  // Hold a port with a plain socket that drops every connection: the link's first
+  // attempt fails and it backs off. Once that attempt has arrived, the socket goes and
+  // the real server takes the port, so the link can only succeed by retrying.
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  const int one = 1;
+  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t addr_len = sizeof(addr);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 8), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &addr_len), 0);
+  const int port = ntohs(addr.sin_port);
 
   GrpcLinkOptions lo = LinkOptions();
   lo.target = "localhost:" + std::to_string(port);
-  lo.max_attempts = 8;
-  lo.initial_backoff = milliseconds(100);
-  lo.max_backoff = milliseconds(400);
+  // Enough attempts that only the server's return, not the retry budget, ends the Join.
+  lo.max_attempts = 1000;
+  lo.initial_backoff = milliseconds(50);
+  lo.max_backoff = milliseconds(200);
   auto link = GrpcLink::Create(lo);
   ASSERT_TRUE(link.ok());
+  GrpcServerOptions s = TlsServerOptions(o);
+  s.listen_address = "127.0.0.1:" + std::to_string(port);
+  bool attempted = false;
   std::thread late_start([&] {
-    std::this_thread::sleep_for(milliseconds(700));
-    s.listen_address = "127.0.0.1:" + std::to_string(port);
+    pollfd p{listener, POLLIN, 0};
+    attempted = ::poll(&p, 1, static_cast<int>(kSafetyCap.count() * 1000)) == 1;
+    if (attempted) ::close(::accept(listener, nullptr, nullptr));
+    ::close(listener);
+    if (!attempted) return;
     auto server = StartGrpcServer(s, coordinator_.get());
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
   });
   Result<JoinReply> reply = (*link)->Join(kEnrollment, "client-a");
   late_start.join();
+  ASSERT_TRUE(attempted) << "the link never tried to connect (" << kSafetyCap.count()
+                         << " s safety cap)";
   EXPECT_TRUE(reply.ok()) << reply.status().ToString();
 }
 

@@ -6,7 +6,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -17,22 +16,12 @@
 #include "crypto/sha256.h"
 #include "examples/linear_trainer.h"
 #include "simulations/in_process_link.h"
+#include "tests/testing/manual_clock_env.h"
 
 namespace fl::internal {
 namespace {
 
 constexpr size_t kDim = 8;
-
-// Real files and time, but a clock the test moves by hand.
-class ManualClockEnv : public EnvWrapper {
- public:
-  ManualClockEnv() : EnvWrapper(Env::Default()) {}
-  uint64_t NowMicros() override { return now_us_.load(); }
-  void Advance(std::chrono::milliseconds d) { now_us_ += static_cast<uint64_t>(d.count()) * 1000; }
-
- private:
-  std::atomic<uint64_t> now_us_{1'000'000};
-};
 
 class CoordinatorTest : public ::testing::Test {
  protected:
