@@ -39,6 +39,12 @@ int Fail(const Status& status, int code) {
   return code;
 }
 
+// The exit status for a failure of a flag's value: 2 (usage) when the value itself is
+// wrong (InvalidArgument), 1 when the environment is (no CUDA, an unwritable file).
+int UsageOr1(const Status& status) {
+  return status.code() == StatusCode::kInvalidArgument ? 2 : 1;
+}
+
 // The preset must be known before the command line is parsed, because its values sit
 // between the built-in defaults and the user's config file and flags.
 std::string FindPreset(int argc, char** argv) {
@@ -165,7 +171,7 @@ int Run(int argc, char** argv) {
 
   // Resolved here so the summary names the device actually used (auto -> cpu/cuda).
   Result<std::string> device = ResolveTorchDevice(config.GetString("sim.device"));
-  if (!device.ok()) return Fail(device.status(), 1);
+  if (!device.ok()) return Fail(device.status(), UsageOr1(device.status()));
   const int64_t threads = config.GetInt("sim.threads_per_worker");
   std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
             << config.GetString("algorithm.name") << ", " << DescribeClients(config) << ", "
@@ -293,7 +299,7 @@ int ExportModel(int argc, char** argv) {
   const std::string name = cl->config.GetString("model.name");
   const uint64_t seed = static_cast<uint64_t>(cl->config.GetInt("run.seed"));
   Status s = WriteInitialModel(name, seed, out);
-  if (!s.ok()) return Fail(s, 1);
+  if (!s.ok()) return Fail(s, UsageOr1(s));
   Result<ParamSet> params = InitialModelParameters(name, seed);
   if (!params.ok()) return Fail(params.status(), 1);
   std::cout << "wrote " << name << " (" << params->size() << " parameters, layout hash "
