@@ -33,7 +33,11 @@ class FL_EXPORT Layout {
   const std::vector<TensorSpec>& tensors() const { return tensors_; }
   size_t num_tensors() const { return tensors_.size(); }
   size_t total_numel() const { return total_; }
-  // 64-bit FNV-1a over names and shapes; stable across platforms and runs.
+  // 64-bit FNV-1a (offset basis 14695981039346656037, prime 1099511628211) over, for
+  // each tensor in order: the name's length as 8 little-endian bytes, the name's bytes,
+  // the number of dimensions as 8 little-endian bytes, then each dimension as 8
+  // little-endian bytes. Stable across platforms and runs; an empty layout hashes to
+  // the offset basis.
   uint64_t hash() const { return hash_; }
   // Index of the tensor with `name`, or -1.
   int Find(const std::string& name) const;
