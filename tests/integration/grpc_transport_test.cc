@@ -30,7 +30,23 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class GrpcTransportTest : public GrpcFixture {};
+class GrpcTransportTest : public GrpcFixture {
+ protected:
+  // Starts the server, joins client-a through GrpcLink and takes its round-1 task and
+  // model: link_, task_, model_.
+  void StartWithClientInRound1() {
+    Start(Options());
+    link_ = Joined("client-a");
+    task_ = TrainTask(*link_);
+    Result<ModelSnapshot> model = link_->FetchModel(task_.model_version);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    model_ = model->params;
+  }
+
+  std::unique_ptr<GrpcLink> link_;
+  Task task_;
+  std::shared_ptr<const ParamSet> model_;
+};
 
 // Only keeps a broken run from hanging: the waits below end on an event long before.
 constexpr std::chrono::seconds kSafetyCap(120);
@@ -234,67 +250,48 @@ std::string JoinRaw(v1::FederatedLearning::Stub* stub, const std::string& name) 
   return response.session_token();
 }
 
+// Uploads `data` as client-a through the raw stub, declaring `declared` bytes; returns
+// the server's answer. A write may fail once the server has answered; Finish tells why.
+grpc::Status RawPush(v1::FederatedLearning::Stub* stub, const UpdateMeta& meta,
+                     uint64_t declared, std::string_view data) {
+  RawUpload upload(stub, JoinRaw(stub, "client-a"));
+  if (upload.Header(meta, declared)) upload.Data(data);
+  return upload.Finish();
+}
+
 // The SHA-256 rule of crypto/update_digest.h over gRPC: a stream without a digest is
 // refused (the server always verifies); GrpcLink fills a missing one, as InProcessLink does.
 TEST_F(GrpcTransportTest, MissingSha256IsDataLossUnlessTheLinkFillsIt) {
-  Start(Options());
-  auto stub = RawStub();
-  std::unique_ptr<GrpcLink> link = Joined("client-a");
-  Task task = TrainTask(*link);
-  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  Payload unsealed = GoodUpdate(task, *model->params);
+  ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1());
+  Payload unsealed = GoodUpdate(task_, *model_);
   unsealed.meta.sha256.clear();
-  {
-    RawUpload upload(stub.get(), JoinRaw(stub.get(), "client-a"));
-    ASSERT_TRUE(upload.Header(unsealed.meta, unsealed.bytes.size()));
-    ASSERT_TRUE(upload.Data(unsealed.bytes));
-    grpc::Status status = upload.Finish();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
-  }
+  grpc::Status status =
+      RawPush(RawStub().get(), unsealed.meta, unsealed.bytes.size(), unsealed.bytes);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
   EXPECT_TRUE(HasRejection(1, StatusCode::kDataLoss));
-  Result<PushAck> ack = link->PushUpdate(unsealed);
+  Result<PushAck> ack = link_->PushUpdate(unsealed);
   ASSERT_TRUE(ack.ok()) << ack.status().ToString();
-  EXPECT_EQ(ack->round, task.round);
+  EXPECT_EQ(ack->round, task_.round);
 }
 
 TEST_F(GrpcTransportTest, TruncatedStreamIsDataLoss) {
-  Start(Options());
-  auto stub = RawStub();
-  std::unique_ptr<GrpcLink> link = Joined("client-a");
-  Task task = TrainTask(*link);
-  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
-  ASSERT_TRUE(model.ok());
-  Payload good = GoodUpdate(task, *model->params);
-  {
-    RawUpload upload(stub.get(), JoinRaw(stub.get(), "client-a"));
-    ASSERT_TRUE(upload.Header(good.meta, good.bytes.size()));
-    ASSERT_TRUE(upload.Data(std::string_view(good.bytes).substr(0, good.bytes.size() / 2)));
-    grpc::Status status = upload.Finish();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
-    EXPECT_THAT(status.error_message(), HasSubstr("truncated"));
-  }
+  ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1());
+  Payload good = GoodUpdate(task_, *model_);
+  grpc::Status status = RawPush(RawStub().get(), good.meta, good.bytes.size(),
+                                std::string_view(good.bytes).substr(0, good.bytes.size() / 2));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("truncated"));
   EXPECT_TRUE(HasRejection(1, StatusCode::kDataLoss));
-  FinishWithGoodUpdate(*link, task, *model->params);
+  FinishWithGoodUpdate(*link_, task_, *model_);
 }
 
 TEST_F(GrpcTransportTest, StreamLongerThanDeclaredIsResourceExhausted) {
-  Start(Options());
-  auto stub = RawStub();
-  std::unique_ptr<GrpcLink> link = Joined("client-a");
-  Task task = TrainTask(*link);
-  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
-  ASSERT_TRUE(model.ok());
-  Payload good = GoodUpdate(task, *model->params);
-  {
-    RawUpload upload(stub.get(), JoinRaw(stub.get(), "client-a"));
-    ASSERT_TRUE(upload.Header(good.meta, good.bytes.size() / 2));
-    upload.Data(good.bytes);  // may already fail: the server answers and stops reading
-    grpc::Status status = upload.Finish();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
-  }
+  ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1());
+  Payload good = GoodUpdate(task_, *model_);
+  grpc::Status status = RawPush(RawStub().get(), good.meta, good.bytes.size() / 2, good.bytes);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_TRUE(HasRejection(1, StatusCode::kResourceExhausted));
-  FinishWithGoodUpdate(*link, task, *model->params);
+  FinishWithGoodUpdate(*link_, task_, *model_);
 }
 
 TEST_F(GrpcTransportTest, UnselectedAndImpersonatingClientsAreRefused) {

@@ -68,6 +68,17 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   // Trains one client's update for the open round without pushing it.
+  // Links for client-0 .. client-<n-1>, each joined (without an enrollment token).
+  std::vector<std::unique_ptr<InProcessLink>> JoinedLinks(Coordinator* c, int n) {
+    std::vector<std::unique_ptr<InProcessLink>> links;
+    for (int i = 0; i < n; ++i) {
+      links.push_back(std::make_unique<InProcessLink>(c));
+      Result<JoinReply> joined = links.back()->Join("", "client-" + std::to_string(i));
+      EXPECT_TRUE(joined.ok()) << joined.status().ToString();
+    }
+    return links;
+  }
+
   Payload TrainUpdate(InProcessLink& link, examples::LinearTrainer& trainer) {
     Result<Task> task = link.PullTask(std::chrono::milliseconds(0));
     EXPECT_TRUE(task.ok());
@@ -165,11 +176,7 @@ TEST_F(CoordinatorTest, ResumesOpenRoundAndFoldsAcknowledgedUpdatesExactlyOnce) 
   {
     auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
     ASSERT_TRUE(c.ok());
-    std::vector<std::unique_ptr<InProcessLink>> links;
-    for (int i = 0; i < 3; ++i) {
-      links.push_back(std::make_unique<InProcessLink>(c->get()));
-      ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
-    }
+    std::vector<std::unique_ptr<InProcessLink>> links = JoinedLinks(c->get(), 3);
     for (int i = 0; i < 3; ++i) {
       auto trainer = MakeTrainer(200 + i);
       payloads.push_back(TrainUpdate(*links[i], *trainer));
@@ -221,11 +228,7 @@ TEST_F(CoordinatorTest, ResumesOpenRoundAndFoldsAcknowledgedUpdatesExactlyOnce) 
 TEST_F(CoordinatorTest, BadUpdatesAreRejectedAndRecordedAndTheRoundGoesOn) {
   auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
   ASSERT_TRUE(c.ok());
-  std::vector<std::unique_ptr<InProcessLink>> links;
-  for (int i = 0; i < 3; ++i) {
-    links.push_back(std::make_unique<InProcessLink>(c->get()));
-    ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
-  }
+  std::vector<std::unique_ptr<InProcessLink>> links = JoinedLinks(c->get(), 3);
   auto trainer = MakeTrainer(5);
   Payload good = TrainUpdate(*links[0], *trainer);
 
@@ -321,11 +324,7 @@ TEST_F(CoordinatorTest, InProcessLinkReturnsTheDocumentedCodes) {
 TEST_F(CoordinatorTest, InProcessSha256RuleMatchesGrpc) {
   auto c = Coordinator::Create(Options(1), FedAvg(), Initial());
   ASSERT_TRUE(c.ok());
-  std::vector<std::unique_ptr<InProcessLink>> links;
-  for (int i = 0; i < 3; ++i) {
-    links.push_back(std::make_unique<InProcessLink>(c->get()));
-    ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
-  }
+  std::vector<std::unique_ptr<InProcessLink>> links = JoinedLinks(c->get(), 3);
   auto trainer = MakeTrainer(5);
   Payload good = TrainUpdate(*links[0], *trainer);
   ASSERT_EQ(good.meta.sha256, Sha256(good.bytes)) << "learners seal their payloads";
@@ -366,11 +365,7 @@ TEST_F(CoordinatorTest, DeadlineClosesWithEnoughUpdatesOrWidensSelection) {
   o.round_deadline = std::chrono::seconds(30);
   auto c = Coordinator::Create(o, FedAvg(), Initial());
   ASSERT_TRUE(c.ok());
-  std::vector<std::unique_ptr<InProcessLink>> links;
-  for (int i = 0; i < 3; ++i) {
-    links.push_back(std::make_unique<InProcessLink>(c->get()));
-    ASSERT_TRUE(links.back()->Join("", "client-" + std::to_string(i)).ok());
-  }
+  std::vector<std::unique_ptr<InProcessLink>> links = JoinedLinks(c->get(), 3);
   auto trainer = MakeTrainer(9);
   int pushed = 0;
   for (int i = 0; i < 3 && pushed == 0; ++i) {

@@ -21,6 +21,19 @@ TEST(WireTest, StatusCodesConvertOneToOne) {
             StatusCode::kUnknown);
 }
 
+// ToProto, then through bytes as on the wire, then FromProto. `parsed` (if given)
+// receives the message as the receiver parsed it.
+Result<Task> ThroughTheWire(const Task& task, v1::Task* parsed = nullptr) {
+  v1::Task proto;
+  ToProto(task, &proto);
+  v1::Task received;
+  if (!received.ParseFromString(proto.SerializeAsString())) {
+    return Status::DataLoss("the serialized task does not parse");
+  }
+  if (parsed != nullptr) *parsed = received;
+  return FromProto(received);
+}
+
 TEST(WireTest, TaskRoundTrips) {
   Task task;
   task.kind = TaskKind::kTrain;
@@ -37,12 +50,7 @@ TEST(WireTest, TaskRoundTrips) {
   task.config.seed = 1234567890123ull;
   task.config.upload_encoding = Encoding::kDenseBF16;
   task.config.extra = {{"k", 3.0}, {"block", 64.0}};
-  v1::Task proto;
-  ToProto(task, &proto);
-  // Through bytes, as on the wire.
-  v1::Task parsed;
-  ASSERT_TRUE(parsed.ParseFromString(proto.SerializeAsString()));
-  Result<Task> back = FromProto(parsed);
+  Result<Task> back = ThroughTheWire(task);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->kind, task.kind);
   EXPECT_EQ(back->round, task.round);
@@ -70,11 +78,8 @@ TEST(WireTest, TypedExtraValuesRoundTripExactly) {
   task.config.extra = {{"seed", seed},          {"top", top},       {"neg", int64_t{-7}},
                        {"flag", true},          {"lr", 0.125},      {"name", "adam"},
                        {"small", int64_t{42}}};
-  v1::Task proto;
-  ToProto(task, &proto);
   v1::Task parsed;
-  ASSERT_TRUE(parsed.ParseFromString(proto.SerializeAsString()));
-  Result<Task> back = FromProto(parsed);
+  Result<Task> back = ThroughTheWire(task, &parsed);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->config.extra, task.config.extra);
   const std::map<std::string, TrainValue>& extra = back->config.extra;
