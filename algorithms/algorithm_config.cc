@@ -66,7 +66,7 @@ Status CheckKey(const std::string& algorithm, const ConfigKey& k) {
   return Status::Ok();
 }
 
-Result<int> IntKey(const Config& config, const char* key) {
+Result<int> IntKey(const AlgorithmConfig& config, const char* key) {
   const int64_t v = config.GetInt(key);
   if (v < INT_MIN || v > INT_MAX) return BadOption(key, "is out of range");
   return static_cast<int>(v);
@@ -122,23 +122,21 @@ Status ValidateAlgorithmDefinition(const AlgorithmDefinition& d) {
   return Status::Ok();
 }
 
+bool ConfigView::Has(std::string_view key) const { return config_->Has(key); }
+int64_t ConfigView::GetInt(std::string_view key) const { return config_->GetInt(key); }
+double ConfigView::GetDouble(std::string_view key) const { return config_->GetDouble(key); }
+std::string ConfigView::GetString(std::string_view key) const { return config_->GetString(key); }
+bool ConfigView::GetBool(std::string_view key) const { return config_->GetBool(key); }
+
 }  // namespace fl::internal
 
 namespace fl {
 
-bool AlgorithmConfig::Has(std::string_view key) const { return config_->Has(key); }
-int64_t AlgorithmConfig::GetInt(std::string_view key) const { return config_->GetInt(key); }
-double AlgorithmConfig::GetDouble(std::string_view key) const { return config_->GetDouble(key); }
-std::string AlgorithmConfig::GetString(std::string_view key) const {
-  return config_->GetString(key);
-}
-bool AlgorithmConfig::GetBool(std::string_view key) const { return config_->GetBool(key); }
-
 Result<TrainConfig> AlgorithmConfig::LocalTraining() const {
   TrainConfig t;
-  FL_ASSIGN_OR_RETURN(t.local_epochs, internal::IntKey(*config_, "train.local_epochs"));
-  FL_ASSIGN_OR_RETURN(t.local_steps, internal::IntKey(*config_, "train.local_steps"));
-  FL_ASSIGN_OR_RETURN(t.batch_size, internal::IntKey(*config_, "train.batch_size"));
+  FL_ASSIGN_OR_RETURN(t.local_epochs, internal::IntKey(*this, "train.local_epochs"));
+  FL_ASSIGN_OR_RETURN(t.local_steps, internal::IntKey(*this, "train.local_steps"));
+  FL_ASSIGN_OR_RETURN(t.batch_size, internal::IntKey(*this, "train.batch_size"));
   t.lr = GetDouble("train.lr");
   t.momentum = GetDouble("train.momentum");
   t.weight_decay = GetDouble("train.weight_decay");

@@ -124,12 +124,12 @@ nlohmann::json AlgorithmConfigDefaults() {
 
 Status ValidateAlgorithmConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(std::shared_ptr<const AlgorithmDefinition> d, FindByConfig(config));
-  return d->validate ? d->validate(AlgorithmConfig(config)) : Status::Ok();
+  return d->validate ? d->validate(ConfigView(config)) : Status::Ok();
 }
 
 Result<std::unique_ptr<Strategy>> CreateStrategy(const Config& config) {
   FL_ASSIGN_OR_RETURN(std::shared_ptr<const AlgorithmDefinition> d, FindByConfig(config));
-  const AlgorithmConfig view(config);
+  const ConfigView view(config);
   if (d->validate) FL_RETURN_IF_ERROR(d->validate(view));
   FL_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, d->create_strategy(view));
   if (strategy == nullptr || strategy->name() != d->name) {

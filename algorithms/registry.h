@@ -67,6 +67,21 @@ Status RegisterBuiltinAlgorithms(AlgorithmRegistry* registry);
 // stays internal.
 AlgorithmRegistry& GlobalAlgorithmRegistry();
 
+// The AlgorithmConfig the SDK hands to algorithms: a view of a Config, which must outlive
+// it.
+class ConfigView final : public AlgorithmConfig {
+ public:
+  explicit ConfigView(const Config& config) : config_(&config) {}
+  bool Has(std::string_view key) const override;
+  int64_t GetInt(std::string_view key) const override;
+  double GetDouble(std::string_view key) const override;
+  std::string GetString(std::string_view key) const override;
+  bool GetBool(std::string_view key) const override;
+
+ private:
+  const Config* config_;
+};
+
 // The "algorithm" and "train" keys every algorithm shares, with their defaults.
 const std::vector<ConfigKey>& SharedAlgorithmKeys();
 // The shared key named `key`; nullptr if it is not one.

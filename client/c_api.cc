@@ -353,6 +353,16 @@ int fl_client_options_set_poll_wait_ms(fl_client_options* options, int64_t ms) {
   });
 }
 
+int fl_client_options_set_max_failures(fl_client_options* options, int32_t count) {
+  return Guard("fl_client_options_set_max_failures", [&]() -> int {
+    const std::string fn = "fl_client_options_set_max_failures: ";
+    if (options == nullptr) return Fail(FL_EINVALID_ARGUMENT, fn + "options is NULL");
+    if (count < 0) return Fail(FL_EINVALID_ARGUMENT, fn + std::to_string(count) + " is < 0");
+    options->options.max_consecutive_failures = count;
+    return FL_OK;
+  });
+}
+
 int fl_client_create(const fl_client_options* options, fl_client** out) {
   return Guard("fl_client_create", [&]() -> int {
     if (out == nullptr) return Fail(FL_EINVALID_ARGUMENT, "fl_client_create: out is NULL");

@@ -12,11 +12,11 @@ AlgorithmDefinition Definition(std::string name, std::string summary) {
   d.name = name;
   d.summary = std::move(summary);
   d.validate = [name](const AlgorithmConfig& config) {
-    return FedAvgOptionsFromConfig(config.internal_config(), name).status();
+    return FedAvgOptionsFromConfig(config, name).status();
   };
   d.create_strategy = [name](const AlgorithmConfig& config) -> Result<std::unique_ptr<Strategy>> {
     FL_ASSIGN_OR_RETURN(FedAvgOptions options,
-                        FedAvgOptionsFromConfig(config.internal_config(), name));
+                        FedAvgOptionsFromConfig(config, name));
     return std::unique_ptr<Strategy>(std::make_unique<FedAvgStrategy>(std::move(options)));
   };
   d.create_learner = [] { return NewDenseDeltaLearner(); };
@@ -25,7 +25,7 @@ AlgorithmDefinition Definition(std::string name, std::string summary) {
 
 }  // namespace
 
-Result<FedAvgOptions> FedAvgOptionsFromConfig(const Config& config, std::string_view name) {
+Result<FedAvgOptions> FedAvgOptionsFromConfig(const AlgorithmConfig& config, std::string_view name) {
   FedAvgOptions o;
   o.name = std::string(name);
   Result<ServerOptimizer> optimizer =
@@ -38,7 +38,7 @@ Result<FedAvgOptions> FedAvgOptionsFromConfig(const Config& config, std::string_
   o.beta1 = config.GetDouble("algorithm.beta1");
   o.beta2 = config.GetDouble("algorithm.beta2");
   o.tau = config.GetDouble("algorithm.tau");
-  FL_ASSIGN_OR_RETURN(o.train, AlgorithmConfig(config).LocalTraining());
+  FL_ASSIGN_OR_RETURN(o.train, config.LocalTraining());
   if (name == "fedprox" && !(o.train.prox_mu > 0)) {
     return Status::InvalidArgument("train.prox_mu must be > 0 for fedprox");
   }

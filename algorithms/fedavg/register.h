@@ -10,7 +10,7 @@ namespace fl::internal {
 // Reads the "algorithm" and "train" sections into options for algorithm `name`
 // ("fedavg" | "fedprox" | "fedadam") and validates them: InvalidArgument naming the key.
 // fedprox requires train.prox_mu > 0; fedadam always uses the adam server optimizer.
-Result<FedAvgOptions> FedAvgOptionsFromConfig(const Config& config, std::string_view name);
+Result<FedAvgOptions> FedAvgOptionsFromConfig(const AlgorithmConfig& config, std::string_view name);
 
 // Registers fedavg, fedprox and fedadam (they read only the shared "algorithm" and
 // "train" sections).

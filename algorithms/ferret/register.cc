@@ -18,7 +18,7 @@ Status Bad(std::string_view key, const std::string& why) {
   return Status::InvalidArgument(std::string(key) + " " + why);
 }
 
-Result<int64_t> IntInRange(const Config& config, const char* key, int64_t lo, int64_t hi) {
+Result<int64_t> IntInRange(const AlgorithmConfig& config, const char* key, int64_t lo, int64_t hi) {
   const int64_t v = config.GetInt(key);
   if (v < lo || v > hi) {
     return Bad(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
@@ -29,7 +29,7 @@ Result<int64_t> IntInRange(const Config& config, const char* key, int64_t lo, in
 // The enum value named by the string at `key`; InvalidArgument listing the names
 // otherwise.
 template <typename E>
-Result<E> Choice(const Config& config, const char* key,
+Result<E> Choice(const AlgorithmConfig& config, const char* key,
                  std::initializer_list<std::pair<std::string_view, E>> names) {
   const std::string text = config.GetString(key);
   std::string expected;
@@ -80,7 +80,7 @@ std::vector<ConfigKey> FerretConfigKeys() {
   };
 }
 
-Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
+Result<FerretOptions> FerretOptionsFromConfig(const AlgorithmConfig& config) {
   FerretOptions o;
   FL_ASSIGN_OR_RETURN(int64_t k, IntInRange(config, "ferret.num_bases", 1, ferret::kMaxSeeds));
   o.num_bases = static_cast<uint32_t>(k);
@@ -134,7 +134,7 @@ Result<FerretOptions> FerretOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t threads, IntInRange(config, "ferret.threads", 0, 1024));
   o.threads = static_cast<int>(threads);
 
-  FL_ASSIGN_OR_RETURN(o.train, AlgorithmConfig(config).LocalTraining());
+  FL_ASSIGN_OR_RETURN(o.train, config.LocalTraining());
   // Ferret always uploads coefficient tables, whatever train.upload_encoding says.
   o.train.upload_encoding = Encoding::kFerret;
   FL_RETURN_IF_ERROR(ValidateFerretOptions(o));
@@ -149,10 +149,10 @@ Status RegisterFerret(AlgorithmRegistry* registry) {
       "downlink by replay";
   d.config_keys = FerretConfigKeys();
   d.validate = [](const AlgorithmConfig& config) {
-    return FerretOptionsFromConfig(config.internal_config()).status();
+    return FerretOptionsFromConfig(config).status();
   };
   d.create_strategy = [](const AlgorithmConfig& config) -> Result<std::unique_ptr<Strategy>> {
-    FL_ASSIGN_OR_RETURN(FerretOptions options, FerretOptionsFromConfig(config.internal_config()));
+    FL_ASSIGN_OR_RETURN(FerretOptions options, FerretOptionsFromConfig(config));
     return std::unique_ptr<Strategy>(std::make_unique<FerretStrategy>(std::move(options)));
   };
   d.create_learner = [] { return std::make_unique<FerretLearner>(); };

@@ -13,9 +13,10 @@ namespace fl::internal {
 // sound: K = 200, one seed pool per run, reference block plan, clip 10).
 std::vector<ConfigKey> FerretConfigKeys();
 
-// Reads the "ferret" and "train" sections (the latter via AlgorithmConfig::LocalTraining) (and run.seed when ferret.seed is 0 and the
-// config has one) into options and validates them: InvalidArgument naming the key.
-Result<FerretOptions> FerretOptionsFromConfig(const Config& config);
+// Reads the "ferret" and "train" sections (the latter through
+// AlgorithmConfig::LocalTraining), and run.seed when ferret.seed is 0 and the config has
+// one, into options and validates them: InvalidArgument naming the key.
+Result<FerretOptions> FerretOptionsFromConfig(const AlgorithmConfig& config);
 
 // Registers "ferret" (strategy, learner, replayer, config keys).
 Status RegisterFerret(AlgorithmRegistry* registry);

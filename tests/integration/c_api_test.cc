@@ -66,7 +66,8 @@ class CApiTest : public GrpcFixture {
  protected:
   // A client for the fixture's server with `name`, declaring the synthetic model's layout
   // (one tensor "weight" of kParams values) unless `declare` is false.
-  fl_client* NewClient(const std::string& name, bool declare = true, int64_t poll_ms = 500) {
+  fl_client* NewClient(const std::string& name, bool declare = true, int64_t poll_ms = 500,
+                       int32_t max_failures = 20) {
     fl_client_options* o = fl_client_options_new();
     EXPECT_NE(o, nullptr);
     EXPECT_EQ(fl_client_options_set_server(o, Target().c_str()), FL_OK);
@@ -74,6 +75,7 @@ class CApiTest : public GrpcFixture {
     EXPECT_EQ(fl_client_options_set_enrollment_token(o, kEnrollment), FL_OK);
     EXPECT_EQ(fl_client_options_set_name(o, name.c_str()), FL_OK);
     EXPECT_EQ(fl_client_options_set_poll_wait_ms(o, poll_ms), FL_OK);
+    EXPECT_EQ(fl_client_options_set_max_failures(o, max_failures), FL_OK);
     fl_client* c = nullptr;
     EXPECT_EQ(fl_client_create(o, &c), FL_OK) << fl_last_error();
     fl_client_options_free(o);
@@ -95,6 +97,8 @@ TEST(CApiArgumentsTest, NullAndOutOfRangeArgumentsAreInvalidWithAMessage) {
   EXPECT_EQ(fl_client_options_set_server(o, ""), FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_client_options_set_poll_wait_ms(o, -1), FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_client_options_set_poll_wait_ms(o, int64_t{1} << 40), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_client_options_set_max_failures(o, -1), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_client_options_set_max_failures(nullptr, 1), FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_client_options_set_tls_client_cert(o, "cert.pem", ""), FL_EINVALID_ARGUMENT);
   EXPECT_THAT(fl_last_error(), HasSubstr("both"));
   const std::string huge(5000, 'a');
@@ -263,16 +267,17 @@ TEST_F(CApiTest, CancelFromAnotherThreadEndsAWaitingRun) {
 
 TEST_F(CApiTest, ATrainCallbackErrorReachesTheRunsMessage) {
   Start(Options());
-  fl_client* c = NewClient("c-device");
+  fl_client* c = NewClient("c-device", true, 500, /*max_failures=*/3);
   ASSERT_NE(c, nullptr);
   CModel model;
   model.fail_train_with = FL_EDATA_LOSS;
   fl_trainer trainer = TrainerFor(&model);
-  // The runtime retries a failed task; after its consecutive-failure limit the run
-  // returns the last error, which carries the callback's code name and message.
+  // The runtime retries a failed task; after its consecutive-failure limit (3 here) the
+  // run returns the last error, which carries the callback's code name and message.
   EXPECT_EQ(fl_client_run(c, &trainer, 0), FL_EUNAVAILABLE);
   EXPECT_THAT(fl_last_error(), HasSubstr("DATA_LOSS: train callback failed: disk on fire"));
-  EXPECT_GE(model.configs.size(), 2u);
+  EXPECT_THAT(fl_last_error(), HasSubstr("after 3 consecutive failures"));
+  EXPECT_EQ(model.configs.size(), 3u);
   fl_client_free(c);
 }
 

@@ -168,7 +168,7 @@ TEST(AlgorithmRegistryTest, DeclaredKeysReachTheSchemaWithTheirTypes) {
 
   Result<Config> c = AlgorithmConfigWith({"typed.rate=2", "typed.mode=slow"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  const AlgorithmConfig view(*c);
+  const ConfigView view(*c);
   EXPECT_TRUE(view.GetBool("typed.flag"));
   EXPECT_EQ(view.GetInt("typed.count"), 3);
   EXPECT_EQ(view.GetDouble("typed.rate"), 2.0);
@@ -314,7 +314,7 @@ TEST(AlgorithmConfigTest, LocalTrainingReadsAndChecksTheSharedSection) {
                                           "train.lr=0.2", "train.momentum=0.5",
                                           "train.upload_encoding=bf16"});
   ASSERT_TRUE(c.ok());
-  Result<TrainConfig> t = AlgorithmConfig(*c).LocalTraining();
+  Result<TrainConfig> t = ConfigView(*c).LocalTraining();
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ(t->local_steps, 7);
   EXPECT_EQ(t->batch_size, 16);
@@ -325,7 +325,7 @@ TEST(AlgorithmConfigTest, LocalTrainingReadsAndChecksTheSharedSection) {
                                 "train.lr=0", "train.momentum=1", "train.upload_encoding=f8"}) {
     Result<Config> b = AlgorithmConfigWith({bad});
     ASSERT_TRUE(b.ok()) << bad;
-    Result<TrainConfig> r = AlgorithmConfig(*b).LocalTraining();
+    Result<TrainConfig> r = ConfigView(*b).LocalTraining();
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(r.status().message(), HasSubstr(bad.substr(0, bad.find('=')))) << bad;
   }

@@ -153,11 +153,11 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return *c;
   };
-  Result<FerretOptions> o = FerretOptionsFromConfig(build(
+  Result<FerretOptions> o = FerretOptionsFromConfig(ConfigView(build(
       {"algorithm.name=ferret", "ferret.num_bases=64", "ferret.block_plan=fixed:1000",
        "ferret.distribution=uniform", "ferret.selection=norm", "ferret.seed=9",
        "ferret.server_momentum=0.5", "ferret.upload_format=bf16",
-       "ferret.server_lr_decay_rounds=20", "train.local_steps=3"}));
+       "ferret.server_lr_decay_rounds=20", "train.local_steps=3"})));
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->num_bases, 64u);
   EXPECT_EQ(o->plan_kind, ferret::BlockPlanKind::kFixedSize);
@@ -171,7 +171,7 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   EXPECT_EQ(o->train.upload_encoding, Encoding::kFerret);
 
   auto error = [&](std::vector<std::string> overrides) {
-    Result<FerretOptions> r = FerretOptionsFromConfig(build(std::move(overrides)));
+    Result<FerretOptions> r = FerretOptionsFromConfig(ConfigView(build(std::move(overrides))));
     EXPECT_FALSE(r.ok());
     return r.status();
   };
@@ -186,7 +186,8 @@ TEST(FerretConfigTest, ReadsTheSectionAndNamesBadKeys) {
   EXPECT_THAT(error({"ferret.server_lr_decay_rounds=-1"}).message(),
               HasSubstr("ferret.server_lr_decay_rounds"));
   EXPECT_THAT(error({"ferret.upload_format=f16"}).message(), HasSubstr("ferret.upload_format"));
-  Result<FerretOptions> int4 = FerretOptionsFromConfig(build({"ferret.upload_format=int4"}));
+  Result<FerretOptions> int4 =
+      FerretOptionsFromConfig(ConfigView(build({"ferret.upload_format=int4"})));
   ASSERT_TRUE(int4.ok());
   EXPECT_EQ(int4->projection.upload_format, ferret::CoefficientTableFormat::kSampledInt4);
   EXPECT_THAT(error({"ferret.bases_per_block=500"}).message(), HasSubstr("ferret.bases_per_block"));

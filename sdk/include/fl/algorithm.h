@@ -35,10 +35,6 @@
 
 namespace fl {
 
-namespace internal {
-class Config;
-}  // namespace internal
-
 // A config value: its type is fixed by the key's default.
 using ConfigValue = std::variant<bool, int64_t, double, std::string>;
 
@@ -58,29 +54,25 @@ struct ConfigKey {
 
 // A read-only view of the effective configuration (defaults, then config file, then
 // overrides), handed to an algorithm's factories and validator. Valid only during the
-// call it is passed to.
+// call it is passed to. The SDK implements it; an application may implement it too, e.g.
+// to call its own factories in a unit test.
 class FL_EXPORT AlgorithmConfig {
  public:
-  explicit AlgorithmConfig(const internal::Config& config) : config_(&config) {}
+  virtual ~AlgorithmConfig() = default;
 
   // True if `key` names a value of the configuration.
-  bool Has(std::string_view key) const;
+  virtual bool Has(std::string_view key) const = 0;
   // Typed getters. REQUIRES: Has(key) with a value of that type (GetDouble also reads
   // integers); an undeclared key is a programming error and aborts with its name.
-  int64_t GetInt(std::string_view key) const;
-  double GetDouble(std::string_view key) const;
-  std::string GetString(std::string_view key) const;
-  bool GetBool(std::string_view key) const;
+  virtual int64_t GetInt(std::string_view key) const = 0;
+  virtual double GetDouble(std::string_view key) const = 0;
+  virtual std::string GetString(std::string_view key) const = 0;
+  virtual bool GetBool(std::string_view key) const = 0;
 
   // The local-training options every learner reads ("train.*": epochs or steps, batch
   // size, lr, momentum, weight decay, prox_mu, upload encoding), validated.
   // InvalidArgument naming the key that is out of range.
   Result<TrainConfig> LocalTraining() const;
-
-  const internal::Config& internal_config() const { return *config_; }
-
- private:
-  const internal::Config* config_;
 };
 
 struct AlgorithmDefinition {

@@ -83,6 +83,9 @@ FL_EXPORT int fl_client_options_set_enrollment_token(fl_client_options* options,
 FL_EXPORT int fl_client_options_set_name(fl_client_options* options, const char* name);
 /* Longest wait of one task poll, in milliseconds. */
 FL_EXPORT int fl_client_options_set_poll_wait_ms(fl_client_options* options, int64_t ms);
+/* fl_client_run gives up after this many consecutive failed steps (default 20; 0 = never),
+ * returning the last error. */
+FL_EXPORT int fl_client_options_set_max_failures(fl_client_options* options, int32_t count);
 
 /* ---- The trainer: the app's model and data, as callbacks ---- */
 
