@@ -83,6 +83,13 @@ const std::vector<ConfigKey>& SharedAlgorithmKeys() {
       {"algorithm.beta1", 0.9, "FedAvg family: adam/yogi first moment decay"},
       {"algorithm.beta2", 0.99, "FedAvg family: adam/yogi second moment decay"},
       {"algorithm.tau", 1e-3, "FedAvg family: adam/yogi adaptivity"},
+      {"algorithm.aggregator", std::string("mean"),
+       "FedAvg family: mean | median | trimmed_mean | multi_krum (robust rules hold the "
+       "round's updates: n * d * 4 bytes)"},
+      {"algorithm.trim_beta", 0.1, "trimmed_mean: fraction cut at each end, [0, 0.5)"},
+      {"algorithm.krum_f", int64_t{1}, "multi_krum: Byzantine updates assumed, >= 0"},
+      {"algorithm.robust_max_updates", int64_t{100},
+       "robust aggregators: updates held per round; more are refused (ResourceExhausted)"},
       {"train.local_epochs", int64_t{1}, "passes over local data when local_steps is 0"},
       {"train.local_steps", int64_t{0}, "if > 0, exactly this many minibatch steps"},
       {"train.batch_size", int64_t{32}, "local minibatch size"},

@@ -5,6 +5,7 @@
 
 #include "algorithms/fedavg/dense_round_aggregator.h"
 #include "algorithms/option_checks.h"
+#include "algorithms/robust/robust_aggregator.h"
 #include "codec/byte_io.h"
 #include "codec/dense_codec.h"
 
@@ -39,6 +40,7 @@ Status ValidateFedAvgOptions(const FedAvgOptions& o) {
   if (!InUnitInterval(o.beta1)) return BadOption("algorithm.beta1", "must be in [0, 1)");
   if (!InUnitInterval(o.beta2)) return BadOption("algorithm.beta2", "must be in [0, 1)");
   if (!(std::isfinite(o.tau) && o.tau > 0)) return BadOption("algorithm.tau", "must be > 0");
+  FL_RETURN_IF_ERROR(ValidateAggregationOptions(o.aggregation));
   FL_RETURN_IF_ERROR(ValidateLocalTraining(o.train));
   if (!IsDenseEncoding(o.train.upload_encoding)) return BadOption("train.upload_encoding", "must be f32, f16 or bf16");
   return Status::Ok();
@@ -54,7 +56,12 @@ TrainConfig FedAvgStrategy::ConfigureRound(uint64_t round) const {
 
 std::unique_ptr<RoundAggregator> FedAvgStrategy::NewRoundAggregator(const ParamSet& global,
                                                                     uint64_t round) {
-  return std::make_unique<DenseRoundAggregator>(global.shared_layout(), round);
+  if (options_.aggregation.rule == AggregationRule::kMean) {
+    return std::make_unique<DenseRoundAggregator>(global.shared_layout(), round);
+  }
+  // The options were validated with the strategy's (ValidateFedAvgOptions).
+  return std::make_unique<RobustRoundAggregator>(options_.aggregation, global.shared_layout(),
+                                                 round);
 }
 
 bool FedAvgStrategy::HasMoments() const {

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fl/algorithm.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/strategy.h"
@@ -40,6 +41,9 @@ struct FedAvgOptions {
   double beta1 = 0.9;            // [0, 1); adam/yogi
   double beta2 = 0.99;           // [0, 1); adam/yogi
   double tau = 1e-3;             // > 0; adaptivity (adam/yogi)
+  // How the round's deltas become the mean delta (fl/algorithm.h). kMean (default) is the
+  // streaming weighted mean; the robust rules hold the round's updates (n * d * 4 bytes).
+  AggregationOptions aggregation;
   // Sent to every client each round (seed excluded: the coordinator sets it).
   TrainConfig train;
 };

@@ -123,6 +123,49 @@ FL_EXPORT std::unique_ptr<Learner> NewDenseDeltaLearner();
 // aggregator knows which round it folds).
 FL_EXPORT Result<ParamSet> DecodeDenseDelta(const Payload& payload, const Layout& layout);
 
+// ---- Robust (Byzantine-tolerant) aggregation of dense deltas ----
+//
+// How a round's dense deltas become the one delta the server optimizer steps with.
+// kMean is the streaming weighted mean (memory independent of the number of clients).
+// The robust rules give every update one vote (the claimed weight is ignored, since a
+// Byzantine client can claim any weight) and must hold the round's decoded updates
+// until Report(): n updates of d parameters cost n * d * 4 bytes, plus at Report() d
+// floats for the result and, for multi-Krum, n * n doubles of distances. max_updates
+// bounds n: an update beyond it is refused with ResourceExhausted (the coordinator
+// records it in the ledger as rejected, and the round goes on without it).
+enum class AggregationRule : int {
+  kMean = 0,         // sum_i w_i d_i / sum_i w_i (FedAvg)
+  kMedian = 1,       // per coordinate: the median (mean of the two middle values if n is even)
+  kTrimmedMean = 2,  // per coordinate: drop floor(trim_beta * n) largest and smallest, average
+  kMultiKrum = 3,    // Krum scores with krum_f Byzantine assumed; average the n - f best
+};
+
+// The config keys (shared by every algorithm, in the "algorithm" section):
+//   algorithm.aggregator          mean | median | trimmed_mean | multi_krum   (mean)
+//   algorithm.trim_beta           trimmed_mean: fraction cut at each end, [0, 0.5)  (0.1)
+//   algorithm.krum_f              multi_krum: Byzantine updates assumed, >= 0  (1)
+//   algorithm.robust_max_updates  robust rules: updates held per round, >= 1  (100)
+struct AggregationOptions {
+  AggregationRule rule = AggregationRule::kMean;
+  double trim_beta = 0.1;
+  int64_t krum_f = 1;
+  int64_t max_updates = 100;
+};
+
+// Reads and validates the keys above. InvalidArgument naming the key at fault.
+FL_EXPORT Result<AggregationOptions> AggregationOptionsFromConfig(const AlgorithmConfig& config);
+
+// A RoundAggregator of dense deltas of models with `layout` for `round`, by
+// options.rule. Every rule applies DecodeDenseDelta's checks before it keeps anything;
+// the report's mean_delta is the rule's aggregate, total_weight the sum of the claimed
+// weights, count the updates held, and (robust rules) mean_train_loss the unweighted
+// mean. Multi-Krum scores each update by the squared distances to its n - f - 2 nearest
+// others (at least 1) and averages the max(1, n - f) lowest-scoring updates; its
+// guarantee needs n >= 2f + 3. MergeWith accepts an aggregator of the same rule and
+// round. InvalidArgument if the options are out of range.
+FL_EXPORT Result<std::unique_ptr<RoundAggregator>> NewDenseRoundAggregator(
+    const AggregationOptions& options, std::shared_ptr<const Layout> layout, uint64_t round);
+
 }  // namespace fl
 
 #endif  // FL_SDK_INCLUDE_FL_ALGORITHM_H_
