@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "codec/param_io.h"
@@ -45,6 +47,20 @@ std::string SpoolPath(const std::string& dir, uint64_t round, uint64_t client) {
   return dir + "/spool/r" + std::to_string(round) + "-c" + std::to_string(client) + ".upd";
 }
 
+// Norms of accepted updates kept for the adaptive norm bound (the latest ones).
+constexpr size_t kMaxNormHistory = 4096;
+
+// An update as the update policy turned it into what the aggregator folds.
+struct PreparedUpdate {
+  Payload owned;  // the modified copy (weight replaced, delta scaled), if modified
+  bool modified = false;
+  double weight = 0;                 // the weight folded
+  bool weight_clipped = false;       // the claim was over the cap and clipped
+  std::optional<double> norm;        // L2 norm of a dense delta as received
+  bool norm_clipped = false;         // scaled down to the round's bound
+  const Payload& Get(const Payload& original) const { return modified ? owned : original; }
+};
+
 }  // namespace
 
 struct Coordinator::Impl {
@@ -85,6 +101,13 @@ struct Coordinator::Impl {
   uint64_t rejected = 0;
   uint64_t bytes_up = 0;
   uint64_t bytes_down = 0;
+  // Update policy state (CoordinatorOptions::update_policy, norm_bound*).
+  double round_norm_bound = 0;      // the open round's L2 bound; 0: none
+  std::vector<double> round_norms;  // norms of the open round's accepted dense updates
+  std::vector<double> norm_history; // norms accepted in closed rounds, oldest first
+  uint64_t clipped_weight = 0;      // the open round's updates folded with the capped weight
+  uint64_t clipped_norm = 0;        // ... scaled down to round_norm_bound
+  uint64_t dropped_updates = 0;     // ... dropped because the round's step was not finite
 
   bool finished = false;
   bool shutdown = false;
@@ -204,8 +227,81 @@ struct Coordinator::Impl {
                  << clients.size() << " clients selected, base version " << version;
   }
 
+  bool NormBoundingOn() const { return opt.norm_bound > 0 || opt.norm_bound_quantile > 0; }
+
+  // The L2 bound for a new round: norm_bound, and/or the q-quantile of the norms of
+  // earlier rounds once norm_bound_warmup were seen (the smaller if both apply).
+  double RoundNormBoundLocked() const {
+    double bound = opt.norm_bound > 0 ? opt.norm_bound : 0;
+    const size_t warmup = std::max<size_t>(opt.norm_bound_warmup, 1);
+    if (opt.norm_bound_quantile > 0 && norm_history.size() >= warmup) {
+      std::vector<double> sorted = norm_history;
+      std::sort(sorted.begin(), sorted.end());
+      const double rank = std::ceil(opt.norm_bound_quantile * static_cast<double>(sorted.size()));
+      const size_t i = std::min(sorted.size() - 1, static_cast<size_t>(std::max(rank, 1.0)) - 1);
+      if (sorted[i] > 0) bound = bound > 0 ? std::min(bound, sorted[i]) : sorted[i];
+    }
+    return bound;
+  }
+
+  void ResetRoundPolicyLocked() {
+    round_norms.clear();
+    clipped_weight = 0;
+    clipped_norm = 0;
+    dropped_updates = 0;
+  }
+
+  // Applies the update policy to `in`: the server's weight, and the round's norm bound
+  // for a dense delta. InvalidArgument if the weight is refused (weight_over_cap =
+  // refuse). Malformed content passes through unchanged for the aggregator to refuse.
+  Result<PreparedUpdate> PrepareLocked(const Payload& in) const {
+    PreparedUpdate p;
+    FL_ASSIGN_OR_RETURN(p.weight, PolicyWeight(opt.update_policy, in.meta.weight, &p.weight_clipped));
+    auto own = [&] {
+      if (!p.modified) p.owned = in;
+      p.modified = true;
+    };
+    if (!(p.weight == in.meta.weight)) {
+      own();
+      p.owned.meta.weight = p.weight;
+    }
+    if (NormBoundingOn()) {
+      Result<std::optional<double>> norm = DenseUpdateNorm(in);
+      if (norm.ok() && norm->has_value() && std::isfinite(**norm)) {
+        p.norm = **norm;
+        if (round_norm_bound > 0 && *p.norm > round_norm_bound) {
+          own();
+          if (ScaleDenseUpdate(round_norm_bound / *p.norm, &p.owned).ok()) p.norm_clipped = true;
+        }
+      }
+    }
+    return p;
+  }
+
+  // Counts what the policy did to an update the round accepted.
+  void CountPreparedLocked(const PreparedUpdate& p) {
+    if (p.weight_clipped) ++clipped_weight;
+    if (p.norm_clipped) ++clipped_norm;
+    if (p.norm.has_value()) round_norms.push_back(*p.norm);
+  }
+
+  // The round's policy counters as strategy stats (robust.*): only those in use, so
+  // metrics.csv of a run without them keeps its columns.
+  void AddPolicyStatsLocked(std::map<std::string, double>* stats) const {
+    if (NormBoundingOn()) {
+      (*stats)["robust.norm_bound"] = round_norm_bound;
+      (*stats)["robust.clipped_norm"] = static_cast<double>(clipped_norm);
+    }
+    if (clipped_weight > 0) (*stats)["robust.clipped_weight"] = static_cast<double>(clipped_weight);
+    if (dropped_updates > 0) {
+      (*stats)["robust.dropped_updates"] = static_cast<double>(dropped_updates);
+    }
+  }
+
   void StartRoundLocked(const RoundRecord& r) {
     round = r;
+    round_norm_bound = RoundNormBoundLocked();
+    ResetRoundPolicyLocked();
     round_open = true;
     selected = std::set<uint64_t>(r.selected.begin(), r.selected.end());
     accepted_sha.clear();
@@ -224,22 +320,119 @@ struct Coordinator::Impl {
     aggregator = strategy->NewRoundAggregator(*global, round.round);
     accepted_sha.clear();
     bytes_up = 0;
+    ResetRoundPolicyLocked();
     FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, store->AcceptedUpdates(round.round));
     for (const LedgerEntry& e : entries) {
-      if (e.spool_path.empty()) {
-        return Status::DataLoss("accepted update of client " + std::to_string(e.client_id) +
-                                " in round " + std::to_string(e.round) + " was not spooled");
+      FL_ASSIGN_OR_RETURN(Payload p, ReadSpooledLocked(e));
+      Result<PreparedUpdate> prepared = PrepareLocked(p);
+      if (!prepared.ok()) {
+        // Only if the policy changed since the update was acknowledged.
+        FL_LOG(WARNING) << "refolding " << e.spool_path << ": skipped by the update policy: "
+                        << prepared.status().ToString();
+        continue;
       }
-      FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(e.spool_path));
-      FL_ASSIGN_OR_RETURN(Payload p, DecodeSpooledUpdate(data));
-      if (HexEncode(Sha256(p.bytes)) != e.sha256_hex) {
-        return Status::DataLoss("spooled update " + e.spool_path + " does not match its ledger row");
-      }
-      FL_RETURN_IF_ERROR(aggregator->Accumulate(p).WithContext("refolding " + e.spool_path));
+      FL_RETURN_IF_ERROR(
+          aggregator->Accumulate(prepared->Get(p)).WithContext("refolding " + e.spool_path));
+      CountPreparedLocked(*prepared);
       accepted_sha[e.client_id] = p.meta.sha256;
       bytes_up += p.bytes.size();
     }
     return Status::Ok();
+  }
+
+  // The spooled payload of an accepted ledger row, checked against the row's SHA-256.
+  Result<Payload> ReadSpooledLocked(const LedgerEntry& e) {
+    if (e.spool_path.empty()) {
+      return Status::DataLoss("accepted update of client " + std::to_string(e.client_id) +
+                              " in round " + std::to_string(e.round) + " was not spooled");
+    }
+    FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(e.spool_path));
+    FL_ASSIGN_OR_RETURN(Payload p, DecodeSpooledUpdate(data));
+    if (HexEncode(Sha256(p.bytes)) != e.sha256_hex) {
+      return Status::DataLoss("spooled update " + e.spool_path + " does not match its ledger row");
+    }
+    return p;
+  }
+
+  // The round's server step failed (it would make the model or the optimizer state
+  // non-finite). Re-folds the round's spooled updates without its largest contributions
+  // (the policy's weight times the L2 norm of the delta as folded; the weight alone for
+  // non-dense updates), dropping one more each time, largest first, until the step
+  // succeeds, so the other updates land. The dropped updates get a ledger row
+  // (InvalidArgument, "dropped at round close ...") and are counted
+  // (robust.dropped_updates). On success *next is the new model, *replay its record and
+  // *summary describes the updates used. FailedPrecondition if the updates were not
+  // spooled (durable = false) or fewer than two; InvalidArgument if no subset helps.
+  // Reads each spooled update once per attempt: O(n^2) reads at worst, only on this path.
+  Status StepWithoutOffendersLocked(ParamSet* next, RoundSummary* summary, std::string* replay) {
+    FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, store->AcceptedUpdates(round.round));
+    if (entries.size() < 2) return Status::FailedPrecondition("fewer than two updates");
+    for (const LedgerEntry& e : entries) {
+      if (e.spool_path.empty()) {
+        return Status::FailedPrecondition("updates are not spooled (coordinator.durable is off)");
+      }
+    }
+    // Largest contribution first; ties in arrival order.
+    std::vector<std::pair<double, size_t>> order;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      double score = std::numeric_limits<double>::infinity();
+      Result<Payload> p = ReadSpooledLocked(entries[i]);
+      Result<PreparedUpdate> prepared = p.ok() ? PrepareLocked(*p) : Result<PreparedUpdate>(p.status());
+      if (prepared.ok()) {
+        Result<std::optional<double>> norm = DenseUpdateNorm(prepared->Get(*p));
+        const double magnitude = norm.ok() && norm->has_value() ? **norm : 1.0;
+        score = prepared->weight * magnitude;
+        if (std::isnan(score)) score = std::numeric_limits<double>::infinity();
+      }
+      order.emplace_back(score, i);
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t k = 1; k < entries.size(); ++k) {
+      std::vector<bool> drop(entries.size(), false);
+      for (size_t j = 0; j < k; ++j) drop[order[j].second] = true;
+      std::unique_ptr<RoundAggregator> agg = strategy->NewRoundAggregator(*global, round.round);
+      for (size_t i = 0; i < entries.size(); ++i) {
+        if (drop[i]) continue;
+        Result<Payload> p = ReadSpooledLocked(entries[i]);
+        if (!p.ok()) return p.status();
+        Result<PreparedUpdate> prepared = PrepareLocked(*p);
+        if (!prepared.ok() || !agg->Accumulate(prepared->Get(*p)).ok()) drop[i] = true;
+      }
+      if (!agg->CanReport()) break;
+      Result<AggregateReport> report = std::move(*agg).Report();
+      if (!report.ok()) continue;
+      const uint64_t count = report->count;
+      const double total_weight = report->total_weight;
+      const double loss = report->mean_train_loss;
+      ParamSet trial = *global;
+      Status s = strategy->ApplyRound(std::move(report).value(), &trial);
+      std::string record = strategy->TakeReplayRecord();
+      if (!s.ok()) continue;
+      *next = std::move(trial);
+      *replay = std::move(record);
+      summary->num_updates = count;
+      summary->total_weight = total_weight;
+      summary->mean_train_loss = loss;
+      summary->strategy_stats = strategy->LastRoundStats();
+      for (size_t i = 0; i < entries.size(); ++i) {
+        if (!drop[i]) continue;
+        const LedgerEntry& e = entries[i];
+        ++dropped_updates;
+        LedgerEntry row = e;
+        row.id = 0;
+        row.status_code = static_cast<int>(StatusCode::kInvalidArgument);
+        row.reason = "dropped at round close: the round's server step was not finite with it";
+        row.spool_path.clear();
+        row.created_at = env->NowUnixSeconds();
+        Result<int64_t> id = store->AppendLedger(row);
+        if (!id.ok()) FL_LOG(ERROR) << "cannot record a dropped update: " << id.status().ToString();
+        FL_LOG(WARNING) << "round " << round.round << ": update of client " << e.client_id
+                        << " dropped: the server step was not finite with it";
+      }
+      return Status::Ok();
+    }
+    return Status::InvalidArgument("no subset of the round's updates gives a finite step");
   }
 
   Status WriteModelLocked(const ParamSet& params, uint64_t v, ModelRecord* record) {
@@ -276,8 +469,15 @@ struct Coordinator::Impl {
       } else {
         // The server optimizer refused the aggregate (e.g. it would make the model
         // non-finite): the round closes without changing the model.
-        FL_LOG(ERROR) << "round " << r << ": server update failed, model unchanged: " << s.ToString();
+        FL_LOG(ERROR) << "round " << r << ": server update failed: " << s.ToString()
+                      << "; re-folding without the largest contributions";
         next = std::make_shared<ParamSet>(*global);
+        Status retry = StepWithoutOffendersLocked(next.get(), &summary, &replay);
+        if (!retry.ok()) {
+          FL_LOG(ERROR) << "round " << r << ": model unchanged: " << retry.ToString();
+          next = std::make_shared<ParamSet>(*global);
+          replay.clear();
+        }
       }
     } else {
       FL_LOG(ERROR) << "round " << r << ": no aggregate: " << report.status().ToString();
@@ -301,6 +501,7 @@ struct Coordinator::Impl {
       if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
       return;
     }
+    AddPolicyStatsLocked(&summary.strategy_stats);
 
     summary.new_version = version + 1;
     summary.num_rejected = rejected;
@@ -319,6 +520,16 @@ struct Coordinator::Impl {
       std::string path = ModelPath(opt.state_dir, drop);
       if (drop > 0 && env->FileExists(path)) (void)env->DeleteFile(path);
     }
+
+    // The round's norms feed the adaptive bound of the rounds after it. Sorted, so the
+    // history does not depend on arrival order.
+    std::sort(round_norms.begin(), round_norms.end());
+    norm_history.insert(norm_history.end(), round_norms.begin(), round_norms.end());
+    if (norm_history.size() > kMaxNormHistory) {
+      norm_history.erase(norm_history.begin(),
+                         norm_history.end() - static_cast<std::ptrdiff_t>(kMaxNormHistory));
+    }
+    round_norms.clear();
 
     global = std::move(next);
     version += 1;
@@ -431,6 +642,13 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOption
   if (strategy == nullptr) return Status::InvalidArgument("Coordinator: no strategy");
   if (initial.empty()) return Status::InvalidArgument("Coordinator: empty initial model");
   if (!initial.AllFinite()) return Status::InvalidArgument("Coordinator: initial model is not finite");
+  FL_RETURN_IF_ERROR(ValidateUpdatePolicy(options.update_policy));
+  if (!(std::isfinite(options.norm_bound) && options.norm_bound >= 0)) {
+    return Status::InvalidArgument("coordinator.norm_bound must be >= 0 (0: off)");
+  }
+  if (!(options.norm_bound_quantile >= 0 && options.norm_bound_quantile <= 1)) {
+    return Status::InvalidArgument("coordinator.norm_bound_quantile must be in (0, 1] (0: off)");
+  }
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
   impl->env = options.env ? options.env : Env::Default();
@@ -639,7 +857,13 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
 
   // Fold first: the aggregator validates (layout, length, finiteness) and leaves itself
   // unchanged on error. Only then make the update durable and acknowledge it.
-  Status folded = d.aggregator->Accumulate(payload);
+  // The update policy first: the server decides the weight and the norm it is folded with.
+  Result<PreparedUpdate> prepared = d.PrepareLocked(payload);
+  if (!prepared.ok()) {
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), prepared.status());
+    return prepared.status();
+  }
+  Status folded = d.aggregator->Accumulate(prepared->Get(payload));
   if (!folded.ok()) {
     d.RecordRejectionLocked(id, meta, payload.bytes.size(), folded);
     return folded;
@@ -650,7 +874,7 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
   entry.base_version = meta.base_version;
   entry.status_code = 0;
   entry.bytes = payload.bytes.size();
-  entry.weight = meta.weight;
+  entry.weight = prepared->weight;
   entry.sha256_hex = HexEncode(meta.sha256);
   entry.created_at = d.env->NowUnixSeconds();
   Status durable;
@@ -670,6 +894,7 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
   }
   d.accepted_sha[id] = meta.sha256;
   d.bytes_up += payload.bytes.size();
+  d.CountPreparedLocked(*prepared);
   const uint64_t r = meta.round;
   if (d.accepted_sha.size() == d.selected.size()) d.FinishRoundLocked();
   d.DeliverCallbacks(lock);

@@ -25,6 +25,7 @@
 #include "fl/model_snapshot.h"
 #include "fl/task.h"
 #include "fl/update.h"
+#include "server/update_policy.h"
 #include "store/store.h"
 
 namespace fl::internal {
@@ -52,6 +53,20 @@ struct CoordinatorOptions {
   std::chrono::milliseconds client_timeout{std::chrono::minutes(2)};
   // Updates larger than this are refused with ResourceExhausted.
   uint64_t max_update_bytes = 1ull << 30;
+  // What a client's claims may weigh (server/update_policy.h): the weight an update is
+  // folded with (weight_policy, capped at max_weight; over the cap: clip, counted as
+  // robust.clipped_weight, or refuse with InvalidArgument). The ledger records the
+  // weight used. Applied to every update whatever the algorithm.
+  UpdatePolicy update_policy;
+  // L2 norm bound on dense updates: an update whose delta norm exceeds the round's bound
+  // is scaled down to it before it is folded (robust.clipped_norm). The bound is
+  // norm_bound when > 0; with norm_bound_quantile in (0, 1] it is (also, the smaller of
+  // the two) the q-quantile of the norms accepted in earlier rounds, once at least
+  // norm_bound_warmup of them were seen. Fixed for the whole round, so fl-sim and
+  // fl-server agree. Both 0: off. Not applied to non-dense encodings (e.g. Ferret's).
+  double norm_bound = 0;
+  double norm_bound_quantile = 0;
+  uint32_t norm_bound_warmup = 10;
   // Seed for client selection and per-client training seeds.
   uint64_t seed = 1;
   // Token a client must present to Join. Empty disables enrollment checks (simulations).

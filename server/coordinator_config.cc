@@ -63,6 +63,12 @@ nlohmann::json CoordinatorConfigDefaults() {
            {"durable", d.durable},
            {"keep_models", d.keep_models},
            {"max_replay_rounds", d.max_replay_rounds},  // 0 disables downlink by replay
+           {"weight_policy", std::string(WeightPolicyName(d.update_policy.weight_policy))},
+           {"max_weight", d.update_policy.max_weight},
+           {"weight_over_cap", std::string(WeightOverCapName(d.update_policy.over_cap))},
+           {"norm_bound", d.norm_bound},                    // 0: off
+           {"norm_bound_quantile", d.norm_bound_quantile},  // 0: off
+           {"norm_bound_warmup", d.norm_bound_warmup},
        }},
       {"run",
        {
@@ -101,6 +107,33 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t replay,
                       IntAtLeast(config, "coordinator.max_replay_rounds", 0, kU32));
   o.max_replay_rounds = static_cast<uint32_t>(replay);
+  {
+    Result<WeightPolicy> policy = ParseWeightPolicy(config.GetString("coordinator.weight_policy"));
+    if (!policy.ok()) return policy.status().WithContext("coordinator.weight_policy");
+    o.update_policy.weight_policy = *policy;
+    Result<WeightOverCap> over = ParseWeightOverCap(config.GetString("coordinator.weight_over_cap"));
+    if (!over.ok()) return over.status().WithContext("coordinator.weight_over_cap");
+    o.update_policy.over_cap = *over;
+    const double max_weight = config.GetDouble("coordinator.max_weight");
+    if (!(max_weight > 0 && max_weight <= kMaxWeightLimit)) {
+      return OutOfRange("coordinator.max_weight", "in (0, " + FormatDouble(kMaxWeightLimit) + "]",
+                        FormatDouble(max_weight));
+    }
+    o.update_policy.max_weight = max_weight;
+    const double bound = config.GetDouble("coordinator.norm_bound");
+    if (!(std::isfinite(bound) && bound >= 0)) {
+      return OutOfRange("coordinator.norm_bound", ">= 0 (0: off)", FormatDouble(bound));
+    }
+    o.norm_bound = bound;
+    const double q = config.GetDouble("coordinator.norm_bound_quantile");
+    if (!(q >= 0 && q <= 1)) {
+      return OutOfRange("coordinator.norm_bound_quantile", "in (0, 1] (0: off)", FormatDouble(q));
+    }
+    o.norm_bound_quantile = q;
+    FL_ASSIGN_OR_RETURN(int64_t warmup,
+                        IntAtLeast(config, "coordinator.norm_bound_warmup", 1, kU32));
+    o.norm_bound_warmup = static_cast<uint32_t>(warmup);
+  }
 
   FL_ASSIGN_OR_RETURN(int64_t seed, IntAtLeast(config, "run.seed", 0));
   o.seed = static_cast<uint64_t>(seed);

@@ -7,7 +7,9 @@
 //
 //   coordinator: client_fraction, clients_per_round, min_clients, min_updates,
 //                round_deadline_s, client_timeout_s, max_update_mb, enrollment_token,
-//                durable, keep_models          (1:1 onto CoordinatorOptions)
+//                durable, keep_models, max_replay_rounds, norm_bound,
+//                norm_bound_quantile, norm_bound_warmup (1:1 onto CoordinatorOptions);
+//                weight_policy, max_weight, weight_over_cap (its update_policy)
 //   run:         seed, rounds, state_dir
 //   model:       name ("random:<n>" or a built-in model name), init_file
 //

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "codec/dense_codec.h"
@@ -67,8 +68,13 @@ Result<ParamSet> WeightedAccumulator::Mean() const {
   const double* src = sums_.data();
   // Division rather than multiplication by 1/W: one rounding instead of two keeps the
   // mean of identical inputs exactly equal to the input.
+  // The mean of finite float32 values is within float32 range up to fp64 rounding;
+  // saturating the cast keeps that rounding from turning it into inf.
   const double w = total_weight_;
-  for (size_t i = 0; i < sums_.size(); ++i) dst[i] = static_cast<float>(src[i] / w);
+  constexpr double kMax = std::numeric_limits<float>::max();
+  for (size_t i = 0; i < sums_.size(); ++i) {
+    dst[i] = static_cast<float>(std::clamp(src[i] / w, -kMax, kMax));
+  }
   return out;
 }
 
