@@ -28,13 +28,19 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// Client names are 1-128 characters of [A-Za-z0-9._-]: safe in logs, file names and
+// SQL text, and never invalid UTF-8.
 Status ValidateClientName(const std::string& name) {
   if (name.empty()) return Status::InvalidArgument("client name is empty");
   if (name.size() > kMaxClientNameLength) {
     return Status::InvalidArgument("client name longer than 128 characters");
   }
   for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) return Status::InvalidArgument("client name has control characters");
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return Status::InvalidArgument("client name may only hold the characters [A-Za-z0-9._-]");
+    }
   }
   return Status::Ok();
 }
@@ -87,7 +93,19 @@ struct Coordinator::Impl {
 
   // Clients and sessions.
   std::map<uint64_t, ClientState> clients;
-  std::map<std::string, uint64_t> sessions;  // token hash hex -> client id
+  struct SessionState {
+    uint64_t client_id = 0;
+    int64_t created_at = 0;  // unix seconds (Env clock)
+  };
+  std::map<std::string, SessionState> sessions;  // token hash hex -> session
+  std::map<std::string, uint64_t> names;         // client name -> id
+
+  // Join rate limit (token bucket) and refusal counters.
+  double join_tokens = 0;
+  uint64_t join_refill_us = 0;
+  Coordinator::Refusals refusals;
+  // Rejected ledger rows written per client since the current round opened.
+  std::map<uint64_t, uint32_t> rejected_rows;
 
   // The open round, if any.
   bool round_open = false;
@@ -309,6 +327,7 @@ struct Coordinator::Impl {
     round_opened_us = NowUs();
     round_deadline_us = round_opened_us + static_cast<uint64_t>(opt.round_deadline.count()) * 1000;
     rejected = 0;
+    rejected_rows.clear();
     bytes_up = 0;
     bytes_down = 0;
     changed.notify_all();
@@ -564,9 +583,18 @@ struct Coordinator::Impl {
     e.weight = std::isfinite(meta.weight) ? meta.weight : 0;
     e.sha256_hex = HexEncode(meta.sha256);
     e.created_at = env->NowUnixSeconds();
+    if (round_open && meta.round == round.round) ++rejected;
+    // What one client can add to the ledger per round is capped; the rest is counted.
+    uint32_t& rows = rejected_rows[client_id];
+    if (opt.max_rejected_rows_per_client > 0 && rows >= opt.max_rejected_rows_per_client) {
+      ++refusals.rejected_rows_suppressed;
+      FL_LOG(DEBUG) << "update from client " << client_id << " rejected (not recorded, over "
+                    << opt.max_rejected_rows_per_client << " rows): " << status.ToString();
+      return;
+    }
+    ++rows;
     Result<int64_t> id = store->AppendLedger(e);
     if (!id.ok()) FL_LOG(ERROR) << "cannot record a rejected update: " << id.status().ToString();
-    if (round_open && meta.round == round.round) ++rejected;
     FL_LOG(WARNING) << "update from client " << client_id << " for round " << meta.round
                     << " rejected: " << status.ToString();
   }
@@ -610,7 +638,10 @@ struct Coordinator::Impl {
     }
 
     FL_ASSIGN_OR_RETURN(std::vector<ClientRecord> known, store->ListClients());
-    for (const ClientRecord& c : known) clients[c.id] = ClientState{c.name, 0};
+    for (const ClientRecord& c : known) {
+      clients[c.id] = ClientState{c.name, 0};
+      names[c.name] = c.id;
+    }
 
     FL_ASSIGN_OR_RETURN(std::vector<RoundRecord> rounds, store->ListRounds());
     for (const RoundRecord& r : rounds) next_round = std::max(next_round, r.round + 1);
@@ -653,6 +684,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOption
   impl->opt = options;
   impl->env = options.env ? options.env : Env::Default();
   impl->strategy = std::move(strategy);
+  impl->join_tokens = options.join_burst;
+  impl->join_refill_us = impl->env->NowMicros();
   FL_RETURN_IF_ERROR(impl->env->CreateDirs(options.state_dir));
   StoreOptions so;
   so.path = options.store_path.empty() ? options.state_dir + "/state.db" : options.store_path;
@@ -676,14 +709,48 @@ Result<JoinReply> Coordinator::Join(const std::string& enrollment_token,
   }
   FL_RETURN_IF_ERROR(ValidateClientName(client_name));
   std::unique_lock<std::mutex> lock(d.mu);
+  const bool limited = !d.opt.enrollment_token.empty();
+  if (limited && d.opt.joins_per_second > 0) {
+    const uint64_t now_us = d.NowUs();
+    const double elapsed_s = static_cast<double>(now_us - std::min(now_us, d.join_refill_us)) / 1e6;
+    d.join_refill_us = now_us;
+    d.join_tokens = std::min<double>(d.opt.join_burst, d.join_tokens + elapsed_s * d.opt.joins_per_second);
+    if (d.join_tokens < 1.0) {
+      ++d.refusals.joins_rate_limited;
+      const auto retry_ms = static_cast<int64_t>(
+          std::ceil((1.0 - d.join_tokens) / d.opt.joins_per_second * 1000.0));
+      FL_LOG(WARNING) << "join refused for '" << client_name << "': over "
+                      << d.opt.joins_per_second << " joins/s (" << d.refusals.joins_rate_limited
+                      << " refused so far)";
+      return Status::Unavailable("too many joins; retry after " + std::to_string(retry_ms) + " ms");
+    }
+  }
+  const bool known = d.names.count(client_name) > 0;
+  if (limited && !known && d.opt.max_clients > 0 && d.names.size() >= d.opt.max_clients) {
+    ++d.refusals.joins_over_max_clients;
+    FL_LOG(WARNING) << "join refused for new client '" << client_name << "': "
+                    << d.opt.max_clients << " clients already enrolled ("
+                    << d.refusals.joins_over_max_clients << " refused so far)";
+    return Status::ResourceExhausted("enrollment is full: " + std::to_string(d.opt.max_clients) +
+                                     " clients already joined");
+  }
+  if (limited && d.opt.joins_per_second > 0) d.join_tokens -= 1.0;
   const int64_t now = d.env->NowUnixSeconds();
   FL_ASSIGN_OR_RETURN(ClientRecord record, d.store->UpsertClient(client_name, now));
   JoinReply reply;
   reply.client_id = record.id;
   reply.session_token = RandomHex(32);
   const std::string token_hash = HexEncode(Sha256(reply.session_token));
+  // A re-join revokes the name's earlier tokens: one live session per client.
+  FL_ASSIGN_OR_RETURN(uint64_t revoked, d.store->RevokeSessions(record.id));
+  if (revoked > 0 || known) {
+    for (auto it = d.sessions.begin(); it != d.sessions.end();) {
+      it = it->second.client_id == record.id ? d.sessions.erase(it) : std::next(it);
+    }
+  }
   FL_RETURN_IF_ERROR(d.store->SaveSession(token_hash, record.id, now));
-  d.sessions[token_hash] = record.id;
+  d.sessions[token_hash] = Impl::SessionState{record.id, now};
+  d.names[client_name] = record.id;
   d.clients[record.id].name = client_name;
   d.Touch(record.id);
   d.MaybeOpenRoundLocked();
@@ -696,15 +763,27 @@ Result<Session> Coordinator::Authenticate(const std::string& session_token) {
   if (session_token.empty()) return Status::Unauthenticated("missing session token");
   const std::string token_hash = HexEncode(Sha256(session_token));
   std::lock_guard<std::mutex> lock(d.mu);
+  const int64_t now = d.env->NowUnixSeconds();
+  auto expired = [&](int64_t created_at) {
+    return (now - created_at) * 1000 >= static_cast<int64_t>(d.opt.session_ttl.count());
+  };
   auto it = d.sessions.find(token_hash);
-  if (it != d.sessions.end()) return Session{it->second};
-  // Sessions survive a server restart: they are in the store.
-  FL_ASSIGN_OR_RETURN(std::optional<uint64_t> id, d.store->LookupSession(token_hash));
-  if (!id.has_value() || d.clients.count(*id) == 0) {
-    return Status::Unauthenticated("unknown session token");
+  if (it == d.sessions.end()) {
+    // Sessions survive a server restart: they are in the store.
+    FL_ASSIGN_OR_RETURN(std::optional<SessionRecord> stored, d.store->GetSession(token_hash));
+    if (!stored.has_value() || d.clients.count(stored->client_id) == 0) {
+      return Status::Unauthenticated("unknown or revoked session token; join again");
+    }
+    it = d.sessions.emplace(token_hash, Impl::SessionState{stored->client_id, stored->created_at})
+             .first;
   }
-  d.sessions[token_hash] = *id;
-  return Session{*id};
+  if (expired(it->second.created_at)) {
+    d.sessions.erase(it);
+    Status s = d.store->DeleteSession(token_hash);
+    if (!s.ok()) FL_LOG(WARNING) << "cannot delete an expired session: " << s.ToString();
+    return Status::Unauthenticated("session expired; join again");
+  }
+  return Session{it->second.client_id};
 }
 
 Status Coordinator::Heartbeat(const Session& session) {
@@ -909,6 +988,12 @@ Status Coordinator::RecordTransportFailure(const Session& session, uint64_t roun
   meta.round = round;
   d.RecordRejectionLocked(session.client_id, meta, 0, status);
   return status;
+}
+
+Coordinator::Refusals Coordinator::GetRefusals() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  return d.refusals;
 }
 
 ServerStatusInfo Coordinator::GetStatus() {

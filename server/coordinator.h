@@ -81,6 +81,21 @@ struct CoordinatorOptions {
   // in bytes. Records of every round stay in the store; this bounds what one download
   // may replay (and how many the coordinator keeps in memory). 0 disables replay.
   uint32_t max_replay_rounds = 64;
+  // What one enrollment token may cost the server (enforced only when enrollment_token
+  // is set, i.e. when clients come from the network; fl-sim runs without one).
+  // Distinct client names that may join; a known name re-joining is always accepted.
+  // Beyond it Join fails with ResourceExhausted. 0: unlimited.
+  uint32_t max_clients = 10000;
+  // Token bucket over all joins: refills at joins_per_second, holds at most join_burst.
+  // A join finding it empty fails with Unavailable ("retry after ... ms"). 0 disables.
+  double joins_per_second = 20;
+  uint32_t join_burst = 100;
+  // A session token is valid for this long after its Join (Unauthenticated afterwards;
+  // clients re-join). A re-join with the same name revokes that name's older tokens.
+  std::chrono::milliseconds session_ttl{std::chrono::hours(24)};
+  // Rejected updates recorded per client while one round is open (and per client
+  // between rounds); further rejections are counted and logged, not written.
+  uint32_t max_rejected_rows_per_client = 10;
   // Optional, not owned: the OS seam. Default Env::Default().
   Env* env = nullptr;
 };
@@ -120,10 +135,13 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // Enrollment: Unauthenticated on a wrong token; InvalidArgument on an empty or
-  // over-long name. Re-joining with the same name keeps the client id.
+  // Enrollment: Unauthenticated on a wrong token; InvalidArgument unless the name is
+  // 1-128 characters of [A-Za-z0-9._-]; ResourceExhausted for a new name beyond
+  // max_clients; Unavailable when the join rate limit is exhausted. Re-joining with the
+  // same name keeps the client id and revokes the name's earlier session tokens.
   Result<JoinReply> Join(const std::string& enrollment_token, const std::string& client_name);
-  // The one place session tokens are checked. Unauthenticated if unknown.
+  // The one place session tokens are checked. Unauthenticated if unknown, revoked by a
+  // later Join of the same name, or older than session_ttl.
   Result<Session> Authenticate(const std::string& session_token);
 
   Status Heartbeat(const Session& session);
@@ -147,6 +165,13 @@ class Coordinator {
   // stream): records a ledger row with `status` and returns it.
   Status RecordTransportFailure(const Session& session, uint64_t round, const Status& status);
   ServerStatusInfo GetStatus();
+  // Counters of refused work, for logs and tests.
+  struct Refusals {
+    uint64_t joins_over_max_clients = 0;
+    uint64_t joins_rate_limited = 0;
+    uint64_t rejected_rows_suppressed = 0;
+  };
+  Refusals GetRefusals();
 
   // Handles deadlines; called periodically by the transport's ticker and by fl-sim.
   void Poll();

@@ -63,6 +63,11 @@ nlohmann::json CoordinatorConfigDefaults() {
            {"durable", d.durable},
            {"keep_models", d.keep_models},
            {"max_replay_rounds", d.max_replay_rounds},  // 0 disables downlink by replay
+           {"max_clients", d.max_clients},              // per enrollment token; 0: no cap
+           {"joins_per_second", d.joins_per_second},    // 0 disables the join rate limit
+           {"join_burst", d.join_burst},
+           {"session_ttl_s", static_cast<double>(d.session_ttl.count()) / 1000.0},
+           {"max_rejected_rows_per_client", d.max_rejected_rows_per_client},  // 0: no cap
            {"weight_policy", std::string(WeightPolicyName(d.update_policy.weight_policy))},
            {"max_weight", d.update_policy.max_weight},
            {"weight_over_cap", std::string(WeightOverCapName(d.update_policy.over_cap))},
@@ -107,6 +112,19 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t replay,
                       IntAtLeast(config, "coordinator.max_replay_rounds", 0, kU32));
   o.max_replay_rounds = static_cast<uint32_t>(replay);
+  FL_ASSIGN_OR_RETURN(int64_t max_clients, IntAtLeast(config, "coordinator.max_clients", 0, kU32));
+  o.max_clients = static_cast<uint32_t>(max_clients);
+  const double joins_per_second = config.GetDouble("coordinator.joins_per_second");
+  if (!std::isfinite(joins_per_second) || joins_per_second < 0 || joins_per_second > 1e9) {
+    return OutOfRange("coordinator.joins_per_second", ">= 0", FormatDouble(joins_per_second));
+  }
+  o.joins_per_second = joins_per_second;
+  FL_ASSIGN_OR_RETURN(int64_t burst, IntAtLeast(config, "coordinator.join_burst", 1, kU32));
+  o.join_burst = static_cast<uint32_t>(burst);
+  FL_ASSIGN_OR_RETURN(o.session_ttl, PositiveSeconds(config, "coordinator.session_ttl_s"));
+  FL_ASSIGN_OR_RETURN(int64_t rows,
+                      IntAtLeast(config, "coordinator.max_rejected_rows_per_client", 0, kU32));
+  o.max_rejected_rows_per_client = static_cast<uint32_t>(rows);
   {
     Result<WeightPolicy> policy = ParseWeightPolicy(config.GetString("coordinator.weight_policy"));
     if (!policy.ok()) return policy.status().WithContext("coordinator.weight_policy");

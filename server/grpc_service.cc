@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -39,18 +40,79 @@ struct SerializedModel {
   std::string sha256;
 };
 
+// Parses a message received as raw bytes, so malformed input (not protobuf, or a
+// string field that is not valid UTF-8) is INVALID_ARGUMENT with a message instead of
+// gRPC's INTERNAL with none.
+template <typename Message>
+Result<Message> ParseRaw(const grpc::ByteBuffer& buffer, const char* what) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (buffer.Valid() && buffer.Dump(&slices).ok()) {
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+  }
+  Message message;
+  if (!message.ParseFromString(bytes)) {
+    return Status::InvalidArgument(std::string("malformed ") + what +
+                                   " (not a valid protobuf message, or a string field "
+                                   "that is not valid UTF-8)");
+  }
+  return message;
+}
+
+grpc::ByteBuffer SerializeRaw(const google::protobuf::MessageLite& message) {
+  std::string bytes = message.SerializeAsString();
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+// Join, Heartbeat and GetStatus never block, so they run on gRPC's callback API and
+// receive raw bytes (see ParseRaw); the blocking calls stay synchronous.
+using ServiceBase = v1::FederatedLearning::WithRawCallbackMethod_Join<
+    v1::FederatedLearning::WithRawCallbackMethod_Heartbeat<
+        v1::FederatedLearning::WithRawCallbackMethod_GetStatus<v1::FederatedLearning::Service>>>;
+
 // Uses the synchronous API on purpose: Coordinator::PullTask blocks (long poll) and
 // Coordinator::PushUpdate blocks until the update is fsync'd, and the callback API
 // forbids blocking on its event-engine threads. Running those calls on the callback
 // API would need a hand-made thread pool behind every handler, which is exactly what
 // the synchronous server already is; its blocking Read/Write also give the streams
 // flow control for free.
-class FederatedLearningService final : public v1::FederatedLearning::Service {
+class FederatedLearningService final : public ServiceBase {
  public:
   FederatedLearningService(Coordinator* coordinator, const GrpcServerOptions& options)
       : coordinator_(coordinator),
+        env_(options.env != nullptr ? options.env : Env::Default()),
         max_poll_wait_(options.max_poll_wait),
-        max_update_bytes_(options.max_update_bytes) {}
+        max_update_bytes_(options.max_update_bytes),
+        idle_timeout_us_(static_cast<uint64_t>(options.stream_idle_timeout.count()) * 1000),
+        max_inflight_bytes_(options.max_inflight_upload_bytes) {}
+
+  // Cancels every stream that moved no message for stream_idle_timeout. Called by the
+  // server's ticker.
+  void CancelIdleStreams() {
+    const uint64_t now = env_->NowMicros();
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    for (auto& [context, watch] : streams_) {
+      if (!watch.timed_out && now - std::min(now, watch.last_us) >= idle_timeout_us_) {
+        watch.timed_out = true;
+        ++idle_cancelled_;
+        FL_LOG(WARNING) << watch.what << " idle for "
+                        << (now - watch.last_us) / 1000 << " ms: cancelled";
+        context->TryCancel();
+      }
+    }
+  }
+
+  GrpcServerStats Stats() const {
+    GrpcServerStats stats;
+    stats.inflight_upload_bytes = inflight_bytes_.load();
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    stats.open_streams = streams_.size();
+    stats.idle_streams_cancelled = idle_cancelled_;
+    return stats;
+  }
 
   // Makes pending long polls answer at their next slice.
   void BeginShutdown() { shutting_down_.store(true); }
@@ -64,23 +126,37 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
     return true;
   }
 
-  grpc::Status Join(grpc::ServerContext* context, const v1::JoinRequest* request,
-                    v1::JoinResponse* response) override {
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
+                                 const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) override {
     CallGuard guard(&active_calls_);
-    Result<JoinReply> reply =
-        coordinator_->Join(request->enrollment_token(), request->client_name());
-    if (!reply.ok()) return ToGrpcStatus(reply.status());
-    response->set_client_id(reply->client_id);
-    response->set_session_token(reply->session_token);
-    return grpc::Status::OK;
+    return Finish(context, [&]() -> grpc::Status {
+      Result<v1::JoinRequest> request = ParseRaw<v1::JoinRequest>(*raw, "JoinRequest");
+      if (!request.ok()) return ToGrpcStatus(request.status());
+      Result<JoinReply> reply =
+          coordinator_->Join(request->enrollment_token(), request->client_name());
+      if (!reply.ok()) return ToGrpcStatus(reply.status());
+      v1::JoinResponse response;
+      response.set_client_id(reply->client_id);
+      response.set_session_token(reply->session_token);
+      *out = SerializeRaw(response);
+      return grpc::Status::OK;
+    });
   }
 
-  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
-                         v1::HeartbeatResponse* response) override {
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) override {
     CallGuard guard(&active_calls_);
-    Result<Session> session = Authenticate(*context);
-    if (!session.ok()) return ToGrpcStatus(session.status());
-    return ToGrpcStatus(coordinator_->Heartbeat(*session));
+    return Finish(context, [&]() -> grpc::Status {
+      Result<v1::HeartbeatRequest> request =
+          ParseRaw<v1::HeartbeatRequest>(*raw, "HeartbeatRequest");
+      if (!request.ok()) return ToGrpcStatus(request.status());
+      Result<Session> session = Authenticate(*context);
+      if (!session.ok()) return ToGrpcStatus(session.status());
+      Status beat = coordinator_->Heartbeat(*session);
+      if (!beat.ok()) return ToGrpcStatus(beat);
+      *out = SerializeRaw(v1::HeartbeatResponse());
+      return grpc::Status::OK;
+    });
   }
 
   grpc::Status PullTask(grpc::ServerContext* context, const v1::PullTaskRequest* request,
@@ -112,6 +188,7 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
   grpc::Status FetchModel(grpc::ServerContext* context, const v1::FetchModelRequest* request,
                           grpc::ServerWriter<v1::ModelChunk>* writer) override {
     CallGuard guard(&active_calls_);
+    StreamWatch watch(this, context, "model download");
     Result<Session> session = Authenticate(*context);
     if (!session.ok()) return ToGrpcStatus(session.status());
     if (request->format() != v1::MODEL_FORMAT_UNSPECIFIED &&
@@ -138,7 +215,7 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
       header->set_sha256(Sha256(records));
       header->set_format(v1::MODEL_FORMAT_REPLAY);
       header->set_replay_base_version(snapshot->replay_base_version);
-      return SendBlob(context, writer, &chunk, records);
+      return SendBlob(context, writer, &chunk, records, &watch);
     }
     if (snapshot->params == nullptr) {
       return grpc::Status(grpc::StatusCode::INTERNAL, "coordinator returned no model");
@@ -150,22 +227,25 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
     header->set_sha256(model->sha256);
     header->set_num_params(model->num_params);
     header->set_format(v1::MODEL_FORMAT_PARAM_SET);
-    return SendBlob(context, writer, &chunk, model->bytes);
+    return SendBlob(context, writer, &chunk, model->bytes, &watch);
   }
 
   grpc::Status PushUpdate(grpc::ServerContext* context, grpc::ServerReader<v1::UpdateChunk>* reader,
                           v1::PushUpdateResponse* response) override {
     CallGuard guard(&active_calls_);
+    StreamWatch watch(this, context, "update upload");
     Result<Session> session = Authenticate(*context);
     if (!session.ok()) return ToGrpcStatus(session.status());
 
     v1::UpdateChunk chunk;
     if (!reader->Read(&chunk)) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty update stream");
+      return EndedEarly(context, *session, 0, watch, "before its header",
+                        Status::InvalidArgument("empty update stream"));
     }
+    watch.Touch();
     if (!chunk.has_header()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "the first message of an update stream must be its header");
+      return Reject(*session, 0,
+                    Status::InvalidArgument("the first message of an update stream must be its header"));
     }
     const uint64_t round = chunk.header().round();
     const uint64_t declared = chunk.header().total_bytes();
@@ -181,29 +261,41 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
     Payload payload;
     payload.meta = std::move(meta).value();
     if (payload.meta.client_id == 0) payload.meta.client_id = session->client_id;
-    // Reserving only address space: pages are touched as data arrives, and `declared`
-    // is already bounded by max_update_bytes.
-    payload.bytes.reserve(declared);
+    // Nothing is reserved from the declared size: the buffer grows as bytes arrive, and
+    // every byte held counts against the budget shared by all uploads.
+    InflightBytes held(&inflight_bytes_);
     while (reader->Read(&chunk)) {
+      watch.Touch();
       if (!chunk.has_data()) {
         return Reject(*session, round,
                       Status::InvalidArgument("update stream has a second header"));
       }
       const std::string& data = chunk.data();
+      if (data.size() > kMaxChunkBytes) {
+        return Reject(*session, round,
+                      Status::ResourceExhausted("update chunk of " + std::to_string(data.size()) +
+                                                " bytes exceeds the chunk limit of " +
+                                                std::to_string(kMaxChunkBytes)));
+      }
       // Checked before appending, so nothing beyond the declared size is ever buffered.
       if (data.size() > declared - payload.bytes.size()) {
         return Reject(*session, round,
                       Status::ResourceExhausted("update stream exceeds its declared size of " +
                                                 std::to_string(declared) + " bytes"));
       }
+      if (!held.Take(data.size(), max_inflight_bytes_)) {
+        return Reject(*session, round,
+                      Status::ResourceExhausted(
+                          "server busy: uploads in flight already hold the budget of " +
+                          std::to_string(max_inflight_bytes_) + " bytes; retry later"));
+      }
       payload.bytes.append(data);
     }
-    if (context->IsCancelled() || payload.bytes.size() < declared) {
-      Status lost =
-          Status::DataLoss("truncated update: received " + std::to_string(payload.bytes.size()) +
-                           " of " + std::to_string(declared) + " bytes");
-      grpc::Status status = Reject(*session, round, lost);
-      return context->IsCancelled() ? Cancelled("update upload") : status;
+    if (context->IsCancelled() || watch.timed_out() || payload.bytes.size() < declared) {
+      return EndedEarly(context, *session, round, watch, "before its end",
+                        Status::DataLoss("truncated update: received " +
+                                         std::to_string(payload.bytes.size()) + " of " +
+                                         std::to_string(declared) + " bytes"));
     }
 
     Result<PushAck> ack = coordinator_->PushUpdate(*session, payload);
@@ -213,16 +305,107 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
-                         v1::GetStatusResponse* response) override {
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) override {
     CallGuard guard(&active_calls_);
-    Result<Session> session = Authenticate(*context);
-    if (!session.ok()) return ToGrpcStatus(session.status());
-    ToProto(coordinator_->GetStatus(), response);
-    return grpc::Status::OK;
+    return Finish(context, [&]() -> grpc::Status {
+      Result<v1::GetStatusRequest> request =
+          ParseRaw<v1::GetStatusRequest>(*raw, "GetStatusRequest");
+      if (!request.ok()) return ToGrpcStatus(request.status());
+      Result<Session> session = Authenticate(*context);
+      if (!session.ok()) return ToGrpcStatus(session.status());
+      v1::GetStatusResponse response;
+      ToProto(coordinator_->GetStatus(), &response);
+      *out = SerializeRaw(response);
+      return grpc::Status::OK;
+    });
   }
 
  private:
+  // Registers a streaming call for the idle watchdog while it runs.
+  class StreamWatch {
+   public:
+    StreamWatch(FederatedLearningService* service, grpc::ServerContext* context, const char* what)
+        : service_(service), context_(context) {
+      std::lock_guard<std::mutex> lock(service_->streams_mu_);
+      service_->streams_[context_] = Watched{service_->env_->NowMicros(), false, what};
+    }
+    ~StreamWatch() {
+      std::lock_guard<std::mutex> lock(service_->streams_mu_);
+      service_->streams_.erase(context_);
+    }
+    // A message moved: the idle clock restarts.
+    void Touch() {
+      const uint64_t now = service_->env_->NowMicros();
+      std::lock_guard<std::mutex> lock(service_->streams_mu_);
+      service_->streams_[context_].last_us = now;
+    }
+    // True once the watchdog cancelled the call for idleness.
+    bool timed_out() const {
+      std::lock_guard<std::mutex> lock(service_->streams_mu_);
+      return service_->streams_[context_].timed_out;
+    }
+
+   private:
+    FederatedLearningService* service_;
+    grpc::ServerContext* context_;
+  };
+
+  struct Watched {
+    uint64_t last_us = 0;
+    bool timed_out = false;
+    const char* what = "";
+  };
+
+  // Upload bytes one stream holds against the shared budget; released when it ends.
+  class InflightBytes {
+   public:
+    explicit InflightBytes(std::atomic<uint64_t>* total) : total_(total) {}
+    ~InflightBytes() { total_->fetch_sub(held_); }
+    // Takes `n` more bytes unless that would take the total beyond `budget`.
+    bool Take(uint64_t n, uint64_t budget) {
+      const uint64_t before = total_->fetch_add(n);
+      if (before + n > budget) {
+        total_->fetch_sub(n);
+        return false;
+      }
+      held_ += n;
+      return true;
+    }
+
+   private:
+    std::atomic<uint64_t>* total_;
+    uint64_t held_ = 0;
+  };
+
+  // An upload that ended before it was complete: stalled (the watchdog cancelled it:
+  // DEADLINE_EXCEEDED), cancelled by the client or the connection (CANCELLED), or
+  // half-closed early (`otherwise`). Each gets a ledger row with the status returned.
+  grpc::Status EndedEarly(grpc::ServerContext* context, const Session& session, uint64_t round,
+                          const StreamWatch& watch, const char* when, const Status& otherwise) {
+    if (watch.timed_out()) {
+      return Reject(session, round,
+                    Status::DeadlineExceeded(
+                        std::string("update stream stalled ") + when + ": no message for " +
+                        std::to_string(idle_timeout_us_ / 1000000) + " s"));
+    }
+    if (context->IsCancelled()) {
+      return Reject(session, round,
+                    Status::Cancelled(std::string("update stream cancelled ") + when +
+                                      " (by the client or the connection, or a message over "
+                                      "gRPC's size limit)"));
+    }
+    return Reject(session, round, otherwise);
+  }
+
+  // Completes a raw callback call with the status `body` returns.
+  template <typename Body>
+  static grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, Body&& body) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(body());
+    return reactor;
+  }
+
   // Counts running handlers, so Shutdown can tell when the server is idle.
   class CallGuard {
    public:
@@ -234,7 +417,7 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
   };
 
   // The one place a call's session token is checked.
-  Result<Session> Authenticate(const grpc::ServerContext& context) {
+  Result<Session> Authenticate(const grpc::ServerContextBase& context) {
     std::optional<std::string> token = SessionTokenFromMetadata(context.client_metadata());
     if (!token.has_value()) {
       return Status::Unauthenticated("missing session token (authorization: Bearer ...)");
@@ -256,14 +439,17 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
   // kMaxChunkBytes.
   static grpc::Status SendBlob(grpc::ServerContext* context,
                                grpc::ServerWriter<v1::ModelChunk>* writer,
-                               v1::ModelChunk* header_chunk, const std::string& bytes) {
+                               v1::ModelChunk* header_chunk, const std::string& bytes,
+                               StreamWatch* watch) {
     if (!writer->Write(*header_chunk)) return Cancelled("model download");
+    watch->Touch();
     v1::ModelChunk chunk;
     for (size_t offset = 0; offset < bytes.size(); offset += kMaxChunkBytes) {
       if (context->IsCancelled()) return Cancelled("model download");
       const size_t n = std::min(kMaxChunkBytes, bytes.size() - offset);
       chunk.set_data(bytes.data() + offset, n);
       if (!writer->Write(chunk)) return Cancelled("model download");
+      watch->Touch();
     }
     return grpc::Status::OK;
   }
@@ -285,8 +471,15 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
   }
 
   Coordinator* const coordinator_;
+  Env* const env_;
   const milliseconds max_poll_wait_;
   const uint64_t max_update_bytes_;
+  const uint64_t idle_timeout_us_;
+  const uint64_t max_inflight_bytes_;
+  std::atomic<uint64_t> inflight_bytes_{0};
+  mutable std::mutex streams_mu_;
+  std::map<grpc::ServerContext*, Watched> streams_;  // guarded by streams_mu_
+  uint64_t idle_cancelled_ = 0;                      // guarded by streams_mu_
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> active_calls_{0};
   std::mutex cache_mu_;
@@ -296,8 +489,11 @@ class FederatedLearningService final : public v1::FederatedLearning::Service {
 class GrpcServerImpl final : public GrpcServer {
  public:
   GrpcServerImpl(Coordinator* coordinator, std::unique_ptr<FederatedLearningService> service,
-                 milliseconds poll_interval)
-      : coordinator_(coordinator), service_(std::move(service)), poll_interval_(poll_interval) {}
+                 milliseconds poll_interval, int max_threads)
+      : coordinator_(coordinator),
+        service_(std::move(service)),
+        poll_interval_(poll_interval),
+        max_threads_(max_threads) {}
 
   ~GrpcServerImpl() override { Shutdown(milliseconds(0)); }
 
@@ -307,7 +503,14 @@ class GrpcServerImpl final : public GrpcServer {
     int port = 0;
     builder.AddListeningPort(address, std::move(credentials), &port);
     builder.RegisterService(service_.get());
-    builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    // Room for a few chunks, so a message over kMaxChunkBytes reaches PushUpdate, which
+    // refuses it with RESOURCE_EXHAUSTED and a ledger row; gRPC cuts off larger ones.
+    builder.SetMaxReceiveMessageSize(4 * kMaxMessageBytes);
+    if (max_threads_ > 0) {
+      grpc::ResourceQuota quota("fl-server");
+      quota.SetMaxThreads(max_threads_);
+      builder.SetResourceQuota(quota);
+    }
     builder.SetMaxSendMessageSize(kMaxMessageBytes);
     // Accept the client's keepalive pings (kKeepaliveTime apart) even between calls,
     // instead of answering them with GOAWAY "too_many_pings".
@@ -330,6 +533,7 @@ class GrpcServerImpl final : public GrpcServer {
   }
 
   int port() const override { return port_; }
+  GrpcServerStats Stats() const override { return service_->Stats(); }
 
   void Shutdown(milliseconds deadline) override {
     {
@@ -376,6 +580,7 @@ class GrpcServerImpl final : public GrpcServer {
       if (stop_ticker_) break;
       lock.unlock();
       coordinator_->Poll();
+      service_->CancelIdleStreams();
       lock.lock();
     }
   }
@@ -383,6 +588,7 @@ class GrpcServerImpl final : public GrpcServer {
   Coordinator* const coordinator_;
   std::unique_ptr<FederatedLearningService> service_;
   const milliseconds poll_interval_;
+  const int max_threads_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::thread ticker_;
@@ -428,6 +634,15 @@ Status ValidateGrpcServerOptions(const GrpcServerOptions& options) {
   if (options.poll_interval <= milliseconds(0) || options.max_poll_wait < milliseconds(0)) {
     return Status::InvalidArgument("poll_interval must be positive, max_poll_wait >= 0");
   }
+  if (options.stream_idle_timeout <= milliseconds(0)) {
+    return Status::InvalidArgument("stream_idle_timeout must be positive");
+  }
+  if (options.max_inflight_upload_bytes < options.max_update_bytes) {
+    return Status::InvalidArgument(
+        "the upload budget (server.max_inflight_upload_mb) must be at least one update's "
+        "size limit (coordinator.max_update_mb)");
+  }
+  if (options.max_threads < 0) return Status::InvalidArgument("max_threads must be >= 0");
   const bool any_tls = !options.tls_cert_path.empty() || !options.tls_key_path.empty() ||
                        !options.tls_ca_path.empty() || options.require_client_cert;
   if (options.insecure) {
@@ -455,7 +670,8 @@ Result<std::unique_ptr<GrpcServer>> StartGrpcServer(const GrpcServerOptions& opt
                       MakeCredentials(options));
   auto service = std::make_unique<FederatedLearningService>(coordinator, options);
   auto server =
-      std::make_unique<GrpcServerImpl>(coordinator, std::move(service), options.poll_interval);
+      std::make_unique<GrpcServerImpl>(coordinator, std::move(service), options.poll_interval,
+                                       options.max_threads);
   FL_RETURN_IF_ERROR(server->Start(options.listen_address, std::move(credentials)));
   FL_LOG(INFO) << "serving fl.v1 on port " << server->port()
                << (options.insecure ? " (plaintext)" : " (TLS)")

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "fl/env.h"
 #include "fl/status.h"
 #include "server/coordinator.h"
 
@@ -37,8 +38,32 @@ struct GrpcServerOptions {
   // Should equal CoordinatorOptions::max_update_bytes (which the Coordinator enforces
   // again on the reassembled payload).
   uint64_t max_update_bytes = 1ull << 30;
-  // Period of the ticker that calls Coordinator::Poll() (round deadlines).
+  // Period of the ticker that calls Coordinator::Poll() (round deadlines) and cancels
+  // idle streams.
   std::chrono::milliseconds poll_interval{200};
+  // A FetchModel or PushUpdate stream that moves no message for this long is cancelled;
+  // a stalled upload gets a DEADLINE_EXCEEDED ledger row. Checked every poll_interval,
+  // so a stream is cancelled between this and this + poll_interval.
+  std::chrono::milliseconds stream_idle_timeout{std::chrono::seconds(60)};
+  // Upload bytes buffered across all PushUpdate streams at once. Buffers grow as bytes
+  // arrive (nothing is reserved from a header's declared size); a chunk that would take
+  // the total beyond this budget ends its stream with RESOURCE_EXHAUSTED (and a ledger
+  // row), so uploads in flight never hold more memory than this. Must be at least
+  // max_update_bytes.
+  uint64_t max_inflight_upload_bytes = 2ull << 30;
+  // Cap on the threads gRPC's synchronous server runs calls on (grpc::ResourceQuota::
+  // SetMaxThreads); a call arriving when all are busy is answered RESOURCE_EXHAUSTED
+  // by gRPC. 0: no cap.
+  int max_threads = 1024;
+  // Optional, not owned: the clock for stream idle timeouts. Default Env::Default().
+  Env* env = nullptr;
+};
+
+// What the server holds right now, for logs, load checks and tests.
+struct GrpcServerStats {
+  uint64_t inflight_upload_bytes = 0;  // upload bytes buffered across streams
+  uint64_t open_streams = 0;           // FetchModel and PushUpdate calls running
+  uint64_t idle_streams_cancelled = 0; // since start, by stream_idle_timeout
 };
 
 // A running server. Thread-safe.
@@ -47,6 +72,7 @@ class GrpcServer {
   virtual ~GrpcServer() = default;
   // The TCP port actually bound (the chosen one when the address asked for port 0).
   virtual int port() const = 0;
+  virtual GrpcServerStats Stats() const = 0;
   // Stops accepting calls, reports NOT_SERVING to health checks, answers pending long
   // polls with a "wait" task, lets running calls finish until `deadline` has passed and
   // cancels the rest, then stops the ticker. Idempotent. Does not shut the Coordinator
@@ -57,7 +83,8 @@ class GrpcServer {
 };
 
 // Checks the options for consistency without touching files: InvalidArgument for an
-// empty address, non-positive intervals, no cert/key without `insecure`, TLS settings
+// empty address, non-positive intervals or idle timeout, an upload budget below
+// max_update_bytes, a negative max_threads, no cert/key without `insecure`, TLS settings
 // together with `insecure`, or require_client_cert without a CA. StartGrpcServer calls
 // it too; binaries call it early to refuse a bad config before doing any work.
 Status ValidateGrpcServerOptions(const GrpcServerOptions& options);

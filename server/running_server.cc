@@ -19,6 +19,9 @@ nlohmann::json ServerConfigDefaults() {
       {"require_client_cert", d.require_client_cert},
       {"insecure", d.insecure},
       {"max_poll_wait_s", static_cast<double>(d.max_poll_wait.count()) / 1000.0},
+      {"stream_idle_timeout_s", static_cast<double>(d.stream_idle_timeout.count()) / 1000.0},
+      {"max_inflight_upload_mb", d.max_inflight_upload_bytes >> 20},
+      {"max_threads", d.max_threads},
       // After the last round, keep answering for this long so polling clients learn
       // that the federation is done instead of finding the server gone.
       {"drain_s", 5.0},
@@ -45,6 +48,27 @@ Result<GrpcServerOptions> GrpcServerOptionsFromConfig(const Config& config,
   }
   o.max_poll_wait = std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000));
   o.max_update_bytes = coordinator.max_update_bytes;
+  const double idle_s = config.GetDouble("server.stream_idle_timeout_s");
+  if (!(idle_s > 0 && idle_s <= 86400)) {
+    return Status::InvalidArgument(
+        "config key server.stream_idle_timeout_s must be in (0, 86400] (got " +
+        std::to_string(idle_s) + ")");
+  }
+  o.stream_idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
+  const int64_t inflight_mb = config.GetInt("server.max_inflight_upload_mb");
+  if (inflight_mb < 1 || inflight_mb > (1ll << 40) ||
+      (static_cast<uint64_t>(inflight_mb) << 20) < o.max_update_bytes) {
+    return Status::InvalidArgument(
+        "config key server.max_inflight_upload_mb must be >= coordinator.max_update_mb (got " +
+        std::to_string(inflight_mb) + ")");
+  }
+  o.max_inflight_upload_bytes = static_cast<uint64_t>(inflight_mb) << 20;
+  const int64_t threads = config.GetInt("server.max_threads");
+  if (threads < 0 || threads > 1000000) {
+    return Status::InvalidArgument("config key server.max_threads must be in [0, 1000000] (got " +
+                                   std::to_string(threads) + ")");
+  }
+  o.max_threads = static_cast<int>(threads);
   FL_RETURN_IF_ERROR(ValidateGrpcServerOptions(o));
   return o;
 }

@@ -524,6 +524,30 @@ class SqliteStore final : public Store {
     return std::optional<uint64_t>(q.U64(0));
   }
 
+  Result<std::optional<SessionRecord>> GetSession(const std::string& token_hash_hex) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT client_id, created_at FROM sessions WHERE token_hash = ?1", "Store::GetSession"));
+    q.BindText(1, token_hash_hex);
+    FL_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<SessionRecord>();
+    return std::optional<SessionRecord>(SessionRecord{q.U64(0), q.Int(1)});
+  }
+
+  Result<uint64_t> RevokeSessions(uint64_t client_id) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "DELETE FROM sessions WHERE client_id = ?1", "Store::RevokeSessions"));
+    q.BindU64(1, client_id);
+    FL_RETURN_IF_ERROR(q.Run());
+    return static_cast<uint64_t>(sqlite3_changes(db_.get()));
+  }
+
+  Status DeleteSession(const std::string& token_hash_hex) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "DELETE FROM sessions WHERE token_hash = ?1", "Store::DeleteSession"));
+    q.BindText(1, token_hash_hex);
+    return q.Run();
+  }
+
   Status InsertRound(const RoundRecord& r) override {
     FL_ASSIGN_OR_RETURN(Query q, Prepare(
         "INSERT INTO rounds (" FL_ROUND_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

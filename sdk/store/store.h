@@ -30,6 +30,11 @@ struct ClientRecord {
   int64_t last_seen = 0;   // unix seconds
 };
 
+struct SessionRecord {
+  uint64_t client_id = 0;
+  int64_t created_at = 0;  // unix seconds
+};
+
 // Round states. Persisted: never change existing values.
 enum class RoundState : int { kOpen = 1, kClosed = 2 };
 
@@ -110,6 +115,13 @@ class Store {
   // Sessions are stored by the SHA-256 (hex) of their token, never the token itself.
   virtual Status SaveSession(const std::string& token_hash_hex, uint64_t client_id, int64_t now) = 0;
   virtual Result<std::optional<uint64_t>> LookupSession(const std::string& token_hash_hex) = 0;
+  // The session's client and creation time (unix seconds), if the token is known.
+  virtual Result<std::optional<SessionRecord>> GetSession(const std::string& token_hash_hex) = 0;
+  // Deletes every session of `client_id` (a re-join revokes the older tokens) and
+  // returns how many there were.
+  virtual Result<uint64_t> RevokeSessions(uint64_t client_id) = 0;
+  // Deletes one session (an expired token); OK if it does not exist.
+  virtual Status DeleteSession(const std::string& token_hash_hex) = 0;
 
   // Rounds. InsertRound fails with AlreadyExists for a known round number.
   virtual Status InsertRound(const RoundRecord& round) = 0;

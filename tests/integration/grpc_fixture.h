@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -36,6 +37,68 @@ using std::chrono::milliseconds;
 
 inline constexpr uint64_t kParams = 1000;
 inline constexpr char kEnrollment[] = "let-me-in";
+
+// A clock that moves only when told to (both the monotonic and the wall clock), for
+// the coordinator's and the server's time limits; files go to the real Env.
+class FakeClockEnv : public EnvWrapper {
+ public:
+  FakeClockEnv() : EnvWrapper(Env::Default()) {}
+  uint64_t NowMicros() override { return now_us_.load(); }
+  int64_t NowUnixSeconds() override {
+    return kEpoch + static_cast<int64_t>(now_us_.load() / 1000000);
+  }
+  void Advance(std::chrono::milliseconds by) { now_us_ += static_cast<uint64_t>(by.count()) * 1000; }
+
+ private:
+  static constexpr int64_t kEpoch = 1700000000;
+  std::atomic<uint64_t> now_us_{1000000};
+};
+
+// Streams GrpcLink never sends, written with the raw stub.
+class RawUpload {
+ public:
+  RawUpload(v1::FederatedLearning::Stub* stub, const std::string& session,
+            std::chrono::seconds deadline = std::chrono::seconds(30)) {
+    context_.set_deadline(std::chrono::system_clock::now() + deadline);
+    context_.AddMetadata("authorization", "Bearer " + session);
+    writer_ = stub->PushUpdate(&context_, &response_);
+  }
+  bool Header(const UpdateMeta& meta, uint64_t declared) {
+    v1::UpdateChunk chunk;
+    ToProto(meta, declared, chunk.mutable_header());
+    return writer_->Write(chunk);
+  }
+  bool Data(std::string_view bytes) {
+    v1::UpdateChunk chunk;
+    chunk.set_data(bytes.data(), bytes.size());
+    return writer_->Write(chunk);
+  }
+  bool Write(const v1::UpdateChunk& chunk) { return writer_->Write(chunk); }
+  grpc::Status Finish() {
+    writer_->WritesDone();
+    return writer_->Finish();
+  }
+  // Waits for the server's answer without half-closing the stream (a stalled upload).
+  grpc::Status Await() { return writer_->Finish(); }
+  // Ends the call from the client side without waiting for the server.
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  grpc::ClientContext context_;
+  v1::PushUpdateResponse response_;
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer_;
+};
+
+inline std::string JoinRaw(v1::FederatedLearning::Stub* stub, const std::string& name) {
+  grpc::ClientContext context;
+  v1::JoinRequest request;
+  request.set_enrollment_token(kEnrollment);
+  request.set_client_name(name);
+  v1::JoinResponse response;
+  grpc::Status status = stub->Join(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.session_token();
+}
 
 class GrpcFixture : public ::testing::Test {
  protected:
@@ -86,12 +149,17 @@ class GrpcFixture : public ::testing::Test {
   }
 
   void Start(const CoordinatorOptions& o, uint64_t num_params = kParams) {
+    Start(o, TlsServerOptions(o), num_params);
+  }
+
+  void Start(const CoordinatorOptions& o, const GrpcServerOptions& s,
+             uint64_t num_params = kParams) {
     Result<ParamSet> initial = SyntheticModel(num_params, o.seed);
     ASSERT_TRUE(initial.ok()) << initial.status().ToString();
     auto coordinator = Coordinator::Create(o, FedAvg(), *initial);
     ASSERT_TRUE(coordinator.ok()) << coordinator.status().ToString();
     coordinator_ = std::move(coordinator).value();
-    auto server = StartGrpcServer(TlsServerOptions(o), coordinator_.get());
+    auto server = StartGrpcServer(s, coordinator_.get());
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
     ASSERT_GT(server_->port(), 0);

@@ -211,45 +211,6 @@ TEST_F(GrpcTransportTest, BadSha256IsDataLoss) {
   ExpectRejectedThenRecovers(bad, StatusCode::kDataLoss);
 }
 
-// Streams GrpcLink never sends, written with the raw stub.
-class RawUpload {
- public:
-  RawUpload(v1::FederatedLearning::Stub* stub, const std::string& session) {
-    context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    context_.AddMetadata("authorization", "Bearer " + session);
-    writer_ = stub->PushUpdate(&context_, &response_);
-  }
-  bool Header(const UpdateMeta& meta, uint64_t declared) {
-    v1::UpdateChunk chunk;
-    ToProto(meta, declared, chunk.mutable_header());
-    return writer_->Write(chunk);
-  }
-  bool Data(std::string_view bytes) {
-    v1::UpdateChunk chunk;
-    chunk.set_data(bytes.data(), bytes.size());
-    return writer_->Write(chunk);
-  }
-  grpc::Status Finish() {
-    writer_->WritesDone();
-    return writer_->Finish();
-  }
-
- private:
-  grpc::ClientContext context_;
-  v1::PushUpdateResponse response_;
-  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer_;
-};
-
-std::string JoinRaw(v1::FederatedLearning::Stub* stub, const std::string& name) {
-  grpc::ClientContext context;
-  v1::JoinRequest request;
-  request.set_enrollment_token(kEnrollment);
-  request.set_client_name(name);
-  v1::JoinResponse response;
-  EXPECT_TRUE(stub->Join(&context, request, &response).ok());
-  return response.session_token();
-}
-
 // Uploads `data` as client-a through the raw stub, declaring `declared` bytes; returns
 // the server's answer. A write may fail once the server has answered; Finish tells why.
 grpc::Status RawPush(v1::FederatedLearning::Stub* stub, const UpdateMeta& meta,

@@ -411,7 +411,9 @@ TEST_F(CoordinatorTest, JoinChecksTheEnrollmentToken) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(ok->client_id, again->client_id);
   EXPECT_EQ((*c)->Authenticate("nonsense").status().code(), StatusCode::kUnauthenticated);
-  EXPECT_TRUE((*c)->Authenticate(ok->session_token).ok());
+  // A re-join revokes the name's earlier session.
+  EXPECT_EQ((*c)->Authenticate(ok->session_token).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE((*c)->Authenticate(again->session_token).ok());
 }
 
 }  // namespace

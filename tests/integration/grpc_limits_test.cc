@@ -1,0 +1,390 @@
+// What a client can cost the server, against a real TLS server on loopback: enrollment
+// caps and the join rate limit, session expiry and revocation, stalled streams, the
+// upload budget, the per-client cap on rejected ledger rows, and the precise status
+// (with its ledger row) of every refused stream. Time limits run on a FakeClockEnv
+// shared by the coordinator and the server; nothing here waits for wall-clock time to
+// pass, only for events (bounded by a safety cap so a broken run cannot hang).
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "grpc_fixture.h"
+
+namespace fl::internal {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::IsEmpty;
+
+constexpr std::chrono::seconds kSafetyCap(60);
+
+class GrpcLimitsTest : public GrpcFixture {
+ protected:
+  CoordinatorOptions LimitedOptions() {
+    CoordinatorOptions o = Options();
+    o.env = &clock_;
+    return o;
+  }
+  GrpcServerOptions ServerOptions(const CoordinatorOptions& o) {
+    GrpcServerOptions s = TlsServerOptions(o);
+    s.env = &clock_;
+    s.poll_interval = milliseconds(20);
+    s.stream_idle_timeout = std::chrono::seconds(30);
+    return s;
+  }
+
+  // Waits (event: a condition on the server's state) until `pred` holds.
+  template <typename Pred>
+  bool Eventually(Pred pred) {
+    const auto give_up = std::chrono::steady_clock::now() + kSafetyCap;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > give_up) return false;
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return true;
+  }
+
+  grpc::Status JoinStatus(v1::FederatedLearning::Stub* stub, const std::string& name,
+                          std::string* token = nullptr) {
+    grpc::ClientContext context;
+    v1::JoinRequest request;
+    request.set_enrollment_token(kEnrollment);
+    request.set_client_name(name);
+    v1::JoinResponse response;
+    grpc::Status status = stub->Join(&context, request, &response);
+    if (token != nullptr) *token = response.session_token();
+    return status;
+  }
+
+  grpc::Status StatusWith(v1::FederatedLearning::Stub* stub, const std::string& token) {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + token);
+    v1::GetStatusResponse response;
+    return stub->GetStatus(&context, v1::GetStatusRequest(), &response);
+  }
+
+  // Ledger rows of `round` with `code` from `client`.
+  size_t Rows(uint64_t round, StatusCode code, uint64_t client = 0) {
+    size_t n = 0;
+    for (const LedgerEntry& e : Ledger(round)) {
+      if (e.status_code == static_cast<int>(code) && (client == 0 || e.client_id == client)) ++n;
+    }
+    return n;
+  }
+
+  // Sends raw bytes as the request of a unary method; returns the status.
+  grpc::Status RawUnary(const std::string& method, const std::string& bytes) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = *Env::Default()->ReadFile(certs_.ca_cert);
+    grpc::GenericStub stub(grpc::CreateChannel(Target(), grpc::SslCredentials(ssl)));
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    std::promise<grpc::Status> done;
+    stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status status) { done.set_value(status); });
+    return done.get_future().get();
+  }
+
+  FakeClockEnv clock_;
+};
+
+// Finding: one enrollment token joined 2,000 fresh names.
+TEST_F(GrpcLimitsTest, EnrollmentCapRefusesNewNamesButNotKnownOnes) {
+  CoordinatorOptions o = LimitedOptions();
+  o.max_clients = 3;
+  Start(o, ServerOptions(o));
+  auto stub = RawStub();
+  for (const char* name : {"c-1", "c-2", "c-3"}) {
+    ASSERT_TRUE(JoinStatus(stub.get(), name).ok()) << name;
+  }
+  grpc::Status full = JoinStatus(stub.get(), "c-4");
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+  EXPECT_THAT(full.error_message(), HasSubstr("3 clients"));
+  EXPECT_TRUE(JoinStatus(stub.get(), "c-2").ok()) << "a known name re-joins";
+  EXPECT_EQ(coordinator_->GetRefusals().joins_over_max_clients, 1u);
+  EXPECT_EQ(coordinator_->GetStatus().clients_known, 3u);
+}
+
+// Finding: ~375 joins/s were accepted.
+TEST_F(GrpcLimitsTest, JoinRateLimitIsUnavailableWithRetryHintUntilTheClockRefills) {
+  CoordinatorOptions o = LimitedOptions();
+  o.joins_per_second = 0.5;  // one token every 2 s of the fake clock
+  o.join_burst = 2;
+  Start(o, ServerOptions(o));
+  auto stub = RawStub();
+  EXPECT_TRUE(JoinStatus(stub.get(), "a").ok());
+  EXPECT_TRUE(JoinStatus(stub.get(), "b").ok());
+  grpc::Status limited = JoinStatus(stub.get(), "c");
+  EXPECT_EQ(limited.error_code(), grpc::StatusCode::UNAVAILABLE) << limited.error_message();
+  EXPECT_THAT(limited.error_message(), HasSubstr("retry after 2000 ms"));
+  // Re-joins of known names spend the bucket too (each one mints a session).
+  EXPECT_EQ(JoinStatus(stub.get(), "a").error_code(), grpc::StatusCode::UNAVAILABLE);
+  clock_.Advance(milliseconds(2000));
+  EXPECT_TRUE(JoinStatus(stub.get(), "c").ok());
+  EXPECT_EQ(JoinStatus(stub.get(), "d").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(coordinator_->GetRefusals().joins_rate_limited, 3u);
+}
+
+// Finding: a re-join did not revoke the old token (one name held 303 live sessions).
+TEST_F(GrpcLimitsTest, RejoinRevokesTheNamesEarlierSessions) {
+  CoordinatorOptions o = LimitedOptions();
+  Start(o, ServerOptions(o));
+  auto stub = RawStub();
+  std::string first, second, other;
+  ASSERT_TRUE(JoinStatus(stub.get(), "dev", &first).ok());
+  ASSERT_TRUE(JoinStatus(stub.get(), "peer", &other).ok());
+  ASSERT_TRUE(StatusWith(stub.get(), first).ok());
+  ASSERT_TRUE(JoinStatus(stub.get(), "dev", &second).ok());
+  grpc::Status revoked = StatusWith(stub.get(), first);
+  EXPECT_EQ(revoked.error_code(), grpc::StatusCode::UNAUTHENTICATED) << revoked.error_message();
+  EXPECT_TRUE(StatusWith(stub.get(), second).ok());
+  EXPECT_TRUE(StatusWith(stub.get(), other).ok()) << "another name's session is untouched";
+
+  // The store holds one session per name, so a restarted server agrees.
+  StoreOptions so;
+  so.path = (dir_ / "state" / "state.db").string();
+  Result<std::unique_ptr<Store>> store = Store::Open(so);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_FALSE((*store)->GetSession(HexEncode(Sha256(first))).value().has_value());
+  EXPECT_TRUE((*store)->GetSession(HexEncode(Sha256(second))).value().has_value());
+}
+
+// Finding: sessions never expired.
+TEST_F(GrpcLimitsTest, SessionsExpireAfterTheirTtlAndTheLinkRejoins) {
+  CoordinatorOptions o = LimitedOptions();
+  o.session_ttl = std::chrono::seconds(60);
+  Start(o, ServerOptions(o));
+  auto stub = RawStub();
+  std::string token;
+  ASSERT_TRUE(JoinStatus(stub.get(), "raw", &token).ok());
+  std::unique_ptr<GrpcLink> link = Joined("linked");
+  clock_.Advance(milliseconds(59000));
+  EXPECT_TRUE(StatusWith(stub.get(), token).ok());
+  clock_.Advance(milliseconds(1000));
+  grpc::Status expired = StatusWith(stub.get(), token);
+  EXPECT_EQ(expired.error_code(), grpc::StatusCode::UNAUTHENTICATED) << expired.error_message();
+  EXPECT_THAT(expired.error_message(), HasSubstr("expired"));
+  // GrpcLink answers UNAUTHENTICATED by joining again under its name.
+  Result<ServerStatusInfo> status = link->GetStatus();
+  EXPECT_TRUE(status.ok()) << status.status().ToString();
+}
+
+// Finding: an upload that sent a header and then nothing held its thread forever.
+TEST_F(GrpcLimitsTest, StalledUploadIsCancelledAndRecordedAsDeadlineExceeded) {
+  CoordinatorOptions o = LimitedOptions();
+  Start(o, ServerOptions(o));
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Task task = TrainTask(*link);
+  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  Payload good = GoodUpdate(task, *model->params);
+
+  auto stub = RawStub();
+  const std::string session = JoinRaw(stub.get(), "client-a");
+  RawUpload stalled(stub.get(), session, std::chrono::seconds(600));
+  ASSERT_TRUE(stalled.Header(good.meta, good.bytes.size()));
+  ASSERT_TRUE(stalled.Data(std::string_view(good.bytes).substr(0, 100)));
+  // The server has the stream and its first 100 bytes; nothing was reserved beyond them.
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().inflight_upload_bytes == 100; }));
+  EXPECT_EQ(server_->Stats().open_streams, 1u);
+  clock_.Advance(milliseconds(29000));
+  EXPECT_EQ(server_->Stats().idle_streams_cancelled, 0u);
+  clock_.Advance(milliseconds(1000));
+  grpc::Status status = stalled.Await();  // returns once the server cancelled the call
+  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(server_->Stats().idle_streams_cancelled, 1u);
+  EXPECT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
+  EXPECT_EQ(server_->Stats().inflight_upload_bytes, 0u);
+  EXPECT_EQ(Rows(task.round, StatusCode::kDeadlineExceeded), 1u);
+
+  // A stream that never sends its header stalls the same way (ledger round 0).
+  RawUpload silent(stub.get(), JoinRaw(stub.get(), "client-a"), std::chrono::seconds(600));
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().open_streams == 1; }));
+  clock_.Advance(milliseconds(30000));
+  EXPECT_FALSE(silent.Await().ok());
+  EXPECT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
+  EXPECT_EQ(Rows(0, StatusCode::kDeadlineExceeded), 1u);
+  FinishWithGoodUpdate(*link, task, *model->params);
+}
+
+// Finding: 4 stalled uploads took the server from 47 MB to 401 MB (declared sizes were
+// reserved up front, and nothing bounded the total).
+TEST_F(GrpcLimitsTest, UploadsBeyondTheInflightBudgetAreResourceExhausted) {
+  CoordinatorOptions o = LimitedOptions();
+  o.num_rounds = 1;
+  GrpcServerOptions s = ServerOptions(o);
+  s.max_inflight_upload_bytes = o.max_update_bytes;  // room for exactly one update
+  Start(o, s);
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Task task = TrainTask(*link);
+  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  Payload good = GoodUpdate(task, *model->params);
+
+  auto stub = RawStub();
+  const std::string session = JoinRaw(stub.get(), "client-a");
+  // A header declaring the full size holds nothing by itself.
+  RawUpload declared_only(stub.get(), session, std::chrono::seconds(600));
+  ASSERT_TRUE(declared_only.Header(good.meta, good.bytes.size()));
+  RawUpload holder(stub.get(), session, std::chrono::seconds(600));
+  ASSERT_TRUE(holder.Header(good.meta, good.bytes.size()));
+  ASSERT_TRUE(holder.Data(std::string_view(good.bytes).substr(0, 3000)));
+  ASSERT_TRUE(Eventually([&] {
+    return server_->Stats().inflight_upload_bytes == 3000 && server_->Stats().open_streams == 2;
+  }));
+  RawUpload over(stub.get(), session);
+  over.Header(good.meta, good.bytes.size());
+  over.Data(std::string_view(good.bytes).substr(0, 2000));
+  grpc::Status status = over.Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("budget"));
+  EXPECT_EQ(Rows(task.round, StatusCode::kResourceExhausted), 1u);
+  EXPECT_EQ(server_->Stats().inflight_upload_bytes, 3000u);
+  // Once the holder goes away, its bytes are free again and the honest update fits.
+  holder.Cancel();
+  declared_only.Cancel();
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
+  EXPECT_EQ(server_->Stats().inflight_upload_bytes, 0u);
+  EXPECT_EQ(Rows(task.round, StatusCode::kCancelled), 2u) << "client cancels are recorded too";
+  FinishWithGoodUpdate(*link, task, *model->params);
+}
+
+// Finding: one client could add unbounded rejected rows per round.
+TEST_F(GrpcLimitsTest, RejectedRowsPerClientAndRoundAreCapped) {
+  CoordinatorOptions o = LimitedOptions();
+  o.max_rejected_rows_per_client = 3;
+  Start(o, ServerOptions(o));
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Task task = TrainTask(*link);
+  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  Payload bad = GoodUpdate(task, *model->params);
+  bad.meta.base_version = 7;
+  for (int i = 0; i < 8; ++i) {
+    Result<PushAck> refused = link->PushUpdate(bad);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  }
+  EXPECT_EQ(Rows(task.round, StatusCode::kFailedPrecondition), 3u);
+  EXPECT_EQ(coordinator_->GetRefusals().rejected_rows_suppressed, 5u);
+  FinishWithGoodUpdate(*link, task, *model->params);
+  // The next round starts a fresh allowance.
+  Task next = TrainTask(*link);
+  bad.meta.round = next.round;
+  EXPECT_FALSE(link->PushUpdate(bad).ok());
+  EXPECT_EQ(Rows(next.round, StatusCode::kFailedPrecondition), 1u);
+}
+
+// Finding: empty streams and streams without a header got no ledger row, and a
+// message over the size limit was recorded as DATA_LOSS.
+TEST_F(GrpcLimitsTest, EveryRefusedStreamGetsALedgerRowWithItsStatus) {
+  CoordinatorOptions o = LimitedOptions();
+  o.max_rejected_rows_per_client = 100;
+  Start(o, ServerOptions(o));
+  std::unique_ptr<GrpcLink> link = Joined("client-a");
+  Task task = TrainTask(*link);
+  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  Payload good = GoodUpdate(task, *model->params);
+  auto stub = RawStub();
+  const std::string session = JoinRaw(stub.get(), "client-a");
+
+  struct Case {
+    const char* what;
+    std::function<grpc::Status()> run;
+    grpc::StatusCode code;
+    uint64_t ledger_round;
+  };
+  const std::vector<Case> cases = {
+      {"empty stream", [&] { return RawUpload(stub.get(), session).Finish(); },
+       grpc::StatusCode::INVALID_ARGUMENT, 0},
+      {"no header",
+       [&] {
+         RawUpload u(stub.get(), session);
+         u.Data("abc");
+         return u.Finish();
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, 0},
+      {"bad header",
+       [&] {
+         RawUpload u(stub.get(), session);
+         v1::UpdateChunk chunk;
+         ToProto(good.meta, good.bytes.size(), chunk.mutable_header());
+         chunk.mutable_header()->set_encoding(static_cast<v1::Encoding>(999));
+         u.Write(chunk);
+         u.Data(good.bytes);
+         return u.Finish();
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, task.round},
+      {"over-size message",
+       [&] {
+         RawUpload u(stub.get(), session);
+         u.Header(good.meta, good.bytes.size());
+         u.Data(std::string(kMaxChunkBytes + 1, 'x'));
+         return u.Finish();
+       },
+       grpc::StatusCode::RESOURCE_EXHAUSTED, task.round},
+      {"truncated",
+       [&] {
+         RawUpload u(stub.get(), session);
+         u.Header(good.meta, good.bytes.size());
+         u.Data(std::string_view(good.bytes).substr(0, 10));
+         return u.Finish();
+       },
+       grpc::StatusCode::DATA_LOSS, task.round},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const size_t before = Rows(c.ledger_round, static_cast<StatusCode>(c.code));
+    grpc::Status status = c.run();
+    EXPECT_EQ(status.error_code(), c.code) << status.error_message();
+    EXPECT_THAT(status.error_message(), Not(IsEmpty()));
+    EXPECT_EQ(Rows(c.ledger_round, static_cast<StatusCode>(c.code)), before + 1);
+  }
+  FinishWithGoodUpdate(*link, task, *model->params);
+}
+
+// Finding: malformed protobuf got INTERNAL with an empty message, and a client name with
+// invalid UTF-8 got INTERNAL.
+TEST_F(GrpcLimitsTest, MalformedRequestsAndBadNamesAreInvalidArgumentWithAMessage) {
+  CoordinatorOptions o = LimitedOptions();
+  Start(o, ServerOptions(o));
+  // Field 1 declared 100 bytes long, 3 present.
+  grpc::Status garbage = RawUnary("/fl.v1.FederatedLearning/Join", std::string("\x0a\x64" "abc", 5));
+  EXPECT_EQ(garbage.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(garbage.error_message(), HasSubstr("malformed JoinRequest"));
+  // JoinRequest{enrollment_token: kEnrollment, client_name: "\xff\xfe"}.
+  std::string join = std::string("\x0a") + static_cast<char>(sizeof(kEnrollment) - 1) +
+                     kEnrollment + std::string("\x12\x02\xff\xfe", 4);
+  grpc::Status utf8 = RawUnary("/fl.v1.FederatedLearning/Join", join);
+  EXPECT_EQ(utf8.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << utf8.error_message();
+  EXPECT_THAT(utf8.error_message(), Not(IsEmpty()));
+  for (const char* call : {"/fl.v1.FederatedLearning/Heartbeat", "/fl.v1.FederatedLearning/GetStatus"}) {
+    grpc::Status status = RawUnary(call, std::string("\xff\xff\xff", 3));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << call;
+    EXPECT_THAT(status.error_message(), HasSubstr("malformed"));
+  }
+
+  auto stub = RawStub();
+  for (const std::string& name : {std::string("has space"), std::string("semi;colon"),
+                                  std::string(129, 'a'), std::string("\xc3\xa9t\xc3\xa9")}) {
+    grpc::Status status = JoinStatus(stub.get(), name);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
+    EXPECT_THAT(status.error_message(), Not(IsEmpty()));
+  }
+  EXPECT_TRUE(JoinStatus(stub.get(), std::string(128, 'a')).ok());
+  EXPECT_TRUE(JoinStatus(stub.get(), "Dev_1.edge-7").ok());
+}
+
+}  // namespace
+}  // namespace fl::internal
