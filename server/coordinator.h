@@ -156,7 +156,8 @@ class Coordinator {
                                    std::optional<uint64_t> have_version = std::nullopt);
   // Validates and folds an update; returns only after it is durable. Errors:
   // FailedPrecondition (wrong round/version, client not selected), InvalidArgument
-  // (layout hash, length, non-finite), DataLoss (SHA-256 mismatch), ResourceExhausted
+  // (layout hash, length, non-finite, a weight over update_policy.max_weight when
+  // over_cap is kRefuse), DataLoss (SHA-256 mismatch), ResourceExhausted
   // (size), PermissionDenied (payload claims another client). A rejected update gets a
   // ledger row and leaves the round unaffected. A repeat of an acknowledged update is
   // acknowledged again with duplicate = true and folded nothing.
