@@ -20,6 +20,7 @@
 #include "codec/dense_codec.h"
 #include "core/config.h"
 #include "server/coordinator.h"
+#include "server/coordinator_config.h"
 #include "simulations/in_process_link.h"
 #include "store/store.h"
 #include "tests/testing/manual_clock_env.h"
@@ -123,6 +124,44 @@ TEST(UpdatePolicyTest, CappedWeightAndFiniteFloatsCannotOverflowTheFold) {
   // What the cap prevents: an uncapped 1e300 times 1e10 is not a finite fp64 term.
   volatile double uncapped = 1e300;
   EXPECT_TRUE(std::isinf(uncapped * 1e10));
+}
+
+TEST(UpdatePolicyConfigTest, KeysReachTheOptionsAndBadValuesNameTheKey) {
+  auto build = [](const std::vector<std::string>& overrides) {
+    nlohmann::json defaults = CoordinatorConfigDefaults();
+    defaults["run"]["state_dir"] = "/tmp/unused";
+    Result<Config> config = Config::Build(defaults, "", overrides);
+    EXPECT_TRUE(config.ok()) << config.status().ToString();
+    return CoordinatorOptionsFromConfig(*config);
+  };
+  Result<CoordinatorOptions> d = build({});
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->update_policy.weight_policy, WeightPolicy::kExamples);
+  EXPECT_EQ(d->update_policy.max_weight, 1e6);
+  EXPECT_EQ(d->update_policy.over_cap, WeightOverCap::kClip);
+  EXPECT_EQ(d->norm_bound, 0);
+  EXPECT_EQ(d->norm_bound_quantile, 0);
+
+  Result<CoordinatorOptions> o =
+      build({"coordinator.weight_policy=uniform", "coordinator.max_weight=500",
+             "coordinator.weight_over_cap=refuse", "coordinator.norm_bound=2.5",
+             "coordinator.norm_bound_quantile=0.9", "coordinator.norm_bound_warmup=4"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->update_policy.weight_policy, WeightPolicy::kUniform);
+  EXPECT_EQ(o->update_policy.max_weight, 500);
+  EXPECT_EQ(o->update_policy.over_cap, WeightOverCap::kRefuse);
+  EXPECT_EQ(o->norm_bound, 2.5);
+  EXPECT_EQ(o->norm_bound_quantile, 0.9);
+  EXPECT_EQ(o->norm_bound_warmup, 4u);
+
+  for (const std::string key : {"weight_policy=claimed", "weight_over_cap=drop", "max_weight=0",
+                                "max_weight=1e300", "norm_bound=-1", "norm_bound_quantile=1.5",
+                                "norm_bound_warmup=0"}) {
+    Result<CoordinatorOptions> bad = build({"coordinator." + key});
+    ASSERT_FALSE(bad.ok()) << key;
+    EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(bad.status().message(), HasSubstr("coordinator." + key.substr(0, key.find('='))));
+  }
 }
 
 // ---- in a Coordinator ----
