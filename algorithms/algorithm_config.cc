@@ -17,8 +17,9 @@ namespace {
 // Sections the SDK's binaries own (server/server_main.cc, client/client_main.cc,
 // simulations/simulator.cc): an algorithm adding keys there could collide with a future
 // SDK key or change a binary's meaning.
-constexpr std::array<std::string_view, 9> kSdkSections = {
-    "run", "coordinator", "model", "data", "sim", "server", "client", "lm", "pretrain"};
+constexpr std::array<std::string_view, 10> kSdkSections = {
+    "run", "coordinator", "model", "data", "sim", "server", "client", "lm", "pretrain",
+    "byzantine"};
 // Sections every algorithm reads; only the SDK adds keys to them.
 constexpr std::array<std::string_view, 2> kSharedSections = {"algorithm", "train"};
 

@@ -19,6 +19,7 @@
 #include "data/fortunes.h"
 #include "server/coordinator.h"
 #include "server/coordinator_config.h"
+#include "simulations/byzantine.h"
 #include "simulations/in_process_link.h"
 #include "torch/torch_trainer.h"
 
@@ -358,6 +359,7 @@ nlohmann::json SimulatorConfigDefaults() {
       {"test_examples", 0},
   };
   MergeJson(d, WorkloadConfigDefaults());
+  MergeJson(d, ByzantineConfigDefaults());
   d["sim"] = {
       {"preset", kDefaultPreset},
       {"workers", 2},
@@ -477,6 +479,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
   FL_ASSIGN_OR_RETURN(std::string device, ResolveTorchDevice(config.GetString("sim.device")));
   FL_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, CreateStrategy(config));
   FL_ASSIGN_OR_RETURN(CoordinatorOptions options, CoordinatorOptionsFromConfig(config));
+  FL_ASSIGN_OR_RETURN(ByzantineOptions byzantine_options, ByzantineOptionsFromConfig(config));
 
   // ---- data and initial model ----
   // Tensors are built on this thread; the workers set their own count below.
@@ -531,6 +534,9 @@ Result<SimulationResult> RunSimulation(const Config& config,
     trainers.push_back(std::move(t));
   }
   WorkerPool pool(workers, [threads_per_worker](int) { SetTorchThreads(threads_per_worker); });
+  // Attacking clients (none unless byzantine.fraction > 0): the same ones every round.
+  ByzantineClients byzantine(byzantine_options, num_clients, seed, workers);
+  if (byzantine.enabled()) FL_RETURN_IF_ERROR(record->PutMeta("byzantine", byzantine.Describe()));
 
   // ---- virtual clients ----
   std::vector<VirtualClient> clients(num_clients);
@@ -608,6 +614,8 @@ Result<SimulationResult> RunSimulation(const Config& config,
       return workload->ClientSize(a.first) > workload->ClientSize(b.first);
     });
     const uint64_t round = work.front().second.round;
+    uint64_t round_attackers = 0;
+    for (const auto& item : work) round_attackers += byzantine.attacks(item.first) ? 1 : 0;
     std::atomic<uint64_t> samples{0};
     std::atomic<uint64_t> finished{0};
     Status first_error;
@@ -616,7 +624,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
       if (cancel.cancelled()) return;
       auto& [client_index, task] = work[k];
       VirtualClient& c = clients[client_index];
-      Result<Trainer*> trainer = trainers[w]->BindClient(client_index);
+      Result<Trainer*> trainer = byzantine.Bind(*trainers[w], w, client_index);
       Status s = trainer.status();
       if (s.ok()) {
         Result<ExecuteReport> r = c.runtime->Execute(task, **trainer, cancel);
@@ -646,6 +654,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
     const double round_train_seconds = SecondsSince(round_start);
     train_seconds_total += round_train_seconds;
     result.train_samples += samples.load();
+    result.byzantine_updates += round_attackers;
 
     std::vector<std::pair<RoundSummary, ModelSnapshot>> closed;
     {
@@ -662,6 +671,10 @@ Result<SimulationResult> RunSimulation(const Config& config,
       rec.bytes_up_total =
           summary.bytes_up + (result.rounds.empty() ? 0 : result.rounds.back().bytes_up_total);
       rec.strategy_stats = summary.strategy_stats;
+      if (byzantine.enabled()) {
+        rec.strategy_stats["byzantine_updates"] =
+            summary.round == round ? static_cast<double>(round_attackers) : 0.0;
+      }
       rec.metrics.accuracy = -1;   // "not evaluated" in the run record
       rec.metrics.test_loss = -1;
       rec.train_samples = summary.round == round ? samples.load() : 0;

@@ -33,6 +33,7 @@ namespace fl::internal {
 //   data: dataset, dir, partition, num_clients, train_examples (0 = all), test_examples
 //         (0 = all), and the fortunes keys of WorkloadConfigDefaults()
 //   lm, pretrain: see WorkloadConfigDefaults()
+//   byzantine: fraction, attack, scale, sigma, weight_factor, constant (byzantine.h)
 //   sim:  preset, workers, threads_per_worker, eval_every, out_dir ("" = runs/<preset>-<seed>),
 //         device (auto|cpu|cuda), progress (auto|tty|plain|none)
 nlohmann::json SimulatorConfigDefaults();
@@ -59,8 +60,9 @@ struct SimRoundRecord {
   double samples_per_sec = 0;    // cumulative train samples / cumulative train seconds
   bool evaluated = false;        // false on rounds skipped by sim.eval_every
   uint64_t bytes_up_total = 0;   // uploaded bytes of this round and all before it
-  // Strategy::LastRoundStats() of the round (Ferret: terms applied, clipped, skipped);
-  // each name becomes a column of metrics.csv.
+  // Strategy::LastRoundStats() of the round (Ferret: terms applied, clipped, skipped),
+  // plus "byzantine_updates" (updates sent by attacking clients) when byzantine.fraction
+  // > 0; each name becomes a column of metrics.csv.
   std::map<std::string, double> strategy_stats;
 };
 
@@ -73,6 +75,7 @@ struct SimulationResult {
   double wall_seconds = 0;       // whole run, evaluation included
   uint64_t train_samples = 0;
   double train_samples_per_sec = 0;
+  uint64_t byzantine_updates = 0;  // sent by attacking clients (byzantine.h), all rounds
   std::string out_dir;
 };
 

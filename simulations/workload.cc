@@ -46,6 +46,20 @@ class FashionMnistWorkload final : public Workload {
       return static_cast<Trainer*>(trainer_.get());
     }
 
+    Result<Trainer*> BindClientFlippedLabels(size_t client) override {
+      if (client >= workload_->partition_.size()) {
+        return Status::InvalidArgument("client index " + std::to_string(client) + " out of range");
+      }
+      if (flipped_trainer_ == nullptr) {  // built on first use: honest runs never pay for it
+        FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> flipped,
+                            WithFlippedLabels(*workload_->train_));
+        FL_ASSIGN_OR_RETURN(flipped_trainer_,
+                            TorchTrainer::Create(workload_->options_, flipped, workload_->test_));
+      }
+      FL_RETURN_IF_ERROR(flipped_trainer_->BindExamples(workload_->partition_[client]));
+      return static_cast<Trainer*>(flipped_trainer_.get());
+    }
+
     Result<EvalStats> EvaluatePart(const ParamSet& params, size_t part, size_t num_parts) override {
       FL_RETURN_IF_ERROR(trainer_->SetParameters(params));
       const int64_t n = trainer_->eval_size();
@@ -56,6 +70,7 @@ class FashionMnistWorkload final : public Workload {
    private:
     const FashionMnistWorkload* workload_;
     std::unique_ptr<TorchTrainer> trainer_;
+    std::unique_ptr<TorchTrainer> flipped_trainer_;  // label_flip attackers only
   };
 
   Status Load(const Config& config, const std::string& device, Env* env) {

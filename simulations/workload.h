@@ -44,6 +44,12 @@ class WorkloadWorker {
   // owned by the worker and stays bound until the next call. InvalidArgument for a client
   // index out of range.
   virtual Result<Trainer*> BindClient(size_t client) = 0;
+  // Like BindClient, on `client`'s examples with every label y replaced by
+  // (classes - 1 - y): the data of a label-flipping Byzantine client (byzantine.h).
+  // Unimplemented for workloads without class labels.
+  virtual Result<Trainer*> BindClientFlippedLabels(size_t client) {
+    return Status::Unimplemented("byzantine.attack label_flip: this workload has no class labels");
+  }
   // Evaluates `params` on part `part` of `num_parts` of the evaluation set (the parts
   // are disjoint and cover it; EvalStats::num_examples weighs them when pooled).
   // REQUIRES: part < num_parts.

@@ -148,7 +148,14 @@ Status RegisterFerret(AlgorithmRegistry* registry) {
       "Ferret: full-parameter training, uploads projected onto K shared random bases; "
       "downlink by replay";
   d.config_keys = FerretConfigKeys();
-  d.validate = [](const AlgorithmConfig& config) {
+  d.validate = [](const AlgorithmConfig& config) -> Status {
+    // Ferret sums coefficient tables as they arrive; the robust rules of
+    // algorithm.aggregator need the dense deltas, so they are refused, not ignored.
+    if (config.Has("algorithm.aggregator") &&
+        config.GetString("algorithm.aggregator") != "mean") {
+      return Status::InvalidArgument("algorithm.aggregator must be mean for ferret (the robust "
+                                     "rules aggregate dense deltas: fedavg, fedprox, fedadam)");
+    }
     return FerretOptionsFromConfig(config).status();
   };
   d.create_strategy = [](const AlgorithmConfig& config) -> Result<std::unique_ptr<Strategy>> {

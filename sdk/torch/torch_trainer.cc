@@ -76,6 +76,17 @@ Result<std::shared_ptr<const TensorImageData>> MakeTensorImageData(const ImageDa
 
 int64_t TensorImageDataSize(const TensorImageData& data) { return data.size(); }
 
+Result<std::shared_ptr<const TensorImageData>> WithFlippedLabels(const TensorImageData& data) {
+  try {
+    const int64_t top = data.labels.max().item<int64_t>();
+    torch::Tensor flipped = data.labels.neg().add_(top);
+    return std::shared_ptr<const TensorImageData>(
+        std::make_shared<TensorImageData>(data.images, std::move(flipped)));
+  } catch (const std::exception& e) {
+    return TorchErrorStatus(e, "WithFlippedLabels");
+  }
+}
+
 struct TorchTrainer::Impl {
   TorchTrainerOptions options;
   torch::Device device{torch::kCPU};

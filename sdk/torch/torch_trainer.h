@@ -31,6 +31,10 @@ class TensorImageData;
 Result<std::shared_ptr<const TensorImageData>> MakeTensorImageData(const ImageDataset& dataset,
                                                                    const std::string& device);
 int64_t TensorImageDataSize(const TensorImageData& data);
+// The same images (shared, not copied) with every label y replaced by (C - 1 - y), C the
+// number of classes (largest label + 1): the data of a label-flipping attacker in fl-sim.
+// Internal on a LibTorch error.
+Result<std::shared_ptr<const TensorImageData>> WithFlippedLabels(const TensorImageData& data);
 
 struct TorchTrainerOptions {
   // Model name from the zoo (model_zoo.h).

@@ -40,7 +40,8 @@ using ConfigValue = std::variant<bool, int64_t, double, std::string>;
 
 // One config key an algorithm reads, e.g. {"signsgd.server_lr", 0.01, "..."}. The key is
 // dotted: "section.name", each part [a-z0-9_]{1,64}. The section may not be one of the
-// SDK's own (run, coordinator, model, data, sim, server, client, lm, pretrain).
+// SDK's own (run, coordinator, model, data, sim, server, client, lm, pretrain,
+// byzantine).
 // "algorithm" and "train" are shared by every algorithm: their keys need no declaration,
 // and an algorithm cannot add to them (it may repeat an existing one with its type and
 // default). Any other key belongs to the one algorithm that declared it. Files and
