@@ -108,6 +108,7 @@ class FederatedLearningService final : public ServiceBase {
   GrpcServerStats Stats() const {
     GrpcServerStats stats;
     stats.inflight_upload_bytes = inflight_bytes_.load();
+    stats.calls_in_flight = static_cast<uint64_t>(std::max(0, active_calls_.load()));
     std::lock_guard<std::mutex> lock(streams_mu_);
     stats.open_streams = streams_.size();
     stats.idle_streams_cancelled = idle_cancelled_;

@@ -64,6 +64,7 @@ struct GrpcServerStats {
   uint64_t inflight_upload_bytes = 0;  // upload bytes buffered across streams
   uint64_t open_streams = 0;           // FetchModel and PushUpdate calls running
   uint64_t idle_streams_cancelled = 0; // since start, by stream_idle_timeout
+  uint64_t calls_in_flight = 0;        // handlers running, of every method
 };
 
 // A running server. Thread-safe.
