@@ -18,6 +18,7 @@ PACKAGES=(
   dataset-fashion-mnist
   fortunes fortunes-de fortunes-es fortunes-it
   python3 python3-numpy python3-torch
+  clang libfuzzer-14-dev  # opt-in fuzz targets (tests/fuzz, -DFL_BUILD_FUZZERS=ON)
 )
 
 SUDO=""

@@ -263,6 +263,67 @@ Status MergeJsonObject(const json& doc, const json& schema, json* target, const 
   return Status::Ok();
 }
 
+// Length of the valid UTF-8 prefix of `s` (RFC 3629: no overlong forms, surrogates or
+// code points above U+10FFFF); s.size() if all of it is valid.
+size_t ValidUtf8Prefix(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char c = b(i);
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xbf;  // range of the first continuation byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      return i;
+    }
+    if (s.size() - i <= n || b(i + 1) < lo || b(i + 1) > hi) return i;
+    for (size_t k = 2; k <= n; ++k) {
+      if (b(i + k) < 0x80 || b(i + k) > 0xbf) return i;
+    }
+    i += n + 1;
+  }
+  return s.size();
+}
+
+// JSON strings must be UTF-8 (json::dump throws on anything else, and the effective
+// config is dumped into run records), but YAML files and flags can carry any bytes.
+// InvalidArgument naming the first key whose name or string value is not valid UTF-8.
+Status CheckUtf8(const json& value, const std::string& key, std::string_view source) {
+  const auto bad = [&](const std::string& where) {
+    return Status::InvalidArgument(std::string(source) + ": " + where + " is not valid UTF-8");
+  };
+  if (value.is_string()) {
+    const std::string& s = value.get_ref<const std::string&>();
+    if (ValidUtf8Prefix(s) != s.size()) return bad("the value of key '" + key + "'");
+  } else if (value.is_object()) {
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      const std::string child = key.empty() ? it.key() : key + "." + it.key();
+      if (ValidUtf8Prefix(it.key()) != it.key().size()) {
+        return bad("a key under '" + key + "' (byte " +
+                   std::to_string(ValidUtf8Prefix(it.key())) + " of its name)");
+      }
+      FL_RETURN_IF_ERROR(CheckUtf8(it.value(), child, source));
+    }
+  } else if (value.is_array()) {
+    for (size_t i = 0; i < value.size(); ++i) {
+      FL_RETURN_IF_ERROR(CheckUtf8(value[i], key + "[" + std::to_string(i) + "]", source));
+    }
+  }
+  return Status::Ok();
+}
+
 // yaml-cpp marks quoted scalars with the non-specific tag "!": those are strings
 // wherever the schema leaves the type open.
 json YamlScalarGuess(const YAML::Node& node) {
@@ -468,6 +529,7 @@ Status Config::MergeYaml(std::string_view text, std::string_view source) {
     }
     nlohmann::json merged = values_;
     FL_RETURN_IF_ERROR(MergeYamlMap(root, schema_, &merged, "", source));
+    FL_RETURN_IF_ERROR(CheckUtf8(merged, "", source));
     values_ = std::move(merged);
     return Status::Ok();
   } catch (const YAML::Exception& e) {
@@ -516,6 +578,7 @@ Status Config::Set(std::string_view dotted_key, std::string_view value, std::str
         return Status::InvalidArgument(std::string(source) + ": unknown key '" + key + "'");
       }
       (*target)[part] = GuessScalar(value);
+      FL_RETURN_IF_ERROR(CheckUtf8(merged, "", source));
       values_ = std::move(merged);
       return Status::Ok();
     }
@@ -528,6 +591,7 @@ Status Config::Set(std::string_view dotted_key, std::string_view value, std::str
       Result<nlohmann::json> v = ParseText(value, KindOf(*schema), *schema, key, source);
       if (!v.ok()) return v.status();
       (*target)[part] = std::move(v).value();
+      FL_RETURN_IF_ERROR(CheckUtf8(merged, "", source));
       values_ = std::move(merged);
       return Status::Ok();
     }

@@ -289,5 +289,35 @@ TEST_F(ConfigTest, HelpAndPrintConfig) {
   EXPECT_EQ(back.json(), cl->config.json());
 }
 
+// Found by tests/fuzz/config_fuzzer: a YAML string that is not UTF-8 was merged, and
+// the first json().dump() of the config (run records, metrics.jsonl) threw.
+TEST_F(ConfigTest, StringsThatAreNotUtf8AreRefused) {
+  Result<Config> c = Config::FromDefaults(Defaults());
+  ASSERT_TRUE(c.ok());
+  const json before = c->json();
+
+  Status s = c->MergeYaml("run:\n  name: caf\xe9\n", "f.yaml");  // Latin-1
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("'run.name' is not valid UTF-8"), std::string::npos) << s.message();
+  s = c->MergeYaml("train:\n  extra:\n    a\xff: 1\n", "f.yaml");  // a free-form key
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  s = c->MergeYaml("train:\n  extra:\n    k: \xed\xa0\x80\n", "f.yaml");  // a surrogate
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  s = c->MergeYaml("train:\n  extra:\n    k: \"\xc0\xaf\"\n", "f.yaml");  // overlong '/'
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  s = c->MergeYaml("server:\n  tags: [ok, \"\xf4\x90\x80\x80\"]\n", "f.yaml");  // > U+10FFFF
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("server.tags[1]"), std::string::npos) << s.message();
+  EXPECT_EQ(c->ApplyOverride("run.name=\xc3\x28").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->ApplyOverride("train.extra.k=\xe2\x82").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->json(), before);
+  EXPECT_NO_THROW((void)c->json().dump());
+
+  // UTF-8 of every length passes.
+  ASSERT_TRUE(c->MergeYaml("run:\n  name: \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8c\x8d\"\n", "f.yaml").ok());
+  EXPECT_EQ(c->GetString("run.name"), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8c\x8d");
+  EXPECT_NO_THROW((void)c->json().dump());
+}
+
 }  // namespace
 }  // namespace fl::internal

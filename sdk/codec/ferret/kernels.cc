@@ -91,7 +91,8 @@ namespace base {
 #undef FL_FERRET_IMPL_AVX2
 }  // namespace base
 
-#if defined(__x86_64__) && defined(__GNUC__)
+// GCC only: clang ignores "#pragma GCC target", so clang builds (fuzzers) use the base copy.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FL_FERRET_HAVE_SIMD_COPIES 1
 #pragma GCC push_options
 #pragma GCC target("avx2")
