@@ -501,6 +501,7 @@ struct Coordinator::Impl {
     } else {
       FL_LOG(ERROR) << "round " << r << ": no aggregate: " << report.status().ToString();
     }
+    AddPolicyStatsLocked(&summary.strategy_stats);
 
     ModelRecord model;
     model.round = r;
@@ -520,7 +521,6 @@ struct Coordinator::Impl {
       if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
       return;
     }
-    AddPolicyStatsLocked(&summary.strategy_stats);
 
     summary.new_version = version + 1;
     summary.num_rejected = rejected;
