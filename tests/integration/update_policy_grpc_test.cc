@@ -43,16 +43,7 @@ class UpdatePolicyGrpcTest : public GrpcFixture {
     honest_a_ = Joined("honest-a");
     honest_b_ = Joined("honest-b");
     stub_ = RawStub();
-    {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-      v1::JoinRequest request;
-      request.set_enrollment_token(kEnrollment);
-      request.set_client_name("attacker");
-      v1::JoinResponse response;
-      ASSERT_TRUE(stub_->Join(&context, request, &response).ok());
-      attacker_session_ = response.session_token();
-    }
+    attacker_session_ = JoinRaw(stub_.get(), "attacker");
     task_ = TrainTask(*honest_a_);
     ASSERT_EQ(task_.round, 1u);
     ASSERT_EQ(TrainTask(*honest_b_).round, 1u);
@@ -75,21 +66,9 @@ class UpdatePolicyGrpcTest : public GrpcFixture {
     meta.layout_hash = before_->layout().hash();
     meta.encoding = Encoding::kDenseF32;
     meta.sha256 = Sha256(bytes);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    context.AddMetadata("authorization", "Bearer " + attacker_session_);
-    v1::PushUpdateResponse response;
-    std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer =
-        stub_->PushUpdate(&context, &response);
-    v1::UpdateChunk header;
-    ToProto(meta, bytes.size(), header.mutable_header());
-    if (writer->Write(header)) {
-      v1::UpdateChunk data;
-      data.set_data(bytes);
-      writer->Write(data);
-    }
-    writer->WritesDone();
-    return writer->Finish();
+    RawUpload upload(stub_.get(), attacker_session_);
+    if (upload.Header(meta, bytes.size())) upload.Data(bytes);
+    return upload.Finish();
   }
 
   void PushHonest() {
