@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <optional>
@@ -561,7 +562,9 @@ struct Coordinator::Impl {
     next_round = r + 1;
     std::string stats;
     for (const auto& [name, value] : summary.strategy_stats) {
-      stats += ", " + name + " " + std::to_string(static_cast<long long>(value));
+      char formatted[32];
+      std::snprintf(formatted, sizeof(formatted), "%g", value);  // counters and bounds alike
+      stats += ", " + name + " " + formatted;
     }
     FL_LOG(INFO) << "round " << r << " closed: " << summary.num_updates << " updates, "
                  << summary.num_rejected << " rejected, " << summary.seconds << " s, version "
