@@ -414,6 +414,82 @@ TEST_F(CoordinatorPolicyTest, NonFiniteStepIsRetriedWithoutTheOffendingUpdate) {
   EXPECT_EQ(dropped, 1);
 }
 
+// A custom algorithm with its own (non-dense) encoding: its aggregator records the
+// weights it is given. The policy reaches it as it reaches the built-in ones.
+class RecordingAggregator : public RoundAggregator {
+ public:
+  explicit RecordingAggregator(std::vector<double>* weights) : weights_(weights) {}
+  Status Accumulate(const Payload& payload) override {
+    weights_->push_back(payload.meta.weight);
+    ++count_;
+    return Status::Ok();
+  }
+  Status MergeWith(RoundAggregator&&) override { return Status::Unimplemented("merge"); }
+  uint64_t count() const override { return count_; }
+  bool CanReport() const override { return count_ > 0; }
+  Result<AggregateReport> Report() && override {
+    AggregateReport r;
+    r.count = count_;
+    return r;
+  }
+
+ private:
+  std::vector<double>* weights_;
+  uint64_t count_ = 0;
+};
+
+class RecordingStrategy : public Strategy {
+ public:
+  explicit RecordingStrategy(std::vector<double>* weights) : weights_(weights) {}
+  std::string_view name() const override { return "recording"; }
+  TrainConfig ConfigureRound(uint64_t) const override { return TrainConfig(); }
+  std::unique_ptr<RoundAggregator> NewRoundAggregator(const ParamSet&, uint64_t) override {
+    return std::make_unique<RecordingAggregator>(weights_);
+  }
+  Status ApplyRound(AggregateReport, ParamSet*) override { return Status::Ok(); }
+
+ private:
+  std::vector<double>* weights_;
+};
+
+TEST_F(CoordinatorPolicyTest, PolicyReachesCustomAlgorithmsWithTheirOwnEncoding) {
+  for (WeightPolicy policy : {WeightPolicy::kExamples, WeightPolicy::kUniform}) {
+    coordinator_.reset();
+    links_.clear();
+    std::filesystem::remove_all(dir_);
+    std::vector<double> weights;
+    CoordinatorOptions o = Options(1);
+    o.update_policy.weight_policy = policy;
+    o.update_policy.max_weight = 50;
+    o.norm_bound = 1;  // not applied: the encoding is not dense
+    auto c = Coordinator::Create(o, std::make_unique<RecordingStrategy>(&weights), Initial());
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    coordinator_ = std::move(c).value();
+    for (int i = 0; i < 3; ++i) {
+      links_.push_back(std::make_unique<InProcessLink>(coordinator_.get()));
+      ASSERT_TRUE(links_.back()->Join("", "client-" + std::to_string(i)).ok());
+    }
+    const std::vector<double> claims = {5, 50, 1e12};
+    for (int i = 0; i < 3; ++i) {
+      Result<Task> task = links_[i]->PullTask(std::chrono::milliseconds(0));
+      ASSERT_TRUE(task.ok() && task->kind == TaskKind::kTrain);
+      Payload p;
+      p.bytes = std::string(1000, static_cast<char>('a' + i));
+      p.meta.round = task->round;
+      p.meta.base_version = task->model_version;
+      p.meta.weight = claims[i];
+      p.meta.encoding = Encoding::kNamedSubset;
+      ASSERT_TRUE(links_[i]->PushUpdate(p).ok());
+    }
+    ASSERT_EQ(coordinator_->CurrentModel().version, 1u);
+    if (policy == WeightPolicy::kExamples) {
+      EXPECT_EQ(weights, (std::vector<double>{5, 50, 50}));
+    } else {
+      EXPECT_EQ(weights, (std::vector<double>{1, 1, 1}));
+    }
+  }
+}
+
 TEST_F(CoordinatorPolicyTest, CreateRefusesPolicyOutOfRange) {
   CoordinatorOptions o = Options(1);
   o.update_policy.max_weight = 1e300;
