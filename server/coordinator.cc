@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <utility>
 
 #include "codec/param_io.h"
@@ -242,6 +243,7 @@ struct Coordinator::Impl {
       return;
     }
     StartRoundLocked(r);
+    SaveNormStateLocked();
     FL_LOG(INFO) << "round " << r.round << " opened: " << order.size() << " of "
                  << clients.size() << " clients selected, base version " << version;
   }
@@ -260,6 +262,47 @@ struct Coordinator::Impl {
       const size_t i = std::min(sorted.size() - 1, static_cast<size_t>(std::max(rank, 1.0)) - 1);
       if (sorted[i] > 0) bound = bound > 0 ? std::min(bound, sorted[i]) : sorted[i];
     }
+    return bound;
+  }
+
+  // The adaptive bound's state (the open round, its bound, the history it came from) is
+  // stored when a round opens, before any update of it is folded, so a restarted
+  // coordinator refolds the round with the same bound and goes on with the same history.
+  static constexpr char kNormStateKey[] = "coordinator.norm_bound_state";
+
+  void SaveNormStateLocked() {
+    if (opt.norm_bound_quantile <= 0) return;
+    std::string text;
+    char buf[40];
+    std::snprintf(buf, sizeof(buf), "%llu %.17g", static_cast<unsigned long long>(round.round),
+                  round_norm_bound);
+    text += buf;
+    for (double n : norm_history) {
+      std::snprintf(buf, sizeof(buf), " %.17g", n);
+      text += buf;
+    }
+    Status s = store->PutMeta(kNormStateKey, text);
+    if (!s.ok()) FL_LOG(ERROR) << "cannot store the norm bound state: " << s.ToString();
+  }
+
+  // Restores the history; returns the stored bound if it belongs to `open_round`.
+  std::optional<double> LoadNormStateLocked(uint64_t open_round) {
+    if (opt.norm_bound_quantile <= 0) return std::nullopt;
+    Result<std::optional<std::string>> text = store->GetMeta(kNormStateKey);
+    if (!text.ok() || !text->has_value()) return std::nullopt;
+    std::istringstream in(**text);
+    unsigned long long stored_round = 0;
+    double bound = 0;
+    if (!(in >> stored_round >> bound)) return std::nullopt;
+    norm_history.clear();
+    for (double n; in >> n;) {
+      if (std::isfinite(n) && n >= 0) norm_history.push_back(n);
+    }
+    if (norm_history.size() > kMaxNormHistory) {
+      norm_history.erase(norm_history.begin(),
+                         norm_history.end() - static_cast<std::ptrdiff_t>(kMaxNormHistory));
+    }
+    if (stored_round != open_round || !std::isfinite(bound) || bound < 0) return std::nullopt;
     return bound;
   }
 
@@ -550,6 +593,7 @@ struct Coordinator::Impl {
                          norm_history.end() - static_cast<std::ptrdiff_t>(kMaxNormHistory));
     }
     round_norms.clear();
+    SaveNormStateLocked();
 
     global = std::move(next);
     version += 1;
@@ -650,13 +694,16 @@ struct Coordinator::Impl {
     for (const RoundRecord& r : rounds) next_round = std::max(next_round, r.round + 1);
 
     FL_ASSIGN_OR_RETURN(std::optional<RoundRecord> open, store->GetOpenRound());
+    if (!open.has_value()) (void)LoadNormStateLocked(0);
     if (open.has_value()) {
       if (open->base_version != version) {
         return Status::DataLoss("open round " + std::to_string(open->round) +
                                 " is based on version " + std::to_string(open->base_version) +
                                 " but the latest model is " + std::to_string(version));
       }
+      const std::optional<double> stored_bound = LoadNormStateLocked(open->round);
       StartRoundLocked(*open);
+      if (stored_bound.has_value()) round_norm_bound = *stored_bound;
       next_round = open->round;
       FL_RETURN_IF_ERROR(RefoldRoundLocked());
       FL_LOG(INFO) << "resumed round " << round.round << " with " << aggregator->count()

@@ -369,6 +369,44 @@ TEST_F(CoordinatorPolicyTest, AdaptiveNormBoundIsAQuantileOfEarlierRounds) {
   }
 }
 
+// The adaptive bound of an open round survives a restart: the refolded round uses the bound
+// it was opened with, and the model is the one without the restart.
+TEST_F(CoordinatorPolicyTest, AdaptiveNormBoundSurvivesARestart) {
+  CoordinatorOptions o = Options(2);
+  o.norm_bound_quantile = 0.5;
+  o.norm_bound_warmup = 3;
+  Start(o);
+  ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
+  ASSERT_TRUE(Push(1, {2.0f}, 1).ok());
+  ASSERT_TRUE(Push(2, {3.0f}, 1).ok());
+  const ModelSnapshot round1 = coordinator_->CurrentModel();
+  ASSERT_TRUE(Push(2, {1000.0f}, 1).ok());  // clipped to the median bound 6 (values 2)
+
+  links_.clear();
+  coordinator_.reset();
+  auto c = Coordinator::Create(o, MakeStrategy({}), Initial());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  coordinator_ = std::move(c).value();
+  coordinator_->SetRoundCallback([this](const RoundSummary& s, const ModelSnapshot&) {
+    std::lock_guard<std::mutex> lock(mu_);
+    summaries_.push_back(s);
+  });
+  for (int i = 0; i < 3; ++i) {
+    links_.push_back(std::make_unique<InProcessLink>(coordinator_.get()));
+    ASSERT_TRUE(links_.back()->Join("", "client-" + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
+  ASSERT_TRUE(Push(1, {1.0f}, 1).ok());
+  EXPECT_EQ(LastSummary().round, 2u);
+  EXPECT_EQ(LastSummary().strategy_stats.at("robust.norm_bound"), 6);
+  EXPECT_EQ(LastSummary().strategy_stats.at("robust.clipped_norm"), 1);
+  ModelSnapshot after = coordinator_->CurrentModel();
+  ASSERT_EQ(after.version, 2u);
+  for (size_t i = 0; i < after.params->size(); ++i) {
+    EXPECT_NEAR(after.params->data()[i], round1.params->data()[i] + 4.0f / 3.0f, 1e-5);
+  }
+}
+
 // FedAdam's second moment overflows float32 for a finite but huge mean delta: the step is
 // refused. The coordinator re-folds the round without the largest contribution, so the
 // honest updates land exactly as they would have without the attacker.
