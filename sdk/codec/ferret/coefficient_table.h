@@ -115,8 +115,9 @@ Result<std::string> SerializeSampledCoefficientTable(
 // block index >= L or not strictly increasing, an empty record, a used-bit at k >= K,
 // or (formats 3, 4) n outside [1, K], a code out of range, a non-zero padding nibble or
 // an exponent that is not the smallest.
-// Non-finite values parse (they round-trip bit for bit); ValidateCoefficientTable
-// rejects them. Work and memory are linear in the input size.
+// Non-finite values parse (they round-trip bit for bit, except that bfloat16 writes a
+// signaling NaN back quiet); ValidateCoefficientTable rejects them. Work and memory are
+// linear in the input size.
 Result<CoefficientTable> ParseCoefficientTable(std::string_view bytes);
 
 // Checks a table against what the receiver expects before it is used.
