@@ -87,7 +87,8 @@ class FederatedLearningService final : public ServiceBase {
         max_poll_wait_(options.max_poll_wait),
         max_update_bytes_(options.max_update_bytes),
         idle_timeout_us_(static_cast<uint64_t>(options.stream_idle_timeout.count()) * 1000),
-        max_inflight_bytes_(options.max_inflight_upload_bytes) {}
+        max_inflight_bytes_(options.max_inflight_upload_bytes),
+        max_calls_per_client_(options.max_calls_per_client) {}
 
   // Cancels every stream that moved no message for stream_idle_timeout. Called by the
   // server's ticker.
@@ -109,6 +110,10 @@ class FederatedLearningService final : public ServiceBase {
     GrpcServerStats stats;
     stats.inflight_upload_bytes = inflight_bytes_.load();
     stats.calls_in_flight = static_cast<uint64_t>(std::max(0, active_calls_.load()));
+    {
+      std::lock_guard<std::mutex> lock(slots_mu_);
+      stats.calls_refused_per_client = calls_refused_;
+    }
     std::lock_guard<std::mutex> lock(streams_mu_);
     stats.open_streams = streams_.size();
     stats.idle_streams_cancelled = idle_cancelled_;
@@ -165,6 +170,8 @@ class FederatedLearningService final : public ServiceBase {
     CallGuard guard(&active_calls_);
     Result<Session> session = Authenticate(*context);
     if (!session.ok()) return ToGrpcStatus(session.status());
+    ClientSlot slot(this, session->client_id);
+    if (!slot.ok()) return ToGrpcStatus(slot.Refusal());
 
     milliseconds wait = std::min(milliseconds(request->wait_ms()), max_poll_wait_);
     const auto until_deadline = std::chrono::duration_cast<milliseconds>(
@@ -192,6 +199,8 @@ class FederatedLearningService final : public ServiceBase {
     StreamWatch watch(this, context, "model download");
     Result<Session> session = Authenticate(*context);
     if (!session.ok()) return ToGrpcStatus(session.status());
+    ClientSlot slot(this, session->client_id);
+    if (!slot.ok()) return ToGrpcStatus(slot.Refusal());
     if (request->format() != v1::MODEL_FORMAT_UNSPECIFIED &&
         request->format() != v1::MODEL_FORMAT_PARAM_SET) {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unsupported model format");
@@ -237,6 +246,8 @@ class FederatedLearningService final : public ServiceBase {
     StreamWatch watch(this, context, "update upload");
     Result<Session> session = Authenticate(*context);
     if (!session.ok()) return ToGrpcStatus(session.status());
+    ClientSlot slot(this, session->client_id);
+    if (!slot.ok()) return Reject(*session, 0, slot.Refusal());
 
     v1::UpdateChunk chunk;
     if (!reader->Read(&chunk)) {
@@ -323,6 +334,40 @@ class FederatedLearningService final : public ServiceBase {
   }
 
  private:
+  // One of a client's blocking calls (PullTask, FetchModel, PushUpdate) in flight; at
+  // most max_calls_per_client at once, so one client cannot hold the server's threads.
+  class ClientSlot {
+   public:
+    ClientSlot(FederatedLearningService* service, uint64_t client_id)
+        : service_(service), client_id_(client_id) {
+      std::lock_guard<std::mutex> lock(service_->slots_mu_);
+      int& n = service_->calls_per_client_[client_id_];
+      ok_ = service_->max_calls_per_client_ == 0 || n < service_->max_calls_per_client_;
+      if (ok_) {
+        ++n;
+      } else {
+        ++service_->calls_refused_;
+      }
+    }
+    ~ClientSlot() {
+      std::lock_guard<std::mutex> lock(service_->slots_mu_);
+      auto it = service_->calls_per_client_.find(client_id_);
+      if (ok_) --it->second;
+      if (it->second == 0) service_->calls_per_client_.erase(it);
+    }
+    bool ok() const { return ok_; }
+    Status Refusal() const {
+      return Status::ResourceExhausted("client " + std::to_string(client_id_) + " already has " +
+                                       std::to_string(service_->max_calls_per_client_) +
+                                       " calls in flight (server.max_calls_per_client)");
+    }
+
+   private:
+    FederatedLearningService* service_;
+    uint64_t client_id_;
+    bool ok_ = false;
+  };
+
   // Registers a streaming call for the idle watchdog while it runs.
   class StreamWatch {
    public:
@@ -478,6 +523,10 @@ class FederatedLearningService final : public ServiceBase {
   const uint64_t idle_timeout_us_;
   const uint64_t max_inflight_bytes_;
   std::atomic<uint64_t> inflight_bytes_{0};
+  const int max_calls_per_client_;
+  mutable std::mutex slots_mu_;
+  std::map<uint64_t, int> calls_per_client_;  // guarded by slots_mu_
+  uint64_t calls_refused_ = 0;                // guarded by slots_mu_
   mutable std::mutex streams_mu_;
   std::map<grpc::ServerContext*, Watched> streams_;  // guarded by streams_mu_
   uint64_t idle_cancelled_ = 0;                      // guarded by streams_mu_
@@ -644,6 +693,9 @@ Status ValidateGrpcServerOptions(const GrpcServerOptions& options) {
         "size limit (coordinator.max_update_mb)");
   }
   if (options.max_threads < 0) return Status::InvalidArgument("max_threads must be >= 0");
+  if (options.max_calls_per_client < 0) {
+    return Status::InvalidArgument("max_calls_per_client must be >= 0");
+  }
   const bool any_tls = !options.tls_cert_path.empty() || !options.tls_key_path.empty() ||
                        !options.tls_ca_path.empty() || options.require_client_cert;
   if (options.insecure) {

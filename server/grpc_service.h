@@ -55,6 +55,10 @@ struct GrpcServerOptions {
   // SetMaxThreads); a call arriving when all are busy is answered RESOURCE_EXHAUSTED
   // by gRPC. 0: no cap.
   int max_threads = 1024;
+  // Blocking calls (PullTask, FetchModel, PushUpdate) one client may have in flight at
+  // once; more are answered RESOURCE_EXHAUSTED (a refused upload gets a ledger row), so
+  // one client cannot hold the threads that max_threads shares among all. 0: no cap.
+  int max_calls_per_client = 8;
   // Optional, not owned: the clock for stream idle timeouts. Default Env::Default().
   Env* env = nullptr;
 };
@@ -65,6 +69,7 @@ struct GrpcServerStats {
   uint64_t open_streams = 0;           // FetchModel and PushUpdate calls running
   uint64_t idle_streams_cancelled = 0; // since start, by stream_idle_timeout
   uint64_t calls_in_flight = 0;        // handlers running, of every method
+  uint64_t calls_refused_per_client = 0;  // since start, by max_calls_per_client
 };
 
 // A running server. Thread-safe.
@@ -85,7 +90,7 @@ class GrpcServer {
 
 // Checks the options for consistency without touching files: InvalidArgument for an
 // empty address, non-positive intervals or idle timeout, an upload budget below
-// max_update_bytes, a negative max_threads, no cert/key without `insecure`, TLS settings
+// max_update_bytes, a negative max_threads or max_calls_per_client, no cert/key without `insecure`, TLS settings
 // together with `insecure`, or require_client_cert without a CA. StartGrpcServer calls
 // it too; binaries call it early to refuse a bad config before doing any work.
 Status ValidateGrpcServerOptions(const GrpcServerOptions& options);

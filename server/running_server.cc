@@ -22,6 +22,7 @@ nlohmann::json ServerConfigDefaults() {
       {"stream_idle_timeout_s", static_cast<double>(d.stream_idle_timeout.count()) / 1000.0},
       {"max_inflight_upload_mb", d.max_inflight_upload_bytes >> 20},
       {"max_threads", d.max_threads},
+      {"max_calls_per_client", d.max_calls_per_client},
       // After the last round, keep answering for this long so polling clients learn
       // that the federation is done instead of finding the server gone.
       {"drain_s", 5.0},
@@ -69,6 +70,13 @@ Result<GrpcServerOptions> GrpcServerOptionsFromConfig(const Config& config,
                                    std::to_string(threads) + ")");
   }
   o.max_threads = static_cast<int>(threads);
+  const int64_t per_client = config.GetInt("server.max_calls_per_client");
+  if (per_client < 0 || per_client > 1000000) {
+    return Status::InvalidArgument(
+        "config key server.max_calls_per_client must be in [0, 1000000] (got " +
+        std::to_string(per_client) + ")");
+  }
+  o.max_calls_per_client = static_cast<int>(per_client);
   FL_RETURN_IF_ERROR(ValidateGrpcServerOptions(o));
   return o;
 }

@@ -259,6 +259,35 @@ TEST_F(GrpcLimitsTest, UploadsBeyondTheInflightBudgetAreResourceExhausted) {
   FinishWithGoodUpdate(*link, task, *model->params);
 }
 
+// One client cannot hold more than max_calls_per_client of the server's threads.
+TEST_F(GrpcLimitsTest, CallsPerClientAreCapped) {
+  CoordinatorOptions o = LimitedOptions();
+  GrpcServerOptions s = ServerOptions(o);
+  s.max_calls_per_client = 3;
+  Start(o, s);
+  auto stub = RawStub();
+  const std::string session = JoinRaw(stub.get(), "greedy");
+  std::vector<std::unique_ptr<RawUpload>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawUpload>(stub.get(), session, std::chrono::seconds(600)));
+  }
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().open_streams == 3; }));
+  RawUpload fourth(stub.get(), session);
+  grpc::Status refused = fourth.Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr("max_calls_per_client"));
+  EXPECT_EQ(server_->Stats().calls_refused_per_client, 1u);
+  EXPECT_EQ(Rows(0, StatusCode::kResourceExhausted), 1u);
+  // Another client is not affected.
+  std::unique_ptr<GrpcLink> other = Joined("other");
+  EXPECT_TRUE(other->PullTask(milliseconds(0)).ok());
+  for (auto& upload : held) upload->Cancel();
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
+  RawUpload again(stub.get(), session);
+  EXPECT_NE(again.Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << "slots are released when calls end";
+}
+
 // Finding: one client could add unbounded rejected rows per round.
 TEST_F(GrpcLimitsTest, RejectedRowsPerClientAndRoundAreCapped) {
   CoordinatorOptions o = LimitedOptions();

@@ -1,5 +1,5 @@
 // A bounded load check against a real TLS server on 127.0.0.1: 200 idle long polls and
-// 50 stalled uploads (a header, then nothing) are held open while three honest clients
+// 50 stalled uploads (a header, then nothing; from 50 clients) are held open while three honest clients
 // complete a round. Reports the process's thread count and resident memory (the server
 // runs in this process; the hostile calls use gRPC's async client API, which adds no
 // thread per call, so the growth is the server's). Bounded in count (250 hostile calls)
@@ -60,10 +60,14 @@ TEST_F(GrpcLoadTest, IdlePollsAndStalledUploadsDoNotStopHonestClients) {
   for (const char* name : {"honest-0", "honest-1", "honest-2"}) honest.push_back(Joined(name));
   ASSERT_EQ(coordinator_->GetStatus().clients_selected, 3u);
 
-  // The hostile client joins after the round opened, so it is not selected: its polls
-  // stay idle and its uploads stall.
+  // The hostile clients join after the round opened, so none is selected: their polls
+  // stay idle and their uploads stall. Each holds 4 polls and 1 upload, within
+  // server.max_calls_per_client.
   auto stub = RawStub();
-  const std::string session = JoinRaw(stub.get(), "hostile");
+  std::vector<std::string> sessions;
+  for (int i = 0; i < kStalledUploads; ++i) {
+    sessions.push_back(JoinRaw(stub.get(), "hostile-" + std::to_string(i)));
+  }
   grpc::CompletionQueue cq;
   struct Call {
     grpc::ClientContext context;
@@ -83,7 +87,8 @@ TEST_F(GrpcLoadTest, IdlePollsAndStalledUploadsDoNotStopHonestClients) {
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(150);
   for (int i = 0; i < kIdlePolls + kStalledUploads; ++i) {
     auto call = std::make_unique<Call>();
-    call->context.AddMetadata("authorization", "Bearer " + session);
+    const int owner = i < kIdlePolls ? i % kStalledUploads : i - kIdlePolls;
+    call->context.AddMetadata("authorization", "Bearer " + sessions[owner]);
     call->context.set_deadline(deadline);
     if (i < kIdlePolls) {
       v1::PullTaskRequest request;
@@ -149,6 +154,7 @@ TEST_F(GrpcLoadTest, IdlePollsAndStalledUploadsDoNotStopHonestClients) {
   EXPECT_GE(coordinator_->CurrentModel().version, 1u) << "round 1 did not complete";
   const GrpcServerStats stats = server_->Stats();
   EXPECT_EQ(stats.inflight_upload_bytes, 0u) << "headers reserve nothing";
+  EXPECT_EQ(stats.calls_refused_per_client, 0u);
 
   std::printf("load check: %d idle long polls + %d stalled uploads held; threads %lld -> %lld "
               "(held) -> %lld (peak, honest round running); VmRSS %lld kB -> %lld kB -> %lld kB\n",
