@@ -134,35 +134,26 @@ class FederatedLearningService final : public ServiceBase {
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) override {
-    CallGuard guard(&active_calls_);
-    return Finish(context, [&]() -> grpc::Status {
-      Result<v1::JoinRequest> request = ParseRaw<v1::JoinRequest>(*raw, "JoinRequest");
-      if (!request.ok()) return ToGrpcStatus(request.status());
-      Result<JoinReply> reply =
-          coordinator_->Join(request->enrollment_token(), request->client_name());
-      if (!reply.ok()) return ToGrpcStatus(reply.status());
-      v1::JoinResponse response;
-      response.set_client_id(reply->client_id);
-      response.set_session_token(reply->session_token);
-      *out = SerializeRaw(response);
-      return grpc::Status::OK;
-    });
+    return ServeRaw<v1::JoinRequest>(
+        context, raw, out, "JoinRequest", /*authenticate=*/false,
+        [&](const v1::JoinRequest& request, const Session&) -> Result<v1::JoinResponse> {
+          FL_ASSIGN_OR_RETURN(JoinReply reply, coordinator_->Join(request.enrollment_token(),
+                                                                  request.client_name()));
+          v1::JoinResponse response;
+          response.set_client_id(reply.client_id);
+          response.set_session_token(reply.session_token);
+          return response;
+        });
   }
 
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                       const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) override {
-    CallGuard guard(&active_calls_);
-    return Finish(context, [&]() -> grpc::Status {
-      Result<v1::HeartbeatRequest> request =
-          ParseRaw<v1::HeartbeatRequest>(*raw, "HeartbeatRequest");
-      if (!request.ok()) return ToGrpcStatus(request.status());
-      Result<Session> session = Authenticate(*context);
-      if (!session.ok()) return ToGrpcStatus(session.status());
-      Status beat = coordinator_->Heartbeat(*session);
-      if (!beat.ok()) return ToGrpcStatus(beat);
-      *out = SerializeRaw(v1::HeartbeatResponse());
-      return grpc::Status::OK;
-    });
+    return ServeRaw<v1::HeartbeatRequest>(
+        context, raw, out, "HeartbeatRequest", /*authenticate=*/true,
+        [&](const v1::HeartbeatRequest&, const Session& session) -> Result<v1::HeartbeatResponse> {
+          FL_RETURN_IF_ERROR(coordinator_->Heartbeat(session));
+          return v1::HeartbeatResponse();
+        });
   }
 
   grpc::Status PullTask(grpc::ServerContext* context, const v1::PullTaskRequest* request,
@@ -319,18 +310,13 @@ class FederatedLearningService final : public ServiceBase {
 
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) override {
-    CallGuard guard(&active_calls_);
-    return Finish(context, [&]() -> grpc::Status {
-      Result<v1::GetStatusRequest> request =
-          ParseRaw<v1::GetStatusRequest>(*raw, "GetStatusRequest");
-      if (!request.ok()) return ToGrpcStatus(request.status());
-      Result<Session> session = Authenticate(*context);
-      if (!session.ok()) return ToGrpcStatus(session.status());
-      v1::GetStatusResponse response;
-      ToProto(coordinator_->GetStatus(), &response);
-      *out = SerializeRaw(response);
-      return grpc::Status::OK;
-    });
+    return ServeRaw<v1::GetStatusRequest>(
+        context, raw, out, "GetStatusRequest", /*authenticate=*/true,
+        [&](const v1::GetStatusRequest&, const Session&) -> Result<v1::GetStatusResponse> {
+          v1::GetStatusResponse response;
+          ToProto(coordinator_->GetStatus(), &response);
+          return response;
+        });
   }
 
  private:
@@ -444,11 +430,29 @@ class FederatedLearningService final : public ServiceBase {
     return Reject(session, round, otherwise);
   }
 
-  // Completes a raw callback call with the status `body` returns.
-  template <typename Body>
-  static grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, Body&& body) {
+  // Runs a raw callback call to completion: parses `raw` as a Request (INVALID_ARGUMENT
+  // if malformed), checks the session token if `authenticate`, and answers with what
+  // `body(request, session)` returns, a Result of the response message.
+  template <typename Request, typename Body>
+  grpc::ServerUnaryReactor* ServeRaw(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* raw, grpc::ByteBuffer* out,
+                                     const char* what, bool authenticate, Body&& body) {
+    CallGuard guard(&active_calls_);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(body());
+    reactor->Finish([&]() -> grpc::Status {
+      Result<Request> request = ParseRaw<Request>(*raw, what);
+      if (!request.ok()) return ToGrpcStatus(request.status());
+      Session session;
+      if (authenticate) {
+        Result<Session> checked = Authenticate(*context);
+        if (!checked.ok()) return ToGrpcStatus(checked.status());
+        session = *checked;
+      }
+      auto response = body(*request, session);
+      if (!response.ok()) return ToGrpcStatus(response.status());
+      *out = SerializeRaw(*response);
+      return grpc::Status::OK;
+    }());
     return reactor;
   }
 

@@ -89,15 +89,24 @@ class RawUpload {
   std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer_;
 };
 
-inline std::string JoinRaw(v1::FederatedLearning::Stub* stub, const std::string& name) {
+// Joins `name` with kEnrollment through the raw stub; the session token goes to `token`.
+inline grpc::Status JoinWithStub(v1::FederatedLearning::Stub* stub, const std::string& name,
+                                 std::string* token = nullptr) {
   grpc::ClientContext context;
   v1::JoinRequest request;
   request.set_enrollment_token(kEnrollment);
   request.set_client_name(name);
   v1::JoinResponse response;
   grpc::Status status = stub->Join(&context, request, &response);
+  if (token != nullptr) *token = response.session_token();
+  return status;
+}
+
+inline std::string JoinRaw(v1::FederatedLearning::Stub* stub, const std::string& name) {
+  std::string token;
+  grpc::Status status = JoinWithStub(stub, name, &token);
   EXPECT_TRUE(status.ok()) << status.error_message();
-  return response.session_token();
+  return token;
 }
 
 class GrpcFixture : public ::testing::Test {

@@ -51,17 +51,18 @@ class GrpcLimitsTest : public GrpcFixture {
     return true;
   }
 
-  grpc::Status JoinStatus(v1::FederatedLearning::Stub* stub, const std::string& name,
-                          std::string* token = nullptr) {
-    grpc::ClientContext context;
-    v1::JoinRequest request;
-    request.set_enrollment_token(kEnrollment);
-    request.set_client_name(name);
-    v1::JoinResponse response;
-    grpc::Status status = stub->Join(&context, request, &response);
-    if (token != nullptr) *token = response.session_token();
-    return status;
+  // Starts the server and takes client-a (through GrpcLink) into round 1: link_, task_,
+  // model_ and a good update for it, good_.
+  void StartWithClientInRound1(const CoordinatorOptions& o, const GrpcServerOptions& s) {
+    Start(o, s);
+    link_ = Joined("client-a");
+    task_ = TrainTask(*link_);
+    Result<ModelSnapshot> model = link_->FetchModel(task_.model_version);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    model_ = model->params;
+    good_ = GoodUpdate(task_, *model_);
   }
+  void FinishRound() { FinishWithGoodUpdate(*link_, task_, *model_); }
 
   grpc::Status StatusWith(v1::FederatedLearning::Stub* stub, const std::string& token) {
     grpc::ClientContext context;
@@ -96,6 +97,10 @@ class GrpcLimitsTest : public GrpcFixture {
   }
 
   FakeClockEnv clock_;
+  std::unique_ptr<GrpcLink> link_;
+  Task task_;
+  std::shared_ptr<const ParamSet> model_;
+  Payload good_;
 };
 
 // Finding: one enrollment token joined 2,000 fresh names.
@@ -105,12 +110,12 @@ TEST_F(GrpcLimitsTest, EnrollmentCapRefusesNewNamesButNotKnownOnes) {
   Start(o, ServerOptions(o));
   auto stub = RawStub();
   for (const char* name : {"c-1", "c-2", "c-3"}) {
-    ASSERT_TRUE(JoinStatus(stub.get(), name).ok()) << name;
+    ASSERT_TRUE(JoinWithStub(stub.get(), name).ok()) << name;
   }
-  grpc::Status full = JoinStatus(stub.get(), "c-4");
+  grpc::Status full = JoinWithStub(stub.get(), "c-4");
   EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
   EXPECT_THAT(full.error_message(), HasSubstr("3 clients"));
-  EXPECT_TRUE(JoinStatus(stub.get(), "c-2").ok()) << "a known name re-joins";
+  EXPECT_TRUE(JoinWithStub(stub.get(), "c-2").ok()) << "a known name re-joins";
   EXPECT_EQ(coordinator_->GetRefusals().joins_over_max_clients, 1u);
   EXPECT_EQ(coordinator_->GetStatus().clients_known, 3u);
 }
@@ -122,16 +127,16 @@ TEST_F(GrpcLimitsTest, JoinRateLimitIsUnavailableWithRetryHintUntilTheClockRefil
   o.join_burst = 2;
   Start(o, ServerOptions(o));
   auto stub = RawStub();
-  EXPECT_TRUE(JoinStatus(stub.get(), "a").ok());
-  EXPECT_TRUE(JoinStatus(stub.get(), "b").ok());
-  grpc::Status limited = JoinStatus(stub.get(), "c");
+  EXPECT_TRUE(JoinWithStub(stub.get(), "a").ok());
+  EXPECT_TRUE(JoinWithStub(stub.get(), "b").ok());
+  grpc::Status limited = JoinWithStub(stub.get(), "c");
   EXPECT_EQ(limited.error_code(), grpc::StatusCode::UNAVAILABLE) << limited.error_message();
   EXPECT_THAT(limited.error_message(), HasSubstr("retry after 2000 ms"));
   // Re-joins of known names spend the bucket too (each one mints a session).
-  EXPECT_EQ(JoinStatus(stub.get(), "a").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(JoinWithStub(stub.get(), "a").error_code(), grpc::StatusCode::UNAVAILABLE);
   clock_.Advance(milliseconds(2000));
-  EXPECT_TRUE(JoinStatus(stub.get(), "c").ok());
-  EXPECT_EQ(JoinStatus(stub.get(), "d").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(JoinWithStub(stub.get(), "c").ok());
+  EXPECT_EQ(JoinWithStub(stub.get(), "d").error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(coordinator_->GetRefusals().joins_rate_limited, 3u);
 }
 
@@ -141,10 +146,10 @@ TEST_F(GrpcLimitsTest, RejoinRevokesTheNamesEarlierSessions) {
   Start(o, ServerOptions(o));
   auto stub = RawStub();
   std::string first, second, other;
-  ASSERT_TRUE(JoinStatus(stub.get(), "dev", &first).ok());
-  ASSERT_TRUE(JoinStatus(stub.get(), "peer", &other).ok());
+  ASSERT_TRUE(JoinWithStub(stub.get(), "dev", &first).ok());
+  ASSERT_TRUE(JoinWithStub(stub.get(), "peer", &other).ok());
   ASSERT_TRUE(StatusWith(stub.get(), first).ok());
-  ASSERT_TRUE(JoinStatus(stub.get(), "dev", &second).ok());
+  ASSERT_TRUE(JoinWithStub(stub.get(), "dev", &second).ok());
   grpc::Status revoked = StatusWith(stub.get(), first);
   EXPECT_EQ(revoked.error_code(), grpc::StatusCode::UNAUTHENTICATED) << revoked.error_message();
   EXPECT_TRUE(StatusWith(stub.get(), second).ok());
@@ -166,7 +171,7 @@ TEST_F(GrpcLimitsTest, SessionsExpireAfterTheirTtlAndTheLinkRejoins) {
   Start(o, ServerOptions(o));
   auto stub = RawStub();
   std::string token;
-  ASSERT_TRUE(JoinStatus(stub.get(), "raw", &token).ok());
+  ASSERT_TRUE(JoinWithStub(stub.get(), "raw", &token).ok());
   std::unique_ptr<GrpcLink> link = Joined("linked");
   clock_.Advance(milliseconds(59000));
   EXPECT_TRUE(StatusWith(stub.get(), token).ok());
@@ -182,18 +187,13 @@ TEST_F(GrpcLimitsTest, SessionsExpireAfterTheirTtlAndTheLinkRejoins) {
 // Finding: an upload that sent a header and then nothing held its thread forever.
 TEST_F(GrpcLimitsTest, StalledUploadIsCancelledAndRecordedAsDeadlineExceeded) {
   CoordinatorOptions o = LimitedOptions();
-  Start(o, ServerOptions(o));
-  std::unique_ptr<GrpcLink> link = Joined("client-a");
-  Task task = TrainTask(*link);
-  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  Payload good = GoodUpdate(task, *model->params);
+  ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1(o, ServerOptions(o)));
 
   auto stub = RawStub();
   const std::string session = JoinRaw(stub.get(), "client-a");
   RawUpload stalled(stub.get(), session, std::chrono::seconds(600));
-  ASSERT_TRUE(stalled.Header(good.meta, good.bytes.size()));
-  ASSERT_TRUE(stalled.Data(std::string_view(good.bytes).substr(0, 100)));
+  ASSERT_TRUE(stalled.Header(good_.meta, good_.bytes.size()));
+  ASSERT_TRUE(stalled.Data(std::string_view(good_.bytes).substr(0, 100)));
   // The server has the stream and its first 100 bytes; nothing was reserved beyond them.
   ASSERT_TRUE(Eventually([&] { return server_->Stats().inflight_upload_bytes == 100; }));
   EXPECT_EQ(server_->Stats().open_streams, 1u);
@@ -205,7 +205,7 @@ TEST_F(GrpcLimitsTest, StalledUploadIsCancelledAndRecordedAsDeadlineExceeded) {
   EXPECT_EQ(server_->Stats().idle_streams_cancelled, 1u);
   EXPECT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
   EXPECT_EQ(server_->Stats().inflight_upload_bytes, 0u);
-  EXPECT_EQ(Rows(task.round, StatusCode::kDeadlineExceeded), 1u);
+  EXPECT_EQ(Rows(task_.round, StatusCode::kDeadlineExceeded), 1u);
 
   // A stream that never sends its header stalls the same way (ledger round 0).
   RawUpload silent(stub.get(), JoinRaw(stub.get(), "client-a"), std::chrono::seconds(600));
@@ -214,7 +214,7 @@ TEST_F(GrpcLimitsTest, StalledUploadIsCancelledAndRecordedAsDeadlineExceeded) {
   EXPECT_FALSE(silent.Await().ok());
   EXPECT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
   EXPECT_EQ(Rows(0, StatusCode::kDeadlineExceeded), 1u);
-  FinishWithGoodUpdate(*link, task, *model->params);
+  FinishRound();
 }
 
 // Finding: 4 stalled uploads took the server from 47 MB to 401 MB (declared sizes were
@@ -224,39 +224,34 @@ TEST_F(GrpcLimitsTest, UploadsBeyondTheInflightBudgetAreResourceExhausted) {
   o.num_rounds = 1;
   GrpcServerOptions s = ServerOptions(o);
   s.max_inflight_upload_bytes = o.max_update_bytes;  // room for exactly one update
-  Start(o, s);
-  std::unique_ptr<GrpcLink> link = Joined("client-a");
-  Task task = TrainTask(*link);
-  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  Payload good = GoodUpdate(task, *model->params);
+  ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1(o, s));
 
   auto stub = RawStub();
   const std::string session = JoinRaw(stub.get(), "client-a");
   // A header declaring the full size holds nothing by itself.
   RawUpload declared_only(stub.get(), session, std::chrono::seconds(600));
-  ASSERT_TRUE(declared_only.Header(good.meta, good.bytes.size()));
+  ASSERT_TRUE(declared_only.Header(good_.meta, good_.bytes.size()));
   RawUpload holder(stub.get(), session, std::chrono::seconds(600));
-  ASSERT_TRUE(holder.Header(good.meta, good.bytes.size()));
-  ASSERT_TRUE(holder.Data(std::string_view(good.bytes).substr(0, 3000)));
+  ASSERT_TRUE(holder.Header(good_.meta, good_.bytes.size()));
+  ASSERT_TRUE(holder.Data(std::string_view(good_.bytes).substr(0, 3000)));
   ASSERT_TRUE(Eventually([&] {
     return server_->Stats().inflight_upload_bytes == 3000 && server_->Stats().open_streams == 2;
   }));
   RawUpload over(stub.get(), session);
-  over.Header(good.meta, good.bytes.size());
-  over.Data(std::string_view(good.bytes).substr(0, 2000));
+  over.Header(good_.meta, good_.bytes.size());
+  over.Data(std::string_view(good_.bytes).substr(0, 2000));
   grpc::Status status = over.Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("budget"));
-  EXPECT_EQ(Rows(task.round, StatusCode::kResourceExhausted), 1u);
+  EXPECT_EQ(Rows(task_.round, StatusCode::kResourceExhausted), 1u);
   EXPECT_EQ(server_->Stats().inflight_upload_bytes, 3000u);
   // Once the holder goes away, its bytes are free again and the honest update fits.
   holder.Cancel();
   declared_only.Cancel();
   ASSERT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
   EXPECT_EQ(server_->Stats().inflight_upload_bytes, 0u);
-  EXPECT_EQ(Rows(task.round, StatusCode::kCancelled), 2u) << "client cancels are recorded too";
-  FinishWithGoodUpdate(*link, task, *model->params);
+  EXPECT_EQ(Rows(task_.round, StatusCode::kCancelled), 2u) << "client cancels are recorded too";
+  FinishRound();
 }
 
 // One client cannot hold more than max_calls_per_client of the server's threads.
@@ -292,25 +287,21 @@ TEST_F(GrpcLimitsTest, CallsPerClientAreCapped) {
 TEST_F(GrpcLimitsTest, RejectedRowsPerClientAndRoundAreCapped) {
   CoordinatorOptions o = LimitedOptions();
   o.max_rejected_rows_per_client = 3;
-  Start(o, ServerOptions(o));
-  std::unique_ptr<GrpcLink> link = Joined("client-a");
-  Task task = TrainTask(*link);
-  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  Payload bad = GoodUpdate(task, *model->params);
+  ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1(o, ServerOptions(o)));
+  Payload bad = good_;
   bad.meta.base_version = 7;
   for (int i = 0; i < 8; ++i) {
-    Result<PushAck> refused = link->PushUpdate(bad);
+    Result<PushAck> refused = link_->PushUpdate(bad);
     ASSERT_FALSE(refused.ok());
     EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
   }
-  EXPECT_EQ(Rows(task.round, StatusCode::kFailedPrecondition), 3u);
+  EXPECT_EQ(Rows(task_.round, StatusCode::kFailedPrecondition), 3u);
   EXPECT_EQ(coordinator_->GetRefusals().rejected_rows_suppressed, 5u);
-  FinishWithGoodUpdate(*link, task, *model->params);
+  FinishRound();
   // The next round starts a fresh allowance.
-  Task next = TrainTask(*link);
+  Task next = TrainTask(*link_);
   bad.meta.round = next.round;
-  EXPECT_FALSE(link->PushUpdate(bad).ok());
+  EXPECT_FALSE(link_->PushUpdate(bad).ok());
   EXPECT_EQ(Rows(next.round, StatusCode::kFailedPrecondition), 1u);
 }
 
@@ -319,12 +310,7 @@ TEST_F(GrpcLimitsTest, RejectedRowsPerClientAndRoundAreCapped) {
 TEST_F(GrpcLimitsTest, EveryRefusedStreamGetsALedgerRowWithItsStatus) {
   CoordinatorOptions o = LimitedOptions();
   o.max_rejected_rows_per_client = 100;
-  Start(o, ServerOptions(o));
-  std::unique_ptr<GrpcLink> link = Joined("client-a");
-  Task task = TrainTask(*link);
-  Result<ModelSnapshot> model = link->FetchModel(task.model_version);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  Payload good = GoodUpdate(task, *model->params);
+  ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1(o, ServerOptions(o)));
   auto stub = RawStub();
   const std::string session = JoinRaw(stub.get(), "client-a");
 
@@ -348,29 +334,29 @@ TEST_F(GrpcLimitsTest, EveryRefusedStreamGetsALedgerRowWithItsStatus) {
        [&] {
          RawUpload u(stub.get(), session);
          v1::UpdateChunk chunk;
-         ToProto(good.meta, good.bytes.size(), chunk.mutable_header());
+         ToProto(good_.meta, good_.bytes.size(), chunk.mutable_header());
          chunk.mutable_header()->set_encoding(static_cast<v1::Encoding>(999));
          u.Write(chunk);
-         u.Data(good.bytes);
+         u.Data(good_.bytes);
          return u.Finish();
        },
-       grpc::StatusCode::INVALID_ARGUMENT, task.round},
+       grpc::StatusCode::INVALID_ARGUMENT, task_.round},
       {"over-size message",
        [&] {
          RawUpload u(stub.get(), session);
-         u.Header(good.meta, good.bytes.size());
+         u.Header(good_.meta, good_.bytes.size());
          u.Data(std::string(kMaxChunkBytes + 1, 'x'));
          return u.Finish();
        },
-       grpc::StatusCode::RESOURCE_EXHAUSTED, task.round},
+       grpc::StatusCode::RESOURCE_EXHAUSTED, task_.round},
       {"truncated",
        [&] {
          RawUpload u(stub.get(), session);
-         u.Header(good.meta, good.bytes.size());
-         u.Data(std::string_view(good.bytes).substr(0, 10));
+         u.Header(good_.meta, good_.bytes.size());
+         u.Data(std::string_view(good_.bytes).substr(0, 10));
          return u.Finish();
        },
-       grpc::StatusCode::DATA_LOSS, task.round},
+       grpc::StatusCode::DATA_LOSS, task_.round},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
@@ -380,7 +366,7 @@ TEST_F(GrpcLimitsTest, EveryRefusedStreamGetsALedgerRowWithItsStatus) {
     EXPECT_THAT(status.error_message(), Not(IsEmpty()));
     EXPECT_EQ(Rows(c.ledger_round, static_cast<StatusCode>(c.code)), before + 1);
   }
-  FinishWithGoodUpdate(*link, task, *model->params);
+  FinishRound();
 }
 
 // Finding: malformed protobuf got INTERNAL with an empty message, and a client name with
@@ -407,12 +393,12 @@ TEST_F(GrpcLimitsTest, MalformedRequestsAndBadNamesAreInvalidArgumentWithAMessag
   auto stub = RawStub();
   for (const std::string& name : {std::string("has space"), std::string("semi;colon"),
                                   std::string(129, 'a'), std::string("\xc3\xa9t\xc3\xa9")}) {
-    grpc::Status status = JoinStatus(stub.get(), name);
+    grpc::Status status = JoinWithStub(stub.get(), name);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
     EXPECT_THAT(status.error_message(), Not(IsEmpty()));
   }
-  EXPECT_TRUE(JoinStatus(stub.get(), std::string(128, 'a')).ok());
-  EXPECT_TRUE(JoinStatus(stub.get(), "Dev_1.edge-7").ok());
+  EXPECT_TRUE(JoinWithStub(stub.get(), std::string(128, 'a')).ok());
+  EXPECT_TRUE(JoinWithStub(stub.get(), "Dev_1.edge-7").ok());
 }
 
 }  // namespace
