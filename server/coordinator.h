@@ -56,7 +56,10 @@ struct CoordinatorOptions {
   // What a client's claims may weigh (server/update_policy.h): the weight an update is
   // folded with (weight_policy, capped at max_weight; over the cap: clip, counted as
   // robust.clipped_weight, or refuse with InvalidArgument). The ledger records the
-  // weight used. Applied to every update whatever the algorithm.
+  // weight used. Applied to every update whatever the algorithm. With a capped weight and
+  // finite values the fold cannot overflow (update_policy.h); if a round's server step
+  // is still not finite, the round is re-folded from the spool (durable only) without its
+  // largest contributions (ledger rows "dropped at round close", robust.dropped_updates).
   UpdatePolicy update_policy;
   // L2 norm bound on dense updates: an update whose delta norm exceeds the round's bound
   // is scaled down to it before it is folded (robust.clipped_norm). The bound is
