@@ -91,6 +91,11 @@ TEST(CoordinatorConfigTest, OutOfRangeValuesNameTheirKey) {
       {"coordinator.max_update_mb=0", "coordinator.max_update_mb"},
       {"coordinator.keep_models=-2", "coordinator.keep_models"},
       {"coordinator.max_replay_rounds=-1", "coordinator.max_replay_rounds"},
+      {"coordinator.max_clients=-1", "coordinator.max_clients"},
+      {"coordinator.joins_per_second=-1", "coordinator.joins_per_second"},
+      {"coordinator.join_burst=0", "coordinator.join_burst"},
+      {"coordinator.session_ttl_s=0", "coordinator.session_ttl_s"},
+      {"coordinator.max_rejected_rows_per_client=-1", "coordinator.max_rejected_rows_per_client"},
   };
   for (const auto& [assignment, key] : cases) {
     Result<CoordinatorOptions> o = CoordinatorOptionsFromConfig(Build({assignment}));

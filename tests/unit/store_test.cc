@@ -206,6 +206,28 @@ TEST_F(StoreTest, SessionsMapTokenHashToClient) {
   EXPECT_EQ(store_->LookupSession(hash).value().value_or(0), a->id);
 }
 
+TEST_F(StoreTest, SessionsKeepTheirCreationTimeAndAreRevokedPerClient) {
+  Open();
+  Result<ClientRecord> a = store_->UpsertClient("alice", 1);
+  Result<ClientRecord> b = store_->UpsertClient("bob", 1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_OK(store_->SaveSession(std::string(64, '1'), a->id, 10));
+  ASSERT_OK(store_->SaveSession(std::string(64, '2'), a->id, 20));
+  ASSERT_OK(store_->SaveSession(std::string(64, '3'), b->id, 30));
+  Result<std::optional<SessionRecord>> s = store_->GetSession(std::string(64, '2'));
+  ASSERT_TRUE(s.ok() && s->has_value());
+  EXPECT_EQ((*s)->client_id, a->id);
+  EXPECT_EQ((*s)->created_at, 20);
+  EXPECT_EQ(store_->RevokeSessions(a->id).value(), 2u);
+  EXPECT_FALSE(store_->GetSession(std::string(64, '1')).value().has_value());
+  EXPECT_FALSE(store_->GetSession(std::string(64, '2')).value().has_value());
+  EXPECT_TRUE(store_->GetSession(std::string(64, '3')).value().has_value());
+  EXPECT_EQ(store_->RevokeSessions(a->id).value(), 0u);
+  ASSERT_OK(store_->DeleteSession(std::string(64, '3')));
+  ASSERT_OK(store_->DeleteSession(std::string(64, '3')));  // already gone: still OK
+  EXPECT_FALSE(store_->GetSession(std::string(64, '3')).value().has_value());
+}
+
 TEST_F(StoreTest, RoundsInsertDuplicateAndOpenLookup) {
   Open();
   EXPECT_FALSE(store_->GetOpenRound().value().has_value());
