@@ -209,7 +209,14 @@ class CoordinatorPolicyTest : public ::testing::Test {
   }
 
   void Start(const CoordinatorOptions& o, const std::vector<std::string>& strategy = {}) {
-    auto c = Coordinator::Create(o, MakeStrategy(strategy), Initial());
+    Start(o, MakeStrategy(strategy));
+  }
+
+  // (Re)starts the coordinator on the state directory and joins client-0 .. client-2.
+  void Start(const CoordinatorOptions& o, std::unique_ptr<Strategy> strategy) {
+    links_.clear();
+    coordinator_.reset();
+    auto c = Coordinator::Create(o, std::move(strategy), Initial());
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     coordinator_ = std::move(c).value();
     coordinator_->SetRoundCallback([this](const RoundSummary& s, const ModelSnapshot&) {
@@ -382,19 +389,7 @@ TEST_F(CoordinatorPolicyTest, AdaptiveNormBoundSurvivesARestart) {
   const ModelSnapshot round1 = coordinator_->CurrentModel();
   ASSERT_TRUE(Push(2, {1000.0f}, 1).ok());  // clipped to the median bound 6 (values 2)
 
-  links_.clear();
-  coordinator_.reset();
-  auto c = Coordinator::Create(o, MakeStrategy({}), Initial());
-  ASSERT_TRUE(c.ok()) << c.status().ToString();
-  coordinator_ = std::move(c).value();
-  coordinator_->SetRoundCallback([this](const RoundSummary& s, const ModelSnapshot&) {
-    std::lock_guard<std::mutex> lock(mu_);
-    summaries_.push_back(s);
-  });
-  for (int i = 0; i < 3; ++i) {
-    links_.push_back(std::make_unique<InProcessLink>(coordinator_.get()));
-    ASSERT_TRUE(links_.back()->Join("", "client-" + std::to_string(i)).ok());
-  }
+  Start(o);  // a restart on the same state directory
   ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
   ASSERT_TRUE(Push(1, {1.0f}, 1).ok());
   EXPECT_EQ(LastSummary().round, 2u);
@@ -492,21 +487,15 @@ class RecordingStrategy : public Strategy {
 
 TEST_F(CoordinatorPolicyTest, PolicyReachesCustomAlgorithmsWithTheirOwnEncoding) {
   for (WeightPolicy policy : {WeightPolicy::kExamples, WeightPolicy::kUniform}) {
-    coordinator_.reset();
     links_.clear();
+    coordinator_.reset();
     std::filesystem::remove_all(dir_);
     std::vector<double> weights;
     CoordinatorOptions o = Options(1);
     o.update_policy.weight_policy = policy;
     o.update_policy.max_weight = 50;
     o.norm_bound = 1;  // not applied: the encoding is not dense
-    auto c = Coordinator::Create(o, std::make_unique<RecordingStrategy>(&weights), Initial());
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    coordinator_ = std::move(c).value();
-    for (int i = 0; i < 3; ++i) {
-      links_.push_back(std::make_unique<InProcessLink>(coordinator_.get()));
-      ASSERT_TRUE(links_.back()->Join("", "client-" + std::to_string(i)).ok());
-    }
+    Start(o, std::make_unique<RecordingStrategy>(&weights));
     const std::vector<double> claims = {5, 50, 1e12};
     for (int i = 0; i < 3; ++i) {
       Result<Task> task = links_[i]->PullTask(std::chrono::milliseconds(0));
