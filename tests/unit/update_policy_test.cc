@@ -352,53 +352,39 @@ TEST_F(CoordinatorPolicyTest, FixedNormBoundScalesLargeUpdatesDown) {
   EXPECT_EQ(s.strategy_stats.at("robust.norm_bound"), 3.0);
 }
 
-TEST_F(CoordinatorPolicyTest, AdaptiveNormBoundIsAQuantileOfEarlierRounds) {
-  CoordinatorOptions o = Options(2);
-  o.norm_bound_quantile = 0.5;
-  o.norm_bound_warmup = 3;
-  Start(o);
-  // Round 1: warm-up, no bound; norms 3, 6, 9.
-  ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
-  ASSERT_TRUE(Push(1, {2.0f}, 1).ok());
-  ASSERT_TRUE(Push(2, {3.0f}, 1).ok());
-  EXPECT_EQ(LastSummary().strategy_stats.at("robust.norm_bound"), 0);
-  EXPECT_EQ(LastSummary().strategy_stats.at("robust.clipped_norm"), 0);
-  const ModelSnapshot round1 = coordinator_->CurrentModel();
-  // Round 2: the median of {3, 6, 9} = 6 bounds the updates.
-  ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
-  ASSERT_TRUE(Push(1, {1.0f}, 1).ok());
-  ASSERT_TRUE(Push(2, {1000.0f}, 1).ok());  // norm 3000: scaled to 6 (values 2)
-  EXPECT_EQ(LastSummary().strategy_stats.at("robust.norm_bound"), 6);
-  EXPECT_EQ(LastSummary().strategy_stats.at("robust.clipped_norm"), 1);
-  ModelSnapshot after = coordinator_->CurrentModel();
-  for (size_t i = 0; i < after.params->size(); ++i) {
-    EXPECT_NEAR(after.params->data()[i], round1.params->data()[i] + 4.0f / 3.0f, 1e-5);
-  }
-}
-
-// The adaptive bound of an open round survives a restart: the refolded round uses the bound
-// it was opened with, and the model is the one without the restart.
-TEST_F(CoordinatorPolicyTest, AdaptiveNormBoundSurvivesARestart) {
-  CoordinatorOptions o = Options(2);
-  o.norm_bound_quantile = 0.5;
-  o.norm_bound_warmup = 3;
-  Start(o);
-  ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
-  ASSERT_TRUE(Push(1, {2.0f}, 1).ok());
-  ASSERT_TRUE(Push(2, {3.0f}, 1).ok());
-  const ModelSnapshot round1 = coordinator_->CurrentModel();
-  ASSERT_TRUE(Push(2, {1000.0f}, 1).ok());  // clipped to the median bound 6 (values 2)
-
-  Start(o);  // a restart on the same state directory
-  ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
-  ASSERT_TRUE(Push(1, {1.0f}, 1).ok());
-  EXPECT_EQ(LastSummary().round, 2u);
-  EXPECT_EQ(LastSummary().strategy_stats.at("robust.norm_bound"), 6);
-  EXPECT_EQ(LastSummary().strategy_stats.at("robust.clipped_norm"), 1);
-  ModelSnapshot after = coordinator_->CurrentModel();
-  ASSERT_EQ(after.version, 2u);
-  for (size_t i = 0; i < after.params->size(); ++i) {
-    EXPECT_NEAR(after.params->data()[i], round1.params->data()[i] + 4.0f / 3.0f, 1e-5);
+// Round 1 warms the adaptive bound up; round 2 is bounded by the median of round 1's norms.
+// With a restart in the middle of round 2, the refolded round uses the bound it was
+// opened with (stored with the run), and the model is the one without the restart.
+TEST_F(CoordinatorPolicyTest, AdaptiveNormBoundIsAQuantileOfEarlierRoundsAndSurvivesARestart) {
+  for (bool restart : {false, true}) {
+    SCOPED_TRACE(restart ? "with a restart" : "without a restart");
+    links_.clear();
+    coordinator_.reset();
+    std::filesystem::remove_all(dir_);
+    CoordinatorOptions o = Options(2);
+    o.norm_bound_quantile = 0.5;
+    o.norm_bound_warmup = 3;
+    Start(o);
+    // Round 1: warm-up, no bound; norms 3, 6, 9.
+    ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
+    ASSERT_TRUE(Push(1, {2.0f}, 1).ok());
+    ASSERT_TRUE(Push(2, {3.0f}, 1).ok());
+    EXPECT_EQ(LastSummary().strategy_stats.at("robust.norm_bound"), 0);
+    EXPECT_EQ(LastSummary().strategy_stats.at("robust.clipped_norm"), 0);
+    const ModelSnapshot round1 = coordinator_->CurrentModel();
+    // Round 2: the median of {3, 6, 9} = 6 bounds the updates.
+    ASSERT_TRUE(Push(2, {1000.0f}, 1).ok());  // norm 3000: scaled to 6 (values 2)
+    if (restart) Start(o);                    // on the same state directory
+    ASSERT_TRUE(Push(0, {1.0f}, 1).ok());
+    ASSERT_TRUE(Push(1, {1.0f}, 1).ok());
+    EXPECT_EQ(LastSummary().round, 2u);
+    EXPECT_EQ(LastSummary().strategy_stats.at("robust.norm_bound"), 6);
+    EXPECT_EQ(LastSummary().strategy_stats.at("robust.clipped_norm"), 1);
+    ModelSnapshot after = coordinator_->CurrentModel();
+    ASSERT_EQ(after.version, 2u);
+    for (size_t i = 0; i < after.params->size(); ++i) {
+      EXPECT_NEAR(after.params->data()[i], round1.params->data()[i] + 4.0f / 3.0f, 1e-5);
+    }
   }
 }
 
