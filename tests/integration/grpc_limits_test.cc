@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "grpc_fixture.h"
+#include "server/running_server.h"
 
 namespace fl::internal {
 namespace {
@@ -399,6 +400,41 @@ TEST_F(GrpcLimitsTest, MalformedRequestsAndBadNamesAreInvalidArgumentWithAMessag
   }
   EXPECT_TRUE(JoinWithStub(stub.get(), std::string(128, 'a')).ok());
   EXPECT_TRUE(JoinWithStub(stub.get(), "Dev_1.edge-7").ok());
+}
+
+TEST(GrpcLimitsConfigTest, ServerKeysHaveDefaultsAndRefuseBadValues) {
+  auto options = [](std::vector<std::string> overrides) -> Result<GrpcServerOptions> {
+    overrides.push_back("server.insecure=true");
+    FL_ASSIGN_OR_RETURN(Config config, Config::Build(ServerConfigDefaults(), "", overrides));
+    FL_ASSIGN_OR_RETURN(CoordinatorOptions coordinator, CoordinatorOptionsFromConfig(config));
+    return GrpcServerOptionsFromConfig(config, coordinator);
+  };
+  Result<GrpcServerOptions> d = options({});
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const GrpcServerOptions defaults;
+  EXPECT_EQ(d->stream_idle_timeout, defaults.stream_idle_timeout);
+  EXPECT_EQ(d->max_inflight_upload_bytes, defaults.max_inflight_upload_bytes);
+  EXPECT_EQ(d->max_threads, defaults.max_threads);
+  EXPECT_EQ(d->max_calls_per_client, defaults.max_calls_per_client);
+  Result<GrpcServerOptions> set = options({"server.stream_idle_timeout_s=2.5",
+                                           "server.max_inflight_upload_mb=4096",
+                                           "server.max_threads=0", "server.max_calls_per_client=2"});
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->stream_idle_timeout, milliseconds(2500));
+  EXPECT_EQ(set->max_inflight_upload_bytes, 4096ull << 20);
+  EXPECT_EQ(set->max_threads, 0);
+  EXPECT_EQ(set->max_calls_per_client, 2);
+  for (const char* bad : {"server.stream_idle_timeout_s=0", "server.max_threads=-1",
+                          "server.max_calls_per_client=-1", "server.max_inflight_upload_mb=0"}) {
+    Result<GrpcServerOptions> o = options({bad});
+    EXPECT_EQ(o.status().code(), StatusCode::kInvalidArgument) << bad;
+    const std::string key = std::string(bad).substr(0, std::string(bad).find('='));
+    EXPECT_THAT(o.status().message(), HasSubstr(key)) << bad;
+  }
+  // The budget must hold at least one whole update.
+  Result<GrpcServerOptions> small =
+      options({"coordinator.max_update_mb=64", "server.max_inflight_upload_mb=32"});
+  EXPECT_EQ(small.status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
