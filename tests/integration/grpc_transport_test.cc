@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <future>
@@ -461,7 +462,9 @@ class CorruptingService final : public v1::FederatedLearning::Service {
  private:
   const std::string bytes_;
   const uint64_t layout_hash_;
-  Mode mode_ = Mode::kIntact;
+  // Set by the test thread, read by gRPC's handler threads (atomic for TSan, which cannot
+  // see the ordering that the RPC itself provides through uninstrumented gRPC).
+  std::atomic<Mode> mode_{Mode::kIntact};
 };
 
 TEST_F(GrpcTransportTest, LinkRejectsCorruptModelDownloads) {
