@@ -84,9 +84,18 @@ Result<FerretReplay> ParseFerretReplay(std::string_view bytes) {
   if (!std::isfinite(r.clip_norm) || r.clip_norm < 0) {
     return Status::InvalidArgument("ferret replay record: clip must be finite and >= 0");
   }
-  Result<ferret::CoefficientTable> table =
-      ferret::ParseCoefficientTable(bytes.substr(4 + in.pos()));
+  const std::string_view table_bytes = bytes.substr(4 + in.pos());
+  Result<ferret::CoefficientTable> table = ferret::ParseCoefficientTable(table_bytes);
   if (!table.ok()) return table.status().WithContext("ferret replay record");
+  // Records hold float32 tables only (SerializeFerretReplay), so each record has one
+  // encoding. The table parsed, so its u32 format follows its 4-byte magic.
+  uint32_t format = 0;
+  for (int i = 0; i < 4; ++i) format |= uint32_t{static_cast<uint8_t>(table_bytes[4 + i])} << (8 * i);
+  if (format != static_cast<uint32_t>(ferret::CoefficientTableFormat::kFloat32)) {
+    return Status::InvalidArgument(
+        "ferret replay record: its coefficient table must be float32 (format 1), not format " +
+        std::to_string(format));
+  }
   for (const ferret::Coefficient& c : table->entries()) {
     if (!std::isfinite(c.value)) {
       return Status::InvalidArgument("ferret replay record: non-finite coefficient at block " +

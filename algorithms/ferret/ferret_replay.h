@@ -44,7 +44,8 @@ std::string SerializeFerretReplay(const FerretReplay& replay);
 
 // Bounds-checked parse of untrusted bytes. DataLoss if truncated; InvalidArgument for a
 // wrong magic or version, an invalid spec, a non-finite multiplier, a negative or
-// non-finite clip, or a table that does not parse or holds non-finite values.
+// non-finite clip, or a table that does not parse, is not float32 (format 1) or holds
+// non-finite values.
 Result<FerretReplay> ParseFerretReplay(std::string_view bytes);
 
 struct FerretApplyOptions {

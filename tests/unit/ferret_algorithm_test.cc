@@ -252,6 +252,29 @@ TEST(FerretReplayTest, RecordRoundTripsAndIsCheckedBeforeUse) {
   nan_lr.multiplier = std::numeric_limits<double>::quiet_NaN();
   EXPECT_EQ(ParseFerretReplay(SerializeFerretReplay(nan_lr)).status().code(),
             StatusCode::kInvalidArgument);
+  // Replay records hold float32 tables only: a record whose table is in another format
+  // has a second encoding, so it is refused (found by tests/fuzz/ferret_replay_fuzzer,
+  // whose input below carries an empty int8 table).
+  const std::string f32_table = ferret::SerializeCoefficientTable(*table);
+  ASSERT_EQ(bytes.substr(bytes.size() - f32_table.size()), f32_table);
+  const std::string bf16_record =
+      bytes.substr(0, bytes.size() - f32_table.size()) +
+      ferret::SerializeCoefficientTable(*table, ferret::CoefficientTableFormat::kBFloat16);
+  Result<FerretReplay> bf16 = ParseFerretReplay(bf16_record);
+  EXPECT_EQ(bf16.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bf16.status().message().find("must be float32"), std::string::npos)
+      << bf16.status().ToString();
+  const std::string fuzz_input(
+      "\x46\x4c\x46\x52\x01\x00\x00\x00\xdd\x9d\xd8\x15\xa2\x5f\x0e\xa4"
+      "\x02\x00\x00\x00\x0c\x00\x00\x00\x00\x04\x00\x00\x03\x00\x00\x00"
+      "\x02\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x27\x00\x00\x00"
+      "\x00\x00\x00\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x60\x00"
+      "\x00\x00\x00\x00\x00\xc8\x08\x40\x46\x4c\x46\x43\x03\x00\x00\x00"
+      "\x9b\xfc\xff\x63\xe9\x03\x00\x00\x69\x70\x34\x1a\x8b\xf2\x2a\x76"
+      "\x1c\xd1\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00"
+      "\x00\x69\x70\x52",
+      116);
+  EXPECT_EQ(ParseFerretReplay(fuzz_input).status().code(), StatusCode::kInvalidArgument);
   // A record for another model is refused and leaves the model alone.
   ParamSet other = RandomParams(TwoTensors(305, 0), 3);
   const ParamSet before = other;
