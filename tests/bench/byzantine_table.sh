@@ -11,6 +11,7 @@
 #   ATTACKS      byzantine.attack values       ("sign_flip gaussian inflated_weight label_flip constant")
 #   AGGREGATORS  algorithm.aggregator values   ("mean median trimmed_mean multi_krum")
 #   OUT          where the markdown table goes                 (byzantine_table.md)
+#   CLEAN        0 skips the clean row (when it is already measured) (1)
 # Attack strengths: sign_flip scale 4, gaussian sigma 0.1, inflated_weight x100, constant
 # 0.01 per coordinate (the honest round delta of this CNN is ~1e-3 per coordinate).
 # Each robust rule is matched to the fraction p: trimmed_mean trim_beta = p, multi_krum
@@ -85,11 +86,13 @@ done
   echo "$rule"
 } >"$work/table.md"
 
-row="| 0 | none (clean) |"
-for agg in $aggregators; do
-  row+=" $(run "clean-$agg" $(robust_flags "$agg" 0.1) "$@") |"
-done
-echo "$row" >>"$work/table.md"
+if [ "${CLEAN:-1}" != 0 ]; then
+  row="| 0 | none (clean) |"
+  for agg in $aggregators; do
+    row+=" $(run "clean-$agg" $(robust_flags "$agg" 0.1) "$@") |"
+  done
+  echo "$row" >>"$work/table.md"
+fi
 
 for p in $fractions; do
   for attack in $attacks; do
