@@ -74,38 +74,14 @@ Difference Compare(const ParamSet& a, const ParamSet& b) {
   return d;
 }
 
-class FederationE2eTest : public ::testing::Test {
+class FederationE2eTest : public ProcessTest {
  protected:
+  FederationE2eTest() : ProcessTest("fl_e2e") {}
+
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("fl_e2e_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    ProcessTest::SetUp();
     ASSERT_EQ(RunToCompletion("certs", {Binary("server/fl-server"), "certs", "--out", Path("certs")}),
               0);
-  }
-
-  void TearDown() override {
-    for (auto& [name, process] : processes_) {
-      if (HasFailure()) {
-        std::string log = process->Log();
-        if (log.size() > 4000) log = "..." + log.substr(log.size() - 4000);
-        std::printf("---- %s (log tail) ----\n%s\n", name.c_str(), log.c_str());
-      }
-    }
-    processes_.clear();  // kills whatever still runs
-    std::filesystem::remove_all(dir_);
-  }
-
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
-
-  Subprocess* Spawn(const std::string& name, const std::vector<std::string>& argv) {
-    std::unique_ptr<Subprocess> p = Subprocess::Start(argv, Path(name + ".log"));
-    EXPECT_NE(p, nullptr) << "cannot start " << argv[0];
-    Subprocess* raw = p.get();
-    processes_.emplace_back(name, std::move(p));
-    return raw;
   }
 
   // Exit status, or -1 if the process did not finish within `timeout`.
@@ -297,8 +273,6 @@ class FederationE2eTest : public ::testing::Test {
     }
   }
 
-  std::filesystem::path dir_;
-  std::vector<std::pair<std::string, std::unique_ptr<Subprocess>>> processes_;
 };
 
 TEST_F(FederationE2eTest, TlsServerAndThreeClientsCompleteRoundsAndRefuseBadToken) {

@@ -59,37 +59,9 @@ std::optional<GlobalAccuracy> ParseGlobalAccuracy(const std::string& log) {
   return found;
 }
 
-class MixedFederationTest : public ::testing::Test {
+class MixedFederationTest : public ProcessTest {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("fl_mixed_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-  }
-
-  void TearDown() override {
-    for (auto& [name, process] : processes_) {
-      if (HasFailure()) {
-        std::string log = process->Log();
-        if (log.size() > 4000) log = "..." + log.substr(log.size() - 4000);
-        std::printf("---- %s (log tail) ----\n%s\n", name.c_str(), log.c_str());
-      }
-    }
-    processes_.clear();  // kills whatever still runs
-    std::filesystem::remove_all(dir_);
-  }
-
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
-
-  Subprocess* Spawn(const std::string& name, const std::vector<std::string>& argv) {
-    std::unique_ptr<Subprocess> p = Subprocess::Start(argv, Path(name + ".log"));
-    EXPECT_NE(p, nullptr) << "cannot start " << argv[0];
-    Subprocess* raw = p.get();
-    processes_.emplace_back(name, std::move(p));
-    return raw;
-  }
+  MixedFederationTest() : ProcessTest("fl_mixed") {}
 
   // Runs a command to its exit; its exit status, or -1 if it hung.
   int RunToCompletion(const std::string& name, const std::vector<std::string>& argv) {
@@ -101,8 +73,6 @@ class MixedFederationTest : public ::testing::Test {
     return code.value_or(-1);
   }
 
-  std::filesystem::path dir_;
-  std::vector<std::pair<std::string, std::unique_ptr<Subprocess>>> processes_;
 };
 
 TEST_F(MixedFederationTest, CPythonAndCppClientsTrainOneModelOverTls) {

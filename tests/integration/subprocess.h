@@ -12,7 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -20,6 +24,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace fl::internal {
@@ -115,6 +120,52 @@ inline bool WaitUntil(const std::function<bool()>& done, std::chrono::millisecon
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
+
+
+// A test that runs processes: a fresh directory per test (`<prefix>_<pid>_<test name>` in
+// the temporary directory), processes started by name with their output in
+// `<dir>/<name>.log`, killed when the test ends, and the tail of every log printed if the
+// test failed.
+class ProcessTest : public ::testing::Test {
+ protected:
+  explicit ProcessTest(std::string prefix) : prefix_(std::move(prefix)) {}
+
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           (prefix_ + "_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+
+  void TearDown() override {
+    for (auto& [name, process] : processes_) {
+      if (HasFailure()) {
+        std::string log = process->Log();
+        if (log.size() > 4000) log = "..." + log.substr(log.size() - 4000);
+        std::printf("---- %s (log tail) ----\n%s\n", name.c_str(), log.c_str());
+      }
+    }
+    processes_.clear();  // kills whatever still runs
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  Subprocess* Spawn(const std::string& name, const std::vector<std::string>& argv) {
+    std::unique_ptr<Subprocess> p = Subprocess::Start(argv, Path(name + ".log"));
+    EXPECT_NE(p, nullptr) << "cannot start " << argv[0];
+    Subprocess* raw = p.get();
+    processes_.emplace_back(name, std::move(p));
+    return raw;
+  }
+
+  std::filesystem::path dir_;
+
+ private:
+  std::string prefix_;
+  std::vector<std::pair<std::string, std::unique_ptr<Subprocess>>> processes_;
+};
 
 }  // namespace fl::internal
 
