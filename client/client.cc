@@ -6,25 +6,10 @@
 
 #include "client/client_runtime.h"
 #include "client/grpc_link.h"
+#include "core/client_name.h"
 
 namespace fl {
 namespace {
-
-// Names end up in ledgers, logs and file names on the server: keep them plain.
-Status CheckClientName(const std::string& name) {
-  if (name.empty() || name.size() > 128) {
-    return Status::InvalidArgument("client name must have 1 to 128 characters");
-  }
-  for (char c : name) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!plain) {
-      return Status::InvalidArgument("client name '" + name +
-                                     "' may hold only letters, digits, '.', '_' and '-'");
-    }
-  }
-  return Status::Ok();
-}
 
 internal::GrpcLinkOptions LinkOptions(const ClientOptions& o) {
   internal::GrpcLinkOptions l;
@@ -54,7 +39,7 @@ Client::~Client() = default;
 
 Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
   if (options.server.empty()) return Status::InvalidArgument("ClientOptions.server is empty");
-  FL_RETURN_IF_ERROR(CheckClientName(options.name));
+  FL_RETURN_IF_ERROR(internal::ValidateClientName(options.name));
   if (options.poll_wait.count() < 0 || options.call_timeout.count() <= 0 ||
       options.transfer_timeout.count() <= 0) {
     return Status::InvalidArgument("ClientOptions: poll_wait must be >= 0 and timeouts > 0");

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "codec/param_io.h"
+#include "core/client_name.h"
 #include "core/hash.h"
 #include "core/logging.h"
 #include "crypto/sha256.h"
@@ -20,31 +21,12 @@
 namespace fl::internal {
 namespace {
 
-constexpr size_t kMaxClientNameLength = 128;
-
 // Compares secrets in time independent of where they differ.
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;
   for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   return diff == 0;
-}
-
-// Client names are 1-128 characters of [A-Za-z0-9._-]: safe in logs, file names and
-// SQL text, and never invalid UTF-8.
-Status ValidateClientName(const std::string& name) {
-  if (name.empty()) return Status::InvalidArgument("client name is empty");
-  if (name.size() > kMaxClientNameLength) {
-    return Status::InvalidArgument("client name longer than 128 characters");
-  }
-  for (unsigned char c : name) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
-    if (!ok) {
-      return Status::InvalidArgument("client name may only hold the characters [A-Za-z0-9._-]");
-    }
-  }
-  return Status::Ok();
 }
 
 std::string ModelPath(const std::string& dir, uint64_t version) {
