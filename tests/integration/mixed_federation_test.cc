@@ -43,6 +43,18 @@ std::string Binary(const std::string& relative) {
   return std::string(FL_BINARY_DIR) + "/" + relative;
 }
 
+// The Python interpreter with `args`; under ASan, with the sanitizer runtime preloaded
+// (the interpreter is not instrumented, the library it loads is).
+std::vector<std::string> Python(std::vector<std::string> args) {
+  std::vector<std::string> argv;
+#ifdef FL_PYTHON_PRELOAD
+  argv = {"/usr/bin/env", std::string("LD_PRELOAD=") + FL_PYTHON_PRELOAD};
+#endif
+  argv.push_back(FL_PYTHON);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
 struct GlobalAccuracy {
   double initial = 0;
   double final = 0;
@@ -132,10 +144,10 @@ TEST_F(MixedFederationTest, CPythonAndCppClientsTrainOneModelOverTls) {
                           "--poll-wait-ms", "2000"}));
   clients["python"] = Spawn(
       "python-client",
-      common({FL_PYTHON, std::string(FL_SOURCE_DIR) + "/examples/python_client.py", "--library",
-              FL_CLIENT_SHARED_LIBRARY, "--name", "py-1", "--data-dir", FL_FASHION_MNIST_DIR,
-              "--partition-index", "1", "--num-partitions", "3", "--train-examples",
-              kTrainExamples, "--poll-wait-ms", "2000"}));
+      common(Python({std::string(FL_SOURCE_DIR) + "/examples/python_client.py", "--library",
+                     FL_CLIENT_SHARED_LIBRARY, "--name", "py-1", "--data-dir",
+                     FL_FASHION_MNIST_DIR, "--partition-index", "1", "--num-partitions", "3",
+                     "--train-examples", kTrainExamples, "--poll-wait-ms", "2000"})));
   clients["cpp"] = Spawn(
       "fl-client", common({Binary("client/fl-client"), "--model", "logreg", "--data-dir",
                            FL_FASHION_MNIST_DIR, "--partition", "iid", "--num-partitions", "3",
