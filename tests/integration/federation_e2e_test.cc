@@ -41,10 +41,6 @@ constexpr int kClients = 3;
 constexpr char kPartition[] = "dirichlet:0.5";
 constexpr char kTrainExamples[] = "3000";
 
-std::string Binary(const std::string& relative) {
-  return std::string(FL_BINARY_DIR) + "/" + relative;
-}
-
 // The federation's training setup. fl-server, fl-client and fl-sim receive the same
 // values, so the three describe one federation.
 std::vector<std::string> TrainFlags() {

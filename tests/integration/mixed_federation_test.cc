@@ -39,10 +39,6 @@ constexpr char kTrainExamples[] = "6000";
 // against a hang only; nothing asserts on time.
 constexpr auto kProcessBound = seconds(180);
 
-std::string Binary(const std::string& relative) {
-  return std::string(FL_BINARY_DIR) + "/" + relative;
-}
-
 // The Python interpreter with `args`; under ASan, with the sanitizer runtime preloaded
 // (the interpreter is not instrumented, the library it loads is).
 std::vector<std::string> Python(std::vector<std::string> args) {

@@ -122,6 +122,13 @@ inline bool WaitUntil(const std::function<bool()>& done, std::chrono::millisecon
 }
 
 
+#ifdef FL_BINARY_DIR
+// A program of this build, by its path under the build directory.
+inline std::string Binary(const std::string& relative) {
+  return std::string(FL_BINARY_DIR) + "/" + relative;
+}
+#endif
+
 // A test that runs processes: a fresh directory per test (`<prefix>_<pid>_<test name>` in
 // the temporary directory), processes started by name with their output in
 // `<dir>/<name>.log`, killed when the test ends, and the tail of every log printed if the
