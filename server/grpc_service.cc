@@ -67,11 +67,61 @@ grpc::ByteBuffer SerializeRaw(const google::protobuf::MessageLite& message) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
+// The blocking calls (PullTask, FetchModel, PushUpdate) stay on the synchronous API but,
+// like the callback ones, receive raw bytes and parse them with ParseRaw. Installed the
+// way gRPC's generated "streamed" variants are: on the wire nothing changes (every
+// HTTP/2 call is a stream); the handler reads the request messages itself.
+template <class Base>
+class WithRawBlockingMethods : public Base {
+ public:
+  using PullTaskStreamer = grpc::ServerUnaryStreamer<grpc::ByteBuffer, v1::PullTaskResponse>;
+  using FetchModelStreamer = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::ModelChunk>;
+  using PushUpdateStream = grpc::ServerReaderWriter<v1::PushUpdateResponse, grpc::ByteBuffer>;
+
+  WithRawBlockingMethods() {
+    // The indices are the rpcs' positions in fl.proto's service FederatedLearning.
+    Base::MarkMethodStreamed(
+        2, new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::PullTaskResponse>(
+               [this](grpc::ServerContext* context, PullTaskStreamer* streamer) {
+                 return RawPullTask(context, streamer);
+               }));
+    Base::MarkMethodStreamed(
+        3, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::ModelChunk>(
+               [this](grpc::ServerContext* context, FetchModelStreamer* streamer) {
+                 return RawFetchModel(context, streamer);
+               }));
+    Base::MarkMethodStreamed(
+        4, new grpc::internal::TemplatedBidiStreamingHandler<PushUpdateStream, false>(
+               [this](grpc::ServerContext* context, PushUpdateStream* stream) {
+                 return RawPushUpdate(context, stream);
+               }));
+  }
+  virtual grpc::Status RawPullTask(grpc::ServerContext* context, PullTaskStreamer* streamer) = 0;
+  virtual grpc::Status RawFetchModel(grpc::ServerContext* context,
+                                     FetchModelStreamer* streamer) = 0;
+  virtual grpc::Status RawPushUpdate(grpc::ServerContext* context, PushUpdateStream* stream) = 0;
+
+ private:
+  // The typed handlers these replace are never installed.
+  grpc::Status PullTask(grpc::ServerContext*, const v1::PullTaskRequest*,
+                        v1::PullTaskResponse*) final {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "");
+  }
+  grpc::Status FetchModel(grpc::ServerContext*, const v1::FetchModelRequest*,
+                          grpc::ServerWriter<v1::ModelChunk>*) final {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "");
+  }
+  grpc::Status PushUpdate(grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>*,
+                          v1::PushUpdateResponse*) final {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "");
+  }
+};
+
 // Join, Heartbeat and GetStatus never block, so they run on gRPC's callback API and
-// receive raw bytes (see ParseRaw); the blocking calls stay synchronous.
-using ServiceBase = v1::FederatedLearning::WithRawCallbackMethod_Join<
+// receive raw bytes (see ParseRaw); the blocking calls stay synchronous (above).
+using ServiceBase = WithRawBlockingMethods<v1::FederatedLearning::WithRawCallbackMethod_Join<
     v1::FederatedLearning::WithRawCallbackMethod_Heartbeat<
-        v1::FederatedLearning::WithRawCallbackMethod_GetStatus<v1::FederatedLearning::Service>>>;
+        v1::FederatedLearning::WithRawCallbackMethod_GetStatus<v1::FederatedLearning::Service>>>>;
 
 // Uses the synchronous API on purpose: Coordinator::PullTask blocks (long poll) and
 // Coordinator::PushUpdate blocks until the update is fsync'd, and the callback API
@@ -156,15 +206,24 @@ class FederatedLearningService final : public ServiceBase {
         });
   }
 
-  grpc::Status PullTask(grpc::ServerContext* context, const v1::PullTaskRequest* request,
-                        v1::PullTaskResponse* response) override {
+  grpc::Status RawPullTask(grpc::ServerContext* context, PullTaskStreamer* streamer) override {
     CallGuard guard(&active_calls_);
+    Result<v1::PullTaskRequest> request = ReadRequest<v1::PullTaskRequest>(streamer, "PullTaskRequest");
+    if (!request.ok()) return ToGrpcStatus(request.status());
     Result<Session> session = Authenticate(*context);
     if (!session.ok()) return ToGrpcStatus(session.status());
     ClientSlot slot(this, session->client_id);
     if (!slot.ok()) return ToGrpcStatus(slot.Refusal());
+    v1::PullTaskResponse response;
+    grpc::Status status = LongPoll(context, *session, *request, &response);
+    if (status.ok() && !streamer->Write(response)) return Cancelled("task poll");
+    return status;
+  }
 
-    milliseconds wait = std::min(milliseconds(request->wait_ms()), max_poll_wait_);
+  grpc::Status LongPoll(grpc::ServerContext* context, const Session& session,
+                        const v1::PullTaskRequest& request, v1::PullTaskResponse* response) {
+
+    milliseconds wait = std::min(milliseconds(request.wait_ms()), max_poll_wait_);
     const auto until_deadline = std::chrono::duration_cast<milliseconds>(
         context->deadline() - std::chrono::system_clock::now() - kDeadlineMargin);
     wait = std::max(milliseconds(0), std::min(wait, until_deadline));
@@ -174,7 +233,7 @@ class FederatedLearningService final : public ServiceBase {
       const auto remaining =
           std::chrono::duration_cast<milliseconds>(end - std::chrono::steady_clock::now());
       const milliseconds slice = std::clamp(remaining, milliseconds(0), kPollSlice);
-      Result<Task> task = coordinator_->PullTask(*session, slice);
+      Result<Task> task = coordinator_->PullTask(session, slice);
       if (!task.ok()) return ToGrpcStatus(task.status());
       if (task->kind != TaskKind::kWait || remaining <= slice || shutting_down_.load() ||
           context->IsCancelled()) {
@@ -184,10 +243,12 @@ class FederatedLearningService final : public ServiceBase {
     }
   }
 
-  grpc::Status FetchModel(grpc::ServerContext* context, const v1::FetchModelRequest* request,
-                          grpc::ServerWriter<v1::ModelChunk>* writer) override {
+  grpc::Status RawFetchModel(grpc::ServerContext* context, FetchModelStreamer* writer) override {
     CallGuard guard(&active_calls_);
     StreamWatch watch(this, context, "model download");
+    Result<v1::FetchModelRequest> request =
+        ReadRequest<v1::FetchModelRequest>(writer, "FetchModelRequest");
+    if (!request.ok()) return ToGrpcStatus(request.status());
     Result<Session> session = Authenticate(*context);
     if (!session.ok()) return ToGrpcStatus(session.status());
     ClientSlot slot(this, session->client_id);
@@ -231,8 +292,15 @@ class FederatedLearningService final : public ServiceBase {
     return SendBlob(context, writer, &chunk, model->bytes, &watch);
   }
 
-  grpc::Status PushUpdate(grpc::ServerContext* context, grpc::ServerReader<v1::UpdateChunk>* reader,
-                          v1::PushUpdateResponse* response) override {
+  grpc::Status RawPushUpdate(grpc::ServerContext* context, PushUpdateStream* stream) override {
+    v1::PushUpdateResponse response;
+    grpc::Status status = ReceiveUpdate(context, stream, &response);
+    if (status.ok() && !stream->Write(response)) return Cancelled("update upload");
+    return status;
+  }
+
+  grpc::Status ReceiveUpdate(grpc::ServerContext* context, PushUpdateStream* reader,
+                             v1::PushUpdateResponse* response) {
     CallGuard guard(&active_calls_);
     StreamWatch watch(this, context, "update upload");
     Result<Session> session = Authenticate(*context);
@@ -241,7 +309,9 @@ class FederatedLearningService final : public ServiceBase {
     if (!slot.ok()) return Reject(*session, 0, slot.Refusal());
 
     v1::UpdateChunk chunk;
-    if (!reader->Read(&chunk)) {
+    Result<bool> got = ReadChunk(reader, &chunk);
+    if (!got.ok()) return Reject(*session, 0, got.status());
+    if (!*got) {
       return EndedEarly(context, *session, 0, watch, "before its header",
                         Status::InvalidArgument("empty update stream"));
     }
@@ -267,7 +337,10 @@ class FederatedLearningService final : public ServiceBase {
     // Nothing is reserved from the declared size: the buffer grows as bytes arrive, and
     // every byte held counts against the budget shared by all uploads.
     InflightBytes held(&inflight_bytes_);
-    while (reader->Read(&chunk)) {
+    while (true) {
+      got = ReadChunk(reader, &chunk);
+      if (!got.ok()) return Reject(*session, round, got.status());
+      if (!*got) break;
       watch.Touch();
       if (!chunk.has_data()) {
         return Reject(*session, round,
@@ -456,6 +529,22 @@ class FederatedLearningService final : public ServiceBase {
     return reactor;
   }
 
+  // Reads the one request message of a unary or server-streaming call.
+  template <typename Request, typename Stream>
+  static Result<Request> ReadRequest(Stream* stream, const char* what) {
+    grpc::ByteBuffer raw;
+    if (!stream->Read(&raw)) return Status::Cancelled(std::string(what) + " never arrived");
+    return ParseRaw<Request>(raw, what);
+  }
+
+  // The next message of an update stream: false at its end, InvalidArgument if malformed.
+  static Result<bool> ReadChunk(PushUpdateStream* stream, v1::UpdateChunk* chunk) {
+    grpc::ByteBuffer raw;
+    if (!stream->Read(&raw)) return false;
+    FL_ASSIGN_OR_RETURN(*chunk, ParseRaw<v1::UpdateChunk>(raw, "UpdateChunk"));
+    return true;
+  }
+
   // Counts running handlers, so Shutdown can tell when the server is idle.
   class CallGuard {
    public:
@@ -487,8 +576,7 @@ class FederatedLearningService final : public ServiceBase {
 
   // Writes `header_chunk` (holding the header), then `bytes` in chunks of at most
   // kMaxChunkBytes.
-  static grpc::Status SendBlob(grpc::ServerContext* context,
-                               grpc::ServerWriter<v1::ModelChunk>* writer,
+  static grpc::Status SendBlob(grpc::ServerContext* context, FetchModelStreamer* writer,
                                v1::ModelChunk* header_chunk, const std::string& bytes,
                                StreamWatch* watch) {
     if (!writer->Write(*header_chunk)) return Cancelled("model download");

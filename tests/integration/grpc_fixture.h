@@ -89,6 +89,37 @@ class RawUpload {
   std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer_;
 };
 
+// An update stream whose messages are arbitrary bytes (not necessarily an UpdateChunk).
+class ByteUpload {
+ public:
+  ByteUpload(grpc::Channel* channel, const std::string& session) {
+    context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    context_.AddMetadata("authorization", "Bearer " + session);
+    writer_.reset(grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+        channel,
+        grpc::internal::RpcMethod("/fl.v1.FederatedLearning/PushUpdate",
+                                  grpc::internal::RpcMethod::CLIENT_STREAMING),
+        &context_, &response_));
+  }
+  bool Write(const google::protobuf::MessageLite& message) {
+    return Bytes(message.SerializeAsString());
+  }
+  bool Bytes(const std::string& bytes) {
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer buffer(&slice, 1);
+    return writer_->Write(buffer);
+  }
+  grpc::Status Finish() {
+    writer_->WritesDone();
+    return writer_->Finish();
+  }
+
+ private:
+  grpc::ClientContext context_;
+  grpc::ByteBuffer response_;
+  std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer_;
+};
+
 // Joins `name` with kEnrollment through the raw stub; the session token goes to `token`.
 inline grpc::Status JoinWithStub(v1::FederatedLearning::Stub* stub, const std::string& name,
                                  std::string* token = nullptr) {
@@ -201,10 +232,14 @@ class GrpcFixture : public ::testing::Test {
     return link;
   }
 
-  std::unique_ptr<v1::FederatedLearning::Stub> RawStub() {
+  // A TLS channel to the server, for calls GrpcLink never makes.
+  std::shared_ptr<grpc::Channel> RawChannel() {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = *Env::Default()->ReadFile(certs_.ca_cert);
-    return v1::FederatedLearning::NewStub(grpc::CreateChannel(Target(), grpc::SslCredentials(ssl)));
+    return grpc::CreateChannel(Target(), grpc::SslCredentials(ssl));
+  }
+  std::unique_ptr<v1::FederatedLearning::Stub> RawStub() {
+    return v1::FederatedLearning::NewStub(RawChannel());
   }
 
   // A well-formed dense f32 update for `task`: delta[i] = scale * (i % 7 - 3).

@@ -81,15 +81,16 @@ class GrpcLimitsTest : public GrpcFixture {
     return n;
   }
 
-  // Sends raw bytes as the request of a unary method; returns the status.
-  grpc::Status RawUnary(const std::string& method, const std::string& bytes) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = *Env::Default()->ReadFile(certs_.ca_cert);
-    grpc::GenericStub stub(grpc::CreateChannel(Target(), grpc::SslCredentials(ssl)));
+  // Sends raw bytes as the one request message of `method` (with `session` as its token
+  // unless empty); returns the status.
+  grpc::Status RawUnary(const std::string& method, const std::string& bytes,
+                        const std::string& session = "") {
+    grpc::GenericStub stub(RawChannel());
     grpc::Slice slice(bytes);
     grpc::ByteBuffer request(&slice, 1);
     grpc::ByteBuffer response;
     grpc::ClientContext context;
+    if (!session.empty()) context.AddMetadata("authorization", "Bearer " + session);
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     std::promise<grpc::Status> done;
     stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
@@ -350,6 +351,16 @@ TEST_F(GrpcLimitsTest, EveryRefusedStreamGetsALedgerRowWithItsStatus) {
          return u.Finish();
        },
        grpc::StatusCode::RESOURCE_EXHAUSTED, task_.round},
+      {"malformed chunk after the header",
+       [&] {
+         ByteUpload u(RawChannel().get(), session);
+         v1::UpdateChunk header;
+         ToProto(good_.meta, good_.bytes.size(), header.mutable_header());
+         u.Write(header);
+         u.Bytes(std::string("\x12\x64" "abc", 5));  // data field: 100 bytes declared, 3 sent
+         return u.Finish();
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, task_.round},
       {"truncated",
        [&] {
          RawUpload u(stub.get(), session);
@@ -385,10 +396,17 @@ TEST_F(GrpcLimitsTest, MalformedRequestsAndBadNamesAreInvalidArgumentWithAMessag
   grpc::Status utf8 = RawUnary("/fl.v1.FederatedLearning/Join", join);
   EXPECT_EQ(utf8.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << utf8.error_message();
   EXPECT_THAT(utf8.error_message(), Not(IsEmpty()));
-  for (const char* call : {"/fl.v1.FederatedLearning/Heartbeat", "/fl.v1.FederatedLearning/GetStatus"}) {
-    grpc::Status status = RawUnary(call, std::string("\xff\xff\xff", 3));
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << call;
-    EXPECT_THAT(status.error_message(), HasSubstr("malformed"));
+  // Every method, also the blocking ones (a long poll, the model download), with and
+  // without a valid session.
+  std::string session;
+  ASSERT_TRUE(JoinWithStub(RawStub().get(), "client-m", &session).ok());
+  for (const char* call : {"Heartbeat", "GetStatus", "PullTask", "FetchModel"}) {
+    for (const std::string& token : {std::string(), session}) {
+      grpc::Status status = RawUnary(std::string("/fl.v1.FederatedLearning/") + call,
+                                     std::string("\xff\xff\xff", 3), token);
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << call;
+      EXPECT_THAT(status.error_message(), HasSubstr(std::string("malformed ") + call));
+    }
   }
 
   auto stub = RawStub();
