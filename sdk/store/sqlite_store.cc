@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <limits>
 #include <memory>
@@ -119,6 +120,32 @@ CREATE TABLE round_metrics (
 CREATE TABLE replay_records (
   version INTEGER PRIMARY KEY,
   record BLOB NOT NULL
+);
+)sql",
+    // 2 -> 3: asynchronous mode (coordinator.mode = async). Buffers are rounds rows;
+    // a ledger row's round is its task number, so an accepted row stays unique per task.
+    R"sql(
+ALTER TABLE ledger ADD COLUMN buffer INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE ledger ADD COLUMN staleness INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX ledger_by_buffer ON ledger(buffer) WHERE buffer > 0;
+
+CREATE TABLE async_tasks (
+  task INTEGER PRIMARY KEY,
+  client_id INTEGER NOT NULL,
+  base_version INTEGER NOT NULL,
+  issued_at INTEGER NOT NULL,
+  closed INTEGER NOT NULL
+);
+CREATE INDEX async_tasks_open ON async_tasks(task) WHERE closed = 0;
+
+CREATE TABLE flushes (
+  flush INTEGER PRIMARY KEY,
+  version INTEGER NOT NULL UNIQUE,
+  num_updates INTEGER NOT NULL,
+  total_weight REAL,
+  staleness_histogram TEXT NOT NULL,  -- JSON object: staleness -> updates
+  step_norms BLOB NOT NULL,           -- little-endian float64 per tensor
+  created_at INTEGER NOT NULL
 );
 )sql",
 };
@@ -358,7 +385,7 @@ Result<std::vector<uint64_t>> DecodeIds(std::string_view text, std::string_view 
   "round, base_version, state, selected, opened_at, closed_at, num_updates, total_weight, train_loss"
 #define FL_LEDGER_COLUMNS                                                                     \
   "id, round, client_id, base_version, status_code, reason, bytes, weight, sha256_hex, " \
-  "spool_path, created_at"
+  "spool_path, created_at, buffer, staleness"
 #define FL_MODEL_COLUMNS \
   "version, round, path, sha256_hex, num_params, layout_hash, strategy_state, created_at"
 #define FL_METRICS_COLUMNS \
@@ -400,7 +427,43 @@ LedgerEntry ReadLedger(const Query& q) {
   e.sha256_hex = q.Text(8);
   e.spool_path = q.Text(9);
   e.created_at = q.Int(10);
+  e.buffer = q.U64(11);
+  e.staleness = q.U64(12);
   return e;
+}
+
+TaskRecord ReadTask(const Query& q) {
+  TaskRecord t;
+  t.task = q.U64(0);
+  t.client_id = q.U64(1);
+  t.base_version = q.U64(2);
+  t.issued_at = q.Int(3);
+  t.closed = q.Int(4) != 0;
+  return t;
+}
+
+std::string EncodeDoubles(const std::vector<double>& values) {
+  std::string out;
+  out.reserve(values.size() * 8);
+  for (double v : values) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, 8);
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(bits >> (8 * i)));
+  }
+  return out;
+}
+
+Result<std::vector<double>> DecodeDoubles(std::string_view bytes, std::string_view op) {
+  if (bytes.size() % 8 != 0) return Status::DataLoss(std::string(op) + ": truncated step norms");
+  std::vector<double> out(bytes.size() / 8);
+  for (size_t k = 0; k < out.size(); ++k) {
+    uint64_t bits = 0;
+    for (int i = 0; i < 8; ++i) {
+      bits |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[8 * k + i])) << (8 * i);
+    }
+    std::memcpy(&out[k], &bits, 8);
+  }
+  return out;
 }
 
 ModelRecord ReadModel(const Query& q) {
@@ -605,37 +668,116 @@ class SqliteStore final : public Store {
     constexpr std::string_view kOp = "Store::CloseRound";
     Transaction txn(db_.get(), kOp);
     FL_RETURN_IF_ERROR(txn.Begin());
-    FL_RETURN_IF_ERROR(InsertModelRow(model, kOp));
+    FL_RETURN_IF_ERROR(CloseRoundRows(closed, model, kOp));
+    return txn.Commit();
+  }
+
+  Status CloseBuffer(const RoundRecord& closed, const ModelRecord& model,
+                     const FlushRecord& flush) override {
+    constexpr std::string_view kOp = "Store::CloseBuffer";
+    Transaction txn(db_.get(), kOp);
+    FL_RETURN_IF_ERROR(txn.Begin());
+    FL_RETURN_IF_ERROR(CloseRoundRows(closed, model, kOp));
     {
       FL_ASSIGN_OR_RETURN(Query q, Prepare(
-          "UPDATE rounds SET state = ?2, closed_at = ?3, num_updates = ?4, "
-          "total_weight = ?5, train_loss = ?6 WHERE round = ?1 AND state = ?7", kOp));
-      q.BindU64(1, closed.round);
-      q.BindInt(2, static_cast<int>(RoundState::kClosed));
-      q.BindInt(3, closed.closed_at);
-      q.BindU64(4, closed.num_updates);
-      q.BindDouble(5, closed.total_weight);
-      q.BindDouble(6, closed.train_loss);
-      q.BindInt(7, static_cast<int>(RoundState::kOpen));
+          "INSERT INTO flushes (flush, version, num_updates, total_weight, "
+          "staleness_histogram, step_norms, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+          kOp));
+      q.BindU64(1, flush.flush);
+      q.BindU64(2, flush.version);
+      q.BindU64(3, flush.num_updates);
+      q.BindDouble(4, flush.total_weight);
+      q.BindText(5, flush.staleness_histogram);
+      q.BindBlob(6, EncodeDoubles(flush.step_norms));
+      q.BindInt(7, flush.created_at);
       FL_RETURN_IF_ERROR(q.Run());
     }
-    if (sqlite3_changes(db_.get()) == 0) {
-      FL_ASSIGN_OR_RETURN(Query q, Prepare("SELECT state FROM rounds WHERE round = ?1", kOp));
-      q.BindU64(1, closed.round);
-      FL_ASSIGN_OR_RETURN(bool row, q.Step());
-      const std::string which = "round " + std::to_string(closed.round);
-      if (!row) return Status::NotFound("Store::CloseRound: unknown " + which);
-      return Status::FailedPrecondition("Store::CloseRound: " + which + " is not open");
-    }
     return txn.Commit();
+  }
+
+  Result<std::vector<FlushRecord>> ListFlushes(uint64_t from_version) override {
+    constexpr std::string_view kOp = "Store::ListFlushes";
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT flush, version, num_updates, total_weight, staleness_histogram, step_norms, "
+        "created_at FROM flushes WHERE version >= ?1 ORDER BY version", kOp));
+    q.BindU64(1, from_version);
+    std::vector<FlushRecord> out;
+    while (true) {
+      FL_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return out;
+      FlushRecord f;
+      f.flush = q.U64(0);
+      f.version = q.U64(1);
+      f.num_updates = q.U64(2);
+      f.total_weight = q.Double(3);
+      f.staleness_histogram = q.Text(4);
+      FL_ASSIGN_OR_RETURN(f.step_norms, DecodeDoubles(q.Blob(5), kOp));
+      f.created_at = q.Int(6);
+      out.push_back(std::move(f));
+    }
+  }
+
+  Result<std::vector<LedgerEntry>> AcceptedUpdatesInBuffer(uint64_t buffer) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT " FL_LEDGER_COLUMNS " FROM ledger WHERE buffer = ?1 AND buffer > 0 "
+        "AND status_code = 0 ORDER BY id", "Store::AcceptedUpdatesInBuffer"));
+    q.BindU64(1, buffer);
+    return ReadLedgerRows(q);
+  }
+
+  Status InsertTask(const TaskRecord& t) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "INSERT INTO async_tasks (task, client_id, base_version, issued_at, closed) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)", "Store::InsertTask"));
+    q.BindU64(1, t.task);
+    q.BindU64(2, t.client_id);
+    q.BindU64(3, t.base_version);
+    q.BindInt(4, t.issued_at);
+    q.BindInt(5, t.closed ? 1 : 0);
+    return q.Run();
+  }
+
+  Status CloseTask(uint64_t task) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "UPDATE async_tasks SET closed = 1 WHERE task = ?1", "Store::CloseTask"));
+    q.BindU64(1, task);
+    return q.Run();
+  }
+
+  Result<std::optional<TaskRecord>> GetTask(uint64_t task) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT task, client_id, base_version, issued_at, closed FROM async_tasks "
+        "WHERE task = ?1", "Store::GetTask"));
+    q.BindU64(1, task);
+    FL_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<TaskRecord>();
+    return std::optional<TaskRecord>(ReadTask(q));
+  }
+
+  Result<std::vector<TaskRecord>> ListOpenTasks() override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT task, client_id, base_version, issued_at, closed FROM async_tasks "
+        "WHERE closed = 0 ORDER BY task", "Store::ListOpenTasks"));
+    std::vector<TaskRecord> out;
+    while (true) {
+      FL_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return out;
+      out.push_back(ReadTask(q));
+    }
+  }
+
+  Result<uint64_t> LastTaskNumber() override {
+    FL_ASSIGN_OR_RETURN(int64_t last, ReadInt("SELECT coalesce(max(task), 0) FROM async_tasks",
+                                              "Store::LastTaskNumber"));
+    return static_cast<uint64_t>(last);
   }
 
   Result<int64_t> AppendLedger(const LedgerEntry& e) override {
     constexpr std::string_view kOp = "Store::AppendLedger";
     FL_ASSIGN_OR_RETURN(Query q, Prepare(
         "INSERT INTO ledger (round, client_id, base_version, status_code, reason, bytes, "
-        "weight, sha256_hex, spool_path, created_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", kOp));
+        "weight, sha256_hex, spool_path, created_at, buffer, staleness) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", kOp));
     q.BindU64(1, e.round);
     q.BindU64(2, e.client_id);
     q.BindU64(3, e.base_version);
@@ -646,6 +788,8 @@ class SqliteStore final : public Store {
     q.BindText(8, e.sha256_hex);
     q.BindText(9, e.spool_path);
     q.BindInt(10, e.created_at);
+    q.BindU64(11, e.buffer);
+    q.BindU64(12, e.staleness);
     Status status = q.Run();
     if (status.code() == StatusCode::kAlreadyExists) {
       return Status::AlreadyExists(
@@ -764,6 +908,34 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // The rows of CloseRound, inside the caller's transaction.
+  Status CloseRoundRows(const RoundRecord& closed, const ModelRecord& model,
+                        std::string_view op) {
+    FL_RETURN_IF_ERROR(InsertModelRow(model, op));
+    {
+      FL_ASSIGN_OR_RETURN(Query q, Prepare(
+          "UPDATE rounds SET state = ?2, closed_at = ?3, num_updates = ?4, "
+          "total_weight = ?5, train_loss = ?6 WHERE round = ?1 AND state = ?7", op));
+      q.BindU64(1, closed.round);
+      q.BindInt(2, static_cast<int>(RoundState::kClosed));
+      q.BindInt(3, closed.closed_at);
+      q.BindU64(4, closed.num_updates);
+      q.BindDouble(5, closed.total_weight);
+      q.BindDouble(6, closed.train_loss);
+      q.BindInt(7, static_cast<int>(RoundState::kOpen));
+      FL_RETURN_IF_ERROR(q.Run());
+    }
+    if (sqlite3_changes(db_.get()) == 0) {
+      FL_ASSIGN_OR_RETURN(Query q, Prepare("SELECT state FROM rounds WHERE round = ?1", op));
+      q.BindU64(1, closed.round);
+      FL_ASSIGN_OR_RETURN(bool row, q.Step());
+      const std::string which = "round " + std::to_string(closed.round);
+      if (!row) return Status::NotFound(std::string(op) + ": unknown " + which);
+      return Status::FailedPrecondition(std::string(op) + ": " + which + " is not open");
+    }
+    return Status::Ok();
+  }
+
   // Statements are prepared once and kept for the life of the connection. REQUIRES:
   // `sql` is a string literal (it keys the cache), and no two live Query objects use
   // the same statement.

@@ -63,6 +63,34 @@ struct LedgerEntry {
   std::string sha256_hex;
   std::string spool_path;    // where the accepted payload is kept until the round closes
   int64_t created_at = 0;
+  // Asynchronous mode (schema version 3): `round` holds the task number, `buffer` the
+  // flush the update was folded into (its rounds row), `staleness` the model version at
+  // the fold minus base_version. Both 0 in synchronous mode.
+  uint64_t buffer = 0;
+  uint64_t staleness = 0;
+};
+
+// Asynchronous mode: one training assignment handed to a client by PullTask.
+struct TaskRecord {
+  uint64_t task = 0;          // unique, increasing; the ledger's round for its update
+  uint64_t client_id = 0;
+  uint64_t base_version = 0;  // the model version the client was told to train on
+  int64_t issued_at = 0;      // unix seconds
+  bool closed = false;        // answered, superseded or expired: holds no slot
+};
+
+// Asynchronous mode: one buffer flushed into a new model version.
+struct FlushRecord {
+  uint64_t flush = 0;        // the buffer's number (its rounds row)
+  uint64_t version = 0;      // the model version it produced
+  uint64_t num_updates = 0;
+  double total_weight = 0;   // sum of the folded weights (policy weight x s(staleness))
+  // Updates per staleness, as a JSON object {"<staleness>": count, ...}.
+  std::string staleness_histogram;
+  // Per tensor (layout order), the L2 norm of (model at version) - (model at version-1);
+  // the gap penalty of later updates is computed from them.
+  std::vector<double> step_norms;
+  int64_t created_at = 0;
 };
 
 struct ModelRecord {
@@ -137,6 +165,22 @@ class Store {
   virtual Result<int64_t> AppendLedger(const LedgerEntry& entry) = 0;
   virtual Result<std::vector<LedgerEntry>> AcceptedUpdates(uint64_t round) = 0;
   virtual Result<std::vector<LedgerEntry>> LedgerForRound(uint64_t round) = 0;
+
+  // Asynchronous mode. CloseBuffer is CloseRound plus the flush row, in one transaction.
+  virtual Status CloseBuffer(const RoundRecord& closed, const ModelRecord& model,
+                             const FlushRecord& flush) = 0;
+  // Flushes that produced versions >= from_version, in increasing version order.
+  virtual Result<std::vector<FlushRecord>> ListFlushes(uint64_t from_version) = 0;
+  // The accepted ledger rows folded into `buffer`, in the order they were acknowledged.
+  virtual Result<std::vector<LedgerEntry>> AcceptedUpdatesInBuffer(uint64_t buffer) = 0;
+  // AlreadyExists for a known task number.
+  virtual Status InsertTask(const TaskRecord& task) = 0;
+  virtual Status CloseTask(uint64_t task) = 0;
+  virtual Result<std::optional<TaskRecord>> GetTask(uint64_t task) = 0;
+  // Tasks not closed, by task number.
+  virtual Result<std::vector<TaskRecord>> ListOpenTasks() = 0;
+  // The highest task number ever issued (0: none).
+  virtual Result<uint64_t> LastTaskNumber() = 0;
 
   // Models. InsertModel and CloseRound also store model.replay_record, if any, as
   // PutReplayRecord(model.version, ...) within their transaction.

@@ -111,7 +111,7 @@ TEST_F(StoreTest, CreatesVersionedSchemaAndDataSurvivesReopen) {
     sqlite3_finalize(stmt);
     return value;
   };
-  EXPECT_EQ(pragma("PRAGMA user_version"), "2");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "3");
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(pragma("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
                    "('clients','sessions','rounds','ledger','models','meta','round_metrics',"
@@ -426,8 +426,12 @@ TEST_F(StoreTest, SchemaOneFilesAreMigratedAndKeepTheirData) {
   // Turn the file back into what a schema-1 build wrote.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE replay_records; PRAGMA user_version = 1", nullptr,
-                         nullptr, nullptr),
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE flushes; DROP TABLE async_tasks; DROP INDEX ledger_by_buffer; "
+                         "ALTER TABLE ledger DROP COLUMN buffer; "
+                         "ALTER TABLE ledger DROP COLUMN staleness; "
+                         "DROP TABLE replay_records; PRAGMA user_version = 1",
+                         nullptr, nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(db);
 
@@ -590,6 +594,75 @@ TEST_F(StoreTest, CommittedLedgerRowSurvivesSigkill) {
   // Recovery keeps the uniqueness rule: the acknowledged update cannot be folded twice.
   EXPECT_EQ(store_->AppendLedger(Accepted(3, 9, 1.5)).status().code(),
             StatusCode::kAlreadyExists);
+}
+
+}  // namespace
+}  // namespace fl::internal
+
+namespace fl::internal {
+namespace {
+
+TEST_F(StoreTest, AsyncTasksBuffersAndFlushesRoundTrip) {
+  Open();
+  EXPECT_EQ(store_->LastTaskNumber().value(), 0u);
+  for (uint64_t t = 1; t <= 3; ++t) {
+    TaskRecord task;
+    task.task = t;
+    task.client_id = 10 + t;
+    task.base_version = t / 2;
+    task.issued_at = 5;
+    ASSERT_OK(store_->InsertTask(task));
+  }
+  TaskRecord again;
+  again.task = 2;
+  EXPECT_EQ(store_->InsertTask(again).code(), StatusCode::kAlreadyExists);
+  ASSERT_OK(store_->CloseTask(2));
+  EXPECT_EQ(store_->LastTaskNumber().value(), 3u);
+  std::vector<TaskRecord> open = store_->ListOpenTasks().value();
+  ASSERT_EQ(open.size(), 2u);
+  EXPECT_EQ(open[0].task, 1u);
+  EXPECT_EQ(open[1].task, 3u);
+  EXPECT_EQ(open[1].base_version, 1u);
+  EXPECT_TRUE(store_->GetTask(2).value()->closed);
+
+  // Buffer 1 holds the updates of tasks 3 and 1, in acknowledgement order.
+  ASSERT_OK(store_->InsertRound(OpenRound(1, {})));
+  for (uint64_t t : {3u, 1u}) {
+    LedgerEntry e = Accepted(t, 10 + t, 1.0);
+    e.buffer = 1;
+    e.staleness = t;
+    ASSERT_TRUE(store_->AppendLedger(e).ok());
+  }
+  std::vector<LedgerEntry> folded = store_->AcceptedUpdatesInBuffer(1).value();
+  ASSERT_EQ(folded.size(), 2u);
+  EXPECT_EQ(folded[0].round, 3u);
+  EXPECT_EQ(folded[0].staleness, 3u);
+  EXPECT_EQ(folded[1].round, 1u);
+  EXPECT_TRUE(store_->AcceptedUpdatesInBuffer(0).value().empty());
+
+  FlushRecord flush;
+  flush.flush = 1;
+  flush.version = 1;
+  flush.num_updates = 2;
+  flush.total_weight = 1.5;
+  flush.staleness_histogram = R"({"1":1,"3":1})";
+  flush.step_norms = {0.25, 1e-300, 3.0};
+  RoundRecord closed = OpenRound(1, {});
+  closed.state = RoundState::kClosed;
+  ASSERT_OK(store_->CloseBuffer(closed, Model(1, 1), flush));
+  // The model row and the flush row commit together: a second close changes nothing.
+  EXPECT_FALSE(store_->CloseBuffer(closed, Model(2, 1), flush).ok());
+  EXPECT_FALSE(store_->GetModel(2).value().has_value());
+
+  Open();
+  std::vector<FlushRecord> flushes = store_->ListFlushes(0).value();
+  ASSERT_EQ(flushes.size(), 1u);
+  EXPECT_EQ(flushes[0].version, 1u);
+  EXPECT_EQ(flushes[0].num_updates, 2u);
+  EXPECT_EQ(flushes[0].staleness_histogram, flush.staleness_histogram);
+  EXPECT_EQ(flushes[0].step_norms, flush.step_norms);  // bit for bit
+  EXPECT_TRUE(store_->ListFlushes(2).value().empty());
+  EXPECT_FALSE(store_->GetOpenRound().value().has_value());
 }
 
 }  // namespace
