@@ -94,24 +94,51 @@ Result<std::optional<double>> DenseUpdateNorm(const Payload& payload) {
   return std::optional<double>(std::sqrt(sum));
 }
 
+namespace {
+
+// Multiplies values [begin, end) of a dense encoding in place, in blocks: the one scaling
+// loop behind the norm bound and the asynchronous gap penalty.
+Status ScaleDenseValues(size_t begin, size_t end, double factor, Encoding encoding,
+                        std::string* bytes) {
+  const size_t width = ValueBytes(encoding);
+  float block[kBlockValues];
+  std::string encoded;
+  for (size_t start = begin; start < end; start += kBlockValues) {
+    const size_t count = std::min(kBlockValues, end - start);
+    std::span<float> values(block, count);
+    FL_RETURN_IF_ERROR(DecodeDense(
+        std::string_view(bytes->data() + start * width, count * width), encoding, values));
+    for (float& v : values) v = static_cast<float>(static_cast<double>(v) * factor);
+    FL_RETURN_IF_ERROR(EncodeDense(values, encoding, &encoded));
+    std::memcpy(bytes->data() + start * width, encoded.data(), encoded.size());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status ScaleDenseUpdate(double factor, Payload* payload) {
   const Encoding encoding = payload->meta.encoding;
   const size_t width = ValueBytes(encoding);
   if (width == 0 || payload->bytes.size() % width != 0) {
     return Status::InvalidArgument("ScaleDenseUpdate: not a dense update");
   }
-  std::string& bytes = payload->bytes;
-  const size_t n = bytes.size() / width;
-  float block[kBlockValues];
-  std::string encoded;
-  for (size_t start = 0; start < n; start += kBlockValues) {
-    const size_t count = std::min(kBlockValues, n - start);
-    std::span<float> values(block, count);
+  return ScaleDenseValues(0, payload->bytes.size() / width, factor, encoding, &payload->bytes);
+}
+
+Status ScaleDenseUpdateTensors(const Layout& layout, const std::vector<double>& factors,
+                               Payload* payload) {
+  const Encoding encoding = payload->meta.encoding;
+  const size_t width = ValueBytes(encoding);
+  if (width == 0 || payload->bytes.size() != layout.total_numel() * width ||
+      factors.size() != layout.num_tensors()) {
+    return Status::InvalidArgument("ScaleDenseUpdateTensors: not a dense update of the layout");
+  }
+  for (size_t l = 0; l < factors.size(); ++l) {
+    if (factors[l] == 1.0) continue;
+    const TensorSpec& t = layout.tensors()[l];
     FL_RETURN_IF_ERROR(
-        DecodeDense(std::string_view(bytes.data() + start * width, count * width), encoding, values));
-    for (float& v : values) v = static_cast<float>(static_cast<double>(v) * factor);
-    FL_RETURN_IF_ERROR(EncodeDense(values, encoding, &encoded));
-    std::memcpy(bytes.data() + start * width, encoded.data(), encoded.size());
+        ScaleDenseValues(t.offset, t.offset + t.numel, factors[l], encoding, &payload->bytes));
   }
   return Status::Ok();
 }

@@ -18,7 +18,9 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <vector>
 
+#include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/update.h"
 
@@ -66,6 +68,12 @@ Result<std::optional<double>> DenseUpdateNorm(const Payload& payload);
 // Scales a dense update's values by bound / norm (norm > bound > 0) and re-encodes them
 // in the same encoding. InvalidArgument if the encoding is not dense.
 Status ScaleDenseUpdate(double factor, Payload* payload);
+
+// Scales tensor l of a dense update of `layout` by factors[l] (a factor of 1 leaves it
+// untouched), in the same encoding. InvalidArgument if the encoding is not dense or the
+// update or factors do not fit the layout.
+Status ScaleDenseUpdateTensors(const Layout& layout, const std::vector<double>& factors,
+                               Payload* payload);
 
 }  // namespace fl::internal
 
