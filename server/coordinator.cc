@@ -9,6 +9,7 @@
 #include <sstream>
 #include <utility>
 
+#include "codec/dense_codec.h"
 #include "codec/param_io.h"
 #include "core/client_name.h"
 #include "core/hash.h"
@@ -40,6 +41,25 @@ std::string SpoolPath(const std::string& dir, uint64_t round, uint64_t client) {
 // Norms of accepted updates kept for the adaptive norm bound (the latest ones).
 constexpr size_t kMaxNormHistory = 4096;
 
+// Asynchronous mode: tasks one client may hold at once. Two, so a client can train on a
+// new task while its previous update is still uploading (CO2's overlap); pulling a third
+// closes its oldest, so retried pulls cannot pile up slots.
+constexpr size_t kMaxTasksPerClient = 2;
+
+// Per tensor, the L2 norm (fp64) of after - before. REQUIRES: the same layout.
+std::vector<double> StepNorms(const ParamSet& before, const ParamSet& after) {
+  std::vector<double> norms;
+  for (const TensorSpec& t : before.layout().tensors()) {
+    double sum = 0;
+    for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
+      const double d = static_cast<double>(after.data()[i]) - before.data()[i];
+      sum += d * d;
+    }
+    norms.push_back(std::sqrt(sum));
+  }
+  return norms;
+}
+
 // An update as the update policy turned it into what the aggregator folds.
 struct PreparedUpdate {
   Payload owned;  // the modified copy (weight replaced, delta scaled), if modified
@@ -52,6 +72,17 @@ struct PreparedUpdate {
 };
 
 }  // namespace
+
+Result<CoordinatorMode> ParseCoordinatorMode(std::string_view name) {
+  if (name == "sync") return CoordinatorMode::kSync;
+  if (name == "async") return CoordinatorMode::kAsync;
+  return Status::InvalidArgument("unknown coordinator mode '" + std::string(name) +
+                                 "' (expected sync or async)");
+}
+
+std::string_view CoordinatorModeName(CoordinatorMode mode) {
+  return mode == CoordinatorMode::kAsync ? "async" : "sync";
+}
 
 struct Coordinator::Impl {
   struct ClientState {
@@ -111,6 +142,19 @@ struct Coordinator::Impl {
   uint64_t clipped_norm = 0;        // ... scaled down to round_norm_bound
   uint64_t dropped_updates = 0;     // ... dropped because the round's step was not finite
 
+  // Asynchronous mode: the open round is the open buffer.
+  struct HeldTask {
+    uint64_t client_id = 0;
+    uint64_t base_version = 0;
+  };
+  std::map<uint64_t, HeldTask> open_tasks;  // task number -> holder; each holds a slot
+  uint64_t last_task = 0;
+  // The servable versions: the last async.max_staleness + 1, current included.
+  std::map<uint64_t, ModelSnapshot> served;
+  StepNormHistory step_norms{1};
+  std::map<uint64_t, uint64_t> buffer_staleness;  // staleness -> updates in the open buffer
+  std::vector<std::string> buffer_spool;          // spool files of the open buffer
+
   bool finished = false;
   bool shutdown = false;
 
@@ -121,6 +165,7 @@ struct Coordinator::Impl {
   // ---- helpers; all *Locked methods REQUIRE mu held ----
 
   uint64_t NowUs() { return env->NowMicros(); }
+  bool Async() const { return opt.mode == CoordinatorMode::kAsync; }
 
   ModelSnapshot SnapshotLocked() const {
     ModelSnapshot snapshot;
@@ -201,6 +246,7 @@ struct Coordinator::Impl {
   }
 
   void MaybeOpenRoundLocked() {
+    if (Async()) return MaybeOpenBufferLocked();
     if (round_open || finished || shutdown) return;
     if (next_round > opt.num_rounds) {
       finished = true;
@@ -362,6 +408,7 @@ struct Coordinator::Impl {
   // Rebuilds the round's aggregator from the durable ledger: every acknowledged update
   // folded exactly once. Used at startup and if a durability step failed mid-update.
   Status RefoldRoundLocked() {
+    if (Async()) return RefoldBufferLocked();
     aggregator = strategy->NewRoundAggregator(*global, round.round);
     accepted_sha.clear();
     bytes_up = 0;
@@ -493,6 +540,19 @@ struct Coordinator::Impl {
     return env->WriteFileAtomic(record->path, data, opt.durable);
   }
 
+  // The round's norms feed the adaptive bound of the rounds after it. Sorted, so the
+  // history does not depend on arrival order.
+  void KeepRoundNormsLocked() {
+    std::sort(round_norms.begin(), round_norms.end());
+    norm_history.insert(norm_history.end(), round_norms.begin(), round_norms.end());
+    if (norm_history.size() > kMaxNormHistory) {
+      norm_history.erase(norm_history.begin(),
+                         norm_history.end() - static_cast<std::ptrdiff_t>(kMaxNormHistory));
+    }
+    round_norms.clear();
+    SaveNormStateLocked();
+  }
+
   void FinishRoundLocked() {
     const uint64_t r = round.round;
     Result<AggregateReport> report = std::move(*aggregator).Report();
@@ -566,16 +626,7 @@ struct Coordinator::Impl {
       if (drop > 0 && env->FileExists(path)) (void)env->DeleteFile(path);
     }
 
-    // The round's norms feed the adaptive bound of the rounds after it. Sorted, so the
-    // history does not depend on arrival order.
-    std::sort(round_norms.begin(), round_norms.end());
-    norm_history.insert(norm_history.end(), round_norms.begin(), round_norms.end());
-    if (norm_history.size() > kMaxNormHistory) {
-      norm_history.erase(norm_history.begin(),
-                         norm_history.end() - static_cast<std::ptrdiff_t>(kMaxNormHistory));
-    }
-    round_norms.clear();
-    SaveNormStateLocked();
+    KeepRoundNormsLocked();
 
     global = std::move(next);
     version += 1;
@@ -600,9 +651,416 @@ struct Coordinator::Impl {
     MaybeOpenRoundLocked();
   }
 
+  // ---- asynchronous mode (CoordinatorOptions::mode == kAsync) ----
+
+  // Opens the next buffer as a rounds row (no selection: any client may contribute).
+  void MaybeOpenBufferLocked() {
+    if (round_open || finished || shutdown) return;
+    if (next_round > opt.num_rounds) {
+      finished = true;
+      changed.notify_all();
+      return;
+    }
+    RoundRecord r;
+    r.round = next_round;
+    r.base_version = version;
+    r.state = RoundState::kOpen;
+    r.opened_at = env->NowUnixSeconds();
+    Status s = store->InsertRound(r);
+    if (!s.ok()) {
+      FL_LOG(ERROR) << "cannot record buffer " << r.round << ": " << s.ToString();
+      return;
+    }
+    StartBufferLocked(r);
+    SaveNormStateLocked();
+  }
+
+  void StartBufferLocked(const RoundRecord& r) {
+    StartRoundLocked(r);
+    buffer_staleness.clear();
+    buffer_spool.clear();
+  }
+
+  Task AsyncTrainTaskLocked(uint64_t task_number, uint64_t client_id, uint64_t base) {
+    Task task;
+    task.kind = TaskKind::kTrain;
+    task.round = task_number;
+    task.model_version = base;
+    task.algorithm = std::string(strategy->name());
+    task.config = strategy->ConfigureRound(task_number);
+    task.config.seed = TrainingSeed(opt.seed, clients[client_id].name, task_number);
+    task.config.round = task_number;
+    return task;
+  }
+
+  void CloseTaskLocked(uint64_t task_number) {
+    open_tasks.erase(task_number);
+    Status s = store->CloseTask(task_number);
+    if (!s.ok()) FL_LOG(WARNING) << "cannot close task " << task_number << ": " << s.ToString();
+    changed.notify_all();  // a slot is free
+  }
+
+  // A new task for `client_id` based on the current version, if a slot is free; nullopt
+  // (the caller waits) otherwise. Decided only by counts, never by the clock, so a fixed
+  // call order hands out the same tasks.
+  std::optional<Task> IssueTaskLocked(uint64_t client_id) {
+    if (!round_open) return std::nullopt;
+    if (AvailableClientsLocked().size() < std::max<uint32_t>(opt.min_clients, 1)) {
+      return std::nullopt;
+    }
+    std::vector<uint64_t> held;
+    for (const auto& [number, t] : open_tasks) {
+      if (t.client_id == client_id) held.push_back(number);
+    }
+    const bool supersede = held.size() >= kMaxTasksPerClient;
+    if (!supersede && open_tasks.size() >= opt.async.concurrency) return std::nullopt;
+    if (supersede) {
+      FL_LOG(INFO) << "task " << held.front() << " of client " << client_id
+                   << " superseded by a new pull";
+      CloseTaskLocked(held.front());
+    }
+    TaskRecord record;
+    record.task = last_task + 1;
+    record.client_id = client_id;
+    record.base_version = version;
+    record.issued_at = env->NowUnixSeconds();
+    Status s = store->InsertTask(record);
+    if (!s.ok()) {
+      FL_LOG(ERROR) << "cannot record a task: " << s.ToString();
+      return std::nullopt;
+    }
+    last_task = record.task;
+    open_tasks[record.task] = HeldTask{client_id, version};
+    return AsyncTrainTaskLocked(record.task, client_id, version);
+  }
+
+  Status StaleError(uint64_t base, uint64_t staleness) const {
+    return Status::FailedPrecondition(
+        "update based on version " + std::to_string(base) + " is " + std::to_string(staleness) +
+        " versions old (current " + std::to_string(version) + "); async.max_staleness is " +
+        std::to_string(opt.async.max_staleness));
+  }
+
+  // The policy's update turned into what the buffer folds: weight x s(staleness), the
+  // gap penalty on each dense tensor, and the buffer's number as its round (the
+  // aggregator checks it).
+  Status AdjustForStalenessLocked(const Payload& in, uint64_t staleness, PreparedUpdate* p) {
+    if (!p->modified) p->owned = in;
+    p->modified = true;
+    p->weight *= StalenessFactor(opt.async, staleness);
+    p->owned.meta.weight = p->weight;
+    p->owned.meta.round = round.round;
+    if (opt.async.gap_penalty <= 0 || staleness == 0) return Status::Ok();
+    const Layout& layout = global->layout();
+    std::vector<double> factors = step_norms.GapPenalty(
+        opt.async.gap_penalty, version - staleness, version, layout.num_tensors());
+    for (double& f : factors) f = 1.0 / f;
+    // A payload that does not fit the layout is left for the aggregator to refuse.
+    if (p->owned.meta.layout_hash != layout.hash()) return Status::Ok();
+    Status scaled = ScaleDenseUpdateTensors(layout, factors, &p->owned);
+    if (!scaled.ok() && scaled.code() != StatusCode::kInvalidArgument) return scaled;
+    return Status::Ok();
+  }
+
+  // Was this exact update already acknowledged for `task_number`? (a retry)
+  bool AcknowledgedLocked(uint64_t task_number, uint64_t client_id, const std::string& sha) {
+    Result<std::vector<LedgerEntry>> rows = store->AcceptedUpdates(task_number);
+    if (!rows.ok()) return false;
+    for (const LedgerEntry& e : *rows) {
+      if (e.client_id == client_id && e.sha256_hex == HexEncode(sha)) return true;
+    }
+    return false;
+  }
+
+  // Why an update for a task the caller does not hold is refused.
+  Status NotHeldLocked(uint64_t task_number, uint64_t client_id, uint64_t* staleness) {
+    Result<std::optional<TaskRecord>> record = store->GetTask(task_number);
+    if (!record.ok()) return record.status();
+    if (!record->has_value() || (*record)->client_id != client_id) {
+      return Status::FailedPrecondition("task " + std::to_string(task_number) +
+                                        " was not given to client " + std::to_string(client_id));
+    }
+    const uint64_t base = (*record)->base_version;
+    *staleness = version - std::min(version, base);
+    if (*staleness > opt.async.max_staleness) return StaleError(base, *staleness);
+    return Status::FailedPrecondition("task " + std::to_string(task_number) +
+                                      " is closed (answered or superseded by a later pull)");
+  }
+
+  Result<PushAck> PushAsyncLocked(uint64_t id, const Payload& payload) {
+    const UpdateMeta& meta = payload.meta;
+    const uint64_t task_number = meta.round;
+    const size_t bytes = payload.bytes.size();
+    auto held = open_tasks.find(task_number);
+    if (held == open_tasks.end() || held->second.client_id != id) {
+      if (AcknowledgedLocked(task_number, id, meta.sha256)) return PushAck{task_number, true};
+      uint64_t staleness = 0;
+      Status s = NotHeldLocked(task_number, id, &staleness);
+      RecordRejectionLocked(id, meta, bytes, s, staleness);
+      return s;
+    }
+    const uint64_t base = held->second.base_version;
+    if (meta.base_version != base) {
+      Status s = Status::FailedPrecondition(
+          "update computed against version " + std::to_string(meta.base_version) + " but task " +
+          std::to_string(task_number) + " is based on version " + std::to_string(base));
+      RecordRejectionLocked(id, meta, bytes, s);
+      return s;
+    }
+    const uint64_t staleness = version - base;
+    if (staleness > opt.async.max_staleness) {
+      Status s = StaleError(base, staleness);
+      RecordRejectionLocked(id, meta, bytes, s, staleness);
+      CloseTaskLocked(task_number);
+      return s;
+    }
+    Result<PreparedUpdate> prepared = PrepareLocked(payload);
+    Status adjusted = prepared.ok() ? AdjustForStalenessLocked(payload, staleness, &*prepared)
+                                    : prepared.status();
+    Status folded = adjusted.ok() ? aggregator->Accumulate(prepared->Get(payload)) : adjusted;
+    if (!folded.ok()) {
+      RecordRejectionLocked(id, meta, bytes, folded, staleness);
+      return folded;
+    }
+    LedgerEntry entry;
+    entry.round = task_number;
+    entry.client_id = id;
+    entry.base_version = base;
+    entry.bytes = bytes;
+    entry.weight = prepared->weight;
+    entry.sha256_hex = HexEncode(meta.sha256);
+    entry.created_at = env->NowUnixSeconds();
+    entry.buffer = round.round;
+    entry.staleness = staleness;
+    Status durable;
+    if (opt.durable) {
+      entry.spool_path = SpoolPath(opt.state_dir, task_number, id);
+      Payload spooled = payload;
+      spooled.meta.client_id = id;
+      durable = env->WriteFileAtomic(entry.spool_path, EncodeSpooledUpdate(spooled), true);
+    }
+    if (durable.ok()) durable = store->AppendLedger(entry).status();
+    if (!durable.ok()) {
+      FL_LOG(ERROR) << "cannot make update of client " << id << " durable: " << durable.ToString();
+      Status refold = RefoldBufferLocked();
+      if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
+      return Status::Unavailable("update not stored, retry: " + durable.message());
+    }
+    CloseTaskLocked(task_number);
+    NoteFoldedLocked(entry, bytes);
+    CountPreparedLocked(*prepared);
+    if (aggregator->count() >= opt.async.buffer_size) FlushBufferLocked();
+    return PushAck{task_number, false};
+  }
+
+  void NoteFoldedLocked(const LedgerEntry& e, uint64_t bytes) {
+    ++buffer_staleness[e.staleness];
+    if (!e.spool_path.empty()) buffer_spool.push_back(e.spool_path);
+    bytes_up += bytes;
+  }
+
+  // Rebuilds the open buffer from the durable ledger, in acknowledgement order and with
+  // each update's recorded staleness: the version does not move while a buffer is open,
+  // so staleness, weight and gap penalty come out as they did at the first fold.
+  Status RefoldBufferLocked() {
+    aggregator = strategy->NewRoundAggregator(*global, round.round);
+    bytes_up = 0;
+    buffer_staleness.clear();
+    buffer_spool.clear();
+    ResetRoundPolicyLocked();
+    FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries,
+                        store->AcceptedUpdatesInBuffer(round.round));
+    for (const LedgerEntry& e : entries) {
+      if (e.base_version + e.staleness != version) {
+        return Status::DataLoss("ledger row " + std::to_string(e.id) + " of buffer " +
+                                std::to_string(round.round) + " was folded at version " +
+                                std::to_string(e.base_version + e.staleness) +
+                                ", the buffer is at " + std::to_string(version));
+      }
+      FL_ASSIGN_OR_RETURN(Payload p, ReadSpooledLocked(e));
+      Result<PreparedUpdate> prepared = PrepareLocked(p);
+      if (!prepared.ok()) {
+        FL_LOG(WARNING) << "refolding " << e.spool_path << ": skipped by the update policy: "
+                        << prepared.status().ToString();
+        continue;
+      }
+      FL_RETURN_IF_ERROR(AdjustForStalenessLocked(p, e.staleness, &*prepared));
+      FL_RETURN_IF_ERROR(
+          aggregator->Accumulate(prepared->Get(p)).WithContext("refolding " + e.spool_path));
+      CountPreparedLocked(*prepared);
+      NoteFoldedLocked(e, p.bytes.size());
+    }
+    return Status::Ok();
+  }
+
+  double MeanBufferStalenessLocked() const {
+    double sum = 0, n = 0;
+    for (const auto& [staleness, count] : buffer_staleness) {
+      sum += static_cast<double>(staleness) * static_cast<double>(count);
+      n += static_cast<double>(count);
+    }
+    return n > 0 ? sum / n : 0;
+  }
+
+  // One server step from the full buffer; the version advances and the next buffer opens.
+  // If the step fails (non-finite) the version still advances with the model unchanged:
+  // the buffer's updates are consumed either way, so each is applied at most once.
+  void FlushBufferLocked() {
+    const uint64_t b = round.round;
+    Result<AggregateReport> report = std::move(*aggregator).Report();
+    aggregator.reset();
+    auto next = std::make_shared<ParamSet>(*global);
+    RoundSummary summary;
+    summary.round = b;
+    std::string replay;
+    if (report.ok()) {
+      summary.num_updates = report->count;
+      summary.total_weight = report->total_weight;
+      summary.mean_train_loss = report->mean_train_loss;
+      Status s = strategy->ApplyRound(std::move(report).value(), next.get());
+      std::string record = strategy->TakeReplayRecord();
+      if (s.ok()) {
+        replay = std::move(record);
+        summary.strategy_stats = strategy->LastRoundStats();
+      } else {
+        FL_LOG(ERROR) << "buffer " << b << ": server update failed, model unchanged: "
+                      << s.ToString();
+        next = std::make_shared<ParamSet>(*global);
+      }
+    } else {
+      FL_LOG(ERROR) << "buffer " << b << ": no aggregate: " << report.status().ToString();
+    }
+    AddPolicyStatsLocked(&summary.strategy_stats);
+    summary.strategy_stats["async.mean_staleness"] = MeanBufferStalenessLocked();
+
+    FlushRecord flush;
+    flush.flush = b;
+    flush.version = version + 1;
+    flush.num_updates = summary.num_updates;
+    flush.total_weight = summary.total_weight;
+    flush.staleness_histogram = StalenessHistogramJson(buffer_staleness);
+    flush.step_norms = StepNorms(*global, *next);
+    flush.created_at = env->NowUnixSeconds();
+    ModelRecord model;
+    model.round = b;
+    Status s = WriteModelLocked(*next, version + 1, &model);
+    model.replay_record = replay;
+    RoundRecord closed = round;
+    closed.state = RoundState::kClosed;
+    closed.closed_at = flush.created_at;
+    closed.num_updates = summary.num_updates;
+    closed.total_weight = summary.total_weight;
+    closed.train_loss = summary.mean_train_loss;
+    if (s.ok()) s = store->CloseBuffer(closed, model, flush);
+    if (!s.ok()) {
+      FL_LOG(ERROR) << "buffer " << b << ": cannot persist the new model: " << s.ToString();
+      Status refold = RefoldBufferLocked();
+      if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
+      return;
+    }
+    summary.new_version = version + 1;
+    summary.num_rejected = rejected;
+    summary.bytes_up = bytes_up;
+    summary.bytes_down = bytes_down;
+    summary.seconds = static_cast<double>(NowUs() - round_opened_us) / 1e6;
+    summary.replay_bytes = replay.size();
+    for (const std::string& path : buffer_spool) {
+      if (env->FileExists(path)) (void)env->DeleteFile(path);
+    }
+    KeepRoundNormsLocked();
+    AdvanceVersionLocked(std::move(next), std::move(replay), std::move(flush.step_norms));
+    round_open = false;
+    next_round = b + 1;
+    FL_LOG(INFO) << "buffer " << b << " flushed: " << summary.num_updates << " updates, "
+                 << summary.num_rejected << " rejected, mean staleness "
+                 << summary.strategy_stats["async.mean_staleness"] << ", version " << version;
+    if (round_callback) pending_callbacks.push_back({summary, SnapshotLocked()});
+    changed.notify_all();
+    MaybeOpenRoundLocked();
+  }
+
+  // Versions older than this are neither served nor accepted as a base.
+  uint64_t OldestServableLocked() const {
+    return version - std::min<uint64_t>(version, opt.async.max_staleness);
+  }
+
+  void AdvanceVersionLocked(std::shared_ptr<const ParamSet> next, std::string replay,
+                            std::vector<double> norms) {
+    global = std::move(next);
+    version += 1;
+    if (!replay.empty()) {
+      CacheReplayLocked(version, std::make_shared<const std::string>(std::move(replay)));
+    }
+    step_norms.Add(version, std::move(norms));
+    served[version] = SnapshotLocked();
+    const uint64_t oldest = OldestServableLocked();
+    while (!served.empty() && served.begin()->first < oldest) served.erase(served.begin());
+    // Model files of the window stay on disk too, so a restart serves them again.
+    const uint64_t keep = std::max<uint64_t>(opt.keep_models, opt.async.max_staleness + 1);
+    if (opt.keep_models > 0 && version >= keep) {
+      const std::string path = ModelPath(opt.state_dir, version - keep);
+      if (version - keep > 0 && env->FileExists(path)) (void)env->DeleteFile(path);
+    }
+    // Tasks whose base left the window can no longer be answered: free their slots.
+    std::vector<uint64_t> expired;
+    for (const auto& [number, t] : open_tasks) {
+      if (t.base_version < oldest) expired.push_back(number);
+    }
+    for (uint64_t number : expired) CloseTaskLocked(number);
+  }
+
+  // Restores the asynchronous state after the latest model was loaded: the servable
+  // versions, the step norms of the gap penalty and the tasks still held.
+  Status RecoverAsyncLocked() {
+    FL_ASSIGN_OR_RETURN(std::optional<std::string> mode, store->GetMeta(kModeKey));
+    if (mode.has_value() && *mode != "async") {
+      return Status::FailedPrecondition("the state directory holds a " + *mode +
+                                        " federation; coordinator.mode is async");
+    }
+    if (!mode.has_value()) FL_RETURN_IF_ERROR(store->PutMeta(kModeKey, "async"));
+    served[version] = SnapshotLocked();
+    for (uint64_t v = OldestServableLocked(); v < version; ++v) {
+      Result<ModelSnapshot> old = LoadModelLocked(v);
+      if (old.ok()) served[v] = std::move(old).value();
+    }
+    step_norms = StepNormHistory(opt.async.max_staleness + 1);
+    FL_ASSIGN_OR_RETURN(std::vector<FlushRecord> flushes, store->ListFlushes(OldestServableLocked()));
+    for (FlushRecord& f : flushes) step_norms.Add(f.version, std::move(f.step_norms));
+    FL_ASSIGN_OR_RETURN(last_task, store->LastTaskNumber());
+    FL_ASSIGN_OR_RETURN(std::vector<TaskRecord> tasks, store->ListOpenTasks());
+    for (const TaskRecord& t : tasks) {
+      FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> answered, store->AcceptedUpdates(t.task));
+      if (!answered.empty() || t.base_version < OldestServableLocked()) {
+        CloseTaskLocked(t.task);
+        continue;
+      }
+      open_tasks[t.task] = HeldTask{t.client_id, t.base_version};
+    }
+    return Status::Ok();
+  }
+
+  // A stored model version, checked against its SHA-256.
+  Result<ModelSnapshot> LoadModelLocked(uint64_t v) {
+    FL_ASSIGN_OR_RETURN(std::optional<ModelRecord> record, store->GetModel(v));
+    if (!record.has_value()) return Status::NotFound("no model version " + std::to_string(v));
+    FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(record->path));
+    if (HexEncode(Sha256(data)) != record->sha256_hex) {
+      return Status::DataLoss("model file " + record->path + " does not match its SHA-256");
+    }
+    FL_ASSIGN_OR_RETURN(ParamSet params, ParseParamSet(data));
+    ModelSnapshot snapshot;
+    snapshot.version = v;
+    snapshot.params = std::make_shared<ParamSet>(std::move(params));
+    snapshot.wire_bytes = data.size();
+    return snapshot;
+  }
+
+  static constexpr char kModeKey[] = "coordinator.mode";
+
   void RecordRejectionLocked(uint64_t client_id, const UpdateMeta& meta, size_t bytes,
-                             const Status& status) {
+                             const Status& status, uint64_t staleness = 0) {
     LedgerEntry e;
+    e.staleness = staleness;
     e.round = meta.round;
     e.client_id = client_id;
     e.base_version = meta.base_version;
@@ -612,7 +1070,9 @@ struct Coordinator::Impl {
     e.weight = std::isfinite(meta.weight) ? meta.weight : 0;
     e.sha256_hex = HexEncode(meta.sha256);
     e.created_at = env->NowUnixSeconds();
-    if (round_open && meta.round == round.round) ++rejected;
+    // In asynchronous mode meta.round is a task number; every rejection counts for the
+    // open buffer.
+    if (round_open && (Async() || meta.round == round.round)) ++rejected;
     // What one client can add to the ledger per round is capped; the rest is counted.
     uint32_t& rows = rejected_rows[client_id];
     if (opt.max_rejected_rows_per_client > 0 && rows >= opt.max_rejected_rows_per_client) {
@@ -666,6 +1126,16 @@ struct Coordinator::Impl {
       version = 0;
     }
 
+    if (Async()) {
+      FL_RETURN_IF_ERROR(RecoverAsyncLocked());
+    } else {
+      FL_ASSIGN_OR_RETURN(std::optional<std::string> mode, store->GetMeta(kModeKey));
+      if (mode.has_value() && *mode != "sync") {
+        return Status::FailedPrecondition("the state directory holds a " + *mode +
+                                          " federation; coordinator.mode is sync");
+      }
+    }
+
     FL_ASSIGN_OR_RETURN(std::vector<ClientRecord> known, store->ListClients());
     for (const ClientRecord& c : known) {
       clients[c.id] = ClientState{c.name, 0};
@@ -684,12 +1154,18 @@ struct Coordinator::Impl {
                                 " but the latest model is " + std::to_string(version));
       }
       const std::optional<double> stored_bound = LoadNormStateLocked(open->round);
-      StartRoundLocked(*open);
+      if (Async()) {
+        StartBufferLocked(*open);
+      } else {
+        StartRoundLocked(*open);
+      }
       if (stored_bound.has_value()) round_norm_bound = *stored_bound;
       next_round = open->round;
       FL_RETURN_IF_ERROR(RefoldRoundLocked());
       FL_LOG(INFO) << "resumed round " << round.round << " with " << aggregator->count()
                    << " acknowledged updates refolded";
+      // Killed between acknowledging a buffer's last update and flushing it.
+      if (Async() && aggregator->count() >= opt.async.buffer_size) FlushBufferLocked();
     }
     if (!round_open && next_round > opt.num_rounds) finished = true;
     return Status::Ok();
@@ -712,8 +1188,22 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOption
   if (!(options.norm_bound_quantile >= 0 && options.norm_bound_quantile <= 1)) {
     return Status::InvalidArgument("coordinator.norm_bound_quantile must be in (0, 1] (0: off)");
   }
+  if (options.mode == CoordinatorMode::kAsync) {
+    FL_RETURN_IF_ERROR(ValidateAsyncOptions(options.async));
+    // Only dense deltas can be folded into a buffer of a later version than the one they
+    // were computed on: a Ferret coefficient table is a projection on the basis planned
+    // for its task's round and base model, which a later buffer does not share.
+    const Encoding upload = strategy->ConfigureRound(1).upload_encoding;
+    if (!IsDenseEncoding(upload)) {
+      return Status::InvalidArgument("coordinator.mode=async needs an algorithm with dense "
+                                     "uploads (f32, f16, bf16); '" +
+                                     std::string(strategy->name()) + "' uploads " +
+                                     EncodingName(upload));
+    }
+  }
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
+  impl->step_norms = StepNormHistory(options.async.max_staleness + 1);
   impl->env = options.env ? options.env : Env::Default();
   impl->strategy = std::move(strategy);
   impl->join_tokens = options.join_burst;
@@ -843,7 +1333,10 @@ Result<Task> Coordinator::PullTask(const Session& session, std::chrono::millisec
       return task;
     }
     const uint64_t id = session.client_id;
-    if (d.round_open && d.selected.count(id) && d.accepted_sha.count(id) == 0) {
+    if (d.Async()) {
+      std::optional<Task> issued = d.IssueTaskLocked(id);
+      if (issued.has_value()) return std::move(issued).value();
+    } else if (d.round_open && d.selected.count(id) && d.accepted_sha.count(id) == 0) {
       task.kind = TaskKind::kTrain;
       task.round = d.round.round;
       task.model_version = d.version;
@@ -871,7 +1364,16 @@ Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t v
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mu);
   d.Touch(session.client_id);
-  if (version != d.version) {
+  ModelSnapshot target;
+  if (version == d.version) {
+    target = d.SnapshotLocked();
+  } else if (d.Async() && d.served.count(version) > 0) {
+    target = d.served[version];
+  } else if (d.Async()) {
+    return Status::NotFound("model version " + std::to_string(version) +
+                            " is not served; versions " + std::to_string(d.OldestServableLocked()) +
+                            " to " + std::to_string(d.version) + " are");
+  } else {
     return Status::NotFound("model version " + std::to_string(version) +
                             " is not served; the current version is " + std::to_string(d.version));
   }
@@ -882,7 +1384,7 @@ Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t v
     if (records.ok()) {
       uint64_t bytes = 0;
       for (const auto& record : *records) bytes += record->size();
-      if (bytes < d.model_wire_bytes) {
+      if (bytes < target.wire_bytes) {
         ModelSnapshot replay;
         replay.version = version;
         replay.wire_bytes = bytes;
@@ -896,8 +1398,8 @@ Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t v
                       << records.status().ToString();
     }
   }
-  d.bytes_down += d.model_wire_bytes;
-  return d.SnapshotLocked();
+  d.bytes_down += target.wire_bytes;
+  return target;
 }
 
 Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& payload) {
@@ -924,6 +1426,17 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
   if (!early.ok()) {
     d.RecordRejectionLocked(id, meta, payload.bytes.size(), early);
     return early;
+  }
+  if (d.Async()) {
+    if (!d.round_open) {
+      if (d.AcknowledgedLocked(meta.round, id, meta.sha256)) return PushAck{meta.round, true};
+      Status s = Status::FailedPrecondition("no buffer is open (the federation is finished)");
+      d.RecordRejectionLocked(id, meta, payload.bytes.size(), s);
+      return s;
+    }
+    Result<PushAck> ack = d.PushAsyncLocked(id, payload);
+    d.DeliverCallbacks(lock);
+    return ack;
   }
   if (!d.round_open || meta.round != d.round.round) {
     Status s = Status::FailedPrecondition(
@@ -1034,8 +1547,13 @@ ServerStatusInfo Coordinator::GetStatus() {
   ServerStatusInfo info;
   info.round = d.round_open ? d.round.round : d.next_round - 1;
   info.model_version = d.version;
-  info.updates_in_round = d.round_open ? d.accepted_sha.size() : 0;
-  info.clients_selected = d.round_open ? d.selected.size() : 0;
+  if (d.Async()) {
+    info.updates_in_round = d.round_open && d.aggregator ? d.aggregator->count() : 0;
+    info.clients_selected = d.open_tasks.size();  // tasks held
+  } else {
+    info.updates_in_round = d.round_open ? d.accepted_sha.size() : 0;
+    info.clients_selected = d.round_open ? d.selected.size() : 0;
+  }
   info.clients_known = d.clients.size();
   info.finished = d.finished;
   return info;
@@ -1045,7 +1563,8 @@ void Coordinator::Poll() {
   Impl& d = *impl_;
   std::unique_lock<std::mutex> lock(d.mu);
   d.MaybeOpenRoundLocked();
-  if (d.round_open && d.NowUs() >= d.round_deadline_us) {
+  // Buffers have no deadline: they flush by count only.
+  if (d.round_open && !d.Async() && d.NowUs() >= d.round_deadline_us) {
     if (d.aggregator->count() >= std::max<uint32_t>(d.opt.min_updates, 1)) {
       FL_LOG(INFO) << "round " << d.round.round << " deadline: closing with "
                    << d.aggregator->count() << " of " << d.selected.size() << " updates";

@@ -1,8 +1,8 @@
 #ifndef FL_SERVER_COORDINATOR_H_
 #define FL_SERVER_COORDINATOR_H_
 
-// The server side of every federation: synchronous rounds over one Strategy, state in
-// a Store. fl-server puts it behind gRPC (server/grpc_service.h); fl-sim and tests call
+// The server side of every federation: synchronous rounds or an asynchronous buffer
+// (CoordinatorOptions::mode) over one Strategy, state in a Store. fl-server puts it behind gRPC (server/grpc_service.h); fl-sim and tests call
 // it in process (simulations/in_process_link.h). No transport code lives here.
 
 #include <chrono>
@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fl/env.h"
@@ -25,12 +26,36 @@
 #include "fl/model_snapshot.h"
 #include "fl/task.h"
 #include "fl/update.h"
+#include "server/staleness.h"
 #include "server/update_policy.h"
 #include "store/store.h"
 
 namespace fl::internal {
 
+// How updates become model versions.
+//   kSync:  rounds. A round selects clients, waits for their updates (or its deadline) and
+//           applies them as one server step.
+//   kAsync: a buffer (specs/async-co2.md). PullTask hands a task (a task number in
+//           Task::round, its base version in Task::model_version) to any client while
+//           fewer than async.concurrency tasks are held; each update is folded on arrival
+//           with staleness tau = version - base (weight x s(tau), dense tensors scaled by
+//           the gap penalty 1/Lambda_l); every async.buffer_size accepted updates are one
+//           server step and a new version. num_rounds counts flushes. In the store a
+//           buffer is a rounds row, the ledger's round is the task number (its buffer
+//           and staleness columns say where and how it was folded), and each flush has
+//           a flushes row (version, updates, weight, staleness histogram).
+enum class CoordinatorMode : int { kSync = 1, kAsync = 2 };
+
+// "sync" | "async"; InvalidArgument otherwise.
+Result<CoordinatorMode> ParseCoordinatorMode(std::string_view name);
+std::string_view CoordinatorModeName(CoordinatorMode mode);
+
 struct CoordinatorOptions {
+  CoordinatorMode mode = CoordinatorMode::kSync;
+  // Asynchronous mode only (server/staleness.h). client_fraction, clients_per_round,
+  // min_updates and round_deadline do not apply to it; min_clients does (no task is
+  // handed out before that many clients are available).
+  AsyncOptions async;
   // Directory for models/, spool/ and (unless store_path is set) state.db.
   std::string state_dir = "fl-state";
   // SQLite file; default <state_dir>/state.db. ":memory:" keeps nothing on disk.
@@ -150,7 +175,8 @@ class Coordinator {
   Status Heartbeat(const Session& session);
   // Long poll up to `wait` for a task for this client.
   Result<Task> PullTask(const Session& session, std::chrono::milliseconds wait);
-  // NotFound if `version` is not the current global version (older ones are not served).
+  // NotFound if `version` is not the current global version (older ones are not served;
+  // in asynchronous mode the last async.max_staleness + 1 versions are).
   // With `have_version` (the version the client holds), answers with the replay records
   // from have_version to version instead of the full model when every record exists,
   // version - have_version <= max_replay_rounds, and they are smaller than the model
@@ -158,7 +184,9 @@ class Coordinator {
   Result<ModelSnapshot> FetchModel(const Session& session, uint64_t version,
                                    std::optional<uint64_t> have_version = std::nullopt);
   // Validates and folds an update; returns only after it is durable. Errors:
-  // FailedPrecondition (wrong round/version, client not selected), InvalidArgument
+  // FailedPrecondition (wrong round/version, client not selected; asynchronous mode: a
+  // task not held by the caller, a base version other than the task's, or one more than
+  // async.max_staleness versions old), InvalidArgument
   // (layout hash, length, non-finite, a weight over update_policy.max_weight when
   // over_cap is kRefuse), DataLoss (SHA-256 mismatch), ResourceExhausted
   // (size), PermissionDenied (payload claims another client). A rejected update gets a
@@ -186,7 +214,8 @@ class Coordinator {
 
   // The current global model and its version.
   ModelSnapshot CurrentModel();
-  // Observer called (without the lock held) after each round closes.
+  // Observer called (without the lock held) after each round closes (asynchronous mode:
+  // after each flush; RoundSummary::round is the flush's number).
   void SetRoundCallback(std::function<void(const RoundSummary&, const ModelSnapshot&)> cb);
 
   // Deterministic per-(run seed, client name, round) training seed; fl-sim and fl-server

@@ -45,6 +45,39 @@ Result<std::chrono::milliseconds> PositiveSeconds(const Config& config, const st
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(s * 1000.0)));
 }
 
+Result<double> NumberIn(const Config& config, const std::string& key, double max) {
+  const double v = config.GetDouble(key);
+  if (!(std::isfinite(v) && v >= 0 && v <= max)) {
+    return OutOfRange(key, "in [0, " + FormatDouble(max) + "]", FormatDouble(v));
+  }
+  return v;
+}
+
+// coordinator.mode and the async section.
+Status ReadAsyncOptions(const Config& config, CoordinatorOptions* o) {
+  Result<CoordinatorMode> mode = ParseCoordinatorMode(config.GetString("coordinator.mode"));
+  if (!mode.ok()) return mode.status().WithContext("coordinator.mode");
+  o->mode = *mode;
+  AsyncOptions& a = o->async;
+  constexpr int64_t kU32 = std::numeric_limits<uint32_t>::max();
+  FL_ASSIGN_OR_RETURN(int64_t concurrency, IntAtLeast(config, "async.concurrency", 1, kU32));
+  a.concurrency = static_cast<uint32_t>(concurrency);
+  FL_ASSIGN_OR_RETURN(int64_t max_staleness, IntAtLeast(config, "async.max_staleness", 0, 100000));
+  a.max_staleness = static_cast<uint32_t>(max_staleness);
+  FL_ASSIGN_OR_RETURN(int64_t buffer_size, IntAtLeast(config, "async.buffer_size", 1, kU32));
+  a.buffer_size = static_cast<uint32_t>(buffer_size);
+  Result<StalenessWeight> weight =
+      ParseStalenessWeight(config.GetString("async.staleness_weight"));
+  if (!weight.ok()) return weight.status().WithContext("async.staleness_weight");
+  a.staleness_weight = *weight;
+  FL_ASSIGN_OR_RETURN(a.staleness_exponent, NumberIn(config, "async.staleness_exponent", 1e6));
+  FL_ASSIGN_OR_RETURN(a.hinge_a, NumberIn(config, "async.hinge_a", 1e6));
+  FL_ASSIGN_OR_RETURN(int64_t hinge_b, IntAtLeast(config, "async.hinge_b", 0, kU32));
+  a.hinge_b = static_cast<uint32_t>(hinge_b);
+  FL_ASSIGN_OR_RETURN(a.gap_penalty, NumberIn(config, "async.gap_penalty", 1e6));
+  return ValidateAsyncOptions(a);
+}
+
 }  // namespace
 
 nlohmann::json CoordinatorConfigDefaults() {
@@ -52,6 +85,7 @@ nlohmann::json CoordinatorConfigDefaults() {
   return {
       {"coordinator",
        {
+           {"mode", std::string(CoordinatorModeName(d.mode))},  // sync | async
            {"client_fraction", d.client_fraction},
            {"clients_per_round", d.clients_per_round},
            {"min_clients", d.min_clients},
@@ -74,6 +108,18 @@ nlohmann::json CoordinatorConfigDefaults() {
            {"norm_bound", d.norm_bound},                    // 0: off
            {"norm_bound_quantile", d.norm_bound_quantile},  // 0: off
            {"norm_bound_warmup", d.norm_bound_warmup},
+       }},
+      // Asynchronous mode only (coordinator.mode = async; server/staleness.h).
+      {"async",
+       {
+           {"concurrency", d.async.concurrency},    // clients holding a task at once
+           {"max_staleness", d.async.max_staleness},  // S_max; staler updates are refused
+           {"buffer_size", d.async.buffer_size},    // K: updates per server step
+           {"staleness_weight", std::string(StalenessWeightName(d.async.staleness_weight))},
+           {"staleness_exponent", d.async.staleness_exponent},  // a of (1 + tau)^-a
+           {"hinge_a", d.async.hinge_a},  // hinge: 1 / (a (tau - b) + 1) for tau > b
+           {"hinge_b", d.async.hinge_b},
+           {"gap_penalty", d.async.gap_penalty},  // rho of the CO2 gap penalty; 0: off
        }},
       {"run",
        {
@@ -152,6 +198,8 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
                         IntAtLeast(config, "coordinator.norm_bound_warmup", 1, kU32));
     o.norm_bound_warmup = static_cast<uint32_t>(warmup);
   }
+
+  FL_RETURN_IF_ERROR(ReadAsyncOptions(config, &o));
 
   FL_ASSIGN_OR_RETURN(int64_t seed, IntAtLeast(config, "run.seed", 0));
   o.seed = static_cast<uint64_t>(seed);

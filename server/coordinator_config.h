@@ -9,7 +9,10 @@
 //                round_deadline_s, client_timeout_s, max_update_mb, enrollment_token,
 //                durable, keep_models, max_replay_rounds, norm_bound,
 //                norm_bound_quantile, norm_bound_warmup (1:1 onto CoordinatorOptions);
-//                weight_policy, max_weight, weight_over_cap (its update_policy)
+//                weight_policy, max_weight, weight_over_cap (its update_policy);
+//                mode (sync | async)
+//   async:       concurrency, max_staleness, buffer_size, staleness_weight,
+//                staleness_exponent, hinge_a, hinge_b, gap_penalty (its AsyncOptions)
 //   run:         seed, rounds, state_dir
 //   model:       name ("random:<n>" or a built-in model name), init_file
 //
