@@ -84,6 +84,10 @@ const std::vector<ConfigKey>& SharedAlgorithmKeys() {
       {"algorithm.beta1", 0.9, "FedAvg family: adam/yogi first moment decay"},
       {"algorithm.beta2", 0.99, "FedAvg family: adam/yogi second moment decay"},
       {"algorithm.tau", 1e-3, "FedAvg family: adam/yogi adaptivity"},
+      {"algorithm.momentum_clip", 0.0,
+       "FedAvg family: per-tensor L2 clip of the server momentum (CO2's phi); 0: off"},
+      {"algorithm.momentum_clip_adaptive", 0.0,
+       "FedAvg family: clip each tensor's momentum at c x the running mean of its norm; 0: off"},
       {"algorithm.aggregator", std::string("mean"),
        "FedAvg family: mean | median | trimmed_mean | multi_krum (robust rules hold the "
        "round's updates: n * d * 4 bytes)"},

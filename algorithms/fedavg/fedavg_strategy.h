@@ -9,8 +9,14 @@
 //   adam: m = b1 m + (1-b1) d;  v = b2 v + (1-b2) d^2;            w += lr m / (sqrt(v) + tau)
 //   yogi: m as adam;  v = v - (1-b2) d^2 sign(v - d^2);          w += lr m / (sqrt(v) + tau)
 // As in the paper, m starts at 0 and v at tau^2, with no bias correction.
+// Outer momentum clipping (CO2, specs/async-co2.md): with momentum_clip and/or
+// momentum_clip_adaptive set, each tensor l of m is scaled to L2 norm at most phi_l before
+// the step, phi_l = momentum_clip, or momentum_clip_adaptive x the running mean of ||m_l||
+// over earlier steps (the smaller if both). With plain sgd and no momentum, m is the mean
+// delta itself, so the step is clipped.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,6 +47,8 @@ struct FedAvgOptions {
   double beta1 = 0.9;            // [0, 1); adam/yogi
   double beta2 = 0.99;           // [0, 1); adam/yogi
   double tau = 1e-3;             // > 0; adaptivity (adam/yogi)
+  double momentum_clip = 0;           // >= 0; phi of the per-tensor momentum clip; 0: off
+  double momentum_clip_adaptive = 0;  // >= 0; c of phi_l = c x mean ||m_l||; 0: off
   // How the round's deltas become the mean delta (fl/algorithm.h). kMean (default) is the
   // streaming weighted mean; the robust rules hold the round's updates (n * d * 4 bytes).
   AggregationOptions aggregation;
@@ -72,16 +80,26 @@ class FedAvgStrategy : public Strategy {
   // InvalidArgument if it was saved by another server optimizer.
   Status LoadState(std::string_view state) override;
 
+  // "momentum.clipped_tensors" of the last step, when clipping is on.
+  std::map<std::string, double> LastRoundStats() const override;
+
   const FedAvgOptions& options() const { return options_; }
   uint64_t steps() const { return steps_; }
 
  private:
   bool HasMoments() const;
+  bool ClipsMomentum() const;
+  // Scales each tensor of m (layout order) to its threshold and updates the running mean
+  // of the norms into *means. Returns how many tensors were scaled.
+  uint64_t ClipMomentum(const Layout& layout, std::vector<float>* m,
+                        std::vector<double>* means) const;
 
   FedAvgOptions options_;
   uint64_t steps_ = 0;         // rounds applied
   std::vector<float> m_;       // first moment / momentum buffer (empty until needed)
   std::vector<float> v_;       // second moment (adam/yogi)
+  std::vector<double> m_norm_means_;  // per tensor, mean ||m_l|| over the steps (clipping)
+  uint64_t last_clipped_ = 0;
 };
 
 }  // namespace fl::internal

@@ -38,6 +38,8 @@ Result<FedAvgOptions> FedAvgOptionsFromConfig(const AlgorithmConfig& config, std
   o.beta1 = config.GetDouble("algorithm.beta1");
   o.beta2 = config.GetDouble("algorithm.beta2");
   o.tau = config.GetDouble("algorithm.tau");
+  o.momentum_clip = config.GetDouble("algorithm.momentum_clip");
+  o.momentum_clip_adaptive = config.GetDouble("algorithm.momentum_clip_adaptive");
   FL_ASSIGN_OR_RETURN(o.aggregation, AggregationOptionsFromConfig(config));
   FL_ASSIGN_OR_RETURN(o.train, config.LocalTraining());
   if (name == "fedprox" && !(o.train.prox_mu > 0)) {
