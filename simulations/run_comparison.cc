@@ -78,7 +78,27 @@ std::string FormatBytes(double bytes) {
 constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
                                    "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 
+std::string FormatSeconds(double seconds) {
+  char buf[32];
+  if (seconds >= 3600) {
+    std::snprintf(buf, sizeof(buf), "%.3g h", seconds / 3600);
+  } else if (seconds >= 60) {
+    std::snprintf(buf, sizeof(buf), "%.3g min", seconds / 60);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.3g s", seconds);
+  }
+  return buf;
+}
+
 }  // namespace
+
+bool RunCurve::HasSimTime() const {
+  if (points.empty()) return false;
+  for (const RunCurvePoint& p : points) {
+    if (!std::isfinite(p.sim_time_s)) return false;
+  }
+  return true;
+}
 
 Result<RunCurve> ParseRunCurve(std::string_view csv, std::string label) {
   RunCurve curve;
@@ -94,6 +114,7 @@ Result<RunCurve> ParseRunCurve(std::string_view csv, std::string label) {
   const int round_col = column("round");
   const int up_col = column("bytes_up");
   const int clients_col = column("clients");
+  const int sim_col = column("sim_time_s");  // -1 in runs from before the virtual clock
   if (round_col != 0 || header.size() < 2 || up_col < 0 || clients_col < 0) {
     return BadLine(1,
                    "not an fl-sim metrics.csv header (needs round, <metric>, bytes_up, "
@@ -125,6 +146,15 @@ Result<RunCurve> ParseRunCurve(std::string_view csv, std::string label) {
     if (!fields[1].empty() && (!ParseNumber(fields[1], &p.metric) || !std::isfinite(p.metric))) {
       return BadLine(line_no, "the metric is not a finite number");
     }
+    if (sim_col >= 0 && !fields[sim_col].empty()) {
+      if (!ParseNumber(fields[sim_col], &p.sim_time_s) || !std::isfinite(p.sim_time_s) ||
+          p.sim_time_s < 0) {
+        return BadLine(line_no, "sim_time_s is not a finite number >= 0");
+      }
+      if (!curve.points.empty() && p.sim_time_s < curve.points.back().sim_time_s) {
+        return BadLine(line_no, "sim_time_s must not decrease");
+      }
+    }
     p.upload_bytes_per_client = clients > 0 ? up / clients : 0;
     cumulative += p.upload_bytes_per_client;
     p.cumulative_upload_per_client = cumulative;
@@ -146,8 +176,14 @@ Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std:
   const bool fraction = runs[0].metric_name == "accuracy";
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
   double max_round = 1, min_bytes = std::numeric_limits<double>::infinity(), max_bytes = 0;
+  // The simulated-time panel needs every run on the clock: one without it would be
+  // missing from that panel and the comparison would mislead.
+  bool sim_panel = true;
+  double max_sim = 0;
   for (const RunCurve& r : runs) {
+    sim_panel = sim_panel && r.HasSimTime();
     for (const RunCurvePoint& p : r.points) {
+      if (std::isfinite(p.sim_time_s)) max_sim = std::max(max_sim, p.sim_time_s);
       max_round = std::max(max_round, static_cast<double>(p.round));
       if (p.cumulative_upload_per_client > 0) {
         min_bytes = std::min(min_bytes, p.cumulative_upload_per_client);
@@ -169,9 +205,11 @@ Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std:
   const double log_hi = std::max(log_lo + 1, std::ceil(std::log10(max_bytes)));
 
   constexpr double kPanelW = 420, kPanelH = 320, kLeft = 70, kGap = 70, kTop = 50, kBottom = 60;
-  const double width = kLeft + 2 * kPanelW + kGap + 30;
+  const int panels = sim_panel ? 3 : 2;
+  const double width = kLeft + panels * kPanelW + (panels - 1) * kGap + 30;
   const double height = kTop + kPanelH + kBottom + 22.0 * static_cast<double>(runs.size());
-  const double x0[2] = {kLeft, kLeft + kPanelW + kGap};
+  const double x0[3] = {kLeft, kLeft + kPanelW + kGap, kLeft + 2 * (kPanelW + kGap)};
+  if (!(max_sim > 0)) max_sim = 1;
   auto y = [&](double v) { return kTop + kPanelH * (1.0 - (v - lo) / (hi - lo)); };
   auto x_round = [&](double r) {
     return x0[0] + (max_round <= 1 ? kPanelW / 2 : (r - 1) / (max_round - 1) * kPanelW);
@@ -179,6 +217,7 @@ Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std:
   auto x_bytes = [&](double b) {
     return x0[1] + (std::log10(b) - log_lo) / (log_hi - log_lo) * kPanelW;
   };
+  auto x_sim = [&](double t) { return x0[2] + t / max_sim * kPanelW; };
 
   char buf[320];
   std::ostringstream s;
@@ -188,7 +227,7 @@ Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std:
     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     << "<text x=\"" << width / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">"
     << Escape(title) << "</text>\n";
-  for (int panel = 0; panel < 2; ++panel) {
+  for (int panel = 0; panel < panels; ++panel) {
     for (int i = 0; i <= 5; ++i) {
       const double v = lo + (hi - lo) * i / 5.0;
       std::snprintf(buf, sizeof(buf),
@@ -232,9 +271,26 @@ Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std:
                 x0[0] + kPanelW / 2, kTop + kPanelH + 40, x0[1] + kPanelW / 2, kTop + kPanelH + 40,
                 kTop + kPanelH / 2, Escape(runs[0].metric_name).c_str());
   s << buf;
+  if (sim_panel) {
+    for (int i = 0; i <= 5; ++i) {
+      const double t = max_sim * i / 5.0;
+      std::snprintf(buf, sizeof(buf),
+                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+                    "stroke=\"#eee\"/>"
+                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+                    x_sim(t), kTop, x_sim(t), kTop + kPanelH, x_sim(t), kTop + kPanelH + 18,
+                    FormatSeconds(t).c_str());
+      s << buf;
+    }
+    std::snprintf(buf, sizeof(buf),
+                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">simulated time "
+                  "(virtual clock)</text>\n",
+                  x0[2] + kPanelW / 2, kTop + kPanelH + 40);
+    s << buf;
+  }
   for (size_t i = 0; i < runs.size(); ++i) {
     const char* color = kColors[i % std::size(kColors)];
-    std::ostringstream by_round, by_bytes;
+    std::ostringstream by_round, by_bytes, by_sim;
     for (const RunCurvePoint& p : runs[i].points) {
       if (!std::isfinite(p.metric)) continue;
       std::snprintf(buf, sizeof(buf), "%.1f,%.1f ", x_round(static_cast<double>(p.round)),
@@ -245,8 +301,14 @@ Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std:
                       y(p.metric));
         by_bytes << buf;
       }
+      if (sim_panel) {
+        std::snprintf(buf, sizeof(buf), "%.1f,%.1f ", x_sim(p.sim_time_s), y(p.metric));
+        by_sim << buf;
+      }
     }
-    for (const std::string& points : {by_round.str(), by_bytes.str()}) {
+    std::vector<std::string> series = {by_round.str(), by_bytes.str()};
+    if (sim_panel) series.push_back(by_sim.str());
+    for (const std::string& points : series) {
       s << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" points=\""
         << points << "\"/>\n";
     }
@@ -264,8 +326,8 @@ Result<std::string> CompareRunsSvg(const std::vector<RunCurve>& runs, const std:
 std::string CompareRunsTable(const std::vector<RunCurve>& runs) {
   std::ostringstream out;
   char buf[512];
-  std::snprintf(buf, sizeof(buf), "%-36s %6s %10s %10s %10s %14s %14s\n", "run", "rounds", "first",
-                "last", "best", "up/client/rd", "up/client");
+  std::snprintf(buf, sizeof(buf), "%-36s %6s %10s %10s %10s %14s %14s %10s\n", "run", "rounds",
+                "first", "last", "best", "up/client/rd", "up/client", "sim time");
   out << buf;
   for (const RunCurve& r : runs) {
     const bool higher = HigherIsBetter(r.metric_name);
@@ -277,9 +339,11 @@ std::string CompareRunsTable(const std::vector<RunCurve>& runs) {
       if (!std::isfinite(best) || (higher ? p.metric > best : p.metric < best)) best = p.metric;
     }
     const double total = r.points.back().cumulative_upload_per_client;
-    std::snprintf(buf, sizeof(buf), "%-36s %6llu %10.4g %10.4g %10.4g %14.0f %14.0f\n",
+    const double sim = r.points.back().sim_time_s;
+    std::snprintf(buf, sizeof(buf), "%-36s %6llu %10.4g %10.4g %10.4g %14.0f %14.0f %10s\n",
                   r.label.c_str(), static_cast<unsigned long long>(r.points.back().round), first,
-                  last, best, total / static_cast<double>(r.points.size()), total);
+                  last, best, total / static_cast<double>(r.points.size()), total,
+                  std::isfinite(sim) ? FormatSeconds(sim).c_str() : "-");
     out << buf;
   }
   return out.str();

@@ -197,9 +197,14 @@ int Run(int argc, char** argv) {
   std::cerr << kProgram << ": wrote metrics.csv, metrics.jsonl, accuracy_bytes.svg, run.db in "
             << result->out_dir << "\n";
   char line[256];
-  std::snprintf(line, sizeof(line), " after %zu rounds (%.1f s, %.0f samples/s)",
+  std::snprintf(line, sizeof(line), " after %zu rounds (%.1f s, %.0f samples/s",
                 result->rounds.size(), result->wall_seconds, result->train_samples_per_sec);
-  std::cout << "final " << FormatMetric(result->metric, result->final_metric) << line
+  std::string summary = line;
+  if (config.GetBool("clock.enabled")) {
+    std::snprintf(line, sizeof(line), ", %.0f s simulated", result->sim_time_s);
+    summary += line;
+  }
+  std::cout << "final " << FormatMetric(result->metric, result->final_metric) << summary << ")"
             << std::endl;
   return 0;
 }
@@ -347,12 +352,14 @@ int ExportPartition(int argc, char** argv) {
 }
 
 // fl-sim compare: reads metrics.csv of finished runs, prints a summary table and writes a
-// plot of the metric against rounds and against uploaded bytes per client.
+// plot of the metric against rounds, against uploaded bytes per client and, when every
+// run was timed by the virtual clock, against simulated time.
 int Compare(int argc, char** argv) {
   constexpr char kUsage[] =
       "usage: fl-sim compare [--out FILE.svg] [--title TEXT] RUN_DIR[=LABEL] ...\n"
       "Each RUN_DIR is an fl-sim output directory (its metrics.csv is read); LABEL names\n"
-      "its line (default: the directory). --out defaults to compare.svg.\n";
+      "its line (default: the directory). --out defaults to compare.svg. When every run\n"
+      "has the sim_time_s column, a third panel plots the metric against simulated time.\n";
   std::string out = "compare.svg", title = "fl-sim runs";
   std::vector<std::pair<std::string, std::string>> runs;  // dir, label
   for (int i = 1; i < argc; ++i) {

@@ -21,6 +21,7 @@
 #include "server/coordinator_config.h"
 #include "simulations/byzantine.h"
 #include "simulations/in_process_link.h"
+#include "simulations/virtual_clock.h"
 #include "torch/torch_trainer.h"
 
 // Set by the build (CMake cache variable FL_FASHION_MNIST_DIR).
@@ -145,7 +146,7 @@ std::string MetricsCsv(const std::vector<SimRoundRecord>& rounds, const Workload
   std::ostringstream out;
   out << "round," << metric.name
       << ",test_loss,train_loss,bytes_up,bytes_down,bytes_up_total,clients,wall_seconds,"
-         "train_samples,samples_per_sec";
+         "train_samples,samples_per_sec,sim_time_s";
   for (const std::string& name : stat_names) out << ',' << name;
   out << '\n';
   for (const SimRoundRecord& r : rounds) {
@@ -154,7 +155,7 @@ std::string MetricsCsv(const std::vector<SimRoundRecord>& rounds, const Workload
         << (r.evaluated ? FormatDouble(m.test_loss) : "") << ',' << FormatDouble(m.train_loss)
         << ',' << m.bytes_up << ',' << m.bytes_down << ',' << r.bytes_up_total << ','
         << m.clients << ',' << FormatDouble(m.wall_seconds) << ',' << r.train_samples << ','
-        << FormatDouble(r.samples_per_sec);
+        << FormatDouble(r.samples_per_sec) << ',' << FormatDouble(r.sim_time_s, 12);
     for (const std::string& name : stat_names) {
       auto it = r.strategy_stats.find(name);
       out << ',' << (it == r.strategy_stats.end() ? "" : FormatDouble(it->second, 12));
@@ -180,6 +181,8 @@ std::string MetricsJsonl(const std::vector<SimRoundRecord>& rounds, const Worklo
         {"wall_seconds", m.wall_seconds},
         {"train_samples", r.train_samples},
         {"samples_per_sec", r.samples_per_sec},
+        {"sim_time_s",
+         std::isfinite(r.sim_time_s) ? nlohmann::json(r.sim_time_s) : nlohmann::json(nullptr)},
     };
     for (const auto& [name, value] : r.strategy_stats) j[name] = value;
     out += j.dump() + "\n";
@@ -345,6 +348,19 @@ Status WriteRoundFiles(Env* env, const std::string& dir, const std::vector<SimRo
   return env->WriteFileAtomic(dir + "/" + kPlotSvg, PlotSvg(rounds, title, metric), false);
 }
 
+// The simulated close of a sync round that opened at `open`: every selected client
+// runs its task from `open` on the virtual clock; the round waits for the last one,
+// then the server aggregates (clock.server_seconds).
+double SyncRoundClose(const VirtualClock& clock, double open,
+                      const std::vector<std::pair<size_t, Task>>& work,
+                      const std::vector<TaskWork>& task_work) {
+  double last = open;
+  for (size_t k = 0; k < work.size(); ++k) {
+    last = std::max(last, clock.RunTask(work[k].first, open, task_work[k]).finish);
+  }
+  return last + clock.options().server_seconds;
+}
+
 }  // namespace
 
 nlohmann::json SimulatorConfigDefaults() {
@@ -360,6 +376,7 @@ nlohmann::json SimulatorConfigDefaults() {
   };
   MergeJson(d, WorkloadConfigDefaults());
   MergeJson(d, ByzantineConfigDefaults());
+  MergeJson(d, VirtualClockConfigDefaults());
   d["sim"] = {
       {"preset", kDefaultPreset},
       {"workers", 2},
@@ -480,6 +497,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
   FL_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, CreateStrategy(config));
   FL_ASSIGN_OR_RETURN(CoordinatorOptions options, CoordinatorOptionsFromConfig(config));
   FL_ASSIGN_OR_RETURN(ByzantineOptions byzantine_options, ByzantineOptionsFromConfig(config));
+  FL_ASSIGN_OR_RETURN(VirtualClockOptions clock_options, VirtualClockOptionsFromConfig(config));
 
   // ---- data and initial model ----
   // Tensors are built on this thread; the workers set their own count below.
@@ -537,6 +555,10 @@ Result<SimulationResult> RunSimulation(const Config& config,
   // Attacking clients (none unless byzantine.fraction > 0): the same ones every round.
   ByzantineClients byzantine(byzantine_options, num_clients, seed, workers);
   if (byzantine.enabled()) FL_RETURN_IF_ERROR(record->PutMeta("byzantine", byzantine.Describe()));
+
+  // Device profiles of the whole population, drawn from the seed.
+  const VirtualClock clock(clock_options, num_clients);
+  double sim_now = 0;  // simulated seconds at the close of the last round
 
   // ---- virtual clients ----
   std::vector<VirtualClient> clients(num_clients);
@@ -618,6 +640,9 @@ Result<SimulationResult> RunSimulation(const Config& config,
     for (const auto& item : work) round_attackers += byzantine.attacks(item.first) ? 1 : 0;
     std::atomic<uint64_t> samples{0};
     std::atomic<uint64_t> finished{0};
+    // What each task moved, by its index in `work`, so the round's simulated time does
+    // not depend on which worker ran it or when.
+    std::vector<TaskWork> task_work(work.size());
     Status first_error;
     std::mutex error_mu;
     pool.Run(work.size(), [&](int w, size_t k) {
@@ -630,6 +655,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
         Result<ExecuteReport> r = c.runtime->Execute(task, **trainer, cancel);
         if (r.ok()) {
           samples += r->train.num_examples;
+          task_work[k] = TaskWork{r->bytes_down, r->train.num_examples, r->bytes_up};
         } else {
           s = r.status();
         }
@@ -655,6 +681,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
     train_seconds_total += round_train_seconds;
     result.train_samples += samples.load();
     result.byzantine_updates += round_attackers;
+    if (clock_options.enabled) sim_now = SyncRoundClose(clock, sim_now, work, task_work);
 
     std::vector<std::pair<RoundSummary, ModelSnapshot>> closed;
     {
@@ -680,6 +707,7 @@ Result<SimulationResult> RunSimulation(const Config& config,
       rec.train_samples = summary.round == round ? samples.load() : 0;
       rec.train_seconds = summary.round == round ? round_train_seconds : 0;
       rec.evaluated = summary.round % eval_every == 0 || summary.round == total_rounds;
+      if (clock_options.enabled) rec.sim_time_s = sim_now;
       if (rec.evaluated) {
         // Each worker scores a part of the evaluation set with its own replica.
         std::vector<Result<EvalStats>> parts(workers, Status::Internal("not run"));
@@ -724,11 +752,15 @@ Result<SimulationResult> RunSimulation(const Config& config,
   }
 
   result.wall_seconds = SecondsSince(start);
+  result.sim_time_s = sim_now;
   result.train_samples_per_sec =
       train_seconds_total > 0 ? static_cast<double>(result.train_samples) / train_seconds_total : 0;
   FL_RETURN_IF_ERROR(record->PutMeta("final_accuracy", FormatDouble(result.final_accuracy)));
   FL_RETURN_IF_ERROR(record->PutMeta("final_metric", FormatDouble(result.final_metric)));
   FL_RETURN_IF_ERROR(record->PutMeta("wall_seconds", FormatDouble(result.wall_seconds)));
+  if (clock_options.enabled) {
+    FL_RETURN_IF_ERROR(record->PutMeta("sim_time_s", FormatDouble(result.sim_time_s, 12)));
+  }
   FL_RETURN_IF_ERROR(
       record->PutMeta("train_samples_per_sec", FormatDouble(result.train_samples_per_sec)));
   return result;

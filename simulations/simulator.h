@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <span>
 #include <string>
@@ -36,6 +37,11 @@ namespace fl::internal {
 //   byzantine: fraction, attack, scale, sigma, weight_factor, constant (byzantine.h)
 //   sim:  preset, workers, threads_per_worker, eval_every, out_dir ("" = runs/<preset>-<seed>),
 //         device (auto|cpu|cuda), progress (auto|tty|plain|none)
+//   clock: the virtual clock that gives every round a simulated duration (virtual_clock.h):
+//         enabled (true), seconds_per_example (0.002), compute_sigma (0.5),
+//         straggler_fraction (0.1), straggler_slowdown (10), uplink_mbps (5),
+//         downlink_mbps (20), bandwidth_sigma (0.5), latency_ms (50), mean_online_s (0),
+//         mean_offline_s (0; both 0 = always online), server_seconds (0)
 nlohmann::json SimulatorConfigDefaults();
 
 // Known preset names; "fmnist-cnn" is the default, "fortunes-gpt" is W2.
@@ -64,6 +70,9 @@ struct SimRoundRecord {
   // plus "byzantine_updates" (updates sent by attacking clients) when byzantine.fraction
   // > 0; each name becomes a column of metrics.csv.
   std::map<std::string, double> strategy_stats;
+  // Simulated seconds from the start of the run to this round's close (the virtual
+  // clock's sync-round time, see RunSimulation); NaN when clock.enabled is false.
+  double sim_time_s = std::numeric_limits<double>::quiet_NaN();
 };
 
 struct SimulationResult {
@@ -76,6 +85,7 @@ struct SimulationResult {
   uint64_t train_samples = 0;
   double train_samples_per_sec = 0;
   uint64_t byzantine_updates = 0;  // sent by attacking clients (byzantine.h), all rounds
+  double sim_time_s = 0;         // simulated seconds of the whole run (0 without the clock)
   std::string out_dir;
 };
 
@@ -101,6 +111,12 @@ struct SimProgress {
 // there are deleted first; nothing else in the directory is touched. The second column
 // of metrics.csv (and its JSONL key) is the workload's metric name, "accuracy" or
 // "bits_per_byte"; accuracy_bytes.svg plots that metric (the file keeps its name).
+// Simulated time (column sim_time_s): round r opens when round r - 1 closed (the run
+// opens at 0); each selected client runs its task (download the bytes it fetched,
+// train the examples it trained, upload the bytes it pushed) on the virtual clock from
+// that instant, and the round closes when the last of them finishes, plus
+// clock.server_seconds. It is computed from sizes and the seed only, so it is the same
+// for any sim.workers, sim.threads_per_worker or host load.
 // `progress` (may be empty) is called whenever a client finishes and after each round.
 // Errors: InvalidArgument for bad config values, NotFound/DataLoss for the dataset or
 // model.init_file, FailedPrecondition for --device cuda without CUDA, and the first

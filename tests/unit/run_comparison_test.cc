@@ -89,5 +89,51 @@ TEST(RunComparisonTest, PlotHasBothPanelsPerRunAndTheTableSummarizes) {
   EXPECT_EQ(CompareRunsSvg({}, "x").status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(RunComparisonTest, SimulatedTimeAddsAThirdPanelWhenEveryRunHasIt) {
+  constexpr char kClocked[] =
+      "round,accuracy,bytes_up,clients,samples_per_sec,sim_time_s\n"
+      "1,0.5,100,2,10,12.5\n"
+      "2,,100,2,10,30\n"
+      "3,0.7,100,2,10,41.25\n";
+  Result<RunCurve> clocked = ParseRunCurve(kClocked, "clocked");
+  ASSERT_TRUE(clocked.ok()) << clocked.status().ToString();
+  EXPECT_TRUE(clocked->HasSimTime());
+  EXPECT_DOUBLE_EQ(clocked->points[2].sim_time_s, 41.25);
+
+  // Runs from before the clock, or with it off, have no simulated time.
+  Result<RunCurve> old = ParseRunCurve(kFedAvgCsv, "old");
+  ASSERT_TRUE(old.ok());
+  EXPECT_FALSE(old->HasSimTime());
+  Result<RunCurve> off = ParseRunCurve(
+      "round,accuracy,bytes_up,clients,sim_time_s\n1,0.5,100,2,\n", "off");
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_FALSE(off->HasSimTime());
+
+  auto polylines = [](const std::string& svg) {
+    size_t n = 0;
+    for (size_t at = svg.find("<polyline"); at != std::string::npos;
+         at = svg.find("<polyline", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  Result<std::string> both = CompareRunsSvg({*clocked, *clocked}, "t");
+  ASSERT_TRUE(both.ok());
+  EXPECT_EQ(polylines(*both), 6u);  // two runs, three panels
+  EXPECT_THAT(*both, HasSubstr("simulated time"));
+  Result<std::string> mixed = CompareRunsSvg({*clocked, *off}, "t");
+  ASSERT_TRUE(mixed.ok());
+  EXPECT_EQ(polylines(*mixed), 4u);  // one run lacks the clock: the usual two panels
+  EXPECT_THAT(CompareRunsTable({*clocked, *off}), HasSubstr("41.2 s"));
+
+  for (const char* bad :
+       {"round,accuracy,bytes_up,clients,sim_time_s\n1,0.5,1,1,-2\n",
+        "round,accuracy,bytes_up,clients,sim_time_s\n1,0.5,1,1,5\n2,0.5,1,1,4\n"}) {
+    Result<RunCurve> r = ParseRunCurve(bad, "x");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("sim_time_s")) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace fl::internal

@@ -1,0 +1,134 @@
+// fl-sim on the virtual clock: simulated time of real (cut-down Fashion-MNIST) runs.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "simulations/run_comparison.h"
+#include "simulations/simulator.h"
+
+namespace fl::internal {
+namespace {
+
+std::string ReadText(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// 4 clients on 1200 training images, 3 per round, 3 rounds; stragglers and
+// availability on so every part of the clock is exercised.
+Result<Config> ClockedConfig(const std::string& out_dir, int workers) {
+  nlohmann::json defaults = SimulatorConfigDefaults();
+  Result<nlohmann::json> preset = PresetValues("fmnist-cnn");
+  if (!preset.ok()) return preset.status();
+  defaults.merge_patch(*preset);
+  return Config::Build(
+      defaults, "",
+      {"data.dir=" FL_FASHION_MNIST_DIR, "data.num_clients=4", "data.train_examples=1200",
+       "data.test_examples=500", "coordinator.clients_per_round=3", "run.rounds=3", "run.seed=9",
+       "clock.straggler_fraction=0.25", "clock.mean_online_s=30", "clock.mean_offline_s=10",
+       "clock.server_seconds=0.5", "sim.workers=" + std::to_string(workers),
+       "sim.out_dir=" + out_dir});
+}
+
+// The sim_time_s column of a metrics.csv, as text.
+std::vector<std::string> SimTimeColumn(const std::string& csv) {
+  std::istringstream in(csv);
+  std::string line;
+  std::getline(in, line);
+  std::vector<std::string> header;
+  std::stringstream hs(line);
+  for (std::string f; std::getline(hs, f, ',');) header.push_back(f);
+  const size_t col = std::find(header.begin(), header.end(), "sim_time_s") - header.begin();
+  std::vector<std::string> values;
+  while (std::getline(in, line)) {
+    std::vector<std::string> fields;
+    std::stringstream ls(line);
+    for (std::string f; std::getline(ls, f, ',');) fields.push_back(f);
+    if (line.back() == ',') fields.push_back("");
+    values.push_back(col < fields.size() ? fields[col] : "<missing>");
+  }
+  return values;
+}
+
+TEST(SimClockTest, SimTimeDoesNotDependOnTheWorkerCount) {
+  std::vector<std::string> columns[2];
+  std::string jsonl[2];
+  for (int workers : {1, 3}) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("fl_sim_clock_" + std::to_string(::getpid()) + "_" + std::to_string(workers));
+    std::filesystem::remove_all(dir);
+    Result<Config> config = ClockedConfig(dir.string(), workers);
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    Result<SimulationResult> r = RunSimulation(*config, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->rounds.size(), 3u);
+    double previous = 0;
+    for (const SimRoundRecord& rec : r->rounds) {
+      // Each round lasts at least its server cost plus two latencies and some training.
+      EXPECT_GT(rec.sim_time_s, previous + 0.5 + 0.1);
+      previous = rec.sim_time_s;
+    }
+    EXPECT_EQ(r->sim_time_s, r->rounds.back().sim_time_s);
+    const int k = workers == 1 ? 0 : 1;
+    columns[k] = SimTimeColumn(ReadText(dir / "metrics.csv"));
+    std::istringstream lines(ReadText(dir / "metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);) {
+      jsonl[k] += nlohmann::json::parse(line)["sim_time_s"].dump() + " ";
+    }
+    // fl-sim compare reads the column back and draws the simulated-time panel.
+    Result<RunCurve> curve = ParseRunCurve(ReadText(dir / "metrics.csv"), "run");
+    ASSERT_TRUE(curve.ok()) << curve.status().ToString();
+    EXPECT_TRUE(curve->HasSimTime());
+    EXPECT_NEAR(curve->points.back().sim_time_s, r->sim_time_s, 1e-9 * r->sim_time_s);  // 12 digits
+    std::filesystem::remove_all(dir);
+  }
+  ASSERT_EQ(columns[0].size(), 3u);
+  EXPECT_EQ(columns[0], columns[1]);
+  EXPECT_EQ(jsonl[0], jsonl[1]);
+  for (const std::string& v : columns[0]) EXPECT_FALSE(v.empty());
+}
+
+TEST(SimClockTest, DisabledClockLeavesTheColumnEmpty) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("fl_sim_noclock_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  Result<Config> config = ClockedConfig(dir.string(), 2);
+  ASSERT_TRUE(config.ok());
+  for (const char* o : {"clock.enabled=false", "run.rounds=1"}) {
+    ASSERT_TRUE(config->ApplyOverride(o).ok()) << o;
+  }
+  Result<SimulationResult> r = RunSimulation(*config, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->rounds.size(), 1u);
+  EXPECT_TRUE(std::isnan(r->rounds[0].sim_time_s));
+  EXPECT_EQ(SimTimeColumn(ReadText(dir / "metrics.csv")), std::vector<std::string>{""});
+  const nlohmann::json row = nlohmann::json::parse(ReadText(dir / "metrics.jsonl"));
+  EXPECT_TRUE(row["sim_time_s"].is_null());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SimClockTest, BadClockValueFailsBeforeTraining) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("fl_sim_badclock_" + std::to_string(::getpid()));
+  Result<Config> config = ClockedConfig(dir.string(), 1);
+  ASSERT_TRUE(config.ok());
+  ASSERT_TRUE(config->ApplyOverride("clock.straggler_slowdown=0.5").ok());
+  Result<SimulationResult> r = RunSimulation(*config, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("clock.straggler_slowdown"), std::string::npos)
+      << r.status().ToString();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace fl::internal
