@@ -1,0 +1,403 @@
+// The Coordinator in asynchronous mode (coordinator.mode = async) on real SQLite files
+// with the real FedAvg strategy. Updates are hand-made dense deltas, so every expected
+// weight, staleness and model value can be computed here. Event-driven: no sleeps, no
+// wall-clock bounds; a "crash" destroys the coordinator with its buffer open and reopens
+// the same state directory.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "algorithms/registry.h"
+#include "codec/dense_codec.h"
+#include "core/config.h"
+#include "crypto/sha256.h"
+#include "server/coordinator.h"
+#include "server/coordinator_config.h"
+#include "store/store.h"
+#include "tests/testing/manual_clock_env.h"
+
+namespace fl::internal {
+namespace {
+
+class AsyncCoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("fl_async_coordinator_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override {
+    coordinator_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  CoordinatorOptions Options() {
+    CoordinatorOptions o;
+    o.mode = CoordinatorMode::kAsync;
+    o.state_dir = dir_.string();
+    o.num_rounds = 100;
+    o.min_clients = 1;
+    o.seed = 3;
+    o.env = &env_;
+    o.async.concurrency = 8;
+    o.async.buffer_size = 2;
+    o.async.max_staleness = 4;
+    return o;
+  }
+
+  static std::unique_ptr<Strategy> FedAvg(const std::vector<std::string>& overrides = {}) {
+    Result<Config> config = Config::Build(AlgorithmConfigDefaults(), "", overrides);
+    EXPECT_TRUE(config.ok()) << config.status().ToString();
+    Result<std::unique_ptr<Strategy>> s = CreateStrategy(*config);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::move(s).value();
+  }
+
+  static ParamSet Initial() {
+    Layout layout;
+    layout.Add("weight", {4});
+    layout.Add("bias", {1});
+    return ParamSet(layout);
+  }
+
+  void Start(const CoordinatorOptions& o, const std::vector<std::string>& algorithm = {}) {
+    coordinator_.reset();
+    Result<std::unique_ptr<Coordinator>> c = Coordinator::Create(o, FedAvg(algorithm), Initial());
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    coordinator_ = std::move(c).value();
+    coordinator_->SetRoundCallback(
+        [this](const RoundSummary& s, const ModelSnapshot&) { summaries_.push_back(s); });
+  }
+
+  // Joins client-<i> (or re-joins after a restart) and returns its session.
+  Session Client(int i) {
+    Result<JoinReply> joined = coordinator_->Join("", "client-" + std::to_string(i));
+    EXPECT_TRUE(joined.ok()) << joined.status().ToString();
+    Result<Session> session = coordinator_->Authenticate(joined->session_token);
+    EXPECT_TRUE(session.ok());
+    return *session;
+  }
+
+  Task Pull(const Session& s) {
+    Result<Task> task = coordinator_->PullTask(s, std::chrono::milliseconds(0));
+    EXPECT_TRUE(task.ok()) << task.status().ToString();
+    return task.ok() ? *task : Task{};
+  }
+
+  // A dense delta answering `task`: tensor "weight" all `value`, "bias" -value.
+  static Payload Update(const Task& task, float value, double weight = 10) {
+    const ParamSet initial = Initial();
+    std::vector<float> values(initial.size(), value);
+    values.back() = -value;
+    Payload p;
+    EXPECT_TRUE(EncodeDense(values, Encoding::kDenseF32, &p.bytes).ok());
+    p.meta.round = task.round;
+    p.meta.base_version = task.model_version;
+    p.meta.weight = weight;
+    p.meta.num_examples = static_cast<uint64_t>(weight);
+    p.meta.layout_hash = initial.layout().hash();
+    p.meta.encoding = Encoding::kDenseF32;
+    p.meta.sha256 = Sha256(p.bytes);
+    return p;
+  }
+
+  Result<PushAck> Push(const Session& s, const Task& task, float value, double weight = 10) {
+    return coordinator_->PushUpdate(s, Update(task, value, weight));
+  }
+
+  std::unique_ptr<Store> OpenStore() {
+    StoreOptions so;
+    so.path = (dir_ / "state.db").string();
+    Result<std::unique_ptr<Store>> store = Store::Open(so);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return std::move(store).value();
+  }
+
+  uint64_t Version() { return coordinator_->CurrentModel().version; }
+
+  ManualClockEnv env_;
+  std::filesystem::path dir_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::vector<RoundSummary> summaries_;
+};
+
+TEST_F(AsyncCoordinatorTest, VersionsAdvanceEveryBufferSizeUpdates) {
+  CoordinatorOptions o = Options();
+  o.async.buffer_size = 3;
+  o.async.staleness_weight = StalenessWeight::kConstant;
+  Start(o);
+  std::vector<Session> s = {Client(0), Client(1), Client(2)};
+  for (int k = 0; k < 3; ++k) {
+    std::vector<Task> tasks;
+    for (const Session& session : s) tasks.push_back(Pull(session));
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(tasks[i].kind, TaskKind::kTrain);
+      EXPECT_EQ(tasks[i].model_version, static_cast<uint64_t>(k));
+      EXPECT_EQ(Version(), static_cast<uint64_t>(k)) << "no flush before the buffer is full";
+      Result<PushAck> ack = Push(s[i], tasks[i], 0.1f * static_cast<float>(i + 1));
+      ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+      EXPECT_FALSE(ack->duplicate);
+      EXPECT_EQ(ack->round, tasks[i].round);
+    }
+    EXPECT_EQ(Version(), static_cast<uint64_t>(k + 1));
+  }
+  ASSERT_EQ(summaries_.size(), 3u);
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(summaries_[k].round, k + 1);
+    EXPECT_EQ(summaries_[k].new_version, k + 1);
+    EXPECT_EQ(summaries_[k].num_updates, 3u);
+    EXPECT_EQ(summaries_[k].strategy_stats.at("async.mean_staleness"), 0);
+  }
+  // Three steps of the mean delta 0.2 (server lr 1, no momentum).
+  const ModelSnapshot model = coordinator_->CurrentModel();
+  EXPECT_NEAR(model.params->data()[0], 0.6f, 1e-6);
+  EXPECT_NEAR(model.params->data()[4], -0.6f, 1e-6);
+  std::vector<FlushRecord> flushes = OpenStore()->ListFlushes(0).value();
+  ASSERT_EQ(flushes.size(), 3u);
+  EXPECT_EQ(flushes[2].version, 3u);
+  EXPECT_EQ(flushes[2].num_updates, 3u);
+  EXPECT_EQ(flushes[2].staleness_histogram, R"({"0":3})");
+  EXPECT_DOUBLE_EQ(flushes[2].total_weight, 30);
+}
+
+TEST_F(AsyncCoordinatorTest, StalenessInTheStoreMatchesTheBaseVersionsHandedOut) {
+  CoordinatorOptions o = Options();
+  o.async.buffer_size = 2;
+  o.async.max_staleness = 8;
+  Start(o);
+  std::vector<Session> s = {Client(0), Client(1), Client(2), Client(3)};
+  struct Given {
+    uint64_t base = 0;
+    uint64_t version_at_fold = 0;
+  };
+  std::map<uint64_t, Given> given;  // task -> what the test saw
+  std::map<int, Task> holding;
+  // A fixed schedule of pulls and pushes in which clients fall behind by varying amounts.
+  const std::vector<std::pair<char, int>> schedule = {
+      {'p', 0}, {'p', 1}, {'p', 2}, {'p', 3}, {'u', 0}, {'u', 1}, {'p', 0}, {'p', 1},
+      {'u', 0}, {'u', 2}, {'p', 0}, {'p', 2}, {'u', 1}, {'u', 0}, {'u', 3}, {'u', 2}};
+  for (const auto& [what, i] : schedule) {
+    if (what == 'p') {
+      holding[i] = Pull(s[i]);
+      ASSERT_EQ(holding[i].kind, TaskKind::kTrain);
+      given[holding[i].round].base = holding[i].model_version;
+      EXPECT_EQ(holding[i].model_version, Version());
+    } else {
+      given[holding[i].round].version_at_fold = Version();
+      Result<PushAck> ack = Push(s[i], holding[i], 0.01f * static_cast<float>(i + 1));
+      ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+    }
+  }
+  EXPECT_EQ(Version(), 4u);
+  std::unique_ptr<Store> store = OpenStore();
+  std::map<uint64_t, uint64_t> histogram_total;
+  for (const auto& [task, g] : given) {
+    std::vector<LedgerEntry> rows = store->AcceptedUpdates(task).value();
+    ASSERT_EQ(rows.size(), 1u) << "task " << task;
+    EXPECT_EQ(rows[0].base_version, g.base) << "task " << task;
+    EXPECT_EQ(rows[0].staleness, g.version_at_fold - g.base) << "task " << task;
+    EXPECT_EQ(rows[0].buffer, g.version_at_fold + 1) << "task " << task;
+    // Policy weight 10 times (1 + tau)^-1/2.
+    EXPECT_DOUBLE_EQ(rows[0].weight, 10 * std::pow(1.0 + static_cast<double>(rows[0].staleness), -0.5));
+    ++histogram_total[rows[0].staleness];
+  }
+  EXPECT_GT(histogram_total.rbegin()->first, 0u) << "the schedule must produce stale updates";
+  std::map<uint64_t, uint64_t> recorded;
+  for (const FlushRecord& f : store->ListFlushes(0).value()) {
+    nlohmann::json h = nlohmann::json::parse(f.staleness_histogram);
+    uint64_t n = 0;
+    for (const auto& [key, count] : h.items()) {
+      recorded[std::stoull(key)] += count.get<uint64_t>();
+      n += count.get<uint64_t>();
+    }
+    EXPECT_EQ(n, f.num_updates);
+  }
+  EXPECT_EQ(recorded, histogram_total);
+}
+
+TEST_F(AsyncCoordinatorTest, StaleUpdateIsRefusedWithFailedPreconditionAndALedgerRow) {
+  CoordinatorOptions o = Options();
+  o.async.buffer_size = 1;
+  o.async.max_staleness = 1;
+  Start(o);
+  Session slow = Client(0), fast = Client(1);
+  const Task old = Pull(slow);
+  for (int k = 0; k < 2; ++k) ASSERT_TRUE(Push(fast, Pull(fast), 0.1f).ok());
+  ASSERT_EQ(Version(), 2u);
+  // Version 0 left the window: neither served nor accepted.
+  EXPECT_EQ(coordinator_->FetchModel(slow, 0).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(coordinator_->FetchModel(slow, 1).ok()) << "versions 1 and 2 stay servable";
+  Result<PushAck> refused = Push(slow, old, 0.1f);
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("max_staleness"), std::string::npos)
+      << refused.status().ToString();
+  std::vector<LedgerEntry> rows = OpenStore()->LedgerForRound(old.round).value();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status_code, static_cast<int>(StatusCode::kFailedPrecondition));
+  EXPECT_EQ(rows[0].staleness, 2u);
+  EXPECT_EQ(rows[0].base_version, 0u);
+  EXPECT_EQ(Version(), 2u);
+  // The slow client is not stuck: it gets a fresh task on the current version.
+  const Task fresh = Pull(slow);
+  EXPECT_EQ(fresh.model_version, 2u);
+  EXPECT_TRUE(Push(slow, fresh, 0.1f).ok());
+}
+
+TEST_F(AsyncCoordinatorTest, ConcurrencyLimitsTheTasksHeld) {
+  CoordinatorOptions o = Options();
+  o.async.concurrency = 2;
+  o.async.buffer_size = 10;
+  Start(o);
+  Session a = Client(0), b = Client(1), c = Client(2);
+  const Task ta = Pull(a);
+  const Task tb = Pull(b);
+  EXPECT_EQ(ta.kind, TaskKind::kTrain);
+  EXPECT_EQ(tb.kind, TaskKind::kTrain);
+  EXPECT_NE(ta.round, tb.round) << "every task has its own number";
+  EXPECT_EQ(Pull(c).kind, TaskKind::kWait);
+  EXPECT_EQ(coordinator_->GetStatus().clients_selected, 2u);
+  ASSERT_TRUE(Push(a, ta, 0.1f).ok());
+  // A retry of an acknowledged update is acknowledged again and not folded twice.
+  Result<PushAck> again = Push(a, ta, 0.1f);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(coordinator_->GetStatus().updates_in_round, 1u);
+  const Task tc = Pull(c);
+  EXPECT_EQ(tc.kind, TaskKind::kTrain);
+  EXPECT_EQ(Pull(a).kind, TaskKind::kWait);
+  // A task is answered once, and only by the client it was given to.
+  EXPECT_EQ(Push(b, tc, 0.1f).status().code(), StatusCode::kFailedPrecondition);
+  Task forged = tb;
+  forged.model_version = 7;
+  EXPECT_EQ(Push(b, forged, 0.1f).status().code(), StatusCode::kFailedPrecondition);
+}
+
+// The same schedule, once straight through and once with the coordinator destroyed while
+// its second buffer holds two acknowledged updates.
+TEST_F(AsyncCoordinatorTest, RestartMidBufferFoldsEachAcknowledgedUpdateExactlyOnce) {
+  CoordinatorOptions o = Options();
+  o.async.buffer_size = 3;
+  o.async.gap_penalty = 0.5;  // stale updates in buffer 2 are scaled by the gap penalty
+  const std::vector<std::string> algorithm = {"algorithm.server_momentum=0.5",
+                                              "algorithm.momentum_clip=0.3"};
+  auto run = [&](bool crash) -> std::vector<float> {
+    std::filesystem::remove_all(dir_);
+    Start(o, algorithm);
+    std::vector<Session> s = {Client(0), Client(1), Client(2), Client(3)};
+    std::vector<Task> t(4);
+    for (int i = 0; i < 4; ++i) t[i] = Pull(s[i]);        // tasks 1..4 on version 0
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(Push(s[i], t[i], 0.1f * (i + 1)).ok());
+    EXPECT_EQ(Version(), 1u);
+    const Task t5 = Pull(s[0]), t6 = Pull(s[1]);            // on version 1
+    EXPECT_TRUE(Push(s[3], t[3], 0.4f).ok());               // staleness 1
+    EXPECT_TRUE(Push(s[0], t5, 0.5f).ok());
+    if (crash) {
+      Start(o, algorithm);  // the old coordinator is gone without a clean shutdown
+      EXPECT_EQ(coordinator_->GetStatus().updates_in_round, 2u);
+      EXPECT_EQ(Version(), 1u);
+      s = {Client(0), Client(1), Client(2), Client(3)};
+      Result<PushAck> again = Push(s[0], t5, 0.5f);  // never saw its acknowledgement
+      EXPECT_TRUE(again.ok() && again->duplicate);
+    }
+    EXPECT_TRUE(Push(s[1], t6, 0.6f).ok()) << "task 6 survives the restart";
+    EXPECT_EQ(Version(), 2u);
+    const ParamSet& p = *coordinator_->CurrentModel().params;
+    return std::vector<float>(p.data(), p.data() + p.size());
+  };
+  const std::vector<float> reference = run(false);
+  const std::vector<float> recovered = run(true);
+  EXPECT_EQ(recovered, reference);  // bit for bit
+  std::unique_ptr<Store> store = OpenStore();
+  std::vector<LedgerEntry> buffer2 = store->AcceptedUpdatesInBuffer(2).value();
+  ASSERT_EQ(buffer2.size(), 3u);
+  EXPECT_EQ(buffer2[0].round, 4u);
+  EXPECT_EQ(buffer2[0].staleness, 1u);
+  EXPECT_EQ(buffer2[1].round, 5u);
+  EXPECT_EQ(buffer2[2].round, 6u);
+}
+
+TEST_F(AsyncCoordinatorTest, FixedCallOrderGivesTheSameModel) {
+  CoordinatorOptions o = Options();
+  o.async.gap_penalty = 1;
+  o.durable = false;
+  auto run = [&] {
+    std::filesystem::remove_all(dir_);
+    Start(o, {"algorithm.server_optimizer=adam", "algorithm.server_lr=0.1"});
+    std::vector<Session> s = {Client(0), Client(1), Client(2)};
+    std::vector<Task> t(3);
+    for (int k = 0; k < 12; ++k) {
+      const int i = (k * 7) % 3;
+      if (t[i].kind == TaskKind::kTrain) EXPECT_TRUE(Push(s[i], t[i], 0.05f * (k % 5)).ok());
+      t[i] = Pull(s[i]);
+    }
+    const ParamSet& p = *coordinator_->CurrentModel().params;
+    return std::make_pair(Version(), std::vector<float>(p.data(), p.data() + p.size()));
+  };
+  const auto first = run();
+  EXPECT_GT(first.first, 2u);
+  EXPECT_EQ(run(), first);
+}
+
+TEST_F(AsyncCoordinatorTest, ModeIsFixedPerStateDirectory) {
+  Start(Options());
+  coordinator_.reset();
+  CoordinatorOptions sync = Options();
+  sync.mode = CoordinatorMode::kSync;
+  Result<std::unique_ptr<Coordinator>> c = Coordinator::Create(sync, FedAvg(), Initial());
+  EXPECT_EQ(c.status().code(), StatusCode::kFailedPrecondition) << c.status().ToString();
+}
+
+TEST_F(AsyncCoordinatorTest, FerretIsRefusedInAsyncMode) {
+  Result<std::unique_ptr<Coordinator>> c =
+      Coordinator::Create(Options(), FedAvg({"algorithm.name=ferret"}), Initial());
+  ASSERT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("coordinator.mode=async"), std::string::npos)
+      << c.status().ToString();
+}
+
+TEST(AsyncCoordinatorConfigTest, KeysReachCoordinatorOptionsAndBadValuesNameTheKey) {
+  auto build = [](std::vector<std::string> overrides) {
+    return Config::Build(CoordinatorConfigDefaults(), "", overrides);
+  };
+  Result<Config> config =
+      build({"coordinator.mode=async", "async.concurrency=20", "async.max_staleness=5",
+             "async.buffer_size=4", "async.staleness_weight=hinge", "async.hinge_a=2",
+             "async.hinge_b=3", "async.gap_penalty=2.5", "async.staleness_exponent=1"});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  Result<CoordinatorOptions> o = CoordinatorOptionsFromConfig(*config);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->mode, CoordinatorMode::kAsync);
+  EXPECT_EQ(o->async.concurrency, 20u);
+  EXPECT_EQ(o->async.max_staleness, 5u);
+  EXPECT_EQ(o->async.buffer_size, 4u);
+  EXPECT_EQ(o->async.staleness_weight, StalenessWeight::kHinge);
+  EXPECT_EQ(o->async.hinge_a, 2);
+  EXPECT_EQ(o->async.hinge_b, 3u);
+  EXPECT_EQ(o->async.gap_penalty, 2.5);
+  EXPECT_EQ(o->async.staleness_exponent, 1);
+  Result<CoordinatorOptions> defaults = CoordinatorOptionsFromConfig(*build({}));
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->mode, CoordinatorMode::kSync);
+
+  for (const std::string& bad :
+       {"coordinator.mode=rounds", "async.concurrency=0", "async.buffer_size=0",
+        "async.max_staleness=-1", "async.staleness_weight=linear", "async.staleness_exponent=-1",
+        "async.hinge_a=-0.5", "async.hinge_b=-2", "async.gap_penalty=-1"}) {
+    Result<Config> c = build({bad});
+    ASSERT_TRUE(c.ok()) << bad;
+    Result<CoordinatorOptions> r = CoordinatorOptionsFromConfig(*c);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    const std::string key = bad.substr(0, bad.find('='));
+    EXPECT_NE(r.status().message().find(key), std::string::npos) << r.status().ToString();
+  }
+}
+
+}  // namespace
+}  // namespace fl::internal
