@@ -14,11 +14,14 @@
 #include <vector>
 
 #include "algorithms/registry.h"
+#include "client/client_runtime.h"
 #include "codec/dense_codec.h"
 #include "core/config.h"
 #include "crypto/sha256.h"
+#include "examples/linear_trainer.h"
 #include "server/coordinator.h"
 #include "server/coordinator_config.h"
+#include "simulations/in_process_link.h"
 #include "store/store.h"
 #include "tests/testing/manual_clock_env.h"
 
@@ -343,6 +346,67 @@ TEST_F(AsyncCoordinatorTest, FixedCallOrderGivesTheSameModel) {
   const auto first = run();
   EXPECT_GT(first.first, 2u);
   EXPECT_EQ(run(), first);
+}
+
+// fl-sim's in-process path: ClientRuntime over InProcessLink, the real learner and a
+// C++ trainer. Every client pulls, then each trains and pushes in turn, so the later
+// ones train on versions that moved on meanwhile (fetched from the servable window).
+TEST_F(AsyncCoordinatorTest, ClientRuntimesTrainOnStaleVersionsAndTheModelLearns) {
+  constexpr size_t kDim = 8;
+  CoordinatorOptions o = Options();
+  o.num_rounds = 6;
+  o.async.buffer_size = 2;
+  o.async.gap_penalty = 2;
+  Layout layout;
+  layout.Add("weight", {kDim});
+  layout.Add("bias", {1});
+  Result<std::unique_ptr<Coordinator>> c = Coordinator::Create(
+      o, FedAvg({"train.lr=0.05", "train.batch_size=8", "algorithm.server_momentum=0.3"}),
+      ParamSet(layout));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  coordinator_ = std::move(c).value();
+  coordinator_->SetRoundCallback(
+      [this](const RoundSummary& s, const ModelSnapshot&) { summaries_.push_back(s); });
+  std::vector<std::unique_ptr<InProcessLink>> links;
+  std::vector<std::unique_ptr<ClientRuntime>> runtimes;
+  std::vector<std::unique_ptr<examples::LinearTrainer>> trainers;
+  for (int i = 0; i < 3; ++i) {
+    links.push_back(std::make_unique<InProcessLink>(coordinator_.get()));
+    ClientRuntimeOptions options;
+    options.client_name = "client-" + std::to_string(i);
+    runtimes.push_back(std::make_unique<ClientRuntime>(links.back().get(), options));
+    std::vector<float> x, y;
+    examples::MakeLinearData(kDim, 64, 100 + i, &x, &y);
+    trainers.push_back(std::make_unique<examples::LinearTrainer>(kDim, std::move(x), std::move(y)));
+    ASSERT_TRUE(runtimes.back()->Join().ok());
+  }
+  double first_loss = -1, last_loss = -1;
+  bool done = false, stale = false;
+  for (int iteration = 0; iteration < 20 && !done; ++iteration) {
+    std::vector<Task> tasks;
+    for (auto& runtime : runtimes) {
+      Result<Task> t = runtime->Pull(std::chrono::milliseconds(0));
+      ASSERT_TRUE(t.ok());
+      done = done || t->kind == TaskKind::kDone;
+      tasks.push_back(*t);
+    }
+    for (int i = 0; i < 3; ++i) {
+      if (tasks[i].kind != TaskKind::kTrain) continue;
+      stale = stale || tasks[i].model_version < Version();
+      CancelToken cancel;
+      Result<ExecuteReport> r = runtimes[i]->Execute(tasks[i], *trainers[i], cancel);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      if (first_loss < 0) first_loss = r->train.mean_loss;
+      last_loss = r->train.mean_loss;
+    }
+  }
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(stale) << "some clients must have trained on an older version";
+  ASSERT_EQ(summaries_.size(), 6u);
+  EXPECT_EQ(summaries_.back().new_version, 6u);
+  EXPECT_EQ(Version(), 6u);
+  EXPECT_LT(last_loss, 0.5 * first_loss);
+  EXPECT_TRUE(coordinator_->WaitUntilFinished(std::chrono::milliseconds(10)));
 }
 
 TEST_F(AsyncCoordinatorTest, ModeIsFixedPerStateDirectory) {
