@@ -146,8 +146,11 @@ struct Coordinator::Impl {
   struct HeldTask {
     uint64_t client_id = 0;
     uint64_t base_version = 0;
+    uint64_t issued_us = 0;  // Env clock; restored tasks count from the restart
   };
-  std::map<uint64_t, HeldTask> open_tasks;  // task number -> holder; each holds a slot
+  // Task number -> holder. A task holds one of async.concurrency slots until answered,
+  // superseded, expired (its base left the window) or older than round_deadline.
+  std::map<uint64_t, HeldTask> open_tasks;
   uint64_t last_task = 0;
   // The servable versions: the last async.max_staleness + 1, current included.
   std::map<uint64_t, ModelSnapshot> served;
@@ -713,7 +716,7 @@ struct Coordinator::Impl {
       if (t.client_id == client_id) held.push_back(number);
     }
     const bool supersede = held.size() >= kMaxTasksPerClient;
-    if (!supersede && open_tasks.size() >= opt.async.concurrency) return std::nullopt;
+    if (!supersede && SlotsHeldLocked() >= opt.async.concurrency) return std::nullopt;
     if (supersede) {
       FL_LOG(INFO) << "task " << held.front() << " of client " << client_id
                    << " superseded by a new pull";
@@ -730,8 +733,22 @@ struct Coordinator::Impl {
       return std::nullopt;
     }
     last_task = record.task;
-    open_tasks[record.task] = HeldTask{client_id, version};
+    open_tasks[record.task] = HeldTask{client_id, version, NowUs()};
     return AsyncTrainTaskLocked(record.task, client_id, version);
+  }
+
+  // Tasks holding a concurrency slot. One not answered within round_deadline stops
+  // holding its slot (the client may have gone away; without this, vanished clients
+  // could hold every slot and no version would ever come) but stays answerable while
+  // its base is in the window.
+  size_t SlotsHeldLocked() {
+    const uint64_t now = NowUs();
+    const uint64_t deadline_us = static_cast<uint64_t>(opt.round_deadline.count()) * 1000;
+    size_t n = 0;
+    for (const auto& [number, t] : open_tasks) {
+      if (now - std::min(now, t.issued_us) < deadline_us) ++n;
+    }
+    return n;
   }
 
   Status StaleError(uint64_t base, uint64_t staleness) const {
@@ -1034,7 +1051,7 @@ struct Coordinator::Impl {
         CloseTaskLocked(t.task);
         continue;
       }
-      open_tasks[t.task] = HeldTask{t.client_id, t.base_version};
+      open_tasks[t.task] = HeldTask{t.client_id, t.base_version, NowUs()};
     }
     return Status::Ok();
   }
@@ -1549,7 +1566,7 @@ ServerStatusInfo Coordinator::GetStatus() {
   info.model_version = d.version;
   if (d.Async()) {
     info.updates_in_round = d.round_open && d.aggregator ? d.aggregator->count() : 0;
-    info.clients_selected = d.open_tasks.size();  // tasks held
+    info.clients_selected = d.SlotsHeldLocked();  // tasks holding a concurrency slot
   } else {
     info.updates_in_round = d.round_open ? d.accepted_sha.size() : 0;
     info.clients_selected = d.round_open ? d.selected.size() : 0;

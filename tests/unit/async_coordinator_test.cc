@@ -282,6 +282,26 @@ TEST_F(AsyncCoordinatorTest, ConcurrencyLimitsTheTasksHeld) {
   EXPECT_EQ(Push(b, forged, 0.1f).status().code(), StatusCode::kFailedPrecondition);
 }
 
+TEST_F(AsyncCoordinatorTest, AnUnansweredTaskFreesItsSlotAfterTheRoundDeadline) {
+  CoordinatorOptions o = Options();
+  o.async.concurrency = 1;
+  o.round_deadline = std::chrono::seconds(60);
+  Start(o);
+  Session gone = Client(0), waiting = Client(1);
+  const Task held = Pull(gone);
+  EXPECT_EQ(Pull(waiting).kind, TaskKind::kWait);
+  env_.Advance(std::chrono::seconds(59));
+  EXPECT_EQ(Pull(waiting).kind, TaskKind::kWait);
+  env_.Advance(std::chrono::seconds(1));
+  const Task next = Pull(waiting);
+  EXPECT_EQ(next.kind, TaskKind::kTrain);
+  EXPECT_EQ(coordinator_->GetStatus().clients_selected, 1u);
+  // The late task is still answerable while its base version is servable.
+  EXPECT_TRUE(Push(gone, held, 0.1f).ok());
+  EXPECT_TRUE(Push(waiting, next, 0.1f).ok());
+  EXPECT_EQ(Version(), 1u);
+}
+
 // The same schedule, once straight through and once with the coordinator destroyed while
 // its second buffer holds two acknowledged updates.
 TEST_F(AsyncCoordinatorTest, RestartMidBufferFoldsEachAcknowledgedUpdateExactlyOnce) {
