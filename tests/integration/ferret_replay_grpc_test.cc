@@ -7,6 +7,7 @@
 // is off, and the test calls Coordinator::Poll() at the moment a deadline is meant to
 // have passed.
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -247,10 +248,12 @@ TEST_F(FerretReplayGrpcTest, Int4UploadsFromALargePoolAggregateAndReplayBitwise)
 class BrokenReplayService final : public v1::FederatedLearning::Service {
  public:
   enum class Mode { kIntact, kSizesTooLong, kTooFewRecords, kWrongBase, kEmptyRecord };
-  void set_mode(Mode mode) { mode_ = mode; }
+  // Set by the test while the server's threads serve calls.
+  void set_mode(Mode mode) { mode_.store(mode); }
 
   grpc::Status FetchModel(grpc::ServerContext*, const v1::FetchModelRequest* request,
                           grpc::ServerWriter<v1::ModelChunk>* writer) override {
+    const Mode mode = mode_.load();
     const std::string records = "first-record" + std::string("second");
     v1::ModelChunk chunk;
     v1::ModelHeader* h = chunk.mutable_header();
@@ -258,10 +261,10 @@ class BrokenReplayService final : public v1::FederatedLearning::Service {
     h->set_format(v1::MODEL_FORMAT_REPLAY);
     h->set_total_bytes(records.size());
     h->set_sha256(Sha256(records));
-    h->set_replay_base_version(mode_ == Mode::kWrongBase ? 0 : request->have_version());
-    h->add_replay_record_bytes(mode_ == Mode::kEmptyRecord ? 0 : 12);
-    if (mode_ != Mode::kTooFewRecords) {
-      h->add_replay_record_bytes(mode_ == Mode::kSizesTooLong ? 7 : 6);
+    h->set_replay_base_version(mode == Mode::kWrongBase ? 0 : request->have_version());
+    h->add_replay_record_bytes(mode == Mode::kEmptyRecord ? 0 : 12);
+    if (mode != Mode::kTooFewRecords) {
+      h->add_replay_record_bytes(mode == Mode::kSizesTooLong ? 7 : 6);
     }
     writer->Write(chunk);
     chunk.set_data(records);
@@ -270,7 +273,7 @@ class BrokenReplayService final : public v1::FederatedLearning::Service {
   }
 
  private:
-  Mode mode_ = Mode::kIntact;
+  std::atomic<Mode> mode_{Mode::kIntact};
 };
 
 TEST_F(FerretReplayGrpcTest, LinkChecksReplayFraming) {

@@ -172,7 +172,11 @@ TEST_F(GrpcLoadTest, IdlePollsAndStalledUploadsDoNotStopHonestClients) {
   EXPECT_LE(peak.threads - before.threads, kIdlePolls + kStalledUploads + 64);
   EXPECT_LE(peak.threads, s.max_threads + before.threads);
   // Idle calls hold a thread stack and a little gRPC state each, not update buffers.
+  // (ThreadSanitizer's shadow memory grows several times with every thread, so there the
+  // memory bound says nothing about the server.)
+#if !defined(__SANITIZE_THREAD__)
   EXPECT_LE(peak.rss_kb - before.rss_kb, 256 * 1024);
+#endif
 
   // Cleanup: cancel what is still open and drain the queue.
   int outstanding = 0;
