@@ -46,6 +46,20 @@ constexpr size_t kMaxNormHistory = 4096;
 // closes its oldest, so retried pulls cannot pile up slots.
 constexpr size_t kMaxTasksPerClient = 2;
 
+// A stored model version, checked against its SHA-256.
+Result<ModelSnapshot> LoadModelFile(Env* env, const ModelRecord& record) {
+  FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(record.path));
+  if (HexEncode(Sha256(data)) != record.sha256_hex) {
+    return Status::DataLoss("model file " + record.path + " does not match its SHA-256");
+  }
+  FL_ASSIGN_OR_RETURN(ParamSet params, ParseParamSet(data));
+  ModelSnapshot snapshot;
+  snapshot.version = record.version;
+  snapshot.params = std::make_shared<ParamSet>(std::move(params));
+  snapshot.wire_bytes = data.size();
+  return snapshot;
+}
+
 // Per tensor, the L2 norm (fp64) of after - before. REQUIRES: the same layout.
 std::vector<double> StepNorms(const ParamSet& before, const ParamSet& after) {
   std::vector<double> norms;
@@ -152,7 +166,8 @@ struct Coordinator::Impl {
   // superseded, expired (its base left the window) or older than round_deadline.
   std::map<uint64_t, HeldTask> open_tasks;
   uint64_t last_task = 0;
-  // The servable versions: the last async.max_staleness + 1, current included.
+  // The current and the previous version (the one most fetches of an older version ask
+  // for); older servable versions are read from their files.
   std::map<uint64_t, ModelSnapshot> served;
   StepNormHistory step_norms{1};
   std::map<uint64_t, uint64_t> buffer_staleness;  // staleness -> updates in the open buffer
@@ -1011,7 +1026,8 @@ struct Coordinator::Impl {
     step_norms.Add(version, std::move(norms));
     served[version] = SnapshotLocked();
     const uint64_t oldest = OldestServableLocked();
-    while (!served.empty() && served.begin()->first < oldest) served.erase(served.begin());
+    const uint64_t in_memory = std::max<uint64_t>(oldest, version - 1);
+    while (!served.empty() && served.begin()->first < in_memory) served.erase(served.begin());
     // Model files of the window stay on disk too, so a restart serves them again.
     const uint64_t keep = std::max<uint64_t>(opt.keep_models, opt.async.max_staleness + 1);
     if (opt.keep_models > 0 && version >= keep) {
@@ -1036,10 +1052,6 @@ struct Coordinator::Impl {
     }
     if (!mode.has_value()) FL_RETURN_IF_ERROR(store->PutMeta(kModeKey, "async"));
     served[version] = SnapshotLocked();
-    for (uint64_t v = OldestServableLocked(); v < version; ++v) {
-      Result<ModelSnapshot> old = LoadModelLocked(v);
-      if (old.ok()) served[v] = std::move(old).value();
-    }
     step_norms = StepNormHistory(opt.async.max_staleness + 1);
     FL_ASSIGN_OR_RETURN(std::vector<FlushRecord> flushes, store->ListFlushes(OldestServableLocked()));
     for (FlushRecord& f : flushes) step_norms.Add(f.version, std::move(f.step_norms));
@@ -1054,22 +1066,6 @@ struct Coordinator::Impl {
       open_tasks[t.task] = HeldTask{t.client_id, t.base_version, NowUs()};
     }
     return Status::Ok();
-  }
-
-  // A stored model version, checked against its SHA-256.
-  Result<ModelSnapshot> LoadModelLocked(uint64_t v) {
-    FL_ASSIGN_OR_RETURN(std::optional<ModelRecord> record, store->GetModel(v));
-    if (!record.has_value()) return Status::NotFound("no model version " + std::to_string(v));
-    FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(record->path));
-    if (HexEncode(Sha256(data)) != record->sha256_hex) {
-      return Status::DataLoss("model file " + record->path + " does not match its SHA-256");
-    }
-    FL_ASSIGN_OR_RETURN(ParamSet params, ParseParamSet(data));
-    ModelSnapshot snapshot;
-    snapshot.version = v;
-    snapshot.params = std::make_shared<ParamSet>(std::move(params));
-    snapshot.wire_bytes = data.size();
-    return snapshot;
   }
 
   static constexpr char kModeKey[] = "coordinator.mode";
@@ -1379,21 +1375,21 @@ Result<Task> Coordinator::PullTask(const Session& session, std::chrono::millisec
 Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t version,
                                               std::optional<uint64_t> have_version) {
   Impl& d = *impl_;
-  std::lock_guard<std::mutex> lock(d.mu);
+  std::unique_lock<std::mutex> lock(d.mu);
   d.Touch(session.client_id);
-  ModelSnapshot target;
-  if (version == d.version) {
-    target = d.SnapshotLocked();
-  } else if (d.Async() && d.served.count(version) > 0) {
-    target = d.served[version];
-  } else if (d.Async()) {
-    return Status::NotFound("model version " + std::to_string(version) +
-                            " is not served; versions " + std::to_string(d.OldestServableLocked()) +
-                            " to " + std::to_string(d.version) + " are");
-  } else {
+  // Asynchronous mode also serves the versions a task may still be based on.
+  const bool older = d.Async() && version < d.version && version >= d.OldestServableLocked();
+  if (version != d.version && !older) {
+    if (d.Async()) {
+      return Status::NotFound("model version " + std::to_string(version) +
+                              " is not served; versions " +
+                              std::to_string(d.OldestServableLocked()) + " to " +
+                              std::to_string(d.version) + " are");
+    }
     return Status::NotFound("model version " + std::to_string(version) +
                             " is not served; the current version is " + std::to_string(d.version));
   }
+  // Every version has the layout of the current one, hence its serialized size.
   if (have_version.has_value() && *have_version < version && d.opt.max_replay_rounds > 0 &&
       version - *have_version <= d.opt.max_replay_rounds) {
     Result<std::vector<std::shared_ptr<const std::string>>> records =
@@ -1401,7 +1397,7 @@ Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t v
     if (records.ok()) {
       uint64_t bytes = 0;
       for (const auto& record : *records) bytes += record->size();
-      if (bytes < target.wire_bytes) {
+      if (bytes < d.model_wire_bytes) {
         ModelSnapshot replay;
         replay.version = version;
         replay.wire_bytes = bytes;
@@ -1415,8 +1411,25 @@ Result<ModelSnapshot> Coordinator::FetchModel(const Session& session, uint64_t v
                       << records.status().ToString();
     }
   }
-  d.bytes_down += target.wire_bytes;
-  return target;
+  if (!older) {
+    d.bytes_down += d.model_wire_bytes;
+    return d.SnapshotLocked();
+  }
+  auto recent = d.served.find(version);
+  if (recent != d.served.end()) {
+    d.bytes_down += recent->second.wire_bytes;
+    return recent->second;
+  }
+  // Older versions stay on disk only; reading one does not hold up the federation.
+  FL_ASSIGN_OR_RETURN(std::optional<ModelRecord> record, d.store->GetModel(version));
+  if (!record.has_value()) {
+    return Status::NotFound("model version " + std::to_string(version) + " is not stored");
+  }
+  lock.unlock();
+  Result<ModelSnapshot> loaded = LoadModelFile(d.env, *record);
+  lock.lock();
+  if (loaded.ok()) d.bytes_down += loaded->wire_bytes;
+  return loaded;
 }
 
 Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& payload) {

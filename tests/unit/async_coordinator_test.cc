@@ -253,6 +253,41 @@ TEST_F(AsyncCoordinatorTest, StaleUpdateIsRefusedWithFailedPreconditionAndALedge
   EXPECT_TRUE(Push(slow, fresh, 0.1f).ok());
 }
 
+TEST_F(AsyncCoordinatorTest, TheLastMaxStalenessPlusOneVersionsAreServedAlsoAfterARestart) {
+  CoordinatorOptions o = Options();
+  o.async.buffer_size = 1;
+  o.async.max_staleness = 4;
+  o.keep_models = 2;  // the window's files are kept regardless
+  Start(o);
+  Session s = Client(0);
+  std::vector<std::vector<float>> models;
+  auto values = [](const ModelSnapshot& m) {
+    return std::vector<float>(m.params->data(), m.params->data() + m.params->size());
+  };
+  models.push_back(values(coordinator_->CurrentModel()));
+  for (int k = 1; k <= 6; ++k) {
+    ASSERT_TRUE(Push(s, Pull(s), 0.1f * static_cast<float>(k)).ok());
+    models.push_back(values(coordinator_->CurrentModel()));
+  }
+  ASSERT_EQ(Version(), 6u);
+  for (int restart = 0; restart < 2; ++restart) {
+    if (restart == 1) {
+      Start(o);
+      s = Client(0);
+    }
+    for (uint64_t v = 0; v <= 6; ++v) {
+      Result<ModelSnapshot> m = coordinator_->FetchModel(s, v);
+      if (v < 2) {
+        EXPECT_EQ(m.status().code(), StatusCode::kNotFound) << "version " << v;
+        continue;
+      }
+      ASSERT_TRUE(m.ok()) << "version " << v << ": " << m.status().ToString();
+      EXPECT_EQ(m->version, v);
+      EXPECT_EQ(values(*m), models[v]) << "version " << v;
+    }
+  }
+}
+
 TEST_F(AsyncCoordinatorTest, ConcurrencyLimitsTheTasksHeld) {
   CoordinatorOptions o = Options();
   o.async.concurrency = 2;
