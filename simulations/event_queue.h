@@ -33,6 +33,11 @@
 // task may start before its upload finishes (client overlap) is the same pattern with
 // two events per task: "training done" (start the next task) and "upload done" (push).
 //
+// RunSimulation's asynchronous mode (simulator.cc) is this loop; it estimates a task's
+// sizes at hand-out (the payload is charged at the dense model's size) and trains the
+// handed-out tasks in one batch on the workers when the earliest completion needs its
+// update.
+//
 // Not thread-safe: one thread (the simulation loop) owns a queue.
 
 #include <algorithm>

@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -20,6 +22,7 @@
 #include "server/coordinator.h"
 #include "server/coordinator_config.h"
 #include "simulations/byzantine.h"
+#include "simulations/event_queue.h"
 #include "simulations/in_process_link.h"
 #include "simulations/virtual_clock.h"
 #include "torch/torch_trainer.h"
@@ -124,10 +127,85 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
+// A client's link in asynchronous mode. The simulation hands the client its task's base
+// model when the task is handed out, so training may run later on any worker whatever
+// versions the coordinator has moved on to, and holds the client's update until the
+// task's simulated completion, when Deliver() pushes it: updates reach the coordinator
+// in simulated-time order, whatever order the workers finish in.
+class DeferredPushLink : public ServerLink {
+ public:
+  // `inner` is not owned and must outlive the link.
+  explicit DeferredPushLink(ServerLink* inner) : inner_(inner) {}
+
+  Result<JoinReply> Join(const std::string& enrollment_token,
+                         const std::string& client_name) override {
+    return inner_->Join(enrollment_token, client_name);
+  }
+  Result<Task> PullTask(std::chrono::milliseconds wait) override {
+    return inner_->PullTask(wait);
+  }
+  Result<ModelSnapshot> FetchModel(uint64_t version) override {
+    if (base_.params != nullptr && base_.version == version) return base_;
+    return inner_->FetchModel(version);
+  }
+  Result<ModelSnapshot> FetchModelOrReplay(uint64_t version, uint64_t) override {
+    return FetchModel(version);
+  }
+  // Keeps the update for Deliver(); the acknowledgement is the simulation's promise that
+  // it will be pushed at the task's simulated completion.
+  Result<PushAck> PushUpdate(const Payload& payload) override {
+    held_ = payload;
+    PushAck ack;
+    ack.round = payload.meta.round;
+    return ack;
+  }
+  Status Heartbeat() override { return inner_->Heartbeat(); }
+  Result<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
+
+  // The base model of the task just handed out (the previous update, if any, is gone).
+  void Hold(ModelSnapshot base) {
+    base_ = std::move(base);
+    held_.reset();
+  }
+  // Pushes the held update to the coordinator; Internal if there is none.
+  Result<PushAck> Deliver() {
+    if (!held_.has_value()) return Status::Internal("no update held for delivery");
+    Payload payload = std::move(*held_);
+    held_.reset();
+    base_ = ModelSnapshot();  // a client holds at most one task's model
+    return inner_->PushUpdate(payload);
+  }
+
+ private:
+  ServerLink* inner_;
+  ModelSnapshot base_;
+  std::optional<Payload> held_;
+};
+
 struct VirtualClient {
   std::unique_ptr<InProcessLink> link;
+  std::unique_ptr<DeferredPushLink> deferred;  // asynchronous mode only
   std::unique_ptr<ClientRuntime> runtime;
 };
+
+// What an asynchronous task will move, known when it is handed out (the clock must time
+// it before it runs): the base model's download, the examples it trains (client size x
+// epochs, or steps x batch) and an upload the size of the dense model in the task's
+// encoding. Compressed payloads (Ferret, subsets) are charged at that dense size.
+TaskWork EstimateTaskWork(const ModelSnapshot& base, const TrainConfig& config,
+                          uint64_t client_examples) {
+  TaskWork w;
+  const uint64_t values = base.params != nullptr ? base.params->size() : 0;
+  w.bytes_down = base.wire_bytes > 0 ? base.wire_bytes : values * 4;
+  w.examples = config.local_steps > 0
+                   ? static_cast<uint64_t>(config.local_steps) *
+                         static_cast<uint64_t>(std::max(config.batch_size, 1))
+                   : client_examples * static_cast<uint64_t>(std::max(config.local_epochs, 1));
+  const bool half = config.upload_encoding == Encoding::kDenseF16 ||
+                    config.upload_encoding == Encoding::kDenseBF16;
+  w.bytes_up = values * (half ? 2 : 4);
+  return w;
+}
 
 std::string FormatDouble(double v, int precision = 6) {
   if (!std::isfinite(v)) return "";
@@ -498,6 +576,12 @@ Result<SimulationResult> RunSimulation(const Config& config,
   FL_ASSIGN_OR_RETURN(CoordinatorOptions options, CoordinatorOptionsFromConfig(config));
   FL_ASSIGN_OR_RETURN(ByzantineOptions byzantine_options, ByzantineOptionsFromConfig(config));
   FL_ASSIGN_OR_RETURN(VirtualClockOptions clock_options, VirtualClockOptionsFromConfig(config));
+  const bool async = options.mode == CoordinatorMode::kAsync;
+  if (async && !clock_options.enabled) {
+    return Status::InvalidArgument(
+        "coordinator.mode=async needs clock.enabled=true in fl-sim (updates reach the "
+        "coordinator in simulated-time order)");
+  }
 
   // ---- data and initial model ----
   // Tensors are built on this thread; the workers set their own count below.
@@ -569,7 +653,12 @@ Result<SimulationResult> RunSimulation(const Config& config,
     ro.client_name = "client-" + std::to_string(i);
     ro.enrollment_token = options.enrollment_token;
     ro.poll_wait = std::chrono::milliseconds(0);
-    c.runtime = std::make_unique<ClientRuntime>(c.link.get(), std::move(ro));
+    ServerLink* link = c.link.get();
+    if (async) {
+      c.deferred = std::make_unique<DeferredPushLink>(c.link.get());
+      link = c.deferred.get();
+    }
+    c.runtime = std::make_unique<ClientRuntime>(link, std::move(ro));
     c.runtime->set_keep_model_cache(false);
     FL_RETURN_IF_ERROR(c.runtime->Join().WithContext("client-" + std::to_string(i)));
   }
@@ -606,7 +695,230 @@ Result<SimulationResult> RunSimulation(const Config& config,
     progress(p);
   };
 
-  while (true) {
+  // Records a closed round (asynchronous mode: a flush): evaluates its model when due,
+  // appends it to the run record and the metrics files, and reports progress.
+  auto record_round = [&](const RoundSummary& summary, const ModelSnapshot& snapshot,
+                          uint64_t train_samples, double train_seconds, uint64_t attackers,
+                          size_t selected, double sim_time) -> Status {
+    SimRoundRecord rec;
+    rec.metrics.round = summary.round;
+    rec.metrics.train_loss = summary.mean_train_loss;
+    rec.metrics.bytes_up = summary.bytes_up;
+    rec.metrics.bytes_down = summary.bytes_down;
+    rec.metrics.clients = summary.num_updates;
+    rec.bytes_up_total =
+        summary.bytes_up + (result.rounds.empty() ? 0 : result.rounds.back().bytes_up_total);
+    rec.strategy_stats = summary.strategy_stats;
+    if (byzantine.enabled()) {
+      rec.strategy_stats["byzantine_updates"] = static_cast<double>(attackers);
+    }
+    rec.metrics.accuracy = -1;  // "not evaluated" in the run record
+    rec.metrics.test_loss = -1;
+    rec.train_samples = train_samples;
+    rec.train_seconds = train_seconds;
+    rec.evaluated = summary.round % eval_every == 0 || summary.round == total_rounds;
+    if (clock_options.enabled) rec.sim_time_s = sim_time;
+    if (rec.evaluated) {
+      // Each worker scores a part of the evaluation set with its own replica.
+      std::vector<Result<EvalStats>> parts(workers, Status::Internal("not run"));
+      pool.Run(static_cast<size_t>(workers), [&](int w, size_t k) {
+        parts[k] = trainers[w]->EvaluatePart(*snapshot.params, k, static_cast<size_t>(workers));
+      });
+      double loss = 0, correct = 0;
+      EvalStats pooled;
+      for (const Result<EvalStats>& part : parts) {
+        if (!part.ok()) return part.status().WithContext("evaluation");
+        loss += part->loss * static_cast<double>(part->num_examples);
+        correct += part->accuracy * static_cast<double>(part->num_examples);
+        pooled.num_examples += part->num_examples;
+      }
+      const double n = static_cast<double>(std::max<uint64_t>(pooled.num_examples, 1));
+      pooled.loss = loss / n;
+      pooled.accuracy = correct / n;
+      rec.metrics.accuracy = pooled.accuracy;
+      rec.metrics.test_loss = pooled.loss;
+      rec.metric = workload->MetricOf(pooled);
+      last_metric = rec.metric;
+      result.final_metric = rec.metric;
+      result.final_accuracy = rec.metrics.accuracy;
+      result.final_test_loss = rec.metrics.test_loss;
+    }
+    rec.metrics.wall_seconds = SecondsSince(start);
+    rec.samples_per_sec = train_seconds_total > 0
+                              ? static_cast<double>(result.train_samples) / train_seconds_total
+                              : 0;
+    FL_RETURN_IF_ERROR(record->AppendRoundMetrics(rec.metrics));
+    result.rounds.push_back(rec);
+    FL_RETURN_IF_ERROR(WriteRoundFiles(env, out_dir, result.rounds, title, result.metric));
+    rounds_done = summary.round;
+    SimProgress p;
+    p.round = summary.round;
+    p.clients_done = summary.num_updates;
+    p.clients_selected = selected;
+    p.round_finished = true;
+    p.record = &result.rounds.back();
+    report(p);
+    return Status::Ok();
+  };
+
+  // Asynchronous mode: tasks on the event queue (event_queue.h describes the loop).
+  auto run_async = [&]() -> Status {
+    struct Held {
+      size_t client = 0;
+      Task task;
+      bool trained = false;
+      uint64_t examples = 0;
+    };
+    EventQueue<uint64_t> completions;  // payload: the task number
+    std::map<uint64_t, Held> held;     // tasks handed out and not yet delivered
+    std::vector<uint64_t> untrained;   // task numbers whose training has not run
+    std::vector<bool> busy(num_clients, false);
+    size_t cursor = 0;  // hand-out order rotates so no client index is favoured
+    uint64_t since_samples = 0, since_attackers = 0;
+    double since_train_seconds = 0;
+    int stalls = 0;
+
+    // Trains every task handed out so far, in parallel; each trains against the base
+    // model held for it, so it does not matter when it runs.
+    auto train_untrained = [&]() -> Status {
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<Status> errors(untrained.size());
+      pool.Run(untrained.size(), [&](int w, size_t k) {
+        Held& h = held.at(untrained[k]);
+        Result<Trainer*> trainer = byzantine.Bind(*trainers[w], w, h.client);
+        if (!trainer.ok()) {
+          errors[k] = trainer.status();
+          return;
+        }
+        Result<ExecuteReport> r = clients[h.client].runtime->Execute(h.task, **trainer, cancel);
+        if (!r.ok()) {
+          errors[k] = r.status();
+          return;
+        }
+        h.examples = r->train.num_examples;
+      });
+      for (size_t k = 0; k < untrained.size(); ++k) {
+        Held& h = held.at(untrained[k]);
+        if (!errors[k].ok()) {
+          return errors[k].WithContext("client-" + std::to_string(h.client) + " task " +
+                                       std::to_string(h.task.round));
+        }
+        h.trained = true;
+        result.train_samples += h.examples;
+      }
+      untrained.clear();
+      const double seconds = SecondsSince(t0);
+      train_seconds_total += seconds;
+      since_train_seconds += seconds;
+      return Status::Ok();
+    };
+
+    // Hands tasks to idle online clients while the coordinator grants them; false if it
+    // refused one (every slot is held).
+    auto hand_out = [&](bool* done) -> Result<bool> {
+      size_t next_cursor = cursor;
+      for (size_t n = 0; n < num_clients; ++n) {
+        const size_t i = (cursor + n) % num_clients;
+        if (busy[i] || !clock.IsOnline(i, sim_now)) continue;
+        const std::string name = "client-" + std::to_string(i);
+        Result<Task> task = clients[i].runtime->Pull(std::chrono::milliseconds(0));
+        if (!task.ok()) return task.status().WithContext(name + " pull");
+        if (task->kind == TaskKind::kDone) {
+          *done = true;
+          return true;
+        }
+        if (task->kind != TaskKind::kTrain) {
+          cursor = next_cursor;
+          return false;
+        }
+        Result<ModelSnapshot> base = clients[i].link->FetchModel(task->model_version);
+        if (!base.ok()) return base.status().WithContext(name + " fetch");
+        const TaskWork work = EstimateTaskWork(*base, task->config, workload->ClientSize(i));
+        clients[i].deferred->Hold(std::move(*base));
+        completions.Push(clock.RunTask(i, sim_now, work).finish, i, task->round);
+        busy[i] = true;
+        untrained.push_back(task->round);
+        held[task->round] = Held{i, std::move(*task)};
+        next_cursor = (i + 1) % num_clients;
+      }
+      cursor = next_cursor;
+      return true;
+    };
+
+    // The first instant after now at which an idle client comes online (inf if none).
+    auto next_idle_online = [&]() {
+      double next = std::numeric_limits<double>::infinity();
+      for (size_t i = 0; i < num_clients; ++i) {
+        if (!busy[i] && !clock.IsOnline(i, sim_now)) {
+          next = std::min(next, clock.NextOnline(i, sim_now));
+        }
+      }
+      return next;
+    };
+
+    while (rounds_done < total_rounds) {
+      bool done = false;
+      FL_ASSIGN_OR_RETURN(bool slots_free, hand_out(&done));
+      if (done) return Status::Ok();
+      const double next_online = slots_free ? next_idle_online() : sim_now;
+      if (completions.empty()) {
+        if (std::isfinite(next_online) && next_online > sim_now) {
+          sim_now = next_online;  // everyone idle is offline: wait for the first back
+          continue;
+        }
+        // Nothing runs and an online client got no task: only the coordinator's tick
+        // (e.g. opening the next buffer) can move it on.
+        coordinator->Poll();
+        if (++stalls > 100) {
+          return Status::DeadlineExceeded(
+              "asynchronous simulation stalled: no task is running and the coordinator "
+              "hands out none");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      stalls = 0;
+      // A client coming online before the next completion is handed a task first.
+      if (slots_free && next_online < completions.Top().time) {
+        sim_now = next_online;
+        continue;
+      }
+      const SimEvent<uint64_t> event = completions.Pop();
+      sim_now = event.time;
+      if (!held.at(event.payload).trained) FL_RETURN_IF_ERROR(train_untrained());
+      const Held h = std::move(held.at(event.payload));
+      held.erase(event.payload);
+      busy[h.client] = false;
+      Result<PushAck> ack = clients[h.client].deferred->Deliver();
+      if (ack.ok()) {
+        since_samples += h.examples;
+        const uint64_t attacker = byzantine.attacks(h.client) ? 1 : 0;
+        since_attackers += attacker;
+        result.byzantine_updates += attacker;
+      } else if (ack.status().code() != StatusCode::kFailedPrecondition) {
+        return ack.status().WithContext("client-" + std::to_string(h.client) + " push");
+      }
+      // FailedPrecondition: too stale. The coordinator refused it with a ledger row, as
+      // it would a real client's; the client simply takes a new task.
+      std::vector<std::pair<RoundSummary, ModelSnapshot>> flushed;
+      {
+        std::lock_guard<std::mutex> lock(summaries_mu);
+        flushed.swap(summaries);
+      }
+      for (auto& [summary, snapshot] : flushed) {
+        sim_now += clock_options.server_seconds;
+        FL_RETURN_IF_ERROR(record_round(summary, snapshot, since_samples, since_train_seconds,
+                                        since_attackers, held.size() + 1, sim_now));
+        since_samples = since_attackers = 0;
+        since_train_seconds = 0;
+      }
+    }
+    return Status::Ok();
+  };
+  if (async) FL_RETURN_IF_ERROR(run_async());
+
+  // Synchronous rounds (the loop does not run in asynchronous mode).
+  while (!async) {
     // Every client asks for work, as a real client's poll would.
     const auto round_start = std::chrono::steady_clock::now();
     std::vector<std::pair<size_t, Task>> work;
@@ -623,8 +935,9 @@ Result<SimulationResult> RunSimulation(const Config& config,
       // it on. Give the coordinator its tick.
       coordinator->Poll();
       if (SecondsSince(idle_since) > stall_limit_s) {
-        return Status::DeadlineExceeded("simulation stalled: no client has work and the "
-                                        "federation is not finished");
+        return Status::DeadlineExceeded(
+            "simulation stalled: no client has work and the "
+            "federation is not finished");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       continue;
@@ -689,65 +1002,10 @@ Result<SimulationResult> RunSimulation(const Config& config,
       closed.swap(summaries);
     }
     for (auto& [summary, snapshot] : closed) {
-      SimRoundRecord rec;
-      rec.metrics.round = summary.round;
-      rec.metrics.train_loss = summary.mean_train_loss;
-      rec.metrics.bytes_up = summary.bytes_up;
-      rec.metrics.bytes_down = summary.bytes_down;
-      rec.metrics.clients = summary.num_updates;
-      rec.bytes_up_total =
-          summary.bytes_up + (result.rounds.empty() ? 0 : result.rounds.back().bytes_up_total);
-      rec.strategy_stats = summary.strategy_stats;
-      if (byzantine.enabled()) {
-        rec.strategy_stats["byzantine_updates"] =
-            summary.round == round ? static_cast<double>(round_attackers) : 0.0;
-      }
-      rec.metrics.accuracy = -1;   // "not evaluated" in the run record
-      rec.metrics.test_loss = -1;
-      rec.train_samples = summary.round == round ? samples.load() : 0;
-      rec.train_seconds = summary.round == round ? round_train_seconds : 0;
-      rec.evaluated = summary.round % eval_every == 0 || summary.round == total_rounds;
-      if (clock_options.enabled) rec.sim_time_s = sim_now;
-      if (rec.evaluated) {
-        // Each worker scores a part of the evaluation set with its own replica.
-        std::vector<Result<EvalStats>> parts(workers, Status::Internal("not run"));
-        pool.Run(static_cast<size_t>(workers), [&](int w, size_t k) {
-          parts[k] = trainers[w]->EvaluatePart(*snapshot.params, k, static_cast<size_t>(workers));
-        });
-        double loss = 0, correct = 0;
-        EvalStats pooled;
-        for (const Result<EvalStats>& part : parts) {
-          if (!part.ok()) return part.status().WithContext("evaluation");
-          loss += part->loss * static_cast<double>(part->num_examples);
-          correct += part->accuracy * static_cast<double>(part->num_examples);
-          pooled.num_examples += part->num_examples;
-        }
-        const double n = static_cast<double>(std::max<uint64_t>(pooled.num_examples, 1));
-        pooled.loss = loss / n;
-        pooled.accuracy = correct / n;
-        rec.metrics.accuracy = pooled.accuracy;
-        rec.metrics.test_loss = pooled.loss;
-        rec.metric = workload->MetricOf(pooled);
-        last_metric = rec.metric;
-        result.final_metric = rec.metric;
-        result.final_accuracy = rec.metrics.accuracy;
-        result.final_test_loss = rec.metrics.test_loss;
-      }
-      rec.metrics.wall_seconds = SecondsSince(start);
-      rec.samples_per_sec = train_seconds_total > 0
-                                ? static_cast<double>(result.train_samples) / train_seconds_total
-                                : 0;
-      FL_RETURN_IF_ERROR(record->AppendRoundMetrics(rec.metrics));
-      result.rounds.push_back(rec);
-      FL_RETURN_IF_ERROR(WriteRoundFiles(env, out_dir, result.rounds, title, result.metric));
-      rounds_done = summary.round;
-      SimProgress p;
-      p.round = summary.round;
-      p.clients_done = summary.num_updates;
-      p.clients_selected = work.size();
-      p.round_finished = true;
-      p.record = &result.rounds.back();
-      report(p);
+      const bool current = summary.round == round;
+      FL_RETURN_IF_ERROR(record_round(summary, snapshot, current ? samples.load() : 0,
+                                      current ? round_train_seconds : 0,
+                                      current ? round_attackers : 0, work.size(), sim_now));
     }
   }
 

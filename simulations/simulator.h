@@ -117,6 +117,14 @@ struct SimProgress {
 // that instant, and the round closes when the last of them finishes, plus
 // clock.server_seconds. It is computed from sizes and the seed only, so it is the same
 // for any sim.workers, sim.threads_per_worker or host load.
+// coordinator.mode=async (needs clock.enabled): idle online clients are handed tasks
+// while the coordinator grants them (a rotating index order); each task's completion is
+// timed at hand-out from its estimated sizes (the base model's download, client size x
+// epochs or steps x batch, a dense upload in the task's encoding) and queued by
+// (simulated time, client) (event_queue.h); training runs on the workers in batches
+// against the base model held for the task, and updates are pushed to the coordinator
+// in simulated-time order, so versions and staleness do not depend on the workers either.
+// One row per flush; an update refused as too stale frees its client for a new task.
 // `progress` (may be empty) is called whenever a client finishes and after each round.
 // Errors: InvalidArgument for bad config values, NotFound/DataLoss for the dataset or
 // model.init_file, FailedPrecondition for --device cuda without CUDA, and the first

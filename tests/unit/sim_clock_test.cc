@@ -98,6 +98,56 @@ TEST(SimClockTest, SimTimeDoesNotDependOnTheWorkerCount) {
   for (const std::string& v : columns[0]) EXPECT_FALSE(v.empty());
 }
 
+// Asynchronous mode: completions reach the coordinator in simulated-time order, so
+// versions, staleness, the model and sim_time_s do not depend on the worker count.
+TEST(SimClockTest, AsyncRunIsTheSameForAnyWorkerCount) {
+  std::vector<std::string> columns[2];
+  std::string models[2];
+  for (int workers : {1, 2}) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("fl_sim_async_" + std::to_string(::getpid()) + "_" + std::to_string(workers));
+    std::filesystem::remove_all(dir);
+    Result<Config> config = ClockedConfig(dir.string(), workers);
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    for (const char* o : {"coordinator.mode=async", "async.concurrency=3", "async.buffer_size=2",
+                          "async.max_staleness=1", "run.rounds=4"}) {
+      ASSERT_TRUE(config->ApplyOverride(o).ok()) << o;
+    }
+    Result<SimulationResult> r = RunSimulation(*config, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->rounds.size(), 4u);  // one record per flush
+    double previous = 0;
+    for (const SimRoundRecord& rec : r->rounds) {
+      EXPECT_EQ(rec.metrics.clients, 2u);  // buffer_size updates per flush
+      EXPECT_GT(rec.sim_time_s, previous);
+      previous = rec.sim_time_s;
+    }
+    EXPECT_GT(r->final_accuracy, 0.2);
+    const int k = workers - 1;
+    columns[k] = SimTimeColumn(ReadText(dir / "metrics.csv"));
+    models[k] = ReadText(dir / "models" / "v4.flps");
+    std::filesystem::remove_all(dir);
+  }
+  ASSERT_EQ(columns[0].size(), 4u);
+  EXPECT_EQ(columns[0], columns[1]);
+  ASSERT_FALSE(models[0].empty());
+  EXPECT_TRUE(models[0] == models[1]);
+}
+
+TEST(SimClockTest, AsyncNeedsTheClock) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("fl_sim_async_noclock_" + std::to_string(::getpid()));
+  Result<Config> config = ClockedConfig(dir.string(), 1);
+  ASSERT_TRUE(config.ok());
+  for (const char* o : {"coordinator.mode=async", "clock.enabled=false"}) {
+    ASSERT_TRUE(config->ApplyOverride(o).ok()) << o;
+  }
+  Result<SimulationResult> r = RunSimulation(*config, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("clock.enabled"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SimClockTest, DisabledClockLeavesTheColumnEmpty) {
   const auto dir =
       std::filesystem::temp_directory_path() / ("fl_sim_noclock_" + std::to_string(::getpid()));
