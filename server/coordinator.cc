@@ -46,6 +46,14 @@ constexpr size_t kMaxNormHistory = 4096;
 // closes its oldest, so retried pulls cannot pile up slots.
 constexpr size_t kMaxTasksPerClient = 2;
 
+// Writes a model version's file; *sha256_hex is the SHA-256 of what was written.
+Status WriteModelFile(Env* env, const ParamSet& params, const std::string& path, bool sync,
+                      std::string* sha256_hex) {
+  const std::string data = SerializeParamSet(params);
+  *sha256_hex = HexEncode(Sha256(data));
+  return env->WriteFileAtomic(path, data, sync);
+}
+
 // A stored model version, checked against its SHA-256.
 Result<ModelSnapshot> LoadModelFile(Env* env, const ModelRecord& record) {
   FL_ASSIGN_OR_RETURN(std::string data, env->ReadFile(record.path));
@@ -172,6 +180,22 @@ struct Coordinator::Impl {
   StepNormHistory step_norms{1};
   std::map<uint64_t, uint64_t> buffer_staleness;  // staleness -> updates in the open buffer
   std::vector<std::string> buffer_spool;          // spool files of the open buffer
+  // A flushed buffer whose version is already served but not yet durable. Its model file
+  // is written without the lock, so pushes into the next buffer go on meanwhile; then its
+  // store rows commit (closing it and recording the next buffer in one transaction).
+  // Killed before that, the store still has the buffer open and its refold recomputes
+  // the same version. At most one at a time: the next flush completes it first.
+  struct PendingFlush {
+    std::shared_ptr<const ParamSet> params;
+    RoundRecord closed;
+    ModelRecord model;
+    FlushRecord flush;
+    RoundSummary summary;
+    std::vector<std::string> spool;
+    bool writing = false;       // a thread is writing the model file without the lock
+    bool file_written = false;
+  };
+  std::optional<PendingFlush> pending_flush;
 
   bool finished = false;
   bool shutdown = false;
@@ -559,7 +583,7 @@ struct Coordinator::Impl {
   }
 
   // The round's norms feed the adaptive bound of the rounds after it. Sorted, so the
-  // history does not depend on arrival order.
+  // history does not depend on arrival order. The caller stores it (SaveNormStateLocked).
   void KeepRoundNormsLocked() {
     std::sort(round_norms.begin(), round_norms.end());
     norm_history.insert(norm_history.end(), round_norms.begin(), round_norms.end());
@@ -568,7 +592,6 @@ struct Coordinator::Impl {
                          norm_history.end() - static_cast<std::ptrdiff_t>(kMaxNormHistory));
     }
     round_norms.clear();
-    SaveNormStateLocked();
   }
 
   void FinishRoundLocked() {
@@ -645,6 +668,7 @@ struct Coordinator::Impl {
     }
 
     KeepRoundNormsLocked();
+    SaveNormStateLocked();
 
     global = std::move(next);
     version += 1;
@@ -673,7 +697,8 @@ struct Coordinator::Impl {
 
   // Opens the next buffer as a rounds row (no selection: any client may contribute).
   void MaybeOpenBufferLocked() {
-    if (round_open || finished || shutdown) return;
+    // While a flush is pending, its commit records the next buffer (or finishes).
+    if (round_open || finished || shutdown || pending_flush.has_value()) return;
     if (next_round > opt.num_rounds) {
       finished = true;
       changed.notify_all();
@@ -819,7 +844,8 @@ struct Coordinator::Impl {
                                       " is closed (answered or superseded by a later pull)");
   }
 
-  Result<PushAck> PushAsyncLocked(uint64_t id, const Payload& payload) {
+  Result<PushAck> PushAsyncLocked(uint64_t id, const Payload& payload,
+                                  std::unique_lock<std::mutex>* lock) {
     const UpdateMeta& meta = payload.meta;
     const uint64_t task_number = meta.round;
     const size_t bytes = payload.bytes.size();
@@ -881,7 +907,7 @@ struct Coordinator::Impl {
     CloseTaskLocked(task_number);
     NoteFoldedLocked(entry, bytes);
     CountPreparedLocked(*prepared);
-    if (aggregator->count() >= opt.async.buffer_size) FlushBufferLocked();
+    if (aggregator->count() >= opt.async.buffer_size) FlushBufferLocked(lock);
     return PushAck{task_number, false};
   }
 
@@ -934,15 +960,20 @@ struct Coordinator::Impl {
     return n > 0 ? sum / n : 0;
   }
 
-  // One server step from the full buffer; the version advances and the next buffer opens.
-  // If the step fails (non-finite) the version still advances with the model unchanged:
-  // the buffer's updates are consumed either way, so each is applied at most once.
-  void FlushBufferLocked() {
+  // One server step from the full buffer: the new version is served and the next buffer
+  // opens at once; making them durable follows (CompletePendingFlushLocked), without the
+  // lock while the model file is written when `lock` is given (null: write inline, as at
+  // startup). If the step fails (non-finite) the version still advances with the model
+  // unchanged: the buffer's updates are consumed either way, so each applies at most once.
+  void FlushBufferLocked(std::unique_lock<std::mutex>* lock) {
+    CompletePendingFlushLocked(lock);
+    if (pending_flush.has_value()) return;  // its commit failed; retried at the next push
     const uint64_t b = round.round;
     Result<AggregateReport> report = std::move(*aggregator).Report();
     aggregator.reset();
     auto next = std::make_shared<ParamSet>(*global);
-    RoundSummary summary;
+    PendingFlush p;
+    RoundSummary& summary = p.summary;
     summary.round = b;
     std::string replay;
     if (report.ok()) {
@@ -964,51 +995,120 @@ struct Coordinator::Impl {
     }
     AddPolicyStatsLocked(&summary.strategy_stats);
     summary.strategy_stats["async.mean_staleness"] = MeanBufferStalenessLocked();
-
-    FlushRecord flush;
-    flush.flush = b;
-    flush.version = version + 1;
-    flush.num_updates = summary.num_updates;
-    flush.total_weight = summary.total_weight;
-    flush.staleness_histogram = StalenessHistogramJson(buffer_staleness);
-    flush.step_norms = StepNorms(*global, *next);
-    flush.created_at = env->NowUnixSeconds();
-    ModelRecord model;
-    model.round = b;
-    Status s = WriteModelLocked(*next, version + 1, &model);
-    model.replay_record = replay;
-    RoundRecord closed = round;
-    closed.state = RoundState::kClosed;
-    closed.closed_at = flush.created_at;
-    closed.num_updates = summary.num_updates;
-    closed.total_weight = summary.total_weight;
-    closed.train_loss = summary.mean_train_loss;
-    if (s.ok()) s = store->CloseBuffer(closed, model, flush);
-    if (!s.ok()) {
-      FL_LOG(ERROR) << "buffer " << b << ": cannot persist the new model: " << s.ToString();
-      Status refold = RefoldBufferLocked();
-      if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
-      return;
-    }
     summary.new_version = version + 1;
     summary.num_rejected = rejected;
     summary.bytes_up = bytes_up;
     summary.bytes_down = bytes_down;
     summary.seconds = static_cast<double>(NowUs() - round_opened_us) / 1e6;
     summary.replay_bytes = replay.size();
-    for (const std::string& path : buffer_spool) {
-      if (env->FileExists(path)) (void)env->DeleteFile(path);
-    }
+
+    p.flush.flush = b;
+    p.flush.version = version + 1;
+    p.flush.num_updates = summary.num_updates;
+    p.flush.total_weight = summary.total_weight;
+    p.flush.staleness_histogram = StalenessHistogramJson(buffer_staleness);
+    p.flush.step_norms = StepNorms(*global, *next);
+    p.flush.created_at = env->NowUnixSeconds();
+    p.model.version = version + 1;
+    p.model.round = b;
+    p.model.path = ModelPath(opt.state_dir, version + 1);
+    p.model.num_params = next->size();
+    p.model.layout_hash = next->layout().hash();
+    p.model.strategy_state = strategy->SaveState();
+    p.model.created_at = p.flush.created_at;
+    p.model.replay_record = replay;
+    p.closed = round;
+    p.closed.state = RoundState::kClosed;
+    p.closed.closed_at = p.flush.created_at;
+    p.closed.num_updates = summary.num_updates;
+    p.closed.total_weight = summary.total_weight;
+    p.closed.train_loss = summary.mean_train_loss;
+    p.spool = std::move(buffer_spool);
+    p.params = next;
+
     KeepRoundNormsLocked();
-    AdvanceVersionLocked(std::move(next), std::move(replay), std::move(flush.step_norms));
+    AdvanceVersionLocked(std::move(next), std::move(replay), p.flush.step_norms);
     round_open = false;
     next_round = b + 1;
     FL_LOG(INFO) << "buffer " << b << " flushed: " << summary.num_updates << " updates, "
                  << summary.num_rejected << " rejected, mean staleness "
                  << summary.strategy_stats["async.mean_staleness"] << ", version " << version;
-    if (round_callback) pending_callbacks.push_back({summary, SnapshotLocked()});
+    if (next_round <= opt.num_rounds && !shutdown) {
+      RoundRecord r;
+      r.round = next_round;
+      r.base_version = version;
+      r.state = RoundState::kOpen;
+      r.opened_at = p.flush.created_at;
+      StartBufferLocked(r);  // recorded by the flush's commit
+    }
+    pending_flush = std::move(p);
     changed.notify_all();
-    MaybeOpenRoundLocked();
+    CompletePendingFlushLocked(lock);
+  }
+
+  // Makes the pending flush durable (see PendingFlush). Waits while another thread
+  // writes its model file. On failure it stays pending and is retried by the next flush
+  // or Poll.
+  void CompletePendingFlushLocked(std::unique_lock<std::mutex>* lock) {
+    while (lock != nullptr && pending_flush.has_value() && pending_flush->writing) {
+      changed.wait(*lock);
+    }
+    if (!pending_flush.has_value() || pending_flush->writing) return;
+    if (!pending_flush->file_written) {
+      pending_flush->writing = true;
+      const std::shared_ptr<const ParamSet> params = pending_flush->params;
+      const std::string path = pending_flush->model.path;
+      if (lock != nullptr) lock->unlock();
+      std::string sha256_hex;
+      Status written = WriteModelFile(env, *params, path, opt.durable, &sha256_hex);
+      if (lock != nullptr) lock->lock();
+      // Still ours: nobody replaces a pending flush while it is being written.
+      pending_flush->writing = false;
+      pending_flush->file_written = written.ok();
+      pending_flush->model.sha256_hex = sha256_hex;
+      changed.notify_all();
+      if (!written.ok()) {
+        FL_LOG(ERROR) << "version " << pending_flush->model.version
+                      << ": cannot write the model file: " << written.ToString();
+        return;
+      }
+    }
+    PendingFlush& p = *pending_flush;
+    const bool next_open = round_open && round.round == p.closed.round + 1;
+    Status s = store->CloseBuffer(p.closed, p.model, p.flush,
+                                  next_open ? std::optional<RoundRecord>(round) : std::nullopt);
+    if (!s.ok()) {
+      FL_LOG(ERROR) << "buffer " << p.closed.round << ": cannot persist version "
+                    << p.model.version << ": " << s.ToString();
+      return;
+    }
+    for (const std::string& path : p.spool) {
+      if (env->FileExists(path)) (void)env->DeleteFile(path);
+    }
+    if (round_callback) {
+      ModelSnapshot snapshot;
+      snapshot.version = p.model.version;
+      snapshot.params = p.params;
+      snapshot.wire_bytes = model_wire_bytes;
+      pending_callbacks.push_back({p.summary, std::move(snapshot)});
+    }
+    pending_flush.reset();
+    SaveNormStateLocked();
+    MaybeOpenRoundLocked();  // after the last buffer: finished
+    changed.notify_all();
+  }
+
+  // At startup: a buffer may be full (killed between acknowledging its last update and
+  // committing its flush), and the next one may hold updates acknowledged meanwhile.
+  Status FlushFullBuffersLocked() {
+    while (round_open && aggregator->count() >= opt.async.buffer_size) {
+      FlushBufferLocked(nullptr);
+      if (pending_flush.has_value()) {
+        return Status::Unavailable("cannot persist the flush of a full buffer at startup");
+      }
+      if (round_open) FL_RETURN_IF_ERROR(RefoldBufferLocked());
+    }
+    return Status::Ok();
   }
 
   // Versions older than this are neither served nor accepted as a base.
@@ -1177,8 +1277,7 @@ struct Coordinator::Impl {
       FL_RETURN_IF_ERROR(RefoldRoundLocked());
       FL_LOG(INFO) << "resumed round " << round.round << " with " << aggregator->count()
                    << " acknowledged updates refolded";
-      // Killed between acknowledging a buffer's last update and flushing it.
-      if (Async() && aggregator->count() >= opt.async.buffer_size) FlushBufferLocked();
+      if (Async()) FL_RETURN_IF_ERROR(FlushFullBuffersLocked());
     }
     if (!round_open && next_round > opt.num_rounds) finished = true;
     return Status::Ok();
@@ -1464,7 +1563,7 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
       d.RecordRejectionLocked(id, meta, payload.bytes.size(), s);
       return s;
     }
-    Result<PushAck> ack = d.PushAsyncLocked(id, payload);
+    Result<PushAck> ack = d.PushAsyncLocked(id, payload, &lock);
     d.DeliverCallbacks(lock);
     return ack;
   }
@@ -1593,7 +1692,13 @@ void Coordinator::Poll() {
   Impl& d = *impl_;
   std::unique_lock<std::mutex> lock(d.mu);
   d.MaybeOpenRoundLocked();
-  // Buffers have no deadline: they flush by count only.
+  // Buffers have no deadline: they flush by count only. A flush whose commit failed is
+  // retried here too.
+  if (d.Async() && d.pending_flush.has_value()) d.CompletePendingFlushLocked(&lock);
+  if (d.Async() && d.round_open && !d.pending_flush.has_value() &&
+      d.aggregator->count() >= d.opt.async.buffer_size) {
+    d.FlushBufferLocked(&lock);
+  }
   if (d.round_open && !d.Async() && d.NowUs() >= d.round_deadline_us) {
     if (d.aggregator->count() >= std::max<uint32_t>(d.opt.min_updates, 1)) {
       FL_LOG(INFO) << "round " << d.round.round << " deadline: closing with "

@@ -673,7 +673,8 @@ class SqliteStore final : public Store {
   }
 
   Status CloseBuffer(const RoundRecord& closed, const ModelRecord& model,
-                     const FlushRecord& flush) override {
+                     const FlushRecord& flush,
+                     const std::optional<RoundRecord>& next_buffer) override {
     constexpr std::string_view kOp = "Store::CloseBuffer";
     Transaction txn(db_.get(), kOp);
     FL_RETURN_IF_ERROR(txn.Begin());
@@ -692,6 +693,7 @@ class SqliteStore final : public Store {
       q.BindInt(7, flush.created_at);
       FL_RETURN_IF_ERROR(q.Run());
     }
+    if (next_buffer.has_value()) FL_RETURN_IF_ERROR(InsertRound(*next_buffer));
     return txn.Commit();
   }
 

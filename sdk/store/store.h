@@ -166,9 +166,11 @@ class Store {
   virtual Result<std::vector<LedgerEntry>> AcceptedUpdates(uint64_t round) = 0;
   virtual Result<std::vector<LedgerEntry>> LedgerForRound(uint64_t round) = 0;
 
-  // Asynchronous mode. CloseBuffer is CloseRound plus the flush row, in one transaction.
+  // Asynchronous mode. CloseBuffer is CloseRound plus the flush row and, if given, the
+  // next buffer's rounds row (InsertRound), in one transaction.
   virtual Status CloseBuffer(const RoundRecord& closed, const ModelRecord& model,
-                             const FlushRecord& flush) = 0;
+                             const FlushRecord& flush,
+                             const std::optional<RoundRecord>& next_buffer) = 0;
   // Flushes that produced versions >= from_version, in increasing version order.
   virtual Result<std::vector<FlushRecord>> ListFlushes(uint64_t from_version) = 0;
   // The accepted ledger rows folded into `buffer`, in the order they were acknowledged.

@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -27,6 +30,48 @@
 
 namespace fl::internal {
 namespace {
+
+// Holds up (or fails) the write of one model version's file, so a test can act while a
+// flush is being made durable.
+class GatedModelWriteEnv : public EnvWrapper {
+ public:
+  explicit GatedModelWriteEnv(Env* target) : EnvWrapper(target) {}
+  void Gate(uint64_t version, bool fail, bool block) {
+    std::lock_guard<std::mutex> lock(mu_);
+    suffix_ = "/models/v" + std::to_string(version) + ".flps";
+    fail_ = fail;
+    block_ = block;
+  }
+  void WaitUntilEntered() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return entered_; });
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      const bool gated = !suffix_.empty() && path.size() >= suffix_.size() &&
+                         path.compare(path.size() - suffix_.size(), suffix_.size(), suffix_) == 0;
+      if (gated) {
+        entered_ = true;
+        cv_.notify_all();
+        if (block_) cv_.wait(lock, [&] { return released_; });
+        if (fail_) return Status::Unavailable("injected: disk full");
+      }
+    }
+    return EnvWrapper::WriteFileAtomic(path, data, sync);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string suffix_;
+  bool fail_ = false, block_ = false, entered_ = false, released_ = false;
+};
 
 class AsyncCoordinatorTest : public ::testing::Test {
  protected:
@@ -379,6 +424,84 @@ TEST_F(AsyncCoordinatorTest, RestartMidBufferFoldsEachAcknowledgedUpdateExactlyO
   EXPECT_EQ(buffer2[0].staleness, 1u);
   EXPECT_EQ(buffer2[1].round, 5u);
   EXPECT_EQ(buffer2[2].round, 6u);
+}
+
+TEST_F(AsyncCoordinatorTest, PushesGoOnWhileAFlushIsWritten) {
+  GatedModelWriteEnv gated(&env_);
+  CoordinatorOptions o = Options();
+  o.env = &gated;
+  Start(o);
+  Session a = Client(0), b = Client(1), c = Client(2);
+  const Task ta = Pull(a), tb = Pull(b), tc = Pull(c);
+  ASSERT_TRUE(Push(a, ta, 0.1f).ok());
+  gated.Gate(1, /*fail=*/false, /*block=*/true);
+  std::thread filler([&] { EXPECT_TRUE(Push(b, tb, 0.2f).ok()); });  // fills buffer 1
+  gated.WaitUntilEntered();
+  // Version 1 is served while its file is being written; buffer 2 takes updates.
+  EXPECT_EQ(Version(), 1u);
+  EXPECT_TRUE(coordinator_->FetchModel(a, 1).ok());
+  Result<PushAck> during = Push(c, tc, 0.3f);
+  EXPECT_TRUE(during.ok()) << during.status().ToString();
+  const Task next = Pull(a);
+  EXPECT_EQ(next.model_version, 1u);
+  EXPECT_TRUE(summaries_.empty()) << "observers hear of a version once it is durable";
+  gated.Release();
+  filler.join();
+  ASSERT_EQ(summaries_.size(), 1u);
+  EXPECT_EQ(summaries_[0].new_version, 1u);
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_EQ(store->ListFlushes(0).value().size(), 1u);
+  EXPECT_EQ(store->GetOpenRound().value()->round, 2u);
+  std::vector<LedgerEntry> rows = store->AcceptedUpdates(tc.round).value();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].buffer, 2u);
+  EXPECT_EQ(rows[0].staleness, 1u);
+  EXPECT_TRUE(Push(a, next, 0.4f).ok());
+  EXPECT_EQ(Version(), 2u);
+}
+
+// Killed after a flush was served but before it was durable, with an update of the
+// next buffer acknowledged: the restart recomputes the same version and refolds that
+// update on top of it.
+TEST_F(AsyncCoordinatorTest, RestartBeforeAFlushIsDurableRecomputesTheSameVersion) {
+  CoordinatorOptions o = Options();
+  o.async.gap_penalty = 0.5;
+  const std::vector<std::string> algorithm = {"algorithm.server_momentum=0.5"};
+  auto run = [&](bool crash) {
+    std::filesystem::remove_all(dir_);
+    GatedModelWriteEnv gated(&env_);
+    CoordinatorOptions with_gate = o;
+    with_gate.env = &gated;
+    if (crash) gated.Gate(1, /*fail=*/true, /*block=*/false);
+    Start(with_gate, algorithm);
+    std::vector<Session> s = {Client(0), Client(1), Client(2), Client(3)};
+    std::vector<Task> t;
+    for (const Session& session : s) t.push_back(Pull(session));
+    EXPECT_TRUE(Push(s[0], t[0], 0.1f).ok());
+    EXPECT_TRUE(Push(s[1], t[1], 0.2f).ok());
+    EXPECT_EQ(Version(), 1u);
+    EXPECT_TRUE(Push(s[2], t[2], 0.3f).ok());  // staleness 1, buffer 2
+    if (crash) {
+      EXPECT_TRUE(OpenStore()->ListFlushes(0).value().empty());
+      Start(o, algorithm);
+      EXPECT_EQ(Version(), 1u);
+      EXPECT_EQ(coordinator_->GetStatus().updates_in_round, 1u);
+      s = {Client(0), Client(1), Client(2), Client(3)};
+      Result<PushAck> again = Push(s[2], t[2], 0.3f);
+      EXPECT_TRUE(again.ok() && again->duplicate);
+    }
+    EXPECT_TRUE(Push(s[3], t[3], 0.4f).ok());
+    EXPECT_EQ(Version(), 2u);
+    const ParamSet& p = *coordinator_->CurrentModel().params;
+    std::vector<float> values(p.data(), p.data() + p.size());
+    coordinator_.reset();  // before `gated` goes away
+    return values;
+  };
+  const std::vector<float> reference = run(false);
+  EXPECT_EQ(run(true), reference);
+  std::vector<FlushRecord> flushes = OpenStore()->ListFlushes(0).value();
+  ASSERT_EQ(flushes.size(), 2u);
+  EXPECT_EQ(flushes[1].staleness_histogram, R"({"1":2})");
 }
 
 TEST_F(AsyncCoordinatorTest, FixedCallOrderGivesTheSameModel) {

@@ -649,10 +649,11 @@ TEST_F(StoreTest, AsyncTasksBuffersAndFlushesRoundTrip) {
   flush.step_norms = {0.25, 1e-300, 3.0};
   RoundRecord closed = OpenRound(1, {});
   closed.state = RoundState::kClosed;
-  ASSERT_OK(store_->CloseBuffer(closed, Model(1, 1), flush));
-  // The model row and the flush row commit together: a second close changes nothing.
-  EXPECT_FALSE(store_->CloseBuffer(closed, Model(2, 1), flush).ok());
+  ASSERT_OK(store_->CloseBuffer(closed, Model(1, 1), flush, OpenRound(2, {})));
+  // The model, flush and next buffer rows commit together: a second close changes nothing.
+  EXPECT_FALSE(store_->CloseBuffer(closed, Model(2, 1), flush, std::nullopt).ok());
   EXPECT_FALSE(store_->GetModel(2).value().has_value());
+  EXPECT_EQ(store_->GetOpenRound().value()->round, 2u);
 
   Open();
   std::vector<FlushRecord> flushes = store_->ListFlushes(0).value();
@@ -662,7 +663,6 @@ TEST_F(StoreTest, AsyncTasksBuffersAndFlushesRoundTrip) {
   EXPECT_EQ(flushes[0].staleness_histogram, flush.staleness_histogram);
   EXPECT_EQ(flushes[0].step_norms, flush.step_norms);  // bit for bit
   EXPECT_TRUE(store_->ListFlushes(2).value().empty());
-  EXPECT_FALSE(store_->GetOpenRound().value().has_value());
 }
 
 }  // namespace
