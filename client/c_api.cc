@@ -363,6 +363,16 @@ int fl_client_options_set_max_failures(fl_client_options* options, int32_t count
   });
 }
 
+int fl_client_options_set_overlap(fl_client_options* options, int overlap) {
+  return Guard("fl_client_options_set_overlap", [&]() -> int {
+    if (options == nullptr) {
+      return Fail(FL_EINVALID_ARGUMENT, "fl_client_options_set_overlap: options is NULL");
+    }
+    options->options.overlap = overlap != 0;
+    return FL_OK;
+  });
+}
+
 int fl_client_create(const fl_client_options* options, fl_client** out) {
   return Guard("fl_client_create", [&]() -> int {
     if (out == nullptr) return Fail(FL_EINVALID_ARGUMENT, "fl_client_create: out is NULL");

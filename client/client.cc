@@ -51,6 +51,7 @@ Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
   runtime.client_name = options.name;
   runtime.poll_wait = options.poll_wait;
   runtime.max_consecutive_failures = options.max_consecutive_failures;
+  runtime.overlap = options.overlap;
   impl->runtime = std::make_unique<internal::ClientRuntime>(impl->link.get(), std::move(runtime));
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }

@@ -76,6 +76,7 @@ nlohmann::json ClientDefaults() {
            {"poll_wait_s", static_cast<double>(runtime.poll_wait.count()) / 1000.0},
            {"max_failures", runtime.max_consecutive_failures},
            {"slowdown_s", 0.0},
+           {"overlap", runtime.overlap},
        }},
       {"data",
        {
@@ -99,6 +100,8 @@ std::vector<FlagAlias> ClientAliases() {
       {"--tls-cert", "client.tls.cert", "PEM client certificate (mutual TLS)"},
       {"--tls-key", "client.tls.key", "PEM client private key (mutual TLS)"},
       {"--insecure", "client.insecure", "plaintext connection (no TLS); explicit opt-in"},
+      {"--overlap", "client.overlap",
+       "upload each update while the next task trains (CO2; for async servers)"},
       {"--device", "client.device", "auto | cpu | cuda"},
       {"--threads", "client.threads", "LibTorch intra-op threads (0 = LibTorch's default)"},
       {"--data-dir", "data.dir", "folder with the Fashion-MNIST IDX files"},
@@ -161,6 +164,7 @@ Result<ClientSettings> SettingsFromConfig(const Config& config) {
     return OutOfRange("client.max_failures", "in [0, 1000000]", std::to_string(max_failures));
   }
   s.runtime.max_consecutive_failures = static_cast<int>(max_failures);
+  s.runtime.overlap = config.GetBool("client.overlap");
   s.slowdown_s = config.GetDouble("client.slowdown_s");
   if (!(s.slowdown_s >= 0 && s.slowdown_s <= 3600)) {
     return OutOfRange("client.slowdown_s", "in [0, 3600]", std::to_string(s.slowdown_s));

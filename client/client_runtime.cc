@@ -1,5 +1,7 @@
 #include "client/client_runtime.h"
 
+#include <future>
+#include <optional>
 #include <thread>
 
 #include "algorithms/registry.h"
@@ -27,11 +29,17 @@ Result<Task> ClientRuntime::Pull(std::chrono::milliseconds wait) {
 
 Result<ExecuteReport> ClientRuntime::Execute(const Task& task, Trainer& trainer,
                                              const CancelToken& cancel) {
-  if (task.kind != TaskKind::kTrain) return Status::InvalidArgument("Execute: not a training task");
   ExecuteReport report;
-  report.round = task.round;
+  FL_RETURN_IF_ERROR(Prepare(task, trainer, &report));
+  FL_ASSIGN_OR_RETURN(TrainedUpdate update, Train(task, trainer, cancel, report));
+  return Send(std::move(update));
+}
+
+Status ClientRuntime::Prepare(const Task& task, Trainer& trainer, ExecuteReport* report) {
+  if (task.kind != TaskKind::kTrain) return Status::InvalidArgument("Execute: not a training task");
+  report->round = task.round;
   if (cached_model_.params == nullptr || cached_model_.version != task.model_version) {
-    FL_RETURN_IF_ERROR(UpdateCachedModel(task, &report));
+    FL_RETURN_IF_ERROR(UpdateCachedModel(task, report));
   }
   if (cached_model_.params->layout().hash() != trainer.layout().hash()) {
     return Status::FailedPrecondition("the server's model layout differs from the trainer's");
@@ -40,6 +48,12 @@ Result<ExecuteReport> ClientRuntime::Execute(const Task& task, Trainer& trainer,
     FL_ASSIGN_OR_RETURN(learner_, CreateLearner(task.algorithm));
     learner_algorithm_ = task.algorithm;
   }
+  return Status::Ok();
+}
+
+Result<ClientRuntime::TrainedUpdate> ClientRuntime::Train(const Task& task, Trainer& trainer,
+                                                          const CancelToken& cancel,
+                                                          ExecuteReport report) {
   Result<Payload> payload = learner_->Train(task, *cached_model_.params, trainer, cancel);
   if (!keep_model_cache_) cached_model_ = {};
   if (!payload.ok()) return payload.status();
@@ -48,9 +62,13 @@ Result<ExecuteReport> ClientRuntime::Execute(const Task& task, Trainer& trainer,
   report.train.dataset_size = static_cast<uint64_t>(payload->meta.weight);
   report.train.mean_loss = payload->meta.train_loss;
   report.bytes_up = payload->bytes.size();
-  FL_ASSIGN_OR_RETURN(PushAck ack, link_->PushUpdate(*payload));
-  report.duplicate = ack.duplicate;
-  return report;
+  return TrainedUpdate{std::move(payload).value(), report};
+}
+
+Result<ExecuteReport> ClientRuntime::Send(TrainedUpdate update) {
+  FL_ASSIGN_OR_RETURN(PushAck ack, link_->PushUpdate(update.payload));
+  update.report.duplicate = ack.duplicate;
+  return update.report;
 }
 
 Status ClientRuntime::UpdateCachedModel(const Task& task, ExecuteReport* report) {
@@ -99,7 +117,10 @@ Status ClientRuntime::UpdateCachedModel(const Task& task, ExecuteReport* report)
 
 Status ClientRuntime::Run(Trainer& trainer, const CancelToken& cancel, const RunLimits& limits) {
   int failures = 0;
+  uint64_t tasks_trained = 0;
   uint64_t tasks_done = 0;
+  // options_.overlap: the trained update waiting to be sent with the next training.
+  std::optional<TrainedUpdate> unsent;
   auto failed = [&](const Status& s) -> Status {
     ++failures;
     FL_LOG(WARNING) << "client " << options_.client_name << ": " << s.ToString();
@@ -110,7 +131,25 @@ Status ClientRuntime::Run(Trainer& trainer, const CancelToken& cancel, const Run
     std::this_thread::sleep_for(options_.failure_backoff);
     return Status::Ok();
   };
+  // The outcome of one Send: reported, or counted as a failure.
+  auto sent = [&](Result<ExecuteReport> r) -> Status {
+    if (!r.ok()) return failed(r.status());
+    failures = 0;
+    FL_LOG(INFO) << "client " << options_.client_name << ": round " << r->round
+                 << " trained on " << r->train.num_examples << " examples, loss "
+                 << r->train.mean_loss << ", " << r->bytes_up << " bytes up";
+    ++tasks_done;
+    if (limits.on_task) limits.on_task(*r, tasks_done);
+    return Status::Ok();
+  };
+  auto send_unsent = [&]() -> Status {
+    if (!unsent.has_value()) return Status::Ok();
+    TrainedUpdate update = std::move(*unsent);
+    unsent.reset();
+    return sent(Send(std::move(update)));
+  };
   while (!cancel.cancelled()) {
+    if (limits.max_tasks > 0 && tasks_trained >= limits.max_tasks) return send_unsent();
     if (!joined_) {
       Status s = Join();
       if (s.code() == StatusCode::kUnauthenticated || s.code() == StatusCode::kInvalidArgument) {
@@ -130,30 +169,56 @@ Status ClientRuntime::Run(Trainer& trainer, const CancelToken& cancel, const Run
     }
     switch (task->kind) {
       case TaskKind::kDone:
+        // The server takes no more updates: one still unsent was trained in vain.
+        if (unsent.has_value()) {
+          FL_LOG(INFO) << "client " << options_.client_name << ": update of task "
+                       << unsent->report.round << " not sent, the federation finished";
+        }
         FL_LOG(INFO) << "client " << options_.client_name << ": federation finished";
         return Status::Ok();
       case TaskKind::kWait:
         failures = 0;
+        FL_RETURN_IF_ERROR(send_unsent());  // nothing to overlap it with
         break;
       case TaskKind::kTrain: {
-        Result<ExecuteReport> r = Execute(*task, trainer, cancel);
-        if (!r.ok()) {
-          if (r.status().code() == StatusCode::kCancelled) return r.status();
-          FL_RETURN_IF_ERROR(failed(r.status()));
+        Result<TrainedUpdate> trained = TrainOverlapping(*task, trainer, cancel, &unsent, sent);
+        if (!trained.ok()) {
+          if (trained.status().code() == StatusCode::kCancelled) return trained.status();
+          FL_RETURN_IF_ERROR(failed(trained.status()));
           continue;
         }
-        failures = 0;
-        FL_LOG(INFO) << "client " << options_.client_name << ": round " << r->round
-                     << " trained on " << r->train.num_examples << " examples, loss "
-                     << r->train.mean_loss << ", " << r->bytes_up << " bytes up";
-        ++tasks_done;
-        if (limits.on_task) limits.on_task(*r, tasks_done);
-        if (limits.max_tasks > 0 && tasks_done >= limits.max_tasks) return Status::Ok();
+        ++tasks_trained;
+        if (options_.overlap) {
+          unsent = std::move(trained).value();
+        } else {
+          FL_RETURN_IF_ERROR(sent(Send(std::move(trained).value())));
+        }
         break;
       }
     }
   }
   return Status::Cancelled("client run cancelled");
+}
+
+Result<ClientRuntime::TrainedUpdate> ClientRuntime::TrainOverlapping(
+    const Task& task, Trainer& trainer, const CancelToken& cancel,
+    std::optional<TrainedUpdate>* unsent,
+    const std::function<Status(Result<ExecuteReport>)>& sent) {
+  ExecuteReport report;
+  FL_RETURN_IF_ERROR(Prepare(task, trainer, &report));
+  // The link is idle from here until training ends, so the earlier update goes out now,
+  // on its own thread (a ServerLink is used by one thread at a time).
+  std::future<Result<ExecuteReport>> sending;
+  if (unsent->has_value()) {
+    sending = std::async(std::launch::async,
+                         [this, update = std::move(**unsent)]() mutable {
+                           return Send(std::move(update));
+                         });
+    unsent->reset();
+  }
+  Result<TrainedUpdate> trained = Train(task, trainer, cancel, report);
+  if (sending.valid()) FL_RETURN_IF_ERROR(sent(sending.get()));
+  return trained;
 }
 
 }  // namespace fl::internal

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "fl/learner.h"
@@ -31,6 +32,13 @@ struct ClientRuntimeOptions {
   int max_consecutive_failures = 20;
   // Pause after a failed step before the next one.
   std::chrono::milliseconds failure_backoff{std::chrono::milliseconds(500)};
+  // CO2's overlap of communication with computation: Run() sends a trained update while
+  // the next task's local training runs, instead of before pulling it. The next task is
+  // then based on the version current before that update arrived (one step staler);
+  // the server's staleness accounting covers it (coordinator.mode=async). With nothing
+  // to overlap (the server answers "wait" or "done") the update is sent at once, so in
+  // synchronous rounds it costs nothing but one extra poll.
+  bool overlap = false;
 };
 
 // What one executed training task cost and produced.
@@ -88,6 +96,26 @@ class ClientRuntime {
   // Makes cached_model_ the task's model version: by replay from the cached version when
   // the server offers it, else by a full download.
   Status UpdateCachedModel(const Task& task, ExecuteReport* report);
+
+  // A trained update that was not sent yet.
+  struct TrainedUpdate {
+    Payload payload;
+    ExecuteReport report;
+  };
+  // Makes the task's model ready (UpdateCachedModel unless cached, layout check, the
+  // algorithm's learner).
+  Status Prepare(const Task& task, Trainer& trainer, ExecuteReport* report);
+  // Trains on the prepared model. Uses no link call, so a Send may run meanwhile.
+  Result<TrainedUpdate> Train(const Task& task, Trainer& trainer, const CancelToken& cancel,
+                              ExecuteReport report);
+  // Pushes the update; the report of the executed task.
+  Result<ExecuteReport> Send(TrainedUpdate update);
+  // Prepare and Train for Run(); an update left `unsent` by the previous task is sent
+  // while this one trains, its outcome passed to `sent`.
+  Result<TrainedUpdate> TrainOverlapping(const Task& task, Trainer& trainer,
+                                         const CancelToken& cancel,
+                                         std::optional<TrainedUpdate>* unsent,
+                                         const std::function<Status(Result<ExecuteReport>)>& sent);
 
   ServerLink* link_;
   ClientRuntimeOptions options_;

@@ -99,6 +99,8 @@ TEST(CApiArgumentsTest, NullAndOutOfRangeArgumentsAreInvalidWithAMessage) {
   EXPECT_EQ(fl_client_options_set_poll_wait_ms(o, int64_t{1} << 40), FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_client_options_set_max_failures(o, -1), FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_client_options_set_max_failures(nullptr, 1), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_client_options_set_overlap(nullptr, 1), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_client_options_set_overlap(o, 1), FL_OK);
   EXPECT_EQ(fl_client_options_set_tls_client_cert(o, "cert.pem", ""), FL_EINVALID_ARGUMENT);
   EXPECT_THAT(fl_last_error(), HasSubstr("both"));
   const std::string huge(5000, 'a');

@@ -54,6 +54,12 @@ struct ClientOptions {
   // Deadline of one unary call; of one model download or update upload.
   std::chrono::milliseconds call_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds transfer_timeout{std::chrono::minutes(10)};
+  // Overlap communication with computation (CO2): each trained update is uploaded while
+  // the next task trains, instead of before the next task is pulled. Meant for servers in
+  // asynchronous mode (coordinator.mode=async), whose staleness accounting covers the
+  // older base the next task then has; against synchronous rounds the update goes out at
+  // once (there is no next task until the round closes).
+  bool overlap = false;
 };
 
 // Reported after each training task the client completed.

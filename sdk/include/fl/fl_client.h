@@ -86,6 +86,9 @@ FL_EXPORT int fl_client_options_set_poll_wait_ms(fl_client_options* options, int
 /* fl_client_run gives up after this many consecutive failed steps (default 20; 0 = never),
  * returning the last error. */
 FL_EXPORT int fl_client_options_set_max_failures(fl_client_options* options, int32_t count);
+/* Nonzero: send each trained update while the next task trains (CO2 overlap; see
+ * fl::ClientOptions::overlap). Default 0. */
+FL_EXPORT int fl_client_options_set_overlap(fl_client_options* options, int overlap);
 
 /* ---- The trainer: the app's model and data, as callbacks ---- */
 
