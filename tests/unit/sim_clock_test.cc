@@ -98,6 +98,35 @@ TEST(SimClockTest, SimTimeDoesNotDependOnTheWorkerCount) {
   for (const std::string& v : columns[0]) EXPECT_FALSE(v.empty());
 }
 
+// Identical devices, always online, equal client sizes: every round lasts exactly one
+// task (latency + download, training, latency + upload) plus the server's cost.
+TEST(SimClockTest, SyncRoundLastsItsSlowestTaskPlusTheServerCost) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("fl_sim_clock_exact_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  Result<Config> config = ClockedConfig(dir.string(), 2);
+  ASSERT_TRUE(config.ok());
+  for (const char* o : {"data.partition=iid", "clock.compute_sigma=0", "clock.straggler_fraction=0",
+                        "clock.bandwidth_sigma=0", "clock.mean_online_s=0",
+                        "clock.mean_offline_s=0", "run.rounds=2"}) {
+    ASSERT_TRUE(config->ApplyOverride(o).ok()) << o;
+  }
+  Result<SimulationResult> r = RunSimulation(*config, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->rounds.size(), 2u);
+  double expected = 0;
+  for (const SimRoundRecord& rec : r->rounds) {
+    const double clients = static_cast<double>(rec.metrics.clients);
+    const double down = static_cast<double>(rec.metrics.bytes_down) / clients;
+    const double up = static_cast<double>(rec.metrics.bytes_up) / clients;
+    const double examples = static_cast<double>(rec.train_samples) / clients;
+    EXPECT_EQ(examples, 300.0);  // 1200 images, 4 clients, one epoch
+    expected += 0.05 + down / (20e6 / 8) + examples * 0.002 + 0.05 + up / (5e6 / 8) + 0.5;
+    EXPECT_NEAR(rec.sim_time_s, expected, 1e-9 * expected);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // Asynchronous mode: completions reach the coordinator in simulated-time order, so
 // versions, staleness, the model and sim_time_s do not depend on the worker count.
 TEST(SimClockTest, AsyncRunIsTheSameForAnyWorkerCount) {
