@@ -1694,7 +1694,9 @@ void Coordinator::Poll() {
   d.MaybeOpenRoundLocked();
   // Buffers have no deadline: they flush by count only. A flush whose commit failed is
   // retried here too.
-  if (d.Async() && d.pending_flush.has_value()) d.CompletePendingFlushLocked(&lock);
+  if (d.Async() && d.pending_flush.has_value() && !d.pending_flush->writing) {
+    d.CompletePendingFlushLocked(&lock);
+  }
   if (d.Async() && d.round_open && !d.pending_flush.has_value() &&
       d.aggregator->count() >= d.opt.async.buffer_size) {
     d.FlushBufferLocked(&lock);

@@ -40,7 +40,9 @@ namespace fl::internal {
 //           fewer than async.concurrency tasks are held; each update is folded on arrival
 //           with staleness tau = version - base (weight x s(tau), dense tensors scaled by
 //           the gap penalty 1/Lambda_l); every async.buffer_size accepted updates are one
-//           server step and a new version. num_rounds counts flushes. In the store a
+//           server step and a new version, served at once while its model file is
+//           written without the lock (pushes go on into the next buffer); observers
+//           hear of it once it is durable. num_rounds counts flushes. In the store a
 //           buffer is a rounds row, the ledger's round is the task number (its buffer
 //           and staleness columns say where and how it was folded), and each flush has
 //           a flushes row (version, updates, weight, staleness histogram).
