@@ -968,6 +968,10 @@ struct Coordinator::Impl {
   void FlushBufferLocked(std::unique_lock<std::mutex>* lock) {
     CompletePendingFlushLocked(lock);
     if (pending_flush.has_value()) return;  // its commit failed; retried at the next push
+    // Waiting for the pending flush let other pushes in: one may have flushed this buffer.
+    if (!round_open || aggregator == nullptr || aggregator->count() < opt.async.buffer_size) {
+      return;
+    }
     const uint64_t b = round.round;
     Result<AggregateReport> report = std::move(*aggregator).Report();
     aggregator.reset();

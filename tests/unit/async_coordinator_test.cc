@@ -460,6 +460,34 @@ TEST_F(AsyncCoordinatorTest, PushesGoOnWhileAFlushIsWritten) {
   EXPECT_EQ(Version(), 2u);
 }
 
+// Two pushes fill the next buffer while the previous flush is still being written: both
+// wait for it, and the buffer is flushed once, not once per waiter.
+TEST_F(AsyncCoordinatorTest, PushesWaitingOnAFlushFlushTheirBufferOnce) {
+  GatedModelWriteEnv gated(&env_);
+  CoordinatorOptions o = Options();
+  o.env = &gated;
+  o.async.buffer_size = 1;
+  Start(o);
+  Session a = Client(0), b = Client(1), c = Client(2);
+  const Task ta = Pull(a), tb = Pull(b), tc = Pull(c);
+  gated.Gate(1, /*fail=*/false, /*block=*/true);
+  std::thread first([&] { EXPECT_TRUE(Push(a, ta, 0.1f).ok()); });
+  gated.WaitUntilEntered();
+  std::thread second([&] { EXPECT_TRUE(Push(b, tb, 0.2f).ok()); });
+  std::thread third([&] { EXPECT_TRUE(Push(c, tc, 0.3f).ok()); });
+  // Both are folded into buffer 2 before they wait for version 1 to be durable.
+  while (coordinator_->GetStatus().updates_in_round < 2) std::this_thread::yield();
+  gated.Release();
+  first.join();
+  second.join();
+  third.join();
+  EXPECT_EQ(Version(), 2u);
+  std::vector<FlushRecord> flushes = OpenStore()->ListFlushes(0).value();
+  ASSERT_EQ(flushes.size(), 2u);
+  EXPECT_EQ(flushes[1].num_updates, 2u);
+  EXPECT_EQ(coordinator_->GetStatus().updates_in_round, 0u);
+}
+
 // Killed after a flush was served but before it was durable, with an update of the
 // next buffer acknowledged: the restart recomputes the same version and refolds that
 // update on top of it.
