@@ -171,7 +171,7 @@ struct Coordinator::Impl {
     uint64_t issued_us = 0;  // Env clock; restored tasks count from the restart
   };
   // Task number -> holder. A task holds one of async.concurrency slots until answered,
-  // superseded, expired (its base left the window) or older than round_deadline.
+  // superseded, expired (its base left the window) or older than async.task_timeout.
   std::map<uint64_t, HeldTask> open_tasks;
   uint64_t last_task = 0;
   // The current and the previous version (the one most fetches of an older version ask
@@ -777,16 +777,17 @@ struct Coordinator::Impl {
     return AsyncTrainTaskLocked(record.task, client_id, version);
   }
 
-  // Tasks holding a concurrency slot. One not answered within round_deadline stops
+  // Tasks holding a concurrency slot. One not answered within async.task_timeout stops
   // holding its slot (the client may have gone away; without this, vanished clients
   // could hold every slot and no version would ever come) but stays answerable while
   // its base is in the window.
   size_t SlotsHeldLocked() {
+    if (opt.async.task_timeout.count() == 0) return open_tasks.size();
     const uint64_t now = NowUs();
-    const uint64_t deadline_us = static_cast<uint64_t>(opt.round_deadline.count()) * 1000;
+    const uint64_t timeout_us = static_cast<uint64_t>(opt.async.task_timeout.count()) * 1000;
     size_t n = 0;
     for (const auto& [number, t] : open_tasks) {
-      if (now - std::min(now, t.issued_us) < deadline_us) ++n;
+      if (now - std::min(now, t.issued_us) < timeout_us) ++n;
     }
     return n;
   }

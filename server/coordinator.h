@@ -54,10 +54,9 @@ std::string_view CoordinatorModeName(CoordinatorMode mode);
 
 struct CoordinatorOptions {
   CoordinatorMode mode = CoordinatorMode::kSync;
-  // Asynchronous mode only (server/staleness.h). client_fraction, clients_per_round and
-  // min_updates do not apply to it; min_clients does (no task is handed out before that
-  // many clients are available), and a task unanswered for round_deadline stops holding
-  // a concurrency slot (it stays answerable while its base version is servable).
+  // Asynchronous mode only (server/staleness.h). client_fraction, clients_per_round,
+  // min_updates and round_deadline do not apply to it; min_clients does (no task is
+  // handed out before that many clients are available).
   AsyncOptions async;
   // Directory for models/, spool/ and (unless store_path is set) state.db.
   std::string state_dir = "fl-state";

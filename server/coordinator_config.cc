@@ -62,6 +62,8 @@ Status ReadAsyncOptions(const Config& config, CoordinatorOptions* o) {
   constexpr int64_t kU32 = std::numeric_limits<uint32_t>::max();
   FL_ASSIGN_OR_RETURN(int64_t concurrency, IntAtLeast(config, "async.concurrency", 1, kU32));
   a.concurrency = static_cast<uint32_t>(concurrency);
+  FL_ASSIGN_OR_RETURN(double timeout_s, NumberIn(config, "async.task_timeout_s", 1e9));
+  a.task_timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(timeout_s * 1000.0)));
   FL_ASSIGN_OR_RETURN(int64_t max_staleness, IntAtLeast(config, "async.max_staleness", 0, 100000));
   a.max_staleness = static_cast<uint32_t>(max_staleness);
   FL_ASSIGN_OR_RETURN(int64_t buffer_size, IntAtLeast(config, "async.buffer_size", 1, kU32));
@@ -113,6 +115,8 @@ nlohmann::json CoordinatorConfigDefaults() {
       {"async",
        {
            {"concurrency", d.async.concurrency},    // clients holding a task at once
+           // an unanswered task frees its slot after this long; 0: never
+           {"task_timeout_s", static_cast<double>(d.async.task_timeout.count()) / 1000.0},
            {"max_staleness", d.async.max_staleness},  // S_max; staler updates are refused
            {"buffer_size", d.async.buffer_size},    // K: updates per server step
            {"staleness_weight", std::string(StalenessWeightName(d.async.staleness_weight))},

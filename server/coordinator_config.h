@@ -11,7 +11,7 @@
 //                norm_bound_quantile, norm_bound_warmup (1:1 onto CoordinatorOptions);
 //                weight_policy, max_weight, weight_over_cap (its update_policy);
 //                mode (sync | async)
-//   async:       concurrency, max_staleness, buffer_size, staleness_weight,
+//   async:       concurrency, task_timeout_s, max_staleness, buffer_size, staleness_weight,
 //                staleness_exponent, hinge_a, hinge_b, gap_penalty (its AsyncOptions)
 //   run:         seed, rounds, state_dir
 //   model:       name ("random:<n>" or a built-in model name), init_file

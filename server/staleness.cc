@@ -44,6 +44,10 @@ Status ValidateAsyncOptions(const AsyncOptions& o) {
   if (o.concurrency < 1) {
     return OutOfRange("async.concurrency", ">= 1", std::to_string(o.concurrency));
   }
+  if (o.task_timeout.count() < 0) {
+    return OutOfRange("async.task_timeout_s", ">= 0 (0: never)",
+                      std::to_string(o.task_timeout.count() / 1000.0));
+  }
   if (o.buffer_size < 1) {
     return OutOfRange("async.buffer_size", ">= 1", std::to_string(o.buffer_size));
   }

@@ -16,6 +16,7 @@
 // scaled by 1 / Lambda_l. Everything here is a pure function of versions and recorded
 // step norms: no clock, so fl-sim and fl-server fold alike and a restart refolds alike.
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -36,6 +37,11 @@ std::string_view StalenessWeightName(StalenessWeight weight);
 struct AsyncOptions {
   // Clients holding a task at once; further PullTask calls wait.
   uint32_t concurrency = 10;
+  // A task unanswered this long stops holding its slot (it stays answerable while its
+  // base version is servable), so clients that went away cannot hold every slot. 0:
+  // never; then only answers and staleness free slots, and nothing depends on the clock
+  // (fl-sim, whose clients take as long as the host needs to train them).
+  std::chrono::milliseconds task_timeout{std::chrono::minutes(10)};
   // S_max: an update whose base is more than this many versions old is refused
   // (FailedPrecondition); the last max_staleness + 1 versions stay servable.
   uint32_t max_staleness = 16;

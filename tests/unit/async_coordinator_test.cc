@@ -362,10 +362,10 @@ TEST_F(AsyncCoordinatorTest, ConcurrencyLimitsTheTasksHeld) {
   EXPECT_EQ(Push(b, forged, 0.1f).status().code(), StatusCode::kFailedPrecondition);
 }
 
-TEST_F(AsyncCoordinatorTest, AnUnansweredTaskFreesItsSlotAfterTheRoundDeadline) {
+TEST_F(AsyncCoordinatorTest, AnUnansweredTaskFreesItsSlotAfterTheTaskTimeout) {
   CoordinatorOptions o = Options();
   o.async.concurrency = 1;
-  o.round_deadline = std::chrono::seconds(60);
+  o.async.task_timeout = std::chrono::seconds(60);
   Start(o);
   Session gone = Client(0), waiting = Client(1);
   const Task held = Pull(gone);
@@ -380,6 +380,17 @@ TEST_F(AsyncCoordinatorTest, AnUnansweredTaskFreesItsSlotAfterTheRoundDeadline) 
   EXPECT_TRUE(Push(gone, held, 0.1f).ok());
   EXPECT_TRUE(Push(waiting, next, 0.1f).ok());
   EXPECT_EQ(Version(), 1u);
+  // With the timeout off, only answers free slots, however long a task is held.
+  std::filesystem::remove_all(dir_);
+  o.async.task_timeout = std::chrono::milliseconds(0);
+  Start(o);
+  gone = Client(0);
+  waiting = Client(1);
+  const Task kept = Pull(gone);
+  env_.Advance(std::chrono::hours(24 * 30));
+  EXPECT_EQ(Pull(waiting).kind, TaskKind::kWait);
+  EXPECT_TRUE(Push(gone, kept, 0.1f).ok());
+  EXPECT_EQ(Pull(waiting).kind, TaskKind::kTrain);
 }
 
 // The same schedule, once straight through and once with the coordinator destroyed while
@@ -637,7 +648,8 @@ TEST(AsyncCoordinatorConfigTest, KeysReachCoordinatorOptionsAndBadValuesNameTheK
     return Config::Build(CoordinatorConfigDefaults(), "", overrides);
   };
   Result<Config> config =
-      build({"coordinator.mode=async", "async.concurrency=20", "async.max_staleness=5",
+      build({"coordinator.mode=async", "async.concurrency=20", "async.task_timeout_s=0",
+             "async.max_staleness=5",
              "async.buffer_size=4", "async.staleness_weight=hinge", "async.hinge_a=2",
              "async.hinge_b=3", "async.gap_penalty=2.5", "async.staleness_exponent=1"});
   ASSERT_TRUE(config.ok()) << config.status().ToString();
@@ -645,6 +657,7 @@ TEST(AsyncCoordinatorConfigTest, KeysReachCoordinatorOptionsAndBadValuesNameTheK
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->mode, CoordinatorMode::kAsync);
   EXPECT_EQ(o->async.concurrency, 20u);
+  EXPECT_EQ(o->async.task_timeout.count(), 0);
   EXPECT_EQ(o->async.max_staleness, 5u);
   EXPECT_EQ(o->async.buffer_size, 4u);
   EXPECT_EQ(o->async.staleness_weight, StalenessWeight::kHinge);
@@ -658,6 +671,7 @@ TEST(AsyncCoordinatorConfigTest, KeysReachCoordinatorOptionsAndBadValuesNameTheK
 
   for (const std::string& bad :
        {"coordinator.mode=rounds", "async.concurrency=0", "async.buffer_size=0",
+        "async.task_timeout_s=-1",
         "async.max_staleness=-1", "async.staleness_weight=linear", "async.staleness_exponent=-1",
         "async.hinge_a=-0.5", "async.hinge_b=-2", "async.gap_penalty=-1"}) {
     Result<Config> c = build({bad});
