@@ -333,6 +333,33 @@ TEST_F(AsyncCoordinatorTest, TheLastMaxStalenessPlusOneVersionsAreServedAlsoAfte
   }
 }
 
+TEST_F(AsyncCoordinatorTest, TheUpdatePolicyAppliesAsInSyncMode) {
+  CoordinatorOptions o = Options();
+  o.async.buffer_size = 1;
+  o.async.staleness_weight = StalenessWeight::kConstant;
+  o.norm_bound = 0.5;
+  o.update_policy.max_weight = 100;
+  o.update_policy.over_cap = WeightOverCap::kRefuse;
+  Start(o);
+  Session s = Client(0);
+  // A delta of norm sqrt(5) is scaled down to the bound before it is folded.
+  ASSERT_TRUE(Push(s, Pull(s), 1.0f).ok());
+  const ParamSet& model = *coordinator_->CurrentModel().params;
+  double norm = 0;
+  for (size_t i = 0; i < model.size(); ++i) norm += double{model.data()[i]} * model.data()[i];
+  EXPECT_NEAR(std::sqrt(norm), 0.5, 1e-6);
+  EXPECT_EQ(summaries_.back().strategy_stats.at("robust.clipped_norm"), 1);
+  // A weight over the cap is refused with a ledger row; the task stays answerable.
+  const Task t = Pull(s);
+  Result<PushAck> heavy = Push(s, t, 0.1f, /*weight=*/1000);
+  EXPECT_EQ(heavy.status().code(), StatusCode::kInvalidArgument);
+  std::vector<LedgerEntry> rows = OpenStore()->LedgerForRound(t.round).value();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status_code, static_cast<int>(StatusCode::kInvalidArgument));
+  EXPECT_TRUE(Push(s, t, 0.1f, /*weight=*/50).ok());
+  EXPECT_EQ(Version(), 2u);
+}
+
 TEST_F(AsyncCoordinatorTest, ConcurrencyLimitsTheTasksHeld) {
   CoordinatorOptions o = Options();
   o.async.concurrency = 2;
