@@ -744,8 +744,8 @@ struct Coordinator::Impl {
   }
 
   // A new task for `client_id` based on the current version, if a slot is free; nullopt
-  // (the caller waits) otherwise. Decided only by counts, never by the clock, so a fixed
-  // call order hands out the same tasks.
+  // (the caller waits) otherwise. Decided by counts (and by the clock only through
+  // async.task_timeout), so a fixed call order hands out the same tasks.
   std::optional<Task> IssueTaskLocked(uint64_t client_id) {
     if (!round_open) return std::nullopt;
     if (AvailableClientsLocked().size() < std::max<uint32_t>(opt.min_clients, 1)) {
