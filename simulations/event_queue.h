@@ -31,7 +31,9 @@
 // is computed from sizes, the sequence of versions, staleness values and sim_time_s is
 // identical whatever the number of workers or the host's speed. A client whose next
 // task may start before its upload finishes (client overlap) is the same pattern with
-// two events per task: "training done" (start the next task) and "upload done" (push).
+// two events per task: "upload begins" (hand the client its next task) and "upload
+// done" (push); the upload begins when training is done and the client's previous
+// upload has finished (VirtualClock::RunTask with uplink_free).
 //
 // RunSimulation's asynchronous mode (simulator.cc) is this loop; it estimates a task's
 // sizes at hand-out (the payload is charged at the dense model's size) and trains the

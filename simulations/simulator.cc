@@ -127,11 +127,12 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-// A client's link in asynchronous mode. The simulation hands the client its task's base
+// A client's link in asynchronous mode. The simulation hands the client each task's base
 // model when the task is handed out, so training may run later on any worker whatever
 // versions the coordinator has moved on to, and holds the client's update until the
 // task's simulated completion, when Deliver() pushes it: updates reach the coordinator
-// in simulated-time order, whatever order the workers finish in.
+// in simulated-time order, whatever order the workers finish in. A client holds at most
+// two tasks (client overlap: one uploading while the next trains), each by its number.
 class DeferredPushLink : public ServerLink {
  public:
   // `inner` is not owned and must outlive the link.
@@ -145,16 +146,17 @@ class DeferredPushLink : public ServerLink {
     return inner_->PullTask(wait);
   }
   Result<ModelSnapshot> FetchModel(uint64_t version) override {
-    if (base_.params != nullptr && base_.version == version) return base_;
+    auto it = bases_.find(training_);
+    if (it != bases_.end() && it->second.version == version) return it->second;
     return inner_->FetchModel(version);
   }
   Result<ModelSnapshot> FetchModelOrReplay(uint64_t version, uint64_t) override {
     return FetchModel(version);
   }
-  // Keeps the update for Deliver(); the acknowledgement is the simulation's promise that
-  // it will be pushed at the task's simulated completion.
+  // Keeps the update of the task being trained for Deliver(); the acknowledgement is the
+  // simulation's promise that it will be pushed at the task's simulated completion.
   Result<PushAck> PushUpdate(const Payload& payload) override {
-    held_ = payload;
+    held_[training_] = payload;
     PushAck ack;
     ack.round = payload.meta.round;
     return ack;
@@ -162,24 +164,27 @@ class DeferredPushLink : public ServerLink {
   Status Heartbeat() override { return inner_->Heartbeat(); }
   Result<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
 
-  // The base model of the task just handed out (the previous update, if any, is gone).
-  void Hold(ModelSnapshot base) {
-    base_ = std::move(base);
-    held_.reset();
-  }
-  // Pushes the held update to the coordinator; Internal if there is none.
-  Result<PushAck> Deliver() {
-    if (!held_.has_value()) return Status::Internal("no update held for delivery");
-    Payload payload = std::move(*held_);
-    held_.reset();
-    base_ = ModelSnapshot();  // a client holds at most one task's model
+  // The base model of task `task`, just handed out.
+  void Hold(uint64_t task, ModelSnapshot base) { bases_[task] = std::move(base); }
+  // The task whose training runs next on this client (FetchModel and PushUpdate refer to
+  // it). Training does not say which task an update belongs to, so the caller does.
+  void BeginTraining(uint64_t task) { training_ = task; }
+  // Pushes the update held for `task` to the coordinator and forgets the task; Internal
+  // if there is none.
+  Result<PushAck> Deliver(uint64_t task) {
+    auto it = held_.find(task);
+    if (it == held_.end()) return Status::Internal("no update held for delivery");
+    Payload payload = std::move(it->second);
+    held_.erase(it);
+    bases_.erase(task);
     return inner_->PushUpdate(payload);
   }
 
  private:
   ServerLink* inner_;
-  ModelSnapshot base_;
-  std::optional<Payload> held_;
+  uint64_t training_ = 0;
+  std::map<uint64_t, ModelSnapshot> bases_;  // by task number
+  std::map<uint64_t, Payload> held_;         // by task number
 };
 
 struct VirtualClient {
@@ -455,6 +460,7 @@ nlohmann::json SimulatorConfigDefaults() {
   MergeJson(d, WorkloadConfigDefaults());
   MergeJson(d, ByzantineConfigDefaults());
   MergeJson(d, VirtualClockConfigDefaults());
+  d["client"] = {{"overlap", false}};
   d["sim"] = {
       {"preset", kDefaultPreset},
       {"workers", 2},
@@ -577,6 +583,9 @@ Result<SimulationResult> RunSimulation(const Config& config,
   FL_ASSIGN_OR_RETURN(ByzantineOptions byzantine_options, ByzantineOptionsFromConfig(config));
   FL_ASSIGN_OR_RETURN(VirtualClockOptions clock_options, VirtualClockOptionsFromConfig(config));
   const bool async = options.mode == CoordinatorMode::kAsync;
+  // Sync rounds wait for every upload before the next task exists, so there is nothing
+  // to overlap: a no-op there, as in fl-client.
+  const bool overlap = async && config.GetBool("client.overlap");
   if (async && !clock_options.enabled) {
     return Status::InvalidArgument(
         "coordinator.mode=async needs clock.enabled=true in fl-sim (updates reach the "
@@ -762,6 +771,9 @@ Result<SimulationResult> RunSimulation(const Config& config,
   };
 
   // Asynchronous mode: tasks on the event queue (event_queue.h describes the loop).
+  // Without client.overlap a client is busy from hand-out until its upload finishes;
+  // with it, only until its upload begins (an event of its own), so its next task
+  // downloads and trains while the update is still uploading.
   auto run_async = [&]() -> Status {
     struct Held {
       size_t client = 0;
@@ -769,27 +781,33 @@ Result<SimulationResult> RunSimulation(const Config& config,
       bool trained = false;
       uint64_t examples = 0;
     };
-    EventQueue<uint64_t> completions;  // payload: the task number
+    struct AsyncEvent {
+      uint64_t task = 0;
+      bool delivery = true;  // false: the client's upload begins (overlap only)
+    };
+    EventQueue<AsyncEvent> events;
     std::map<uint64_t, Held> held;     // tasks handed out and not yet delivered
-    std::vector<uint64_t> untrained;   // task numbers whose training has not run
-    std::vector<bool> busy(num_clients, false);
+    std::vector<uint64_t> untrained;   // task numbers whose training has not run, in order
+    std::vector<bool> busy(num_clients, false);  // not eligible for a new task
+    // When each client's last upload ends: the next one starts no earlier.
+    std::vector<double> uplink_free(num_clients, 0.0);
     size_t cursor = 0;  // hand-out order rotates so no client index is favoured
     uint64_t since_samples = 0, since_attackers = 0;
     double since_train_seconds = 0;
     int stalls = 0;
 
-    // Trains every task handed out so far, in parallel; each trains against the base
-    // model held for it, so it does not matter when it runs.
-    auto train_untrained = [&]() -> Status {
-      const auto t0 = std::chrono::steady_clock::now();
-      std::vector<Status> errors(untrained.size());
-      pool.Run(untrained.size(), [&](int w, size_t k) {
-        Held& h = held.at(untrained[k]);
+    // Trains `batch` (at most one task per client) in parallel; each trains against the
+    // base model held for it, so it does not matter when it runs.
+    auto train_batch = [&](const std::vector<uint64_t>& batch) -> Status {
+      std::vector<Status> errors(batch.size());
+      pool.Run(batch.size(), [&](int w, size_t k) {
+        Held& h = held.at(batch[k]);
         Result<Trainer*> trainer = byzantine.Bind(*trainers[w], w, h.client);
         if (!trainer.ok()) {
           errors[k] = trainer.status();
           return;
         }
+        clients[h.client].deferred->BeginTraining(batch[k]);
         Result<ExecuteReport> r = clients[h.client].runtime->Execute(h.task, **trainer, cancel);
         if (!r.ok()) {
           errors[k] = r.status();
@@ -797,8 +815,8 @@ Result<SimulationResult> RunSimulation(const Config& config,
         }
         h.examples = r->train.num_examples;
       });
-      for (size_t k = 0; k < untrained.size(); ++k) {
-        Held& h = held.at(untrained[k]);
+      for (size_t k = 0; k < batch.size(); ++k) {
+        Held& h = held.at(batch[k]);
         if (!errors[k].ok()) {
           return errors[k].WithContext("client-" + std::to_string(h.client) + " task " +
                                        std::to_string(h.task.round));
@@ -806,7 +824,23 @@ Result<SimulationResult> RunSimulation(const Config& config,
         h.trained = true;
         result.train_samples += h.examples;
       }
-      untrained.clear();
+      return Status::Ok();
+    };
+
+    // Trains every task handed out so far. A client's runtime is not thread-safe and its
+    // learner may carry state from task to task, so an overlapping client's two tasks
+    // train one after the other, oldest first, as on a real device.
+    auto train_untrained = [&]() -> Status {
+      const auto t0 = std::chrono::steady_clock::now();
+      while (!untrained.empty()) {
+        std::vector<uint64_t> batch, later;
+        std::set<size_t> in_batch;
+        for (uint64_t t : untrained) {
+          (in_batch.insert(held.at(t).client).second ? batch : later).push_back(t);
+        }
+        FL_RETURN_IF_ERROR(train_batch(batch));
+        untrained.swap(later);
+      }
       const double seconds = SecondsSince(t0);
       train_seconds_total += seconds;
       since_train_seconds += seconds;
@@ -834,8 +868,12 @@ Result<SimulationResult> RunSimulation(const Config& config,
         Result<ModelSnapshot> base = clients[i].link->FetchModel(task->model_version);
         if (!base.ok()) return base.status().WithContext(name + " fetch");
         const TaskWork work = EstimateTaskWork(*base, task->config, workload->ClientSize(i));
-        clients[i].deferred->Hold(std::move(*base));
-        completions.Push(clock.RunTask(i, sim_now, work).finish, i, task->round);
+        clients[i].deferred->Hold(task->round, std::move(*base));
+        // Without overlap the uplink is free by now (the client was busy until then).
+        const TaskTimeline timeline = clock.RunTask(i, sim_now, work, uplink_free[i]);
+        uplink_free[i] = timeline.finish;
+        if (overlap) events.Push(timeline.uploading, i, AsyncEvent{task->round, false});
+        events.Push(timeline.finish, i, AsyncEvent{task->round, true});
         busy[i] = true;
         untrained.push_back(task->round);
         held[task->round] = Held{i, std::move(*task)};
@@ -856,40 +894,13 @@ Result<SimulationResult> RunSimulation(const Config& config,
       return next;
     };
 
-    while (rounds_done < total_rounds) {
-      bool done = false;
-      FL_ASSIGN_OR_RETURN(bool slots_free, hand_out(&done));
-      if (done) return Status::Ok();
-      const double next_online = slots_free ? next_idle_online() : sim_now;
-      if (completions.empty()) {
-        if (std::isfinite(next_online) && next_online > sim_now) {
-          sim_now = next_online;  // everyone idle is offline: wait for the first back
-          continue;
-        }
-        // Nothing runs and an online client got no task: only the coordinator's tick
-        // (e.g. opening the next buffer) can move it on.
-        coordinator->Poll();
-        if (++stalls > 100) {
-          return Status::DeadlineExceeded(
-              "asynchronous simulation stalled: no task is running and the coordinator "
-              "hands out none");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        continue;
-      }
-      stalls = 0;
-      // A client coming online before the next completion is handed a task first.
-      if (slots_free && next_online < completions.Top().time) {
-        sim_now = next_online;
-        continue;
-      }
-      const SimEvent<uint64_t> event = completions.Pop();
-      sim_now = event.time;
-      if (!held.at(event.payload).trained) FL_RETURN_IF_ERROR(train_untrained());
-      const Held h = std::move(held.at(event.payload));
-      held.erase(event.payload);
-      busy[h.client] = false;
-      Result<PushAck> ack = clients[h.client].deferred->Deliver();
+    // Pushes a task's update at its simulated completion and records any flush it caused.
+    auto deliver = [&](uint64_t task) -> Status {
+      if (!held.at(task).trained) FL_RETURN_IF_ERROR(train_untrained());
+      const Held h = std::move(held.at(task));
+      held.erase(task);
+      if (!overlap) busy[h.client] = false;
+      Result<PushAck> ack = clients[h.client].deferred->Deliver(task);
       if (ack.ok()) {
         since_samples += h.examples;
         const uint64_t attacker = byzantine.attacks(h.client) ? 1 : 0;
@@ -911,6 +922,43 @@ Result<SimulationResult> RunSimulation(const Config& config,
                                         since_attackers, held.size() + 1, sim_now));
         since_samples = since_attackers = 0;
         since_train_seconds = 0;
+      }
+      return Status::Ok();
+    };
+
+    while (rounds_done < total_rounds) {
+      bool done = false;
+      FL_ASSIGN_OR_RETURN(bool slots_free, hand_out(&done));
+      if (done) return Status::Ok();
+      const double next_online = slots_free ? next_idle_online() : sim_now;
+      if (events.empty()) {
+        if (std::isfinite(next_online) && next_online > sim_now) {
+          sim_now = next_online;  // everyone idle is offline: wait for the first back
+          continue;
+        }
+        // Nothing runs and an online client got no task: only the coordinator's tick
+        // (e.g. opening the next buffer) can move it on.
+        coordinator->Poll();
+        if (++stalls > 100) {
+          return Status::DeadlineExceeded(
+              "asynchronous simulation stalled: no task is running and the coordinator "
+              "hands out none");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      stalls = 0;
+      // A client coming online before the next event is handed a task first.
+      if (slots_free && next_online < events.Top().time) {
+        sim_now = next_online;
+        continue;
+      }
+      const SimEvent<AsyncEvent> event = events.Pop();
+      sim_now = event.time;
+      if (event.payload.delivery) {
+        FL_RETURN_IF_ERROR(deliver(event.payload.task));
+      } else {
+        busy[event.client] = false;  // its upload begins: it may take the next task
       }
     }
     return Status::Ok();

@@ -42,6 +42,9 @@ namespace fl::internal {
 //         straggler_fraction (0.1), straggler_slowdown (10), uplink_mbps (5),
 //         downlink_mbps (20), bandwidth_sigma (0.5), latency_ms (50), mean_online_s (0),
 //         mean_offline_s (0; both 0 = always online), server_seconds (0)
+//   client: overlap (false): CO2's client overlap in coordinator.mode=async (see
+//         RunSimulation). A no-op in sync mode, as in fl-client: a sync round waits
+//         for every upload before the next task exists, so there is nothing to overlap.
 nlohmann::json SimulatorConfigDefaults();
 
 // Known preset names; "fmnist-cnn" is the default, "fortunes-gpt" is W2.
@@ -125,6 +128,13 @@ struct SimProgress {
 // against the base model held for the task, and updates are pushed to the coordinator
 // in simulated-time order, so versions and staleness do not depend on the workers either.
 // One row per flush; an update refused as too stale frees its client for a new task.
+// A client is eligible for its next task when its upload finishes; with client.overlap
+// (CO2, as ClientRuntimeOptions::overlap) when its upload begins instead: the next
+// task's base is the version current at that instant, its download and training run
+// while the update uploads (separate up- and downlink), and its own upload starts at
+// max(its training's end, the previous upload's end) (one uplink per client), so a
+// client holds at most two tasks. Each update reaches the coordinator when its upload
+// ends. Offline periods pause every phase (virtual_clock.h).
 // `progress` (may be empty) is called whenever a client finishes and after each round.
 // Errors: InvalidArgument for bad config values, NotFound/DataLoss for the dataset or
 // model.init_file, FailedPrecondition for --device cuda without CUDA, and the first

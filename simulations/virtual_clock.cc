@@ -218,12 +218,20 @@ double VirtualClock::UploadSeconds(size_t client, uint64_t bytes) const {
 }
 
 TaskTimeline VirtualClock::RunTask(size_t client, double start, const TaskWork& work) const {
+  return RunTask(client, start, work, 0);
+}
+
+TaskTimeline VirtualClock::RunTask(size_t client, double start, const TaskWork& work,
+                                   double uplink_free) const {
   TaskTimeline t;
   t.start = start;
   t.began = NextOnline(client, start);
   t.downloaded = AdvanceOnline(client, t.began, DownloadSeconds(client, work.bytes_down));
   t.trained = AdvanceOnline(client, t.downloaded, TrainSeconds(client, work.examples));
-  t.finish = AdvanceOnline(client, t.trained, UploadSeconds(client, work.bytes_up));
+  // The previous upload ended at an online instant (AdvanceOnline), so either bound is
+  // one; the upload itself pauses offline like every other phase.
+  t.uploading = std::max(t.trained, uplink_free);
+  t.finish = AdvanceOnline(client, t.uploading, UploadSeconds(client, work.bytes_up));
   return t;
 }
 

@@ -88,12 +88,14 @@ struct TaskWork {
   uint64_t bytes_up = 0;    // update upload
 };
 
-// The simulated timeline of one task. start <= began <= downloaded <= trained <= finish.
+// The simulated timeline of one task.
+// start <= began <= downloaded <= trained <= uploading <= finish.
 struct TaskTimeline {
   double start = 0;       // when the task was handed out
   double began = 0;       // first online instant at or after start
   double downloaded = 0;  // model received
   double trained = 0;     // local training done
+  double uploading = 0;   // upload began: `trained`, or later if the uplink was busy
   double finish = 0;      // update received by the server
 };
 
@@ -124,6 +126,13 @@ class VirtualClock {
   // The task handed to `client` at simulated time `start`: waits until the client is
   // online, then downloads, trains and uploads, pausing whenever it goes offline.
   TaskTimeline RunTask(size_t client, double start, const TaskWork& work) const;
+  // The same, for a client whose uplink is busy until `uplink_free` with its previous
+  // task's upload (client overlap: one uplink per client, separate from the downlink,
+  // so the download and training run meanwhile): the upload starts at
+  // max(trained, uplink_free). An overlapping client may take its next task at
+  // `uploading`, the instant its previous upload has finished and this one begins.
+  TaskTimeline RunTask(size_t client, double start, const TaskWork& work,
+                       double uplink_free) const;
 
  private:
   VirtualClockOptions options_;

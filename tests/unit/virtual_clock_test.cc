@@ -129,6 +129,49 @@ TEST(VirtualClockTest, TaskTimelineArithmetic) {
   EXPECT_DOUBLE_EQ(s.finish, 1.05 + 30.0 + 1.05);
 }
 
+// Client overlap: each next task is handed out when the previous upload begins, and
+// its own upload waits for the previous one (one uplink per client). Download 0.55 s,
+// training 1 s, upload 2.05 s: after the first task the uplink is the bottleneck, so
+// one update arrives every 2.05 s instead of every 3.6 s.
+TEST(VirtualClockTest, OverlappedTimelineArithmetic) {
+  VirtualClockOptions o = Uniform();
+  o.uplink_mbps = 8;     // 1e6 bytes/s
+  o.downlink_mbps = 16;  // 2e6 bytes/s
+  o.latency_ms = 50;
+  o.seconds_per_example = 0.01;
+  const VirtualClock clock(o, 2);
+  const TaskWork work{1000000, 100, 2000000};
+  const TaskTimeline first = clock.RunTask(0, 0.0, work, 0.0);
+  EXPECT_NEAR(first.downloaded, 0.55, 1e-12);
+  EXPECT_NEAR(first.trained, 1.55, 1e-12);
+  EXPECT_NEAR(first.uploading, 1.55, 1e-12);  // the uplink was free
+  EXPECT_NEAR(first.finish, 3.6, 1e-12);
+  // The 3-argument form is the same task with a free uplink.
+  const TaskTimeline plain = clock.RunTask(0, 0.0, work);
+  EXPECT_EQ(plain.uploading, first.uploading);
+  EXPECT_EQ(plain.finish, first.finish);
+
+  TaskTimeline previous = first;
+  for (int k = 2; k <= 4; ++k) {
+    const TaskTimeline t = clock.RunTask(0, previous.uploading, work, previous.finish);
+    EXPECT_NEAR(t.start, 1.55 + 2.05 * (k - 2), 1e-12) << k;
+    EXPECT_NEAR(t.downloaded, t.start + 0.55, 1e-12) << k;  // downloads while uploading
+    EXPECT_NEAR(t.trained, t.start + 1.55, 1e-12) << k;
+    EXPECT_NEAR(t.uploading, previous.finish, 1e-12) << k;  // waits for the uplink
+    EXPECT_NEAR(t.finish, 1.55 + 2.05 * k, 1e-12) << k;
+    previous = t;
+  }
+
+  // A tiny upload: training is the bottleneck and each upload starts when it ends.
+  const TaskWork light{1000000, 100, 0};
+  const TaskTimeline a = clock.RunTask(1, 0.0, light, 0.0);
+  EXPECT_NEAR(a.finish, 1.6, 1e-12);
+  const TaskTimeline b = clock.RunTask(1, a.uploading, light, a.finish);
+  EXPECT_NEAR(b.trained, 3.1, 1e-12);
+  EXPECT_EQ(b.uploading, b.trained);
+  EXPECT_NEAR(b.finish, 3.15, 1e-12);
+}
+
 TEST(VirtualClockTest, AlwaysOnlineByDefault) {
   const VirtualClock clock(Uniform(), 4);
   for (double t : {0.0, 1.5, 1e6}) {
@@ -194,6 +237,14 @@ TEST(VirtualClockTest, WorkPausesWhileOffline) {
     const TaskTimeline tl = clock.RunTask(i, off, TaskWork{0, 10, 0});
     EXPECT_EQ(tl.began, clock.NextOnline(i, off));
     EXPECT_GT(tl.began, off);
+    // An upload that waits for a busy uplink starts when it frees and still pauses
+    // while the client is offline.
+    const TaskWork work{500000, 2000, 500000};
+    const TaskTimeline first = clock.RunTask(i, 0.0, work);
+    const TaskTimeline next = clock.RunTask(i, first.uploading, work, first.finish);
+    EXPECT_EQ(next.uploading, std::max(next.trained, first.finish));
+    EXPECT_EQ(next.finish,
+              clock.AdvanceOnline(i, next.uploading, clock.UploadSeconds(i, work.bytes_up)));
   }
 }
 
