@@ -138,7 +138,8 @@ class FederatedLearningService final : public ServiceBase {
         max_update_bytes_(options.max_update_bytes),
         idle_timeout_us_(static_cast<uint64_t>(options.stream_idle_timeout.count()) * 1000),
         max_inflight_bytes_(options.max_inflight_upload_bytes),
-        max_calls_per_client_(options.max_calls_per_client) {}
+        max_calls_per_client_(options.max_calls_per_client),
+        serialized_versions_(static_cast<size_t>(std::max(1, options.serialized_versions))) {}
 
   // Cancels every stream that moved no message for stream_idle_timeout. Called by the
   // server's ticker.
@@ -592,20 +593,28 @@ class FederatedLearningService final : public ServiceBase {
     return grpc::Status::OK;
   }
 
-  // Serializes each version once, however many clients download it at the same time.
+  // Serializes each version once, however many clients download it at the same time;
+  // keeps the newest serialized_versions_ of them.
   std::shared_ptr<const SerializedModel> Serialized(const ModelSnapshot& snapshot) {
     std::lock_guard<std::mutex> lock(cache_mu_);
-    if (cache_ == nullptr || cache_->version != snapshot.version) {
-      cache_.reset();  // the old version's bytes are freed before the new ones exist
-      auto model = std::make_shared<SerializedModel>();
-      model->version = snapshot.version;
-      model->layout_hash = snapshot.params->layout().hash();
-      model->num_params = snapshot.params->size();
-      model->bytes = SerializeParamSet(*snapshot.params);
-      model->sha256 = Sha256(model->bytes);
-      cache_ = std::move(model);
+    auto cached = cache_.find(snapshot.version);
+    if (cached != cache_.end()) return cached->second;
+    // Room first: an evicted version's bytes are freed before the new ones exist.
+    while (!cache_.empty() && cache_.size() >= serialized_versions_) {
+      if (cache_.begin()->first > snapshot.version) return Serialize(snapshot);  // too old to keep
+      cache_.erase(cache_.begin());
     }
-    return cache_;
+    return cache_[snapshot.version] = Serialize(snapshot);
+  }
+
+  static std::shared_ptr<const SerializedModel> Serialize(const ModelSnapshot& snapshot) {
+    auto model = std::make_shared<SerializedModel>();
+    model->version = snapshot.version;
+    model->layout_hash = snapshot.params->layout().hash();
+    model->num_params = snapshot.params->size();
+    model->bytes = SerializeParamSet(*snapshot.params);
+    model->sha256 = Sha256(model->bytes);
+    return model;
   }
 
   Coordinator* const coordinator_;
@@ -624,8 +633,10 @@ class FederatedLearningService final : public ServiceBase {
   uint64_t idle_cancelled_ = 0;                      // guarded by streams_mu_
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> active_calls_{0};
+  const size_t serialized_versions_;
   std::mutex cache_mu_;
-  std::shared_ptr<const SerializedModel> cache_;  // guarded by cache_mu_
+  // By version; the newest serialized_versions_ at most.
+  std::map<uint64_t, std::shared_ptr<const SerializedModel>> cache_;  // guarded by cache_mu_
 };
 
 class GrpcServerImpl final : public GrpcServer {
@@ -785,6 +796,9 @@ Status ValidateGrpcServerOptions(const GrpcServerOptions& options) {
         "size limit (coordinator.max_update_mb)");
   }
   if (options.max_threads < 0) return Status::InvalidArgument("max_threads must be >= 0");
+  if (options.serialized_versions < 1) {
+    return Status::InvalidArgument("serialized_versions must be >= 1");
+  }
   if (options.max_calls_per_client < 0) {
     return Status::InvalidArgument("max_calls_per_client must be >= 0");
   }

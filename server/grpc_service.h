@@ -59,6 +59,10 @@ struct GrpcServerOptions {
   // once; more are answered RESOURCE_EXHAUSTED (a refused upload gets a ledger row), so
   // one client cannot hold the threads that max_threads shares among all. 0: no cap.
   int max_calls_per_client = 8;
+  // Model versions kept serialized for downloads. Synchronous rounds serve one version
+  // at a time; in asynchronous mode clients fetch any version of the servable window, so
+  // more are kept (the newest ones) instead of serializing them again on each switch.
+  int serialized_versions = 1;
   // Optional, not owned: the clock for stream idle timeouts. Default Env::Default().
   Env* env = nullptr;
 };

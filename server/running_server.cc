@@ -1,5 +1,6 @@
 #include "server/running_server.h"
 
+#include <algorithm>
 #include <string>
 
 #include "algorithms/registry.h"
@@ -77,6 +78,9 @@ Result<GrpcServerOptions> GrpcServerOptionsFromConfig(const Config& config,
         std::to_string(per_client) + ")");
   }
   o.max_calls_per_client = static_cast<int>(per_client);
+  if (coordinator.mode == CoordinatorMode::kAsync) {
+    o.serialized_versions = static_cast<int>(std::min<uint64_t>(4, coordinator.async.max_staleness + 1));
+  }
   FL_RETURN_IF_ERROR(ValidateGrpcServerOptions(o));
   return o;
 }
