@@ -610,6 +610,9 @@ Result<SimulationResult> RunSimulation(const Config& config,
   options.durable = false;
   options.min_clients = static_cast<uint32_t>(num_clients);
   options.client_timeout = std::chrono::hours(24 * 365);
+  // Virtual clients never vanish, and slots that expire on the host's clock would make
+  // the hand-out depend on how fast the host trains.
+  options.async.task_timeout = std::chrono::milliseconds(0);
   options.env = env;
   const uint64_t total_rounds = options.num_rounds;
 

@@ -581,7 +581,9 @@ TEST_F(AsyncCoordinatorTest, FixedCallOrderGivesTheSameModel) {
     std::vector<Task> t(3);
     for (int k = 0; k < 12; ++k) {
       const int i = (k * 7) % 3;
-      if (t[i].kind == TaskKind::kTrain) EXPECT_TRUE(Push(s[i], t[i], 0.05f * (k % 5)).ok());
+      if (t[i].kind == TaskKind::kTrain) {
+        EXPECT_TRUE(Push(s[i], t[i], 0.05f * (k % 5)).ok());
+      }
       t[i] = Pull(s[i]);
     }
     const ParamSet& p = *coordinator_->CurrentModel().params;
@@ -696,7 +698,7 @@ TEST(AsyncCoordinatorConfigTest, KeysReachCoordinatorOptionsAndBadValuesNameTheK
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults->mode, CoordinatorMode::kSync);
 
-  for (const std::string& bad :
+  for (const std::string bad :
        {"coordinator.mode=rounds", "async.concurrency=0", "async.buffer_size=0",
         "async.task_timeout_s=-1",
         "async.max_staleness=-1", "async.staleness_weight=linear", "async.staleness_exponent=-1",
