@@ -129,17 +129,12 @@ struct ClientSettings {
   std::string model;
 };
 
-Status OutOfRange(const std::string& key, const std::string& requirement, const std::string& got) {
-  return Status::InvalidArgument("config key " + key + " must be " + requirement + " (got " + got +
-                                 ")");
-}
-
 // Everything that can be checked without touching the network or the dataset.
 // InvalidArgument naming the key for any bad value.
 Result<ClientSettings> SettingsFromConfig(const Config& config) {
   ClientSettings s;
   s.link.target = config.GetString("client.server");
-  if (s.link.target.empty()) return OutOfRange("client.server", "host:port", "\"\"");
+  if (s.link.target.empty()) return ConfigValueError("client.server", "host:port", "\"\"");
   s.link.root_ca_path = config.GetString("client.tls.ca");
   s.link.client_cert_path = config.GetString("client.tls.cert");
   s.link.client_key_path = config.GetString("client.tls.key");
@@ -147,27 +142,27 @@ Result<ClientSettings> SettingsFromConfig(const Config& config) {
 
   s.device = config.GetString("client.device");
   if (s.device != "auto" && s.device != "cpu" && s.device != "cuda") {
-    return OutOfRange("client.device", "auto, cpu or cuda", "\"" + s.device + "\"");
+    return ConfigValueError("client.device", "auto, cpu or cuda", "\"" + s.device + "\"");
   }
   const int64_t threads = config.GetInt("client.threads");
   if (threads < 0 || threads > 1024) {
-    return OutOfRange("client.threads", "in [0, 1024]", std::to_string(threads));
+    return ConfigValueError("client.threads", "in [0, 1024]", std::to_string(threads));
   }
   s.threads = static_cast<int>(threads);
   const double poll_wait_s = config.GetDouble("client.poll_wait_s");
   if (!(poll_wait_s > 0 && poll_wait_s <= 3600)) {
-    return OutOfRange("client.poll_wait_s", "in (0, 3600]", std::to_string(poll_wait_s));
+    return ConfigValueError("client.poll_wait_s", "in (0, 3600]", std::to_string(poll_wait_s));
   }
   s.runtime.poll_wait = std::chrono::milliseconds(static_cast<int64_t>(poll_wait_s * 1000));
   const int64_t max_failures = config.GetInt("client.max_failures");
   if (max_failures < 0 || max_failures > 1000000) {
-    return OutOfRange("client.max_failures", "in [0, 1000000]", std::to_string(max_failures));
+    return ConfigValueError("client.max_failures", "in [0, 1000000]", std::to_string(max_failures));
   }
   s.runtime.max_consecutive_failures = static_cast<int>(max_failures);
   s.runtime.overlap = config.GetBool("client.overlap");
   s.slowdown_s = config.GetDouble("client.slowdown_s");
   if (!(s.slowdown_s >= 0 && s.slowdown_s <= 3600)) {
-    return OutOfRange("client.slowdown_s", "in [0, 3600]", std::to_string(s.slowdown_s));
+    return ConfigValueError("client.slowdown_s", "in [0, 3600]", std::to_string(s.slowdown_s));
   }
   s.runtime.enrollment_token = config.GetString("client.enrollment_token");
 
@@ -177,22 +172,22 @@ Result<ClientSettings> SettingsFromConfig(const Config& config) {
   s.partition = *spec;
   const int64_t num_partitions = config.GetInt("data.num_partitions");
   if (num_partitions < 1 || num_partitions > 10000000) {
-    return OutOfRange("data.num_partitions", "in [1, 10000000]", std::to_string(num_partitions));
+    return ConfigValueError("data.num_partitions", "in [1, 10000000]", std::to_string(num_partitions));
   }
   s.num_partitions = static_cast<int>(num_partitions);
   const int64_t index = config.GetInt("data.partition_index");
   if (index < 0 || index >= num_partitions) {
-    return OutOfRange("data.partition_index",
+    return ConfigValueError("data.partition_index",
                       "in [0, " + std::to_string(num_partitions) + ") (--partition-index)",
                       std::to_string(index));
   }
   s.partition_index = static_cast<int>(index);
   const int64_t seed = config.GetInt("data.seed");
-  if (seed < 0) return OutOfRange("data.seed", ">= 0", std::to_string(seed));
+  if (seed < 0) return ConfigValueError("data.seed", ">= 0", std::to_string(seed));
   s.seed = static_cast<uint64_t>(seed);
   s.train_examples = config.GetInt("data.train_examples");
   if (s.train_examples < 0) {
-    return OutOfRange("data.train_examples", ">= 0", std::to_string(s.train_examples));
+    return ConfigValueError("data.train_examples", ">= 0", std::to_string(s.train_examples));
   }
 
   s.model = config.GetString("model.name");
@@ -200,7 +195,7 @@ Result<ClientSettings> SettingsFromConfig(const Config& config) {
   if (std::find(models.begin(), models.end(), s.model) == models.end()) {
     std::string known;
     for (const std::string& m : models) known += (known.empty() ? "" : ", ") + m;
-    return OutOfRange("model.name", "one of " + known, "\"" + s.model + "\"");
+    return ConfigValueError("model.name", "one of " + known, "\"" + s.model + "\"");
   }
 
   s.runtime.client_name = config.GetString("client.name");

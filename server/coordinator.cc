@@ -536,19 +536,15 @@ struct Coordinator::Impl {
       if (!agg->CanReport()) break;
       Result<AggregateReport> report = std::move(*agg).Report();
       if (!report.ok()) continue;
-      const uint64_t count = report->count;
-      const double total_weight = report->total_weight;
-      const double loss = report->mean_train_loss;
       ParamSet trial = *global;
-      Status s = strategy->ApplyRound(std::move(report).value(), &trial);
-      std::string record = strategy->TakeReplayRecord();
-      if (!s.ok()) continue;
+      RoundSummary trial_summary = *summary;
+      std::string trial_replay;
+      if (!ApplyStepLocked(std::move(report).value(), &trial, &trial_summary, &trial_replay).ok()) {
+        continue;
+      }
       *next = std::move(trial);
-      *replay = std::move(record);
-      summary->num_updates = count;
-      summary->total_weight = total_weight;
-      summary->mean_train_loss = loss;
-      summary->strategy_stats = strategy->LastRoundStats();
+      *replay = std::move(trial_replay);
+      *summary = std::move(trial_summary);
       for (size_t i = 0; i < entries.size(); ++i) {
         if (!drop[i]) continue;
         const LedgerEntry& e = entries[i];
@@ -594,6 +590,23 @@ struct Coordinator::Impl {
     round_norms.clear();
   }
 
+  // One server step: applies `report` to `next` (a copy of the global model) and fills
+  // the summary's counts and the strategy's statistics, and `replay` with the step's
+  // record. On error `next` may be partly written; the caller restores it.
+  Status ApplyStepLocked(AggregateReport report, ParamSet* next, RoundSummary* summary,
+                         std::string* replay) {
+    summary->num_updates = report.count;
+    summary->total_weight = report.total_weight;
+    summary->mean_train_loss = report.mean_train_loss;
+    Status s = strategy->ApplyRound(std::move(report), next);
+    // Taken in any case, so a record never outlives the step it belongs to.
+    std::string record = strategy->TakeReplayRecord();
+    if (!s.ok()) return s;
+    *replay = std::move(record);
+    summary->strategy_stats = strategy->LastRoundStats();
+    return Status::Ok();
+  }
+
   void FinishRoundLocked() {
     const uint64_t r = round.round;
     Result<AggregateReport> report = std::move(*aggregator).Report();
@@ -603,16 +616,8 @@ struct Coordinator::Impl {
     summary.round = r;
     std::string replay;  // turns the current version into the next one; empty if none
     if (report.ok()) {
-      summary.num_updates = report->count;
-      summary.total_weight = report->total_weight;
-      summary.mean_train_loss = report->mean_train_loss;
-      Status s = strategy->ApplyRound(std::move(report).value(), next.get());
-      // Taken in any case, so a record never outlives the round it belongs to.
-      std::string record = strategy->TakeReplayRecord();
-      if (s.ok()) {
-        replay = std::move(record);
-        summary.strategy_stats = strategy->LastRoundStats();
-      } else {
+      Status s = ApplyStepLocked(std::move(report).value(), next.get(), &summary, &replay);
+      if (!s.ok()) {
         // The server optimizer refused the aggregate (e.g. it would make the model
         // non-finite): the round closes without changing the model.
         FL_LOG(ERROR) << "round " << r << ": server update failed: " << s.ToString()
@@ -982,15 +987,8 @@ struct Coordinator::Impl {
     summary.round = b;
     std::string replay;
     if (report.ok()) {
-      summary.num_updates = report->count;
-      summary.total_weight = report->total_weight;
-      summary.mean_train_loss = report->mean_train_loss;
-      Status s = strategy->ApplyRound(std::move(report).value(), next.get());
-      std::string record = strategy->TakeReplayRecord();
-      if (s.ok()) {
-        replay = std::move(record);
-        summary.strategy_stats = strategy->LastRoundStats();
-      } else {
+      Status s = ApplyStepLocked(std::move(report).value(), next.get(), &summary, &replay);
+      if (!s.ok()) {
         FL_LOG(ERROR) << "buffer " << b << ": server update failed, model unchanged: "
                       << s.ToString();
         next = std::make_shared<ParamSet>(*global);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "codec/param_io.h"
+#include "core/config.h"
 #include "fl/env.h"
 #include "rng/splitmix64.h"
 
@@ -14,24 +15,13 @@ namespace {
 
 constexpr char kSyntheticPrefix[] = "random:";
 
-std::string FormatDouble(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%g", v);
-  return buf;
-}
-
-Status OutOfRange(const std::string& key, const std::string& requirement, const std::string& got) {
-  return Status::InvalidArgument("config key " + key + " must be " + requirement + " (got " + got +
-                                 ")");
-}
-
 Result<int64_t> IntAtLeast(const Config& config, const std::string& key, int64_t min,
                            int64_t max = std::numeric_limits<int64_t>::max()) {
   const int64_t v = config.GetInt(key);
   if (v < min || v > max) {
     std::string requirement = ">= " + std::to_string(min);
     if (max != std::numeric_limits<int64_t>::max()) requirement += " and <= " + std::to_string(max);
-    return OutOfRange(key, requirement, std::to_string(v));
+    return ConfigValueError(key, requirement, std::to_string(v));
   }
   return v;
 }
@@ -40,7 +30,7 @@ Result<std::chrono::milliseconds> PositiveSeconds(const Config& config, const st
   const double s = config.GetDouble(key);
   // Upper bound keeps the millisecond count far from overflow.
   if (!std::isfinite(s) || s <= 0 || s > 1e9) {
-    return OutOfRange(key, "a positive number of seconds", FormatDouble(s));
+    return ConfigValueError(key, "a positive number of seconds", FormatConfigNumber(s));
   }
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(s * 1000.0)));
 }
@@ -48,7 +38,7 @@ Result<std::chrono::milliseconds> PositiveSeconds(const Config& config, const st
 Result<double> NumberIn(const Config& config, const std::string& key, double max) {
   const double v = config.GetDouble(key);
   if (!(std::isfinite(v) && v >= 0 && v <= max)) {
-    return OutOfRange(key, "in [0, " + FormatDouble(max) + "]", FormatDouble(v));
+    return ConfigValueError(key, "in [0, " + FormatConfigNumber(max) + "]", FormatConfigNumber(v));
   }
   return v;
 }
@@ -138,7 +128,7 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
   CoordinatorOptions o;
   const double fraction = config.GetDouble("coordinator.client_fraction");
   if (!(fraction > 0.0 && fraction <= 1.0)) {
-    return OutOfRange("coordinator.client_fraction", "in (0, 1]", FormatDouble(fraction));
+    return ConfigValueError("coordinator.client_fraction", "in (0, 1]", FormatConfigNumber(fraction));
   }
   o.client_fraction = fraction;
   constexpr int64_t kU32 = std::numeric_limits<uint32_t>::max();
@@ -166,7 +156,7 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
   o.max_clients = static_cast<uint32_t>(max_clients);
   const double joins_per_second = config.GetDouble("coordinator.joins_per_second");
   if (!std::isfinite(joins_per_second) || joins_per_second < 0 || joins_per_second > 1e9) {
-    return OutOfRange("coordinator.joins_per_second", ">= 0", FormatDouble(joins_per_second));
+    return ConfigValueError("coordinator.joins_per_second", ">= 0", FormatConfigNumber(joins_per_second));
   }
   o.joins_per_second = joins_per_second;
   FL_ASSIGN_OR_RETURN(int64_t burst, IntAtLeast(config, "coordinator.join_burst", 1, kU32));
@@ -184,18 +174,18 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
     o.update_policy.over_cap = *over;
     const double max_weight = config.GetDouble("coordinator.max_weight");
     if (!(max_weight > 0 && max_weight <= kMaxWeightLimit)) {
-      return OutOfRange("coordinator.max_weight", "in (0, " + FormatDouble(kMaxWeightLimit) + "]",
-                        FormatDouble(max_weight));
+      return ConfigValueError("coordinator.max_weight", "in (0, " + FormatConfigNumber(kMaxWeightLimit) + "]",
+                        FormatConfigNumber(max_weight));
     }
     o.update_policy.max_weight = max_weight;
     const double bound = config.GetDouble("coordinator.norm_bound");
     if (!(std::isfinite(bound) && bound >= 0)) {
-      return OutOfRange("coordinator.norm_bound", ">= 0 (0: off)", FormatDouble(bound));
+      return ConfigValueError("coordinator.norm_bound", ">= 0 (0: off)", FormatConfigNumber(bound));
     }
     o.norm_bound = bound;
     const double q = config.GetDouble("coordinator.norm_bound_quantile");
     if (!(q >= 0 && q <= 1)) {
-      return OutOfRange("coordinator.norm_bound_quantile", "in (0, 1] (0: off)", FormatDouble(q));
+      return ConfigValueError("coordinator.norm_bound_quantile", "in (0, 1] (0: off)", FormatConfigNumber(q));
     }
     o.norm_bound_quantile = q;
     FL_ASSIGN_OR_RETURN(int64_t warmup,
@@ -210,7 +200,7 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
   FL_ASSIGN_OR_RETURN(int64_t rounds, IntAtLeast(config, "run.rounds", 1));
   o.num_rounds = static_cast<uint64_t>(rounds);
   o.state_dir = config.GetString("run.state_dir");
-  if (o.state_dir.empty()) return OutOfRange("run.state_dir", "a directory path", "\"\"");
+  if (o.state_dir.empty()) return ConfigValueError("run.state_dir", "a directory path", "\"\"");
   return o;
 }
 

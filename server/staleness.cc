@@ -4,19 +4,10 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/config.h"
+
 namespace fl::internal {
 namespace {
-
-std::string FormatDouble(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%g", v);
-  return buf;
-}
-
-Status OutOfRange(const std::string& key, const std::string& requirement, const std::string& got) {
-  return Status::InvalidArgument("config key " + key + " must be " + requirement + " (got " + got +
-                                 ")");
-}
 
 // Large enough for any real schedule, small enough that versions and norms stay exact.
 constexpr double kMaxKnob = 1e6;
@@ -42,22 +33,22 @@ std::string_view StalenessWeightName(StalenessWeight weight) {
 
 Status ValidateAsyncOptions(const AsyncOptions& o) {
   if (o.concurrency < 1) {
-    return OutOfRange("async.concurrency", ">= 1", std::to_string(o.concurrency));
+    return ConfigValueError("async.concurrency", ">= 1", std::to_string(o.concurrency));
   }
   if (o.task_timeout.count() < 0) {
-    return OutOfRange("async.task_timeout_s", ">= 0 (0: never)",
+    return ConfigValueError("async.task_timeout_s", ">= 0 (0: never)",
                       std::to_string(o.task_timeout.count() / 1000.0));
   }
   if (o.buffer_size < 1) {
-    return OutOfRange("async.buffer_size", ">= 1", std::to_string(o.buffer_size));
+    return ConfigValueError("async.buffer_size", ">= 1", std::to_string(o.buffer_size));
   }
   if (o.max_staleness > 100000) {
     // Every version in the window is kept in memory and on disk.
-    return OutOfRange("async.max_staleness", "<= 100000", std::to_string(o.max_staleness));
+    return ConfigValueError("async.max_staleness", "<= 100000", std::to_string(o.max_staleness));
   }
   auto knob = [](const char* key, double v) -> Status {
     if (!(std::isfinite(v) && v >= 0 && v <= kMaxKnob)) {
-      return OutOfRange(key, "in [0, " + FormatDouble(kMaxKnob) + "]", FormatDouble(v));
+      return ConfigValueError(key, "in [0, " + FormatConfigNumber(kMaxKnob) + "]", FormatConfigNumber(v));
     }
     return Status::Ok();
   };

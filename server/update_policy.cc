@@ -8,17 +8,12 @@
 #include <string>
 
 #include "codec/dense_codec.h"
+#include "core/config.h"
 
 namespace fl::internal {
 namespace {
 
 constexpr size_t kBlockValues = 4096;
-
-std::string FormatDouble(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%g", v);
-  return buf;
-}
 
 // Bytes per value of a dense encoding (0 if not dense).
 size_t ValueBytes(Encoding encoding) { return DenseEncodedSize(1, encoding); }
@@ -50,8 +45,8 @@ std::string_view WeightOverCapName(WeightOverCap action) {
 Status ValidateUpdatePolicy(const UpdatePolicy& policy) {
   if (!(policy.max_weight > 0 && policy.max_weight <= kMaxWeightLimit)) {
     return Status::InvalidArgument("coordinator.max_weight must be in (0, " +
-                                   FormatDouble(kMaxWeightLimit) + "] (got " +
-                                   FormatDouble(policy.max_weight) + ")");
+                                   FormatConfigNumber(kMaxWeightLimit) + "] (got " +
+                                   FormatConfigNumber(policy.max_weight) + ")");
   }
   return Status::Ok();
 }
@@ -62,9 +57,9 @@ Result<double> PolicyWeight(const UpdatePolicy& policy, double claimed, bool* cl
   if (!std::isfinite(claimed) || !(claimed > 0)) return claimed;
   if (claimed <= policy.max_weight) return claimed;
   if (policy.over_cap == WeightOverCap::kRefuse) {
-    return Status::InvalidArgument("update weight " + FormatDouble(claimed) +
+    return Status::InvalidArgument("update weight " + FormatConfigNumber(claimed) +
                                    " exceeds coordinator.max_weight " +
-                                   FormatDouble(policy.max_weight));
+                                   FormatConfigNumber(policy.max_weight));
   }
   *clipped = true;
   return policy.max_weight;

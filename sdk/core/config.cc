@@ -719,4 +719,15 @@ Result<CommandLine> ParseCommandLine(std::string_view program, std::string_view 
   return result;
 }
 
+Status ConfigValueError(std::string_view key, std::string_view requirement, std::string_view got) {
+  return Status::InvalidArgument("config key " + std::string(key) + " must be " +
+                                 std::string(requirement) + " (got " + std::string(got) + ")");
+}
+
+std::string FormatConfigNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
 }  // namespace fl::internal

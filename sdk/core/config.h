@@ -81,6 +81,11 @@ class Config {
   nlohmann::json values_ = nlohmann::json::object();
 };
 
+// The one message for a config value out of range: "config key K must be R (got G)".
+Status ConfigValueError(std::string_view key, std::string_view requirement, std::string_view got);
+// A number as config errors quote it (printf's %g).
+std::string FormatConfigNumber(double v);
+
 // A command-line flag that is a shortcut for one config key, e.g.
 // {"--rounds", "run.rounds", "rounds to run"}. Its value is parsed as the key's type;
 // a boolean key makes a flag that takes no value (`--flag` or `--flag=false`).
