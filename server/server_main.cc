@@ -61,6 +61,7 @@ std::vector<FlagAlias> ServerAliases() {
       {"--enrollment-token", "coordinator.enrollment_token", "token clients must present"},
       {"--min-clients", "coordinator.min_clients", "clients needed to open a round"},
       {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
+      {"--mode", "coordinator.mode", "sync (rounds) | async (buffered, staleness-weighted)"},
   };
 }
 
@@ -106,7 +107,8 @@ int Fail(const char* what, const Status& status) {
 int RunServer(int argc, char** argv) {
   Result<CommandLine> command_line = ParseCommandLine(
       "fl-server",
-      "Federated learning aggregator: runs synchronous rounds over gRPC (TLS by default).\n"
+      "Federated learning aggregator over gRPC (TLS by default): synchronous rounds, or an\n"
+      "asynchronous buffer with coordinator.mode=async.\n"
       "Subcommand: fl-server certs --out DIR writes development certificates.",
       ServerConfigDefaults(), ServerAliases(), argc, argv);
   if (!command_line.ok()) {
