@@ -84,13 +84,14 @@ std::vector<double> StepNorms(const ParamSet& before, const ParamSet& after) {
 
 // An update as the update policy turned it into what the aggregator folds.
 struct PreparedUpdate {
-  Payload owned;  // the modified copy (weight replaced, delta scaled), if modified
-  bool modified = false;
+  // The modified copy (weight replaced, delta scaled), if modified: the coordinator's
+  // scratch payload, valid until the next update is prepared.
+  Payload* owned = nullptr;
   double weight = 0;                 // the weight folded
   bool weight_clipped = false;       // the claim was over the cap and clipped
   std::optional<double> norm;        // L2 norm of a dense delta as received
   bool norm_clipped = false;         // scaled down to the round's bound
-  const Payload& Get(const Payload& original) const { return modified ? owned : original; }
+  const Payload& Get(const Payload& original) const { return owned != nullptr ? *owned : original; }
 };
 
 }  // namespace
@@ -151,6 +152,9 @@ struct Coordinator::Impl {
   std::set<uint64_t> selected;
   std::map<uint64_t, std::string> accepted_sha;  // client -> sha256 of its accepted update
   std::unique_ptr<RoundAggregator> aggregator;
+  // Where PrepareLocked copies an update it must modify (OwnLocked); holds one update's
+  // bytes between updates.
+  mutable Payload scratch_payload;
   uint64_t round_deadline_us = 0;
   uint64_t round_opened_us = 0;
   uint64_t rejected = 0;
@@ -386,16 +390,23 @@ struct Coordinator::Impl {
   // Applies the update policy to `in`: the server's weight, and the round's norm bound
   // for a dense delta. InvalidArgument if the weight is refused (weight_over_cap =
   // refuse). Malformed content passes through unchanged for the aggregator to refuse.
+  // Makes p's payload a modifiable copy of `in` (once). The copy lives in
+  // scratch_payload, whose buffer is reused: re-weighting an update then costs a memcpy
+  // of its bytes, not a fresh allocation of them.
+  void OwnLocked(const Payload& in, PreparedUpdate* p) const {
+    if (p->owned != nullptr) return;
+    scratch_payload.meta = in.meta;
+    scratch_payload.bytes.assign(in.bytes);
+    p->owned = &scratch_payload;
+  }
+
   Result<PreparedUpdate> PrepareLocked(const Payload& in) const {
     PreparedUpdate p;
     FL_ASSIGN_OR_RETURN(p.weight, PolicyWeight(opt.update_policy, in.meta.weight, &p.weight_clipped));
-    auto own = [&] {
-      if (!p.modified) p.owned = in;
-      p.modified = true;
-    };
+    auto own = [&] { OwnLocked(in, &p); };
     if (!(p.weight == in.meta.weight)) {
       own();
-      p.owned.meta.weight = p.weight;
+      p.owned->meta.weight = p.weight;
     }
     if (NormBoundingOn()) {
       Result<std::optional<double>> norm = DenseUpdateNorm(in);
@@ -403,7 +414,7 @@ struct Coordinator::Impl {
         p.norm = **norm;
         if (round_norm_bound > 0 && *p.norm > round_norm_bound) {
           own();
-          if (ScaleDenseUpdate(round_norm_bound / *p.norm, &p.owned).ok()) p.norm_clipped = true;
+          if (ScaleDenseUpdate(round_norm_bound / *p.norm, p.owned).ok()) p.norm_clipped = true;
         }
       }
     }
@@ -808,19 +819,18 @@ struct Coordinator::Impl {
   // gap penalty on each dense tensor, and the buffer's number as its round (the
   // aggregator checks it).
   Status AdjustForStalenessLocked(const Payload& in, uint64_t staleness, PreparedUpdate* p) {
-    if (!p->modified) p->owned = in;
-    p->modified = true;
+    OwnLocked(in, p);
     p->weight *= StalenessFactor(opt.async, staleness);
-    p->owned.meta.weight = p->weight;
-    p->owned.meta.round = round.round;
+    p->owned->meta.weight = p->weight;
+    p->owned->meta.round = round.round;
     if (opt.async.gap_penalty <= 0 || staleness == 0) return Status::Ok();
     const Layout& layout = global->layout();
     std::vector<double> factors = step_norms.GapPenalty(
         opt.async.gap_penalty, version - staleness, version, layout.num_tensors());
     for (double& f : factors) f = 1.0 / f;
     // A payload that does not fit the layout is left for the aggregator to refuse.
-    if (p->owned.meta.layout_hash != layout.hash()) return Status::Ok();
-    Status scaled = ScaleDenseUpdateTensors(layout, factors, &p->owned);
+    if (p->owned->meta.layout_hash != layout.hash()) return Status::Ok();
+    Status scaled = ScaleDenseUpdateTensors(layout, factors, p->owned);
     if (!scaled.ok() && scaled.code() != StatusCode::kInvalidArgument) return scaled;
     return Status::Ok();
   }
