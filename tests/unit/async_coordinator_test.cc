@@ -570,6 +570,42 @@ TEST_F(AsyncCoordinatorTest, RestartBeforeAFlushIsDurableRecomputesTheSameVersio
   EXPECT_EQ(flushes[1].staleness_histogram, R"({"1":2})");
 }
 
+// The FedAvg family's server halves in async mode: every flush is one of their steps
+// (SGD with momentum, FedProx's, Adam's), applied to stale folds as to fresh ones.
+TEST_F(AsyncCoordinatorTest, FedAvgFedProxAndFedAdamAdvanceVersionsOnStaleUpdates) {
+  const std::vector<std::vector<std::string>> algorithms = {
+      {"algorithm.name=fedavg", "algorithm.server_momentum=0.5"},
+      {"algorithm.name=fedprox", "train.prox_mu=0.01"},
+      {"algorithm.name=fedadam", "algorithm.server_lr=0.01"}};
+  for (const std::vector<std::string>& algorithm : algorithms) {
+    SCOPED_TRACE(algorithm[0]);
+    coordinator_.reset();
+    std::filesystem::remove_all(dir_);
+    CoordinatorOptions o = Options();
+    o.num_rounds = 3;
+    o.async.buffer_size = 2;
+    Start(o, algorithm);
+    const Session a = Client(0), b = Client(1);
+    Task slow = Pull(b);  // answered last: two versions stale
+    for (int k = 0; k < 2; ++k) {
+      for (int step = 0; step < 2; ++step) {
+        ASSERT_TRUE(Push(a, Pull(a), 0.02f).ok());
+      }
+    }
+    ASSERT_EQ(Version(), 2u);
+    Result<PushAck> stale = Push(b, slow, 0.02f);
+    ASSERT_TRUE(stale.ok()) << stale.status().ToString();
+    ASSERT_TRUE(Push(a, Pull(a), 0.02f).ok());
+    EXPECT_EQ(Version(), 3u);
+    EXPECT_TRUE(coordinator_->WaitUntilFinished(std::chrono::milliseconds(0)));
+    // Every delta raised "weight" and lowered "bias": so did every server step.
+    const ParamSet& model = *coordinator_->CurrentModel().params;
+    EXPECT_GT(model.data()[0], 0.0f);
+    EXPECT_LT(model.data()[model.size() - 1], 0.0f);
+    EXPECT_TRUE(std::isfinite(model.data()[0]));
+  }
+}
+
 TEST_F(AsyncCoordinatorTest, FixedCallOrderGivesTheSameModel) {
   CoordinatorOptions o = Options();
   o.async.gap_penalty = 1;
