@@ -510,7 +510,9 @@ struct Coordinator::Impl {
   // spooled (durable = false) or fewer than two; InvalidArgument if no subset helps.
   // Reads each spooled update once per attempt: O(n^2) reads at worst, only on this path.
   Status StepWithoutOffendersLocked(ParamSet* next, RoundSummary* summary, std::string* replay) {
-    FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, store->AcceptedUpdates(round.round));
+    FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries,
+                        Async() ? store->AcceptedUpdatesInBuffer(round.round)
+                                : store->AcceptedUpdates(round.round));
     if (entries.size() < 2) return Status::FailedPrecondition("fewer than two updates");
     for (const LedgerEntry& e : entries) {
       if (e.spool_path.empty()) {
@@ -522,7 +524,8 @@ struct Coordinator::Impl {
     for (size_t i = 0; i < entries.size(); ++i) {
       double score = std::numeric_limits<double>::infinity();
       Result<Payload> p = ReadSpooledLocked(entries[i]);
-      Result<PreparedUpdate> prepared = p.ok() ? PrepareLocked(*p) : Result<PreparedUpdate>(p.status());
+      Result<PreparedUpdate> prepared =
+          p.ok() ? PrepareSpooledLocked(entries[i], *p) : Result<PreparedUpdate>(p.status());
       if (prepared.ok()) {
         Result<std::optional<double>> norm = DenseUpdateNorm(prepared->Get(*p));
         const double magnitude = norm.ok() && norm->has_value() ? **norm : 1.0;
@@ -541,7 +544,7 @@ struct Coordinator::Impl {
         if (drop[i]) continue;
         Result<Payload> p = ReadSpooledLocked(entries[i]);
         if (!p.ok()) return p.status();
-        Result<PreparedUpdate> prepared = PrepareLocked(*p);
+        Result<PreparedUpdate> prepared = PrepareSpooledLocked(entries[i], *p);
         if (!prepared.ok() || !agg->Accumulate(prepared->Get(*p)).ok()) drop[i] = true;
       }
       if (!agg->CanReport()) break;
@@ -563,7 +566,8 @@ struct Coordinator::Impl {
         LedgerEntry row = e;
         row.id = 0;
         row.status_code = static_cast<int>(StatusCode::kInvalidArgument);
-        row.reason = "dropped at round close: the round's server step was not finite with it";
+        row.reason = Async() ? "dropped at flush: the buffer's server step was not finite with it"
+                             : "dropped at round close: the round's server step was not finite with it";
         row.spool_path.clear();
         row.created_at = env->NowUnixSeconds();
         Result<int64_t> id = store->AppendLedger(row);
@@ -574,6 +578,14 @@ struct Coordinator::Impl {
       return Status::Ok();
     }
     return Status::InvalidArgument("no subset of the round's updates gives a finite step");
+  }
+
+  // An acknowledged update read back from the spool, prepared as it was folded: the
+  // update policy, and in asynchronous mode its recorded staleness.
+  Result<PreparedUpdate> PrepareSpooledLocked(const LedgerEntry& e, const Payload& p) {
+    FL_ASSIGN_OR_RETURN(PreparedUpdate prepared, PrepareLocked(p));
+    if (Async()) FL_RETURN_IF_ERROR(AdjustForStalenessLocked(p, e.staleness, &prepared));
+    return prepared;
   }
 
   Status WriteModelLocked(const ParamSet& params, uint64_t v, ModelRecord* record) {
@@ -618,6 +630,30 @@ struct Coordinator::Impl {
     return Status::Ok();
   }
 
+  // The server step that closes a round or a buffer (`what`, for the log). If the step
+  // fails (the server optimizer refused the aggregate, e.g. a non-finite model), it is
+  // taken again without the largest contributions (StepWithoutOffendersLocked); if that
+  // fails too, *next stays the current model and there is no replay record.
+  void CloseStepLocked(Result<AggregateReport> report, const std::string& what,
+                       std::shared_ptr<ParamSet>* next, RoundSummary* summary,
+                       std::string* replay) {
+    if (!report.ok()) {
+      FL_LOG(ERROR) << what << ": no aggregate: " << report.status().ToString();
+      return;
+    }
+    Status s = ApplyStepLocked(std::move(report).value(), next->get(), summary, replay);
+    if (s.ok()) return;
+    FL_LOG(ERROR) << what << ": server update failed: " << s.ToString()
+                  << "; re-folding without the largest contributions";
+    *next = std::make_shared<ParamSet>(*global);
+    Status retry = StepWithoutOffendersLocked(next->get(), summary, replay);
+    if (!retry.ok()) {
+      FL_LOG(ERROR) << what << ": model unchanged: " << retry.ToString();
+      *next = std::make_shared<ParamSet>(*global);
+      replay->clear();
+    }
+  }
+
   void FinishRoundLocked() {
     const uint64_t r = round.round;
     Result<AggregateReport> report = std::move(*aggregator).Report();
@@ -626,24 +662,7 @@ struct Coordinator::Impl {
     RoundSummary summary;
     summary.round = r;
     std::string replay;  // turns the current version into the next one; empty if none
-    if (report.ok()) {
-      Status s = ApplyStepLocked(std::move(report).value(), next.get(), &summary, &replay);
-      if (!s.ok()) {
-        // The server optimizer refused the aggregate (e.g. it would make the model
-        // non-finite): the round closes without changing the model.
-        FL_LOG(ERROR) << "round " << r << ": server update failed: " << s.ToString()
-                      << "; re-folding without the largest contributions";
-        next = std::make_shared<ParamSet>(*global);
-        Status retry = StepWithoutOffendersLocked(next.get(), &summary, &replay);
-        if (!retry.ok()) {
-          FL_LOG(ERROR) << "round " << r << ": model unchanged: " << retry.ToString();
-          next = std::make_shared<ParamSet>(*global);
-          replay.clear();
-        }
-      }
-    } else {
-      FL_LOG(ERROR) << "round " << r << ": no aggregate: " << report.status().ToString();
-    }
+    CloseStepLocked(std::move(report), "round " + std::to_string(r), &next, &summary, &replay);
     AddPolicyStatsLocked(&summary.strategy_stats);
 
     ModelRecord model;
@@ -979,8 +998,10 @@ struct Coordinator::Impl {
   // One server step from the full buffer: the new version is served and the next buffer
   // opens at once; making them durable follows (CompletePendingFlushLocked), without the
   // lock while the model file is written when `lock` is given (null: write inline, as at
-  // startup). If the step fails (non-finite) the version still advances with the model
-  // unchanged: the buffer's updates are consumed either way, so each applies at most once.
+  // startup). If the step fails (non-finite) it is taken again without the largest
+  // contributions (CloseStepLocked); if that fails too, the version still advances with
+  // the model unchanged: the buffer's updates are consumed either way, so each applies at
+  // most once.
   void FlushBufferLocked(std::unique_lock<std::mutex>* lock) {
     CompletePendingFlushLocked(lock);
     if (pending_flush.has_value()) return;  // its commit failed; retried at the next push
@@ -996,16 +1017,7 @@ struct Coordinator::Impl {
     RoundSummary& summary = p.summary;
     summary.round = b;
     std::string replay;
-    if (report.ok()) {
-      Status s = ApplyStepLocked(std::move(report).value(), next.get(), &summary, &replay);
-      if (!s.ok()) {
-        FL_LOG(ERROR) << "buffer " << b << ": server update failed, model unchanged: "
-                      << s.ToString();
-        next = std::make_shared<ParamSet>(*global);
-      }
-    } else {
-      FL_LOG(ERROR) << "buffer " << b << ": no aggregate: " << report.status().ToString();
-    }
+    CloseStepLocked(std::move(report), "buffer " + std::to_string(b), &next, &summary, &replay);
     AddPolicyStatsLocked(&summary.strategy_stats);
     summary.strategy_stats["async.mean_staleness"] = MeanBufferStalenessLocked();
     summary.new_version = version + 1;

@@ -606,6 +606,54 @@ TEST_F(AsyncCoordinatorTest, FedAvgFedProxAndFedAdamAdvanceVersionsOnStaleUpdate
   }
 }
 
+// As in rounds, a finite update never voids a buffer: when the flush's server step is
+// not finite with it (FedAdam's second moment of a 1e30 delta), the step is taken again
+// without the largest contribution, and the honest updates land.
+TEST_F(AsyncCoordinatorTest, AFlushThatIsNotFiniteDropsItsLargestContribution) {
+  const std::vector<std::string> adam = {"algorithm.name=fedadam", "algorithm.server_lr=0.01"};
+  CoordinatorOptions o = Options();
+  o.async.buffer_size = 3;
+  Start(o, adam);
+  const Session a = Client(0), b = Client(1), c = Client(2);
+  const Task ta = Pull(a), tb = Pull(b), tc = Pull(c);
+  ASSERT_TRUE(Push(a, ta, 0.1f).ok());
+  ASSERT_TRUE(Push(c, tc, 1e30f, 1).ok());
+  ASSERT_TRUE(Push(b, tb, 0.2f).ok());
+  ASSERT_EQ(Version(), 1u);
+
+  // The expected model: the same strategy applied to the two honest updates alone.
+  std::unique_ptr<Strategy> reference = FedAvg(adam);
+  const ParamSet initial = Initial();
+  std::unique_ptr<RoundAggregator> agg = reference->NewRoundAggregator(initial, 1);
+  for (float v : {0.1f, 0.2f}) {
+    Payload p = Update(ta, v);
+    p.meta.round = 1;
+    ASSERT_TRUE(agg->Accumulate(p).ok());
+  }
+  ParamSet expected = initial;
+  ASSERT_TRUE(reference->ApplyRound(*std::move(*agg).Report(), &expected).ok());
+  const ParamSet& model = *coordinator_->CurrentModel().params;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(model.data()[i], expected.data()[i]) << i;
+    EXPECT_NE(model.data()[i], initial.data()[i]) << "the honest updates must land";
+  }
+  ASSERT_EQ(summaries_.size(), 1u);
+  EXPECT_EQ(summaries_[0].num_updates, 2u);
+  EXPECT_EQ(summaries_[0].strategy_stats.at("robust.dropped_updates"), 1);
+  std::unique_ptr<Store> store = OpenStore();
+  int dropped = 0;
+  for (uint64_t task : {ta.round, tb.round, tc.round}) {
+    const std::vector<LedgerEntry> rows = store->LedgerForRound(task).value();
+    for (const LedgerEntry& e : rows) {
+      if (e.status_code != 0 && e.reason.find("dropped at flush") != std::string::npos) {
+        ++dropped;
+        EXPECT_EQ(task, tc.round);
+      }
+    }
+  }
+  EXPECT_EQ(dropped, 1);
+}
+
 TEST_F(AsyncCoordinatorTest, FixedCallOrderGivesTheSameModel) {
   CoordinatorOptions o = Options();
   o.async.gap_penalty = 1;

@@ -101,12 +101,15 @@ class [[nodiscard]] Result {
   const Status& status() const { return status_; }
 
   // REQUIRES: ok(). On an error, prints the status to stderr and aborts (every build type).
+  // On a temporary Result the value is moved out and returned by value, so
+  // `for (auto& x : Make().value())` and `const T& v = *Make();` hold their own object
+  // instead of a reference into the destroyed Result.
   T& value() & { CheckOk(); return *value_; }
   const T& value() const& { CheckOk(); return *value_; }
-  T&& value() && { CheckOk(); return std::move(*value_); }
+  T value() && { CheckOk(); return std::move(*value_); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(*this).value(); }
+  T operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
