@@ -35,7 +35,7 @@
 // done" (push); the upload begins when training is done and the client's previous
 // upload has finished (VirtualClock::RunTask with uplink_free).
 //
-// RunSimulation's asynchronous mode (simulator.cc) is this loop; it estimates a task's
+// RunSimulation's asynchronous mode (async_loop.cc) is this loop; it estimates a task's
 // sizes at hand-out (the payload is charged at the dense model's size) and trains the
 // handed-out tasks in one batch on the workers when the earliest completion needs its
 // update.

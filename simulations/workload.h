@@ -2,7 +2,7 @@
 #define FL_SIMULATIONS_WORKLOAD_H_
 
 // What fl-sim trains and measures, behind one interface so that the engine
-// (simulator.cc) knows nothing of images or text: the clients' local data, the model,
+// (sim_run.cc) knows nothing of images or text: the clients' local data, the model,
 // one trainer per worker thread and the evaluation of a global model. data.dataset picks
 // the workload:
 //   "fashion-mnist" (W1 fmnist-cnn): the training images partitioned among
