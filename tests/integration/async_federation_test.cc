@@ -107,26 +107,6 @@ class AsyncFederationTest : public ProcessTest {
     };
   }
 
-  // Starts fl-server and waits for its "ready on port N" line; sets *port to N (0 on
-  // failure).
-  Subprocess* StartServer(const std::string& name, const std::vector<std::string>& args,
-                          int* port) {
-    *port = 0;
-    Subprocess* server = Spawn(name, args);
-    if (server == nullptr) return nullptr;
-    const std::regex ready("ready on port ([0-9]+)");
-    std::smatch m;
-    const bool up = WaitUntil(
-        [&] {
-          const std::string log = server->Log();
-          if (std::regex_search(log, m, ready)) *port = std::stoi(m[1].str());
-          return *port != 0 || !server->Running();
-        },
-        seconds(30));
-    EXPECT_TRUE(up && *port != 0) << name << " did not start:\n" << server->Log();
-    return server;
-  }
-
   std::vector<Subprocess*> StartClients(int port, const AsyncSetup& setup) {
     std::vector<Subprocess*> clients;
     for (int i = 0; i < kClients; ++i) {

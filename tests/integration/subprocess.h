@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -165,6 +166,26 @@ class ProcessTest : public ::testing::Test {
     Subprocess* raw = p.get();
     processes_.emplace_back(name, std::move(p));
     return raw;
+  }
+
+  // Starts fl-server and waits for its "ready on port N" line; sets *port to N (0 on
+  // failure).
+  Subprocess* StartServer(const std::string& name, const std::vector<std::string>& args,
+                          int* port) {
+    *port = 0;
+    Subprocess* server = Spawn(name, args);
+    if (server == nullptr) return nullptr;
+    const std::regex ready("ready on port ([0-9]+)");
+    std::smatch m;
+    const bool up = WaitUntil(
+        [&] {
+          const std::string log = server->Log();
+          if (std::regex_search(log, m, ready)) *port = std::stoi(m[1].str());
+          return *port != 0 || !server->Running();
+        },
+        std::chrono::seconds(30));
+    EXPECT_TRUE(up && *port != 0) << name << " did not start:\n" << server->Log();
+    return server;
   }
 
   std::filesystem::path dir_;
