@@ -291,14 +291,30 @@ struct Coordinator::Impl {
     return std::min(n, available);
   }
 
+  // True, and the federation is finished, once every round (or buffer) has run.
+  bool FinishedAllLocked() {
+    if (next_round <= opt.num_rounds) return false;
+    finished = true;
+    changed.notify_all();
+    return true;
+  }
+
+  // Records round (or buffer: `what`) next_round as open at the current version with
+  // `selected`; false, logged, if the store refuses it.
+  bool RecordOpenLocked(const char* what, std::vector<uint64_t> selected, RoundRecord* r) {
+    r->round = next_round;
+    r->base_version = version;
+    r->state = RoundState::kOpen;
+    r->selected = std::move(selected);
+    r->opened_at = env->NowUnixSeconds();
+    Status s = store->InsertRound(*r);
+    if (!s.ok()) FL_LOG(ERROR) << "cannot record " << what << " " << r->round << ": " << s.ToString();
+    return s.ok();
+  }
+
   void MaybeOpenRoundLocked() {
     if (Async()) return MaybeOpenBufferLocked();
-    if (round_open || finished || shutdown) return;
-    if (next_round > opt.num_rounds) {
-      finished = true;
-      changed.notify_all();
-      return;
-    }
+    if (round_open || finished || shutdown || FinishedAllLocked()) return;
     std::vector<uint64_t> available = AvailableClientsLocked();
     if (available.size() < std::max<uint32_t>(opt.min_clients, 1)) return;
     std::vector<uint64_t> order = ShuffleForRound(std::move(available), next_round);
@@ -306,16 +322,7 @@ struct Coordinator::Impl {
     std::sort(order.begin(), order.end());
 
     RoundRecord r;
-    r.round = next_round;
-    r.base_version = version;
-    r.state = RoundState::kOpen;
-    r.selected = order;
-    r.opened_at = env->NowUnixSeconds();
-    Status s = store->InsertRound(r);
-    if (!s.ok()) {
-      FL_LOG(ERROR) << "cannot record round " << r.round << ": " << s.ToString();
-      return;
-    }
+    if (!RecordOpenLocked("round", order, &r)) return;
     StartRoundLocked(r);
     SaveNormStateLocked();
     FL_LOG(INFO) << "round " << r.round << " opened: " << order.size() << " of "
@@ -733,22 +740,11 @@ struct Coordinator::Impl {
   // Opens the next buffer as a rounds row (no selection: any client may contribute).
   void MaybeOpenBufferLocked() {
     // While a flush is pending, its commit records the next buffer (or finishes).
-    if (round_open || finished || shutdown || pending_flush.has_value()) return;
-    if (next_round > opt.num_rounds) {
-      finished = true;
-      changed.notify_all();
+    if (round_open || finished || shutdown || pending_flush.has_value() || FinishedAllLocked()) {
       return;
     }
     RoundRecord r;
-    r.round = next_round;
-    r.base_version = version;
-    r.state = RoundState::kOpen;
-    r.opened_at = env->NowUnixSeconds();
-    Status s = store->InsertRound(r);
-    if (!s.ok()) {
-      FL_LOG(ERROR) << "cannot record buffer " << r.round << ": " << s.ToString();
-      return;
-    }
+    if (!RecordOpenLocked("buffer", {}, &r)) return;
     StartBufferLocked(r);
     SaveNormStateLocked();
   }
