@@ -587,6 +587,13 @@ struct Coordinator::Impl {
     return Status::InvalidArgument("no subset of the round's updates gives a finite step");
   }
 
+  // Writes an acknowledged update, as client `id` sent it, to the spool (fsync'd).
+  Status SpoolLocked(const Payload& payload, uint64_t id, const std::string& path) {
+    UpdateMeta meta = payload.meta;
+    meta.client_id = id;
+    return env->WriteFileAtomic(path, EncodeSpooledUpdate(meta, payload.bytes), true);
+  }
+
   // An acknowledged update read back from the spool, prepared as it was folded: the
   // update policy, and in asynchronous mode its recorded staleness.
   Result<PreparedUpdate> PrepareSpooledLocked(const LedgerEntry& e, const Payload& p) {
@@ -924,9 +931,7 @@ struct Coordinator::Impl {
     Status durable;
     if (opt.durable) {
       entry.spool_path = SpoolPath(opt.state_dir, task_number, id);
-      Payload spooled = payload;
-      spooled.meta.client_id = id;
-      durable = env->WriteFileAtomic(entry.spool_path, EncodeSpooledUpdate(spooled), true);
+      durable = SpoolLocked(payload, id, entry.spool_path);
     }
     if (durable.ok()) durable = store->AppendLedger(entry).status();
     if (!durable.ok()) {
@@ -1654,9 +1659,7 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
   Status durable;
   if (d.opt.durable) {
     entry.spool_path = SpoolPath(d.opt.state_dir, meta.round, id);
-    Payload spooled = payload;
-    spooled.meta.client_id = id;
-    durable = d.env->WriteFileAtomic(entry.spool_path, EncodeSpooledUpdate(spooled), true);
+    durable = d.SpoolLocked(payload, id, entry.spool_path);
   }
   if (durable.ok()) durable = d.store->AppendLedger(entry).status();
   if (!durable.ok()) {

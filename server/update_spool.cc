@@ -13,10 +13,9 @@ constexpr uint32_t kFormatVersion = 1;
 
 }  // namespace
 
-std::string EncodeSpooledUpdate(const Payload& payload) {
-  const UpdateMeta& m = payload.meta;
+std::string EncodeSpooledUpdate(const UpdateMeta& m, std::string_view bytes) {
   std::string out;
-  out.reserve(payload.bytes.size() + 128);
+  out.reserve(bytes.size() + 128);
   out.append(kMagic, sizeof(kMagic));
   PutU32(&out, kFormatVersion);
   PutU64(&out, m.client_id);
@@ -28,7 +27,7 @@ std::string EncodeSpooledUpdate(const Payload& payload) {
   PutLengthPrefixed(&out, m.sha256);
   PutU64(&out, m.num_examples);
   PutF64(&out, m.train_loss);
-  PutLengthPrefixed(&out, payload.bytes);
+  PutLengthPrefixed(&out, bytes);
   return out;
 }
 

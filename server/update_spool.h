@@ -12,7 +12,9 @@
 
 namespace fl::internal {
 
-std::string EncodeSpooledUpdate(const Payload& payload);
+// `meta` and `bytes` of one update (taken apart, so the caller need not copy the bytes
+// to set the meta it spools).
+std::string EncodeSpooledUpdate(const UpdateMeta& meta, std::string_view bytes);
 // DataLoss if `data` is not a complete spooled update.
 Result<Payload> DecodeSpooledUpdate(std::string_view data);
 
