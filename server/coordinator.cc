@@ -467,6 +467,25 @@ struct Coordinator::Impl {
 
   // Rebuilds the round's aggregator from the durable ledger: every acknowledged update
   // folded exactly once. Used at startup and if a durability step failed mid-update.
+  // Folds an acknowledged update (read from the spool into *p) into the open aggregator as
+  // it was folded when acknowledged: the update policy and, in asynchronous mode, its
+  // recorded staleness. False if the policy now refuses it (only if the policy changed
+  // since), which is logged and skipped.
+  Result<bool> RefoldSpooledLocked(const LedgerEntry& e, Payload* p) {
+    FL_ASSIGN_OR_RETURN(*p, ReadSpooledLocked(e));
+    Result<PreparedUpdate> prepared = PrepareLocked(*p);
+    if (!prepared.ok()) {
+      FL_LOG(WARNING) << "refolding " << e.spool_path << ": skipped by the update policy: "
+                      << prepared.status().ToString();
+      return false;
+    }
+    if (Async()) FL_RETURN_IF_ERROR(AdjustForStalenessLocked(*p, e.staleness, &*prepared));
+    FL_RETURN_IF_ERROR(
+        aggregator->Accumulate(prepared->Get(*p)).WithContext("refolding " + e.spool_path));
+    CountPreparedLocked(*prepared);
+    return true;
+  }
+
   Status RefoldRoundLocked() {
     if (Async()) return RefoldBufferLocked();
     aggregator = strategy->NewRoundAggregator(*global, round.round);
@@ -475,17 +494,9 @@ struct Coordinator::Impl {
     ResetRoundPolicyLocked();
     FL_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, store->AcceptedUpdates(round.round));
     for (const LedgerEntry& e : entries) {
-      FL_ASSIGN_OR_RETURN(Payload p, ReadSpooledLocked(e));
-      Result<PreparedUpdate> prepared = PrepareLocked(p);
-      if (!prepared.ok()) {
-        // Only if the policy changed since the update was acknowledged.
-        FL_LOG(WARNING) << "refolding " << e.spool_path << ": skipped by the update policy: "
-                        << prepared.status().ToString();
-        continue;
-      }
-      FL_RETURN_IF_ERROR(
-          aggregator->Accumulate(prepared->Get(p)).WithContext("refolding " + e.spool_path));
-      CountPreparedLocked(*prepared);
+      Payload p;
+      FL_ASSIGN_OR_RETURN(bool folded, RefoldSpooledLocked(e, &p));
+      if (!folded) continue;
       accepted_sha[e.client_id] = p.meta.sha256;
       bytes_up += p.bytes.size();
     }
@@ -971,17 +982,9 @@ struct Coordinator::Impl {
                                 std::to_string(e.base_version + e.staleness) +
                                 ", the buffer is at " + std::to_string(version));
       }
-      FL_ASSIGN_OR_RETURN(Payload p, ReadSpooledLocked(e));
-      Result<PreparedUpdate> prepared = PrepareLocked(p);
-      if (!prepared.ok()) {
-        FL_LOG(WARNING) << "refolding " << e.spool_path << ": skipped by the update policy: "
-                        << prepared.status().ToString();
-        continue;
-      }
-      FL_RETURN_IF_ERROR(AdjustForStalenessLocked(p, e.staleness, &*prepared));
-      FL_RETURN_IF_ERROR(
-          aggregator->Accumulate(prepared->Get(p)).WithContext("refolding " + e.spool_path));
-      CountPreparedLocked(*prepared);
+      Payload p;
+      FL_ASSIGN_OR_RETURN(bool folded, RefoldSpooledLocked(e, &p));
+      if (!folded) continue;
       NoteFoldedLocked(e, p.bytes.size());
     }
     return Status::Ok();
