@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "fl/export.h"
 #include "fl/param_set.h"
@@ -25,6 +27,10 @@ struct TrainStats {
   uint64_t num_examples = 0;  // examples seen (with repetition across epochs)
   uint64_t dataset_size = 0;  // distinct local examples; the FedAvg weight
   double mean_loss = 0;
+  // Keyed (partial) updates: the tensors this training changed, by layout name, each with
+  // the fraction in [0, 1] of the update's weight it carries (e.g. the share of examples
+  // that selected a pool entry). Empty: every tensor, with the whole weight (dense).
+  std::map<std::string, double> tensor_weights;
 };
 
 struct EvalStats {

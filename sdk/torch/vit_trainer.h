@@ -1,0 +1,131 @@
+#ifndef FL_SDK_TORCH_VIT_TRAINER_H_
+#define FL_SDK_TORCH_VIT_TRAINER_H_
+
+// W3 `fmnist-vit-shift`: a tiny vision transformer over 28 x 28 images and the trainer
+// that fine-tunes part of it on a frozen pretrained backbone. LibTorch stays out of
+// this header.
+//
+// What is federated ("the trainable part") depends on the tuning:
+//   full    every tensor of the ViT (FedAvg full fine-tuning)
+//   head    "head.weight", "head.bias" on the frozen backbone
+//   ssf     one SSF set ("ssf.<point>.gamma|beta") + the head (federated SSF)
+//   fedins  an SSF pool: entry i = "pool.<i>.ssf.<point>.gamma|beta", "pool.<i>.key",
+//           "pool.<i>.head.weight", "pool.<i>.head.bias" (FedIns)
+// The trainer's layout() is the trainable part only; the backbone is fixed at Create.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fl/param_set.h"
+#include "fl/status.h"
+#include "fl/trainer.h"
+
+namespace fl::internal {
+
+class TensorImageData;
+
+// The ViT's shape. Defaults are W3's "vit-tiny".
+struct VitOptions {
+  int64_t image = 28;      // square input, one channel
+  int64_t patch = 7;       // (image / patch)^2 tokens + CLS
+  int64_t width = 128;     // model dimension; a multiple of heads
+  int64_t depth = 4;       // transformer blocks
+  int64_t heads = 4;
+  int64_t mlp_ratio = 4;   // hidden width of the MLP = mlp_ratio * width
+  int64_t classes = 10;
+};
+
+// "vit-tiny" (the defaults) or "vit:key=value,..." with keys patch, width, depth, heads,
+// mlp_ratio; missing keys keep vit-tiny's values. InvalidArgument otherwise.
+Result<VitOptions> ParseVitModelName(const std::string& name);
+bool IsVitModelName(const std::string& name);
+
+enum class VitTuning { kFull, kHead, kSsf, kSsfPool };
+// "full" | "head" | "ssf" | "fedins". InvalidArgument otherwise.
+Result<VitTuning> ParseVitTuning(const std::string& name);
+std::string VitTuningName(VitTuning tuning);
+
+// FedIns's pool (tuning fedins). The per-task values also travel in TrainConfig::extra
+// as "fedins.top_k", "fedins.lambda", "fedins.batch_shared_ssf", which override these.
+struct SsfPoolOptions {
+  int64_t entries = 10;           // M
+  int64_t top_k = 3;              // entries each instance combines
+  double lambda = 0.1;            // weight of the key-similarity term in the loss
+  bool batch_shared_ssf = false;  // the reference's original: one combination per batch
+};
+
+struct VitTrainerOptions {
+  VitOptions vit;
+  VitTuning tuning = VitTuning::kFull;
+  SsfPoolOptions pool;
+  std::string device = "cpu";  // a resolved device (ResolveTorchDevice)
+  // Seed of the trainable part's initialization (SSF gamma ~ N(1, 0.02), beta ~
+  // N(0, 0.02), keys trunc-normal std 0.02; heads copy the backbone's head) and, without
+  // a backbone, of the whole ViT.
+  uint64_t init_seed = 1;
+  int eval_batch_size = 500;
+};
+
+// One instance's prediction.
+struct VitPrediction {
+  int32_t label = 0;
+  std::vector<float> logits;       // classes values
+  std::vector<int32_t> entries;    // fedins: the top_k pool entries it used; else empty
+};
+
+// Trains the trainable part with SGD (momentum, weight decay) on bound examples, the
+// backbone frozen (tuning full: nothing frozen). For fedins, TrainStats::tensor_weights
+// gives each trained pool entry's tensors the fraction of the examples seen that
+// selected the entry. Thread-compatible: one thread at a time.
+class VitTrainer final : public Trainer {
+ public:
+  // `backbone`: a full ViT of options.vit's layout (FullVitLayout), e.g. a pretrained
+  // checkpoint; null initializes the ViT from options.init_seed. `train`/`eval` as in
+  // TorchTrainer (may be null). InvalidArgument for a backbone of another layout or bad
+  // options.
+  static Result<std::unique_ptr<VitTrainer>> Create(const VitTrainerOptions& options,
+                                                    const ParamSet* backbone,
+                                                    std::shared_ptr<const TensorImageData> train,
+                                                    std::shared_ptr<const TensorImageData> eval);
+  ~VitTrainer() override;
+  VitTrainer(const VitTrainer&) = delete;
+  VitTrainer& operator=(const VitTrainer&) = delete;
+
+  Status BindExamples(std::vector<int64_t> indices);
+  size_t num_bound_examples() const;
+
+  const Layout& layout() const override;
+  Status GetParameters(ParamSet* out) override;
+  Status SetParameters(const ParamSet& params) override;
+  Result<TrainStats> Train(const TrainConfig& config, const CancelToken& cancel) override;
+  Result<EvalStats> Evaluate() override;
+  Result<EvalStats> EvaluateRange(int64_t begin, int64_t end);
+  int64_t eval_size() const;
+
+  // Predictions for eval-set examples [begin, end) (fedins: with the entries chosen).
+  Result<std::vector<VitPrediction>> PredictEvalRange(int64_t begin, int64_t end);
+  // Predictions for `n` images of image x image floats each, normalized as
+  // TensorImageData's, in batches of eval_batch_size.
+  Result<std::vector<VitPrediction>> Predict(const float* images, int64_t n);
+
+  // The whole ViT (backbone with the trainable part written in; tuning ssf/fedins: the
+  // backbone alone), of FullVitLayout's layout.
+  Status GetFullModel(ParamSet* out);
+  // Multiply-adds of one plain forward pass of the ViT per image (no SSF), for cost
+  // reports.
+  double ForwardMacsPerImage() const;
+
+ private:
+  struct Impl;
+  explicit VitTrainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The layout of the whole ViT with `options` (a pretrained checkpoint's).
+Result<Layout> FullVitLayout(const VitOptions& options);
+
+}  // namespace fl::internal
+
+#endif  // FL_SDK_TORCH_VIT_TRAINER_H_
