@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "data/sampling.h"
+#include "rng/splitmix64.h"
 
 namespace fl::internal {
 namespace {
@@ -177,11 +178,8 @@ std::string DomainListToString(std::span<const Domain> domains) {
 }
 
 uint64_t ShiftSeed(uint64_t seed, uint64_t index) {
-  // splitmix64's finalizer over a golden-ratio step: neighbouring indices decorrelate.
-  uint64_t z = seed + (index + 1) * 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
+  // One SplitMix64 step per index: neighbouring indices get unrelated streams.
+  return SplitMix64(seed + index * kGoldenGamma64);
 }
 
 Status ApplyDomainShift(Domain domain, uint64_t seed, int64_t rows, int64_t cols,
