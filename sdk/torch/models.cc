@@ -8,16 +8,16 @@
 
 #include "codec/param_io.h"
 #include "torch/model_zoo.h"
+#include "torch/vit_model.h"
 
 namespace fl::internal {
-namespace {
 
-// torch::manual_seed seeds a process-wide generator; construction under this lock makes
-// "seed -> weights" reproducible even when several threads build models at once.
 std::mutex& InitMutex() {
   static std::mutex mu;
   return mu;
 }
+
+namespace {
 
 bool IsCpu(const torch::Tensor& t) { return t.device().is_cpu(); }
 
@@ -149,7 +149,7 @@ torch::Tensor GptImpl::forward(torch::Tensor tokens) {
   return head_->forward(ln_final_->forward(x));
 }
 
-std::vector<std::string> ModelNames() { return {"cnn", "mlp", "logreg", "gpt-tiny"}; }
+std::vector<std::string> ModelNames() { return {"cnn", "mlp", "logreg", "gpt-tiny", "vit-tiny"}; }
 
 bool IsGptModelName(const std::string& name) {
   return name == "gpt-tiny" || name.starts_with("gpt:");
@@ -208,10 +208,15 @@ Result<std::shared_ptr<ImageClassifier>> CreateImageClassifier(const std::string
   } catch (const std::exception& e) {
     return TorchErrorStatus(e, "create model " + name);
   }
+  if (IsVitModelName(name)) {
+    FL_ASSIGN_OR_RETURN(VitOptions options, ParseVitModelName(name));
+    FL_ASSIGN_OR_RETURN(TinyVit vit, CreateTinyVit(options, seed));
+    return std::shared_ptr<ImageClassifier>(vit.ptr());
+  }
   std::string known;
   for (const std::string& n : ModelNames()) known += (known.empty() ? "" : ", ") + n;
   return Status::InvalidArgument("unknown model \"" + name + "\" (known: " + known +
-                                 ", gpt:layers=L,width=W,heads=H,context=C)");
+                                 ", gpt:layers=L,width=W,heads=H,context=C, vit:width=W,depth=D,heads=H)");
 }
 
 Result<std::shared_ptr<GptImpl>> CreateGpt(const std::string& name, uint64_t seed) {

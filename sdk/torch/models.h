@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,10 @@ class GptImpl final : public torch::nn::Module {
   torch::nn::Linear head_;
 };
 TORCH_MODULE(Gpt);
+
+// torch::manual_seed seeds a process-wide generator; models built under this lock make
+// "seed -> weights" reproducible even when several threads build models at once.
+std::mutex& InitMutex();
 
 // A module from the zoo by name ("cnn", "mlp", "logreg"), initialized from LibTorch's global
 // generator seeded with `seed` (serialized by a process-wide mutex, so concurrent callers

@@ -9,21 +9,9 @@
 #include "core/logging.h"
 #include "data/sampling.h"
 #include "torch/models.h"
+#include "torch/tensor_image_data.h"
 
 namespace fl::internal {
-
-// Fashion-MNIST's pixel statistics after scaling to [0, 1].
-constexpr float kPixelMean = 0.2860f;
-constexpr float kPixelStd = 0.3530f;
-
-class TensorImageData {
- public:
-  TensorImageData(torch::Tensor images, torch::Tensor labels)
-      : images(std::move(images)), labels(std::move(labels)) {}
-  torch::Tensor images;  // [N, 1, rows, cols] float32, normalized
-  torch::Tensor labels;  // [N] int64
-  int64_t size() const { return labels.size(0); }
-};
 
 Result<std::string> ResolveTorchDevice(const std::string& requested) {
   if (requested == "cpu") return std::string("cpu");

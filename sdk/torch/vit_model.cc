@@ -1,0 +1,225 @@
+#include "torch/vit_model.h"
+
+#include <cmath>
+#include <mutex>
+
+namespace fl::internal {
+namespace {
+
+constexpr double kSsfInitStd = 0.02;
+constexpr double kTokenInitStd = 0.02;
+
+// Applies point `i` of `ssf` to x, or returns x when there is no SSF.
+torch::Tensor MaybeSsf(const torch::Tensor& x, const SsfApplied& ssf, size_t i) {
+  return ssf.empty() ? x : ApplySsf(x, ssf.gamma[i], ssf.beta[i]);
+}
+
+// Points per block: norm1, qkv, proj, norm2, fc1, fc2.
+constexpr size_t kPointsPerBlock = 6;
+
+}  // namespace
+
+std::vector<SsfPoint> SsfPoints(const VitOptions& o) {
+  std::vector<SsfPoint> points;
+  points.push_back({"embed", o.width});
+  for (int64_t j = 0; j < o.depth; ++j) {
+    const std::string b = "blocks." + std::to_string(j) + ".";
+    points.push_back({b + "norm1", o.width});
+    points.push_back({b + "qkv", 3 * o.width});
+    points.push_back({b + "proj", o.width});
+    points.push_back({b + "norm2", o.width});
+    points.push_back({b + "fc1", o.mlp_ratio * o.width});
+    points.push_back({b + "fc2", o.width});
+  }
+  points.push_back({"norm", o.width});
+  return points;
+}
+
+torch::Tensor ApplySsf(const torch::Tensor& x, const torch::Tensor& gamma,
+                       const torch::Tensor& beta) {
+  if (gamma.dim() == 1) return torch::addcmul(beta, x, gamma);
+  // Per instance: [batch, dim] -> [batch, 1, dim] broadcasts over the tokens.
+  return torch::addcmul(beta.unsqueeze(1), x, gamma.unsqueeze(1));
+}
+
+namespace {
+
+// One insertion point's parameters, "gamma" and "beta".
+class SsfScaleShiftImpl final : public torch::nn::Module {
+ public:
+  explicit SsfScaleShiftImpl(int64_t dim)
+      : gamma(register_parameter("gamma", torch::ones({dim}))),
+        beta(register_parameter("beta", torch::zeros({dim}))) {}
+  torch::Tensor gamma, beta;
+};
+TORCH_MODULE(SsfScaleShift);
+
+}  // namespace
+
+SsfSetImpl::SsfSetImpl(const VitOptions& options) {
+  // Parameter names cannot hold dots, so each point is a submodule and the blocks a
+  // ModuleList: the names come out as "embed.gamma", "blocks.<j>.qkv.beta", ...
+  auto add = [&](torch::nn::Module& parent, const std::string& name, int64_t dim) {
+    SsfScaleShift point = parent.register_module(name, SsfScaleShift(dim));
+    gammas_.push_back(point->gamma);
+    betas_.push_back(point->beta);
+  };
+  add(*this, "embed", options.width);
+  torch::nn::ModuleList blocks;
+  for (int64_t j = 0; j < options.depth; ++j) {
+    auto block = std::make_shared<torch::nn::Module>();
+    add(*block, "norm1", options.width);
+    add(*block, "qkv", 3 * options.width);
+    add(*block, "proj", options.width);
+    add(*block, "norm2", options.width);
+    add(*block, "fc1", options.mlp_ratio * options.width);
+    add(*block, "fc2", options.width);
+    blocks->push_back(block);
+  }
+  register_module("blocks", blocks);
+  add(*this, "norm", options.width);
+  Reinitialize();
+}
+
+void SsfSetImpl::Reinitialize() {
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor& g : gammas_) g.normal_(1.0, kSsfInitStd);
+  for (torch::Tensor& b : betas_) b.normal_(0.0, kSsfInitStd);
+}
+
+VitBlockImpl::VitBlockImpl(const VitOptions& o)
+    : heads_(o.heads),
+      norm1_(torch::nn::LayerNormOptions({o.width})),
+      qkv_(o.width, 3 * o.width),
+      proj_(o.width, o.width),
+      norm2_(torch::nn::LayerNormOptions({o.width})),
+      fc1_(o.width, o.mlp_ratio * o.width),
+      fc2_(o.mlp_ratio * o.width, o.width) {
+  register_module("norm1", norm1_);
+  register_module("qkv", qkv_);
+  register_module("proj", proj_);
+  register_module("norm2", norm2_);
+  register_module("fc1", fc1_);
+  register_module("fc2", fc2_);
+}
+
+torch::Tensor VitBlockImpl::forward(torch::Tensor x, const SsfApplied& ssf, size_t first) {
+  const int64_t batch = x.size(0), tokens = x.size(1), width = x.size(2);
+  const int64_t head_dim = width / heads_;
+  torch::Tensor h = MaybeSsf(norm1_->forward(x), ssf, first);
+  h = MaybeSsf(qkv_->forward(h), ssf, first + 1);
+  // [B, T, 3, H, Dh] -> three [B, H, T, Dh]
+  torch::Tensor qkv = h.view({batch, tokens, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+  torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  torch::Tensor scores =
+      torch::matmul(q, k.transpose(-2, -1)).mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  torch::Tensor attended = torch::matmul(torch::softmax(scores, /*dim=*/-1), v);
+  attended = attended.transpose(1, 2).reshape({batch, tokens, width});
+  x = x + MaybeSsf(proj_->forward(attended), ssf, first + 2);
+  h = MaybeSsf(norm2_->forward(x), ssf, first + 3);
+  h = torch::gelu(MaybeSsf(fc1_->forward(h), ssf, first + 4));
+  return x + MaybeSsf(fc2_->forward(h), ssf, first + 5);
+}
+
+TinyVitImpl::TinyVitImpl(const VitOptions& o)
+    : options_(o),
+      patch_embed_(torch::nn::Conv2dOptions(1, o.width, o.patch).stride(o.patch)),
+      blocks_(),
+      norm_(torch::nn::LayerNormOptions({o.width})),
+      head_(o.width, o.classes) {
+  const int64_t side = o.image / o.patch;
+  register_module("patch_embed", patch_embed_);
+  cls_ = register_parameter("cls", torch::zeros({1, 1, o.width}));
+  pos_ = register_parameter("pos", torch::zeros({1, side * side + 1, o.width}));
+  {
+    torch::NoGradGuard no_grad;
+    cls_.normal_(0.0, kTokenInitStd);
+    pos_.normal_(0.0, kTokenInitStd);
+  }
+  for (int64_t j = 0; j < o.depth; ++j) blocks_->push_back(VitBlock(o));
+  register_module("blocks", blocks_);
+  register_module("norm", norm_);
+  register_module("head", head_);
+}
+
+torch::Tensor TinyVitImpl::Features(torch::Tensor x, const SsfApplied& ssf) {
+  const int64_t batch = x.size(0);
+  torch::Tensor tokens = patch_embed_->forward(x).flatten(2).transpose(1, 2);  // [B, P, W]
+  tokens = MaybeSsf(tokens, ssf, 0);
+  tokens = torch::cat({cls_.expand({batch, 1, options_.width}), tokens}, 1) + pos_;
+  size_t point = 1;
+  for (const auto& block : *blocks_) {
+    tokens = block->as<VitBlockImpl>()->forward(tokens, ssf, point);
+    point += kPointsPerBlock;
+  }
+  torch::Tensor cls = norm_->forward(tokens.select(1, 0));  // [B, W]
+  return ssf.empty() ? cls : ApplySsf(cls.unsqueeze(1), ssf.gamma[point], ssf.beta[point])
+                                 .squeeze(1);
+}
+
+torch::Tensor TinyVitImpl::forward(torch::Tensor x) { return head_->forward(Features(x, {})); }
+
+Result<TinyVit> CreateTinyVit(const VitOptions& options, uint64_t seed) {
+  if (options.image % options.patch != 0 || options.width % options.heads != 0 ||
+      options.depth < 1 || options.classes < 2 || options.mlp_ratio < 1) {
+    return Status::InvalidArgument("bad ViT shape: patch must divide image, heads width, "
+                                   "depth >= 1, classes >= 2, mlp_ratio >= 1");
+  }
+  try {
+    std::lock_guard<std::mutex> lock(InitMutex());
+    torch::manual_seed(seed);
+    return TinyVit(options);
+  } catch (const std::exception& e) {
+    return TorchErrorStatus(e, "create ViT");
+  }
+}
+
+Result<VitOptions> ParseVitModelName(const std::string& name) {
+  VitOptions o;
+  if (name == "vit-tiny") return o;
+  if (!name.starts_with("vit:")) {
+    return Status::InvalidArgument("not a ViT name: \"" + name +
+                                   "\" (vit-tiny or vit:width=W,depth=D,heads=H,patch=P,"
+                                   "mlp_ratio=R)");
+  }
+  std::string rest = name.substr(4);
+  size_t start = 0;
+  while (start < rest.size()) {
+    size_t end = rest.find(',', start);
+    if (end == std::string::npos) end = rest.size();
+    const std::string item = rest.substr(start, end - start);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) return Status::InvalidArgument("ViT name: \"" + item + "\" is not key=value");
+    const std::string key = item.substr(0, eq);
+    int64_t value = 0;
+    try {
+      size_t used = 0;
+      value = std::stoll(item.substr(eq + 1), &used);
+      if (used != item.size() - eq - 1) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      return Status::InvalidArgument("ViT name: \"" + item + "\" needs an integer value");
+    }
+    if (value < 1 || value > 4096) return Status::InvalidArgument("ViT name: " + key + " out of [1, 4096]");
+    if (key == "width") o.width = value;
+    else if (key == "depth") o.depth = value;
+    else if (key == "heads") o.heads = value;
+    else if (key == "patch") o.patch = value;
+    else if (key == "mlp_ratio") o.mlp_ratio = value;
+    else return Status::InvalidArgument("ViT name: unknown key \"" + key + "\"");
+    start = end + 1;
+  }
+  if (o.image % o.patch != 0) return Status::InvalidArgument("ViT name: patch must divide 28");
+  if (o.width % o.heads != 0) return Status::InvalidArgument("ViT name: heads must divide width");
+  return o;
+}
+
+bool IsVitModelName(const std::string& name) {
+  return name == "vit-tiny" || name.starts_with("vit:");
+}
+
+Result<Layout> FullVitLayout(const VitOptions& options) {
+  FL_ASSIGN_OR_RETURN(TinyVit vit, CreateTinyVit(options, /*seed=*/0));
+  return ParamBridge(*vit).layout();
+}
+
+}  // namespace fl::internal
