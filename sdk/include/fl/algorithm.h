@@ -4,7 +4,8 @@
 // The open algorithm registry. An algorithm is a named pair of halves, a Strategy (server)
 // and a Learner (client), plus the config keys it reads. An application registers its own
 // algorithms with RegisterAlgorithm() before it starts a client, a server or a simulation;
-// the SDK's built-in algorithms (fedavg, fedprox, fedadam, ferret) register the same way.
+// the SDK's built-in algorithms (fedavg, fedprox, fedadam, ferret, fedins) register the same
+// way.
 //
 //   fl::AlgorithmDefinition d;
 //   d.name = "signsgd";
@@ -123,6 +124,19 @@ FL_EXPORT std::unique_ptr<Learner> NewDenseDeltaLearner();
 // dense aggregator. InvalidArgument naming what is wrong. The round is not checked (the
 // aggregator knows which round it folds).
 FL_EXPORT Result<ParamSet> DecodeDenseDelta(const Payload& payload, const Layout& layout);
+
+// ---- Building blocks for algorithms that upload keyed (partial) updates ----
+
+// The client half of keyed updates (FedIns' pool entries, prompts, heads): sets the
+// global model, trains with the task's TrainConfig and uploads (trained - global) of only
+// the tensors the Trainer lists in TrainStats::tensor_weights with a fraction > 0, each
+// with its fraction, as an Encoding::kNamedSubset payload whose values use the task's
+// upload encoding (f32, f16 or bf16). A Trainer that lists no tensor weights uploads
+// every tensor with fraction 1. The weight is the local dataset size. The built-in
+// "fedins" algorithm aggregates such uploads per tensor on the server. Train() fails
+// with FailedPrecondition when the Trainer reports a tensor weight the server would
+// refuse (a name outside the layout, a fraction outside [0, 1], none above 0).
+FL_EXPORT std::unique_ptr<Learner> NewNamedSubsetLearner();
 
 // ---- Robust (Byzantine-tolerant) aggregation of dense deltas ----
 //
