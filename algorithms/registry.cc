@@ -5,6 +5,7 @@
 #include <variant>
 
 #include "algorithms/fedavg/register.h"
+#include "algorithms/fedins/register.h"
 #include "algorithms/ferret/register.h"
 #include "core/logging.h"
 
@@ -94,7 +95,8 @@ std::vector<std::shared_ptr<const AlgorithmDefinition>> AlgorithmRegistry::Defin
 
 Status RegisterBuiltinAlgorithms(AlgorithmRegistry* registry) {
   FL_RETURN_IF_ERROR(RegisterFedAvgFamily(registry));  // fedavg, fedprox, fedadam
-  return RegisterFerret(registry);
+  FL_RETURN_IF_ERROR(RegisterFerret(registry));
+  return RegisterFedIns(registry);
 }
 
 AlgorithmRegistry& GlobalAlgorithmRegistry() {

@@ -4,7 +4,7 @@
 // Algorithms by name: the internal side of the open registry of fl/algorithm.h.
 //
 // One process-wide AlgorithmRegistry holds every algorithm. The SDK's own (fedavg,
-// fedprox, fedadam, ferret) are registered into it on first access, through the same
+// fedprox, fedadam, ferret, fedins) are registered into it on first access, through the same
 // validated Register() that fl::RegisterAlgorithm uses, by explicit calls (one line per
 // algorithm folder in RegisterBuiltinAlgorithms), so nothing depends on static
 // initializers that a linker may drop from a static library.
