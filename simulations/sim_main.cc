@@ -2,6 +2,7 @@
 //
 //   fl-sim [run] [--preset fmnist-cnn] [flags] [--config FILE] [--set key=value ...]
 //   fl-sim pretrain --preset fortunes-gpt [--steps N] [--out model.flps]
+//   fl-sim pretrain --preset fmnist-vit-shift [--epochs N | --steps N] [--out backbone.flps]
 //   fl-sim export-model --model cnn --seed 1 --out model.flps
 //   fl-sim export-partition [run flags] --out partition.json
 //   fl-sim compare --out compare.svg RUN_DIR[=LABEL] ...
@@ -25,6 +26,7 @@
 #include "simulations/fortunes_workload.h"
 #include "simulations/run_comparison.h"
 #include "simulations/simulator.h"
+#include "simulations/vit_pretrain.h"
 #include "torch/lm_trainer.h"
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
@@ -74,7 +76,7 @@ Result<nlohmann::json> RunDefaults(int argc, char** argv) {
 
 std::vector<FlagAlias> RunAliases() {
   return {
-      {"--preset", "sim.preset", "workload preset (fmnist-cnn, fortunes-gpt)"},
+      {"--preset", "sim.preset", "workload preset (fmnist-cnn, fortunes-gpt, fmnist-vit-shift)"},
       {"--rounds", "run.rounds", "rounds to run"},
       {"--seed", "run.seed", "run seed: partition, model init, selection, shuffling"},
       {"--algorithm", "algorithm.name", "fedavg, fedprox, fedadam, ..."},
@@ -212,33 +214,8 @@ int Run(int argc, char** argv) {
   return 0;
 }
 
-int Pretrain(int argc, char** argv) {
-  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
-  if (!defaults.ok()) return Fail(defaults.status(), 2);
-  Result<CommandLine> cl = ParseCommandLine(
-      "fl-sim pretrain",
-      "Trains the preset's language model centrally (fortunes-gpt: on the English fortunes) "
-      "and writes the checkpoint that `fl-sim run` starts from (model.init_file).",
-      *defaults,
-      {{"--preset", "sim.preset", "workload preset (fortunes-gpt)"},
-       {"--model", "model.name", "gpt-tiny or gpt:layers=L,width=W,heads=H,context=C"},
-       {"--seed", "run.seed", "initialization and window-sampling seed"},
-       {"--steps", "pretrain.steps", "optimizer steps"},
-       {"--batch-size", "pretrain.batch_size", "windows per step"},
-       {"--lr", "pretrain.lr", "peak learning rate"},
-       {"--threads", "pretrain.threads", "LibTorch intra-op threads"},
-       {"--data-dir", "data.dir", "folder of the fortune files"},
-       {"--device", "sim.device", "auto | cpu | cuda"},
-       {"--out", "pretrain.out", "checkpoint to write (default: model.init_file)"}},
-      argc, argv);
-  if (!cl.ok()) return Fail(cl.status(), 2);
-  if (cl->exit_now) return cl->exit_code;
-  const Config& config = cl->config;
-  if (config.GetString("data.dataset") != "fortunes") {
-    return Fail(Status::InvalidArgument("preset " + config.GetString("sim.preset") +
-                                        " has nothing to pretrain (try --preset fortunes-gpt)"),
-                2);
-  }
+// W2: the fortunes GPT (fortunes_workload.h).
+int PretrainFortunes(const Config& config) {
   const bool tty = ::isatty(STDERR_FILENO);
   std::cerr << kProgram << ": pretraining " << config.GetString("model.name") << " on "
             << config.GetString("pretrain.languages") << " fortunes, "
@@ -283,6 +260,90 @@ int Pretrain(int argc, char** argv) {
                 r->target_before.loss / kLn2, r->target_after.loss / kLn2, r->out.c_str());
   std::cout << line << std::endl;
   return 0;
+}
+
+// W3: the ViT backbone (vit_pretrain.h).
+int PretrainVit(const Config& config) {
+  const bool tty = ::isatty(STDERR_FILENO);
+  const int64_t epochs = config.GetInt("pretrain.epochs");
+  std::cerr << kProgram << ": pretraining " << config.GetString("model.name")
+            << " on clean Fashion-MNIST train images 0-29999, "
+            << (epochs > 0 ? std::to_string(epochs) + " epochs"
+                           : std::to_string(config.GetInt("pretrain.steps")) + " steps")
+            << " x " << config.GetInt("pretrain.batch_size") << " images, SGD lr "
+            << config.GetDouble("pretrain.lr") << " momentum "
+            << config.GetDouble("pretrain.momentum") << ", " << config.GetInt("pretrain.threads")
+            << " threads\n";
+  auto progress = [&](const VitPretrainProgress& p) {
+    char buf[256];
+    if (p.phase != "train") {
+      std::snprintf(buf, sizeof(buf), "%s (%s elapsed)", p.phase.c_str(),
+                    FormatDuration(p.elapsed_seconds).c_str());
+    } else {
+      std::snprintf(buf, sizeof(buf), "step %lld/%lld | loss %.3f | %s elapsed",
+                    static_cast<long long>(p.step), static_cast<long long>(p.steps), p.loss,
+                    FormatDuration(p.elapsed_seconds).c_str());
+    }
+    if (tty) {
+      std::cerr << "\r\033[K" << buf << std::flush;
+    } else {
+      std::cerr << buf << "\n";
+    }
+  };
+  Result<VitPretrainReport> r = PretrainVitBackbone(config, progress);
+  if (tty) std::cerr << "\n";
+  if (!r.ok()) return Fail(r.status(), UsageOr1(r.status()));
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "pretrained %s (%llu parameters): %lld steps, %llu images seen in %.1f s "
+                "(%.0f images/s; %.1f s in all)\n"
+                "test accuracy, clean: %.2f%% -> %.2f%%; shifted (%s): %.2f%%\n"
+                "wrote %s",
+                r->model.c_str(), static_cast<unsigned long long>(r->num_parameters),
+                static_cast<long long>(r->steps),
+                static_cast<unsigned long long>(r->trained_examples), r->train_seconds,
+                static_cast<double>(r->trained_examples) / std::max(r->train_seconds, 1e-9),
+                r->total_seconds, 100.0 * r->clean_before.accuracy, 100.0 * r->clean_after.accuracy,
+                config.GetString("data.domains").c_str(), 100.0 * r->shifted_after.accuracy,
+                r->out.c_str());
+  std::cout << line << std::endl;
+  return 0;
+}
+
+int Pretrain(int argc, char** argv) {
+  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
+  if (!defaults.ok()) return Fail(defaults.status(), 2);
+  Result<CommandLine> cl = ParseCommandLine(
+      "fl-sim pretrain",
+      "Trains the preset's model centrally and writes the checkpoint that `fl-sim run` "
+      "starts from (fortunes-gpt: a GPT on the English fortunes, model.init_file; "
+      "fmnist-vit-shift: a ViT on clean Fashion-MNIST, model.backbone).",
+      *defaults,
+      {{"--preset", "sim.preset", "workload preset (fortunes-gpt, fmnist-vit-shift)"},
+       {"--model", "model.name",
+        "gpt-tiny, gpt:layers=L,width=W,heads=H,context=C, vit-tiny or vit:width=W,depth=D,..."},
+       {"--seed", "run.seed", "initialization and sampling seed"},
+       {"--steps", "pretrain.steps", "optimizer steps"},
+       {"--epochs", "pretrain.epochs",
+        "fmnist-vit-shift: passes over the images (> 0 replaces steps)"},
+       {"--batch-size", "pretrain.batch_size", "windows or images per step"},
+       {"--lr", "pretrain.lr", "(peak) learning rate"},
+       {"--threads", "pretrain.threads", "LibTorch intra-op threads"},
+       {"--data-dir", "data.dir", "folder of the fortune files or Fashion-MNIST"},
+       {"--device", "sim.device", "auto | cpu | cuda"},
+       {"--out", "pretrain.out",
+        "checkpoint to write (default: model.init_file or model.backbone)"}},
+      argc, argv);
+  if (!cl.ok()) return Fail(cl.status(), 2);
+  if (cl->exit_now) return cl->exit_code;
+  const Config& config = cl->config;
+  const std::string dataset = config.GetString("data.dataset");
+  if (dataset == "fortunes") return PretrainFortunes(config);
+  if (dataset == "fashion-mnist-shift") return PretrainVit(config);
+  return Fail(Status::InvalidArgument("preset " + config.GetString("sim.preset") +
+                                      " has nothing to pretrain (try --preset fortunes-gpt or "
+                                      "--preset fmnist-vit-shift)"),
+              2);
 }
 
 int ExportModel(int argc, char** argv) {

@@ -320,6 +320,7 @@ Status SimulationRun::RecordRound(const RoundSummary& summary, const ModelSnapsh
     rec.metrics.test_loss = pooled.loss;
     rec.metric = workload_->MetricOf(pooled);
     last_metric_ = rec.metric;
+    last_evaluated_ = snapshot.params;
     result_.final_metric = rec.metric;
     result_.final_accuracy = rec.metrics.accuracy;
     result_.final_test_loss = rec.metrics.test_loss;
@@ -406,6 +407,10 @@ void SimulationRun::ReportRoundFinished(const RoundSummary& summary, size_t sele
 
 // Completes the result and writes its totals to the run record.
 Status SimulationRun::Finish() {
+  if (last_evaluated_ != nullptr) {
+    FL_RETURN_IF_ERROR(workload_->WriteFinalReport(*last_evaluated_, out_dir_, env_)
+                           .WithContext("final report"));
+  }
   result_.wall_seconds = SecondsSince(start_);
   result_.sim_time_s = sim_now_;
   result_.train_samples_per_sec =

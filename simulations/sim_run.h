@@ -159,6 +159,8 @@ class SimulationRun {
   std::mutex progress_mu_;
   double train_seconds_total_ = 0;
   double last_metric_ = -1;
+  // The model of the last evaluation, for Workload::WriteFinalReport.
+  std::shared_ptr<const ParamSet> last_evaluated_;
   uint64_t rounds_done_ = 0;
   CancelToken cancel_;
 };

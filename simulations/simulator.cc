@@ -17,6 +17,7 @@ namespace {
 
 constexpr char kDefaultPreset[] = "fmnist-cnn";
 constexpr char kFortunesPreset[] = "fortunes-gpt";
+constexpr char kVitShiftPreset[] = "fmnist-vit-shift";
 
 // Recursively overlays `overlay` onto `base` (objects merge, everything else replaces).
 void MergeJson(nlohmann::json& base, const nlohmann::json& overlay) {
@@ -27,6 +28,48 @@ void MergeJson(nlohmann::json& base, const nlohmann::json& overlay) {
       base[it.key()] = *it;
     }
   }
+}
+
+// W3 (WORKLOADS.md, vit_shift_workload.h): vit-tiny pretrained on clean train images
+// 0-29,999 (`fl-sim pretrain --preset fmnist-vit-shift` writes model.backbone), then
+// FedIns on 10 clients, each with 3 of the 5 domains and a Dirichlet(0.5) label skew over
+// images 30,000-59,999. The baselines keep every other value: --set algorithm.name=fedavg
+// --set model.tuning=head|ssf|full.
+nlohmann::json VitShiftPresetValues() {
+  return nlohmann::json{
+      {"algorithm", {{"name", "fedins"}}},
+      {"train",
+       {{"local_epochs", 1},
+        {"local_steps", 20},
+        {"batch_size", 32},
+        {"lr", 0.05},
+        {"momentum", 0.9},
+        {"weight_decay", 0.0}}},
+      {"run", {{"rounds", 20}, {"seed", 1}}},
+      {"coordinator", {{"clients_per_round", 10}}},
+      {"model",
+       {{"name", "vit-tiny"},
+        {"tuning", "fedins"},
+        {"backbone", "runs/fmnist-vit-shift-backbone.flps"}}},
+      {"data",
+       {{"dataset", "fashion-mnist-shift"},
+        {"partition", "dirichlet:0.5"},
+        {"num_clients", 10},
+        {"domains", "clean,inverted,rot90,noise,blur"},
+        {"domains_per_client", 3}}},
+      {"pretrain",
+       {{"epochs", 3},
+        {"batch_size", 64},
+        {"lr", 0.05},
+        {"momentum", 0.9},
+        {"weight_decay", 0.0},
+        {"threads", 2}}},
+      {"sim",
+       {{"preset", kVitShiftPreset},
+        {"workers", 2},
+        {"threads_per_worker", 1},
+        {"eval_every", 5}}},
+  };
 }
 
 }  // namespace
@@ -58,7 +101,9 @@ nlohmann::json SimulatorConfigDefaults() {
   return d;
 }
 
-std::vector<std::string> PresetNames() { return {kDefaultPreset, kFortunesPreset}; }
+std::vector<std::string> PresetNames() {
+  return {kDefaultPreset, kFortunesPreset, kVitShiftPreset};
+}
 
 Result<nlohmann::json> PresetValues(const std::string& preset) {
   if (preset == kDefaultPreset) {
@@ -127,6 +172,7 @@ Result<nlohmann::json> PresetValues(const std::string& preset) {
         {"sim", {{"preset", kFortunesPreset}, {"workers", 2}, {"threads_per_worker", 1}}},
     };
   }
+  if (preset == kVitShiftPreset) return VitShiftPresetValues();
   std::string known;
   for (const std::string& n : PresetNames()) known += (known.empty() ? "" : ", ") + n;
   return Status::InvalidArgument("unknown preset \"" + preset + "\" (known: " + known + ")");

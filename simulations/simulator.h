@@ -47,7 +47,8 @@ namespace fl::internal {
 //         for every upload before the next task exists, so there is nothing to overlap.
 nlohmann::json SimulatorConfigDefaults();
 
-// Known preset names; "fmnist-cnn" is the default, "fortunes-gpt" is W2.
+// Known preset names; "fmnist-cnn" is the default, "fortunes-gpt" is W2,
+// "fmnist-vit-shift" W3.
 std::vector<std::string> PresetNames();
 // The values a preset sets on top of SimulatorConfigDefaults() (a partial JSON document
 // of the same shape). InvalidArgument for an unknown name, listing the known ones.

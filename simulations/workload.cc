@@ -6,6 +6,7 @@
 #include "data/idx_reader.h"
 #include "server/coordinator_config.h"
 #include "simulations/simulator.h"
+#include "simulations/vit_shift_workload.h"
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
 
@@ -133,7 +134,10 @@ nlohmann::json WorkloadConfigDefaults() {
        {{"dataset", kFashionMnist},
         {"languages", "de,es,it"},
         {"heldout_fraction", 0.1},
-        {"eval_bytes_per_client", 0}}},
+        {"eval_bytes_per_client", 0},
+        {"domains", "clean,inverted,rot90,noise,blur"},
+        {"domains_per_client", 3}}},
+      {"model", {{"tuning", "full"}, {"backbone", ""}}},
       {"lm", {{"optimizer", "sgd"}, {"clip_norm", 0.0}, {"eval_batch_size", 32}}},
       {"pretrain",
        {{"languages", "en"},
@@ -145,7 +149,11 @@ nlohmann::json WorkloadConfigDefaults() {
         {"warmup_steps", 30},
         {"clip_norm", 1.0},
         {"threads", 2},
-        {"out", ""}}},
+        {"out", ""},
+        // W3's SGD (vit_pretrain.h); epochs > 0 replaces steps.
+        {"epochs", 0},
+        {"momentum", 0.0},
+        {"weight_decay", 0.0}}},
   };
 }
 
@@ -155,6 +163,13 @@ std::string DescribeClients(const Config& config) {
     const std::string langs = config.GetString("data.languages");
     return n > 0 ? std::to_string(n) + " clients (fortune files of " + langs + ")"
                  : "one client per fortune file of " + langs;
+  }
+  if (config.GetString("data.dataset") == kFashionMnistShift) {
+    return std::to_string(config.GetInt("data.num_clients")) + " clients (" +
+           config.GetString("data.partition") + ", " +
+           std::to_string(config.GetInt("data.domains_per_client")) + " of " +
+           config.GetString("data.domains") + " each, tuning " +
+           config.GetString("model.tuning") + ")";
   }
   return std::to_string(config.GetInt("data.num_clients")) + " clients (" +
          config.GetString("data.partition") + ")";
@@ -166,8 +181,10 @@ Result<std::unique_ptr<Workload>> LoadWorkload(const Config& config, const std::
   const std::string dataset = config.GetString("data.dataset");
   if (dataset == kFashionMnist) return LoadFashionMnistWorkload(config, device, env);
   if (dataset == kFortunes) return LoadFortunesWorkload(config, device, env);
-  return Status::InvalidArgument("data.dataset: unknown dataset \"" + dataset +
-                                 "\" (known: " + kFashionMnist + ", " + kFortunes + ")");
+  if (dataset == kFashionMnistShift) return LoadVitShiftWorkload(config, device, env);
+  return Status::InvalidArgument("data.dataset: unknown dataset \"" + dataset + "\" (known: " +
+                                 kFashionMnist + ", " + kFortunes + ", " + kFashionMnistShift +
+                                 ")");
 }
 
 Result<std::unique_ptr<Workload>> LoadFashionMnistWorkload(const Config& config,

@@ -9,6 +9,9 @@
 //       data.num_clients clients by data.partition; metric: test accuracy.
 //   "fortunes" (W2 fortunes-gpt): one client per fortune file of data.languages, each
 //       with a fixed held-out slice; metric: held-out bits per byte over all files.
+//   "fashion-mnist-shift" (W3 fmnist-vit-shift, vit_shift_workload.h): clients holding
+//       a mix of domain-shifted images; a ViT tuned on a pretrained backbone; metric:
+//       accuracy on the shifted test images.
 //
 // LibTorch stays out of this header (fl_torch's torch-free headers only).
 
@@ -76,14 +79,23 @@ class Workload {
   virtual Result<ParamSet> InitialModel(const Config& config) const = 0;
   // A worker with its own model replica on the workload's device.
   virtual Result<std::unique_ptr<WorkloadWorker>> NewWorker() const = 0;
+  // Called once after the run's last evaluation with the model it scored: writes
+  // whatever finer report the workload has (e.g. accuracy per domain) into `out_dir`.
+  // The default writes nothing. Errors fail the run.
+  virtual Status WriteFinalReport(const ParamSet& global, const std::string& out_dir,
+                                  Env* env) const {
+    return Status::Ok();
+  }
 };
 
 // The workload keys beyond the algorithm/coordinator ones, with defaults:
-//   data:     dataset ("fashion-mnist" | "fortunes"), languages, heldout_fraction,
-//             eval_bytes_per_client (0 = the whole held-out slice)
+//   data:     dataset ("fashion-mnist" | "fortunes" | "fashion-mnist-shift"), languages,
+//             heldout_fraction, eval_bytes_per_client (0 = the whole held-out slice),
+//             domains, domains_per_client (W3)
+//   model:    tuning, backbone (W3, vit_shift_workload.h)
 //   lm:       optimizer (sgd|adam), clip_norm, eval_batch_size: the language-model
 //             trainer's defaults where a task's TrainConfig::extra says nothing
-//   pretrain: `fl-sim pretrain` (see fortunes_workload.h)
+//   pretrain: `fl-sim pretrain` (see fortunes_workload.h and vit_pretrain.h)
 // The "data" keys shared with fashion-mnist (dir, num_clients, ...) come from
 // SimulatorConfigDefaults().
 nlohmann::json WorkloadConfigDefaults();

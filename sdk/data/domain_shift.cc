@@ -10,8 +10,8 @@
 namespace fl::internal {
 namespace {
 
-constexpr std::array<std::string_view, kNumDomains> kNames = {"clean", "inverted", "rot90",
-                                                              "noise", "blur"};
+constexpr std::array<std::string_view, kNumDomains> kNames = {"clean", "inverted", "rot90", "noise",
+                                                              "blur"};
 constexpr double kNoiseSigma = 64.0;
 constexpr int kBlurRadius = 2;  // 5 x 5
 constexpr double kBlurSigma = 1.5;
@@ -27,9 +27,7 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-uint8_t ClampRound(double v) {
-  return static_cast<uint8_t>(std::clamp(std::lround(v), 0L, 255L));
-}
+uint8_t ClampRound(double v) { return static_cast<uint8_t>(std::clamp(std::lround(v), 0L, 255L)); }
 
 void Invert(std::span<uint8_t> image) {
   for (uint8_t& x : image) x = static_cast<uint8_t>(255 - x);
@@ -212,7 +210,8 @@ Status ApplyDomainShift(Domain domain, uint64_t seed, int64_t rows, int64_t cols
   return Status::InvalidArgument("unknown domain " + std::to_string(static_cast<int>(domain)));
 }
 
-Result<ShiftedSplit> BuildShiftedSplit(const ImageDataset& train, const ShiftedSplitOptions& options) {
+Result<ShiftedSplit> BuildShiftedSplit(const ImageDataset& train,
+                                       const ShiftedSplitOptions& options) {
   const int64_t end = options.end == 0 ? train.size() : options.end;
   FL_RETURN_IF_ERROR(CheckSplitOptions(train, options, end));
   ShiftedSplit out;
@@ -236,8 +235,8 @@ Result<ShiftedSplit> BuildShiftedSplit(const ImageDataset& train, const ShiftedS
   return out;
 }
 
-Result<ShiftedTestSet> BuildShiftedTestSet(const ImageDataset& test, std::span<const Domain> domains,
-                                           uint64_t seed) {
+Result<ShiftedTestSet> BuildShiftedTestSet(const ImageDataset& test,
+                                           std::span<const Domain> domains, uint64_t seed) {
   if (domains.empty()) return Status::InvalidArgument("shifted test set: no domains");
   ShiftedTestSet out;
   out.images = test;

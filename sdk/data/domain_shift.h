@@ -97,7 +97,8 @@ struct ShiftedSplit {
 //  4. Every example shifted to its domain, noise seeded by ShiftSeed(seed, train index).
 // InvalidArgument for a range outside the set, fewer examples than clients or bad
 // domain options. Deterministic given options.seed.
-Result<ShiftedSplit> BuildShiftedSplit(const ImageDataset& train, const ShiftedSplitOptions& options);
+Result<ShiftedSplit> BuildShiftedSplit(const ImageDataset& train,
+                                       const ShiftedSplitOptions& options);
 
 struct ShiftedTestSet {
   ImageDataset images;         // the test images, each under its domain
@@ -108,8 +109,8 @@ struct ShiftedTestSet {
 // five domains and the 10k Fashion-MNIST test images, 2,000 per domain), its noise
 // seeded from (seed, i) on a stream apart from the training split's. InvalidArgument for
 // an empty `domains` or a failed shift.
-Result<ShiftedTestSet> BuildShiftedTestSet(const ImageDataset& test, std::span<const Domain> domains,
-                                           uint64_t seed);
+Result<ShiftedTestSet> BuildShiftedTestSet(const ImageDataset& test,
+                                           std::span<const Domain> domains, uint64_t seed);
 
 }  // namespace fl::internal
 

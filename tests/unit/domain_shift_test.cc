@@ -1,13 +1,13 @@
 #include "data/domain_shift.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "data/idx_reader.h"
 
@@ -76,9 +76,7 @@ TEST(DomainShiftTest, RejectsBadLists) {
   EXPECT_EQ(ParseDomainList("clean,").status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(DomainShiftTest, CleanIsIdentity) {
-  EXPECT_EQ(Shifted(Domain::kClean, Image(0)), Image(0));
-}
+TEST(DomainShiftTest, CleanIsIdentity) { EXPECT_EQ(Shifted(Domain::kClean, Image(0)), Image(0)); }
 
 TEST(DomainShiftTest, InvertedTwiceIsIdentity) {
   const std::vector<uint8_t> once = Shifted(Domain::kInverted, Image(0));
@@ -170,7 +168,8 @@ TEST(DomainShiftTest, SplitCoversTheFederatedRangeOnce) {
 }
 
 TEST(DomainShiftTest, EachClientHoldsItsDomainsBalanced) {
-  Result<ShiftedSplit> split = BuildShiftedSplit(FashionMnist(DatasetSplit::kTrain), SplitOptions(5));
+  Result<ShiftedSplit> split =
+      BuildShiftedSplit(FashionMnist(DatasetSplit::kTrain), SplitOptions(5));
   ASSERT_TRUE(split.ok()) << split.status().ToString();
   std::map<Domain, int> clients_per_domain;
   std::set<std::vector<Domain>> mixes;
