@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "fl/adaptive_predictor.h"
 #include "fl/client.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
@@ -42,6 +43,10 @@ struct fl_client {
   // Set while fl_client_run is inside fl::Client::Run: the layout and the callback must
   // not change under it, and fl_client_free must not free it.
   std::atomic<bool> running{false};
+};
+
+struct fl_predictor {
+  std::unique_ptr<fl::AdaptivePredictor> predictor;
 };
 
 namespace {
@@ -259,6 +264,14 @@ class CTrainer final : public fl::Trainer {
   fl_trainer callbacks_;  // a copy: the caller's struct may go away during the run
   const fl::Layout& layout_;
 };
+
+// The model file at `path` (`what` names the argument); an empty set for a NULL
+// tuned_path, which means "no tuned part".
+fl::Result<fl::ParamSet> ReadModel(const char* path, const char* what, bool null_is_empty) {
+  if (path == nullptr && null_is_empty) return fl::ParamSet();
+  FL_ASSIGN_OR_RETURN(const std::string copied, CopyString(path, what, /*allow_empty=*/false));
+  return fl::ReadModelFile(copied);
+}
 
 // Clears fl_client::running on every way out of fl_client_run.
 class RunningScope {
@@ -557,6 +570,75 @@ int fl_client_fetch_global_model(fl_client* client, float* values, size_t count,
     }
     return Fail(FL_EABORTED, fn + "the global model changed during each of " +
                                  std::to_string(kAttempts) + " downloads");
+  });
+}
+
+int fl_predictor_create(const char* backbone_path, const char* tuned_path, int32_t heads,
+                        int32_t top_k, fl_predictor** out) {
+  return Guard("fl_predictor_create", [&]() -> int {
+    if (out == nullptr) return Fail(FL_EINVALID_ARGUMENT, "fl_predictor_create: out is NULL");
+    *out = nullptr;
+    fl::Result<fl::ParamSet> backbone = ReadModel(backbone_path, "backbone_path", /*null_is_empty=*/false);
+    if (!backbone.ok()) return FromStatus(backbone.status().WithContext("fl_predictor_create"));
+    fl::Result<fl::ParamSet> tuned = ReadModel(tuned_path, "tuned_path", /*null_is_empty=*/true);
+    if (!tuned.ok()) return FromStatus(tuned.status().WithContext("fl_predictor_create"));
+    fl::PredictorOptions options;
+    options.heads = heads;
+    options.top_k = top_k;
+    fl::Result<std::unique_ptr<fl::AdaptivePredictor>> predictor =
+        fl::AdaptivePredictor::Create(*backbone, *tuned, options);
+    if (!predictor.ok()) return FromStatus(predictor.status().WithContext("fl_predictor_create"));
+    auto handle = std::make_unique<fl_predictor>();
+    handle->predictor = std::move(predictor).value();
+    *out = handle.release();
+    return FL_OK;
+  });
+}
+
+void fl_predictor_free(fl_predictor* predictor) { delete predictor; }
+
+int fl_predictor_set_tuned(fl_predictor* predictor, const char* tuned_path) {
+  return Guard("fl_predictor_set_tuned", [&]() -> int {
+    if (predictor == nullptr) return Fail(FL_EINVALID_ARGUMENT, "fl_predictor_set_tuned: predictor is NULL");
+    fl::Result<fl::ParamSet> tuned = ReadModel(tuned_path, "tuned_path", /*null_is_empty=*/true);
+    if (!tuned.ok()) return FromStatus(tuned.status().WithContext("fl_predictor_set_tuned"));
+    return FromStatus(predictor->predictor->SetTuned(*tuned).WithContext("fl_predictor_set_tuned"));
+  });
+}
+
+int32_t fl_predictor_num_classes(const fl_predictor* predictor) {
+  return predictor == nullptr ? 0 : predictor->predictor->num_classes();
+}
+
+int32_t fl_predictor_image_size(const fl_predictor* predictor) {
+  return predictor == nullptr ? 0 : predictor->predictor->image_size();
+}
+
+int32_t fl_predictor_pool_entries(const fl_predictor* predictor) {
+  return predictor == nullptr ? 0 : predictor->predictor->pool_entries();
+}
+
+int fl_predictor_predict(const fl_predictor* predictor, const uint8_t* pixels, size_t count,
+                         int32_t* labels, float* logits, int32_t* entries) {
+  return Guard("fl_predictor_predict", [&]() -> int {
+    const std::string fn = "fl_predictor_predict: ";
+    if (predictor == nullptr) return Fail(FL_EINVALID_ARGUMENT, fn + "predictor is NULL");
+    if (count > 0 && (pixels == nullptr || labels == nullptr)) {
+      return Fail(FL_EINVALID_ARGUMENT, fn + "pixels and labels must not be NULL");
+    }
+    fl::Result<std::vector<fl::Prediction>> predictions = predictor->predictor->Predict(pixels, count);
+    if (!predictions.ok()) return FromStatus(predictions.status().WithContext("fl_predictor_predict"));
+    const auto classes = static_cast<size_t>(predictor->predictor->num_classes());
+    const auto k = static_cast<size_t>(predictor->predictor->options().top_k);
+    for (size_t i = 0; i < count; ++i) {
+      const fl::Prediction& p = (*predictions)[i];
+      labels[i] = p.label;
+      if (logits != nullptr) std::memcpy(logits + i * classes, p.logits.data(), classes * sizeof(float));
+      if (entries != nullptr) {
+        for (size_t j = 0; j < k; ++j) entries[i * k + j] = p.entries.empty() ? -1 : p.entries[j];
+      }
+    }
+    return FL_OK;
   });
 }
 

@@ -168,6 +168,52 @@ FL_EXPORT void fl_client_cancel(fl_client* client);
 FL_EXPORT int fl_client_fetch_global_model(fl_client* client, float* values, size_t count,
                                            uint64_t* version);
 
+/* ---- Predictions of a federated tiny ViT (fl/adaptive_predictor.h), without LibTorch ----
+ *
+ *   fl_predictor* p = NULL;
+ *   if (fl_predictor_create("backbone.flps", "pool.flps", 4, 3, &p) != FL_OK) ...;
+ *   int32_t labels[64];
+ *   int rc = fl_predictor_predict(p, pixels, 64, labels, NULL, NULL);
+ *   fl_predictor_set_tuned(p, "pool-round-7.flps");   (after a round)
+ *   fl_predictor_free(p);
+ *
+ * One predictor may serve fl_predictor_predict on several threads at once;
+ * fl_predictor_set_tuned and fl_predictor_free must not overlap any other call on it. */
+typedef struct fl_predictor fl_predictor;
+
+/* Loads a tiny-ViT backbone from a model file (".flps", as fl-sim export-model writes)
+ * and, unless tuned_path is NULL, the federated tuned part: a FedIns pool
+ * ("pool.<i>.*"), one SSF set ("ssf.*" + "head.*") or tensors of the backbone that
+ * replace its own (e.g. "head.*"). heads: the backbone's attention heads (4 for
+ * vit-tiny); top_k: pool entries each image combines (>= 1; at most the pool's entries).
+ * FL_ENOT_FOUND for a missing file; FL_EDATA_LOSS for a truncated or corrupt model file,
+ * FL_EINVALID_ARGUMENT for one that is no model file at all; FL_EINVALID_ARGUMENT,
+ * naming the tensor, for a backbone that is not a tiny ViT or a tuned part that does not
+ * fit it, and for a bad heads or top_k. */
+FL_EXPORT int fl_predictor_create(const char* backbone_path, const char* tuned_path, int32_t heads,
+                                  int32_t top_k, fl_predictor** out);
+/* NULL is a no-op. */
+FL_EXPORT void fl_predictor_free(fl_predictor* predictor);
+
+/* Replaces the tuned part with the model file at tuned_path (NULL: the backbone alone),
+ * e.g. a newer global pool after a round. Errors as fl_predictor_create's; the previous
+ * tuned part then stays in place. */
+FL_EXPORT int fl_predictor_set_tuned(fl_predictor* predictor, const char* tuned_path);
+
+/* The number of classes (logits per image), the side of the square input images in
+ * pixels, and the entries of the tuned pool (0 without one); 0 for NULL. */
+FL_EXPORT int32_t fl_predictor_num_classes(const fl_predictor* predictor);
+FL_EXPORT int32_t fl_predictor_image_size(const fl_predictor* predictor);
+FL_EXPORT int32_t fl_predictor_pool_entries(const fl_predictor* predictor);
+
+/* Classifies `count` images of image_size x image_size raw grey pixels (0..255,
+ * row-major, image after image). Writes count labels; if logits is not NULL, count x
+ * num_classes logits; if entries is not NULL, count x top_k pool entries per image, most
+ * similar first (-1 without a pool). */
+FL_EXPORT int fl_predictor_predict(const fl_predictor* predictor, const uint8_t* pixels,
+                                   size_t count, int32_t* labels, float* logits,
+                                   int32_t* entries);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif
