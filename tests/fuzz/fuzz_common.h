@@ -22,6 +22,18 @@ inline Layout FuzzLayout() {
   return layout;
 }
 
+// A FedIns-like pool of two entries (key, SSF scale, head), 26 values: keyed
+// (named-subset) uploads are decoded against it.
+inline Layout FuzzPoolLayout() {
+  Layout layout;
+  for (const char* entry : {"pool.0.", "pool.1."}) {
+    layout.Add(std::string(entry) + "key", {4});
+    layout.Add(std::string(entry) + "ssf.gamma", {3});
+    layout.Add(std::string(entry) + "head.weight", {2, 3});
+  }
+  return layout;
+}
+
 // Deterministic values in [-1, 1).
 inline ParamSet FuzzParams(const Layout& layout, uint32_t seed) {
   ParamSet params(layout);

@@ -18,6 +18,7 @@
 #include "codec/dense_codec.h"
 #include "codec/ferret/basis.h"
 #include "codec/ferret/coefficient_table.h"
+#include "codec/named_subset_codec.h"
 #include "codec/param_io.h"
 #include "core/config.h"
 #include "tests/fuzz/fuzz_common.h"
@@ -136,6 +137,27 @@ void DenseUploads() {
   }
 }
 
+void KeyedUploads() {
+  const Layout layout = fuzz::FuzzPoolLayout();
+  const ParamSet delta = fuzz::FuzzParams(layout, 3);
+  for (Encoding e : {Encoding::kDenseF32, Encoding::kDenseF16, Encoding::kDenseBF16}) {
+    std::vector<NamedTensorView> all, some;
+    for (size_t t = 0; t < layout.num_tensors(); ++t) {
+      const NamedTensorView view{layout.tensors()[t].name, 0.125 * static_cast<double>(t % 9),
+                                 delta.tensor(t)};
+      all.push_back(view);
+      if (t % 3 == 0) some.push_back(view);  // the keys only
+    }
+    std::string bytes;
+    if (EncodeNamedSubset(all, e, &bytes).ok()) {
+      Write("named_subset", "all_" + EncodingName(e), bytes);
+    }
+    if (EncodeNamedSubset(some, e, &bytes).ok()) {
+      Write("named_subset", "keys_" + EncodingName(e), bytes);
+    }
+  }
+}
+
 void Configs() {
   const fs::path dir = fs::path(FL_SOURCE_DIR) / "configs";
   if (fs::is_directory(dir)) {
@@ -230,6 +252,7 @@ int main(int argc, char** argv) {
   ParamFiles();
   Replays();
   DenseUploads();
+  KeyedUploads();
   Configs();
 #ifdef FL_FUZZ_HAVE_WIRE
   WireMessages();
