@@ -16,8 +16,8 @@ namespace fl::internal {
 Status ValidateFedInsOptions(const FedInsOptions& o) {
   if (o.entries < 1 || o.entries > 1024) return BadOption("fedins.entries", "must be in [1, 1024]");
   if (o.top_k < 1 || o.top_k > o.entries) {
-    return BadOption("fedins.top_k", "must be in [1, fedins.entries = " +
-                                         std::to_string(o.entries) + "]");
+    return BadOption("fedins.top_k",
+                     "must be in [1, fedins.entries = " + std::to_string(o.entries) + "]");
   }
   if (!(std::isfinite(o.lambda) && o.lambda >= 0 && o.lambda <= 1)) {
     return BadOption("fedins.lambda", "must be in [0, 1]");
@@ -25,8 +25,9 @@ Status ValidateFedInsOptions(const FedInsOptions& o) {
   if (o.fedavg.aggregation.rule != AggregationRule::kMean) {
     // The robust rules compare dense deltas coordinate by coordinate; keyed updates are
     // folded per tensor, so they are refused rather than silently ignored.
-    return BadOption("algorithm.aggregator", "must be mean for fedins (keyed updates are "
-                                             "aggregated per tensor by fedins.aggregate)");
+    return BadOption("algorithm.aggregator",
+                     "must be mean for fedins (keyed updates are aggregated per tensor by "
+                     "fedins.aggregate)");
   }
   return ValidateFedAvgOptions(o.fedavg);
 }
@@ -45,8 +46,7 @@ TrainConfig FedInsStrategy::ConfigureRound(uint64_t round) const {
 
 std::unique_ptr<RoundAggregator> FedInsStrategy::NewRoundAggregator(const ParamSet& global,
                                                                     uint64_t round) {
-  return std::make_unique<KeyedRoundAggregator>(global.shared_layout(), round,
-                                                options_.aggregate);
+  return std::make_unique<KeyedRoundAggregator>(global.shared_layout(), round, options_.aggregate);
 }
 
 namespace {
@@ -64,9 +64,11 @@ std::vector<std::pair<size_t, std::vector<float>>> UnsentTensors(const ParamSet&
   std::vector<std::pair<size_t, std::vector<float>>> out;
   for (size_t t = 0; t < delta.layout().num_tensors(); ++t) {
     std::span<const float> d = delta.tensor(t);
-    const bool zero = std::all_of(d.begin(), d.end(),
-                                  [](float x) { return std::bit_cast<uint32_t>(x) == 0; });
-    if (zero) out.emplace_back(t, std::vector<float>(global.tensor(t).begin(), global.tensor(t).end()));
+    const bool zero =
+        std::all_of(d.begin(), d.end(), [](float x) { return std::bit_cast<uint32_t>(x) == 0; });
+    if (!zero) continue;
+    std::span<const float> g = global.tensor(t);
+    out.emplace_back(t, std::vector<float>(g.begin(), g.end()));
   }
   return out;
 }
@@ -82,7 +84,9 @@ Status FedInsStrategy::ApplyRound(AggregateReport report, ParamSet* global) {
   // so that they keep their bits exactly.
   auto unsent = UnsentTensors(report.mean_delta, *global);
   FL_RETURN_IF_ERROR(step_.ApplyRound(std::move(report), global));
-  for (const auto& [t, values] : unsent) std::copy(values.begin(), values.end(), global->tensor(t).begin());
+  for (const auto& [t, values] : unsent) {
+    std::copy(values.begin(), values.end(), global->tensor(t).begin());
+  }
   return Status::Ok();
 }
 

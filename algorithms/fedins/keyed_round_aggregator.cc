@@ -44,8 +44,8 @@ Status KeyedRoundAggregator::MergeWith(RoundAggregator&& other) {
   FL_RETURN_IF_ERROR(CheckUsable("MergeWith"));
   auto* o = dynamic_cast<KeyedRoundAggregator*>(&other);
   if (o == nullptr) return Status::InvalidArgument("MergeWith: not a KeyedRoundAggregator");
-  if (o == this) return Status::InvalidArgument("MergeWith: cannot merge an aggregator into itself");
-  if (o->consumed_) return Status::FailedPrecondition("MergeWith: the other aggregator is consumed");
+  if (o == this) return Status::InvalidArgument("MergeWith: cannot merge into itself");
+  if (o->consumed_) return Status::FailedPrecondition("MergeWith: the other one is consumed");
   if (o->round_ != round_) {
     return Status::InvalidArgument("MergeWith: rounds differ (" + std::to_string(round_) + " vs " +
                                    std::to_string(o->round_) + ")");
@@ -59,7 +59,9 @@ Status KeyedRoundAggregator::MergeWith(RoundAggregator&& other) {
 
 Result<AggregateReport> KeyedRoundAggregator::Report() && {
   FL_RETURN_IF_ERROR(CheckUsable("Report"));
-  if (acc_.count() == 0) return Status::FailedPrecondition("KeyedRoundAggregator::Report: no updates");
+  if (acc_.count() == 0) {
+    return Status::FailedPrecondition("KeyedRoundAggregator::Report: no updates");
+  }
   FL_ASSIGN_OR_RETURN(ParamSet mean, acc_.Mean());
   AggregateReport report;
   report.mean_delta = std::move(mean);

@@ -49,7 +49,8 @@ Result<std::vector<NamedTensorView>> SelectTensors(const TrainStats& stats, cons
 // Forms local - global in place in *local.
 Status FormDelta(const ParamSet& global, ParamSet* local) {
   if (local->layout().hash() != global.layout().hash() || local->size() != global.size()) {
-    return Status::Internal("NamedSubsetLearner: the trainer returned parameters of another layout");
+    return Status::Internal(
+        "NamedSubsetLearner: the trainer returned parameters of another layout");
   }
   float* d = local->data();
   const float* g = global.data();
@@ -61,9 +62,12 @@ Status FormDelta(const ParamSet& global, ParamSet* local) {
 
 Result<Payload> NamedSubsetLearner::Train(const Task& task, const ParamSet& global,
                                           Trainer& trainer, const CancelToken& cancel) {
-  if (task.kind != TaskKind::kTrain) return Status::InvalidArgument("NamedSubsetLearner: not a training task");
+  if (task.kind != TaskKind::kTrain) {
+    return Status::InvalidArgument("NamedSubsetLearner: not a training task");
+  }
   if (global.layout().hash() != trainer.layout().hash()) {
-    return Status::InvalidArgument("NamedSubsetLearner: the global model's layout differs from the trainer's");
+    return Status::InvalidArgument(
+        "NamedSubsetLearner: the global model's layout differs from the trainer's");
   }
   const Encoding encoding = task.config.upload_encoding;
   if (!IsDenseEncoding(encoding)) {

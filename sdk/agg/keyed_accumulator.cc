@@ -36,8 +36,7 @@ Status KeyedAccumulator::Check(const NamedSubset& update, double weight) const {
   for (const NamedTensor& t : update.tensors) {
     if (t.index >= layout_->num_tensors()) {
       return Status::InvalidArgument("keyed update names tensor " + std::to_string(t.index) +
-                                     " of a layout with " +
-                                     std::to_string(layout_->num_tensors()));
+                                     " of a layout with " + std::to_string(layout_->num_tensors()));
     }
     const TensorSpec& spec = layout_->tensors()[t.index];
     if (seen[t.index]) return Status::InvalidArgument(spec.name + " appears twice");

@@ -146,8 +146,7 @@ Result<NamedSubset> DecodeNamedSubset(std::string_view bytes, const Layout& layo
   subset.tensors.reserve(header.count);
   for (uint64_t i = 0; i < header.count; ++i) {
     NamedTensor t;
-    FL_RETURN_IF_ERROR(
-        ReadEntry(&in, layout, names, header.value_encoding, i, &seen, &t));
+    FL_RETURN_IF_ERROR(ReadEntry(&in, layout, names, header.value_encoding, i, &seen, &t));
     subset.tensors.push_back(std::move(t));
   }
   if (in.remaining() != 0) {

@@ -33,7 +33,7 @@ struct NamedTensorView {
 
 // One decoded tensor, matched to the layout it was decoded against.
 struct NamedTensor {
-  size_t index = 0;   // in Layout::tensors()
+  size_t index = 0;  // in Layout::tensors()
   double fraction = 0;
   std::vector<float> values;  // Layout::tensors()[index].numel values, all finite
 };

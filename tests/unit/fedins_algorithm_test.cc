@@ -60,11 +60,13 @@ TEST(KeyedRoundAggregatorTest, ReportsADenseMeanOverTheWholeLayout) {
   EXPECT_FALSE(agg.CanReport());
   // Client A (weight 3) trained entry 0 only; client B (weight 1) entry 0's key and
   // entry 1's head, half of its examples each.
-  ASSERT_TRUE(agg.Accumulate(Keyed({{"pool.0.key", 1.0, kKey}, {"pool.0.head.weight", 1.0, kHead}},
-                                   3.0, 2.0)).ok());
+  const Payload a =
+      Keyed({{"pool.0.key", 1.0, kKey}, {"pool.0.head.weight", 1.0, kHead}}, 3.0, 2.0);
   const std::vector<float> key_b = {5, 2};
-  ASSERT_TRUE(agg.Accumulate(Keyed({{"pool.0.key", 0.5, key_b}, {"pool.1.head.weight", 0.5, kHead}},
-                                   1.0, 4.0, Encoding::kDenseBF16)).ok());
+  const Payload b = Keyed({{"pool.0.key", 0.5, key_b}, {"pool.1.head.weight", 0.5, kHead}}, 1.0,
+                          4.0, Encoding::kDenseBF16);
+  ASSERT_TRUE(agg.Accumulate(a).ok());
+  ASSERT_TRUE(agg.Accumulate(b).ok());
   EXPECT_EQ(agg.count(), 2u);
   Result<AggregateReport> r = std::move(agg).Report();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -74,8 +76,18 @@ TEST(KeyedRoundAggregatorTest, ReportsADenseMeanOverTheWholeLayout) {
   ASSERT_EQ(r->mean_delta.layout().hash(), PoolLayout()->hash());
   // pool.0.key = (3 * {1, -2} + 0.5 * {5, 2}) / 3.5; pool.0.head = kHead; pool.1.key
   // untouched; pool.1.head = kHead (its only sender).
-  const std::vector<float> expect = {static_cast<float>(5.5 / 3.5), static_cast<float>(-5.0 / 3.5),
-                                     0.5f, 1, 2, 4, 0, 0, 0.5f, 1, 2, 4};
+  const std::vector<float> expect = {static_cast<float>(5.5 / 3.5),
+                                     static_cast<float>(-5.0 / 3.5),
+                                     0.5f,
+                                     1,
+                                     2,
+                                     4,
+                                     0,
+                                     0,
+                                     0.5f,
+                                     1,
+                                     2,
+                                     4};
   const std::vector<float> got(r->mean_delta.values().begin(), r->mean_delta.values().end());
   EXPECT_EQ(got, expect);
 }
@@ -123,8 +135,7 @@ TEST(KeyedRoundAggregatorTest, RefusalsNameTheProblemAndLeaveItUnchanged) {
 TEST(KeyedRoundAggregatorTest, MergeEqualsSequentialAndConsumes) {
   const std::vector<Payload> updates = {
       Keyed({{"pool.0.key", 0.25, kKey}}, 2.0, 1.0),
-      Keyed({{"pool.0.key", 1.0, kOtherKey},
-             {"pool.1.head.weight", 0.75, kHead}}, 5.0, 3.0),
+      Keyed({{"pool.0.key", 1.0, kOtherKey}, {"pool.1.head.weight", 0.75, kHead}}, 5.0, 3.0),
       Keyed({{"pool.1.key", 1.0, kKey}}, 1.0, 0.5)};
   for (KeyedRule rule : {KeyedRule::kSelected, KeyedRule::kUniform}) {
     KeyedRoundAggregator all(PoolLayout(), kRound, rule), a(PoolLayout(), kRound, rule),
@@ -211,7 +222,8 @@ Result<Payload> TrainWith(PoolTrainer& trainer, const Task& task = TrainTask()) 
 
 TEST(NamedSubsetLearnerTest, UploadsOnlyTheReportedTensorsWithTheirFractions) {
   PoolTrainer trainer;
-  trainer.tensor_weights = {{"pool.1.head.weight", 0.25}, {"pool.1.key", 1.0},
+  trainer.tensor_weights = {{"pool.1.head.weight", 0.25},
+                            {"pool.1.key", 1.0},
                             {"pool.0.key", 0.0}};  // 0: trained by nobody, not sent
   Result<Payload> p = TrainWith(trainer);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -285,9 +297,9 @@ Status FedInsValidation(const std::vector<std::string>& overrides) {
 }
 
 TEST(FedInsStrategyTest, SendsItsSettingsInTrainConfigExtra) {
-  Result<Config> config = FedInsConfig({"fedins.entries=25", "fedins.top_k=5",
-                                        "fedins.lambda=0.2", "fedins.batch_shared_ssf=true",
-                                        "train.upload_encoding=bf16"});
+  Result<Config> config =
+      FedInsConfig({"fedins.entries=25", "fedins.top_k=5", "fedins.lambda=0.2",
+                    "fedins.batch_shared_ssf=true", "train.upload_encoding=bf16"});
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   Result<std::unique_ptr<Strategy>> s = CreateStrategy(*config);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -325,8 +337,9 @@ TEST(FedInsStrategyTest, ValidatesItsKeys) {
   refused({"fedins.aggregate=mean"}, "fedins.aggregate");
   refused({"algorithm.aggregator=median"}, "algorithm.aggregator");
   refused({"train.upload_encoding=ferret"}, "upload_encoding");
-  EXPECT_TRUE(FedInsValidation({"fedins.entries=1", "fedins.top_k=1", "fedins.lambda=1",
-                                "fedins.aggregate=uniform"}).ok());
+  Status smallest = FedInsValidation(
+      {"fedins.entries=1", "fedins.top_k=1", "fedins.lambda=1", "fedins.aggregate=uniform"});
+  EXPECT_TRUE(smallest.ok()) << smallest.ToString();
 }
 
 TEST(FedInsStrategyTest, UnsentTensorsKeepTheirBits) {

@@ -53,8 +53,12 @@ ParamSet InitialPool() {
 class PoolTrainer : public Trainer {
  public:
   PoolTrainer(std::vector<int> entries, double fraction, float step, uint64_t examples)
-      : layout_(PoolLayout()), params_(layout_), entries_(std::move(entries)),
-        fraction_(fraction), step_(step), examples_(examples) {}
+      : layout_(PoolLayout()),
+        params_(layout_),
+        entries_(std::move(entries)),
+        fraction_(fraction),
+        step_(step),
+        examples_(examples) {}
   const Layout& layout() const override { return layout_; }
   Status GetParameters(ParamSet* out) override {
     *out = params_;
@@ -112,8 +116,7 @@ class FedInsFederationTest : public ::testing::Test {
   }
 
   static std::unique_ptr<Strategy> FedIns(const std::vector<std::string>& overrides = {}) {
-    std::vector<std::string> all = {"algorithm.name=fedins", "fedins.entries=4",
-                                    "fedins.top_k=2"};
+    std::vector<std::string> all = {"algorithm.name=fedins", "fedins.entries=4", "fedins.top_k=2"};
     all.insert(all.end(), overrides.begin(), overrides.end());
     Result<Config> config = Config::Build(AlgorithmConfigDefaults(), "", all);
     EXPECT_TRUE(config.ok()) << config.status().ToString();
@@ -197,8 +200,7 @@ TEST_F(FedInsFederationTest, BadKeyedUpdatesAreRefusedRecordedAndTheRoundGoesOn)
       {WithTensors(good[0], {{"pool.0.key", 1.0, key}, {"pool.1.key", 1.0, short_key}}),
        "pool.1.key has 3 values, the layout's has 4"},
       {WithTensors(good[0], {{"pool.9.key", 1.0, key}}), "unknown tensor 'pool.9.key'"},
-      {WithTensors(good[0], {{"pool.0.key", -0.5, key}}),
-       "pool.0.key has weight fraction -0.5"},
+      {WithTensors(good[0], {{"pool.0.key", -0.5, key}}), "pool.0.key has weight fraction -0.5"},
       {WithTensors(good[0], {{"pool.2.key", std::nan(""), key}}),
        "pool.2.key has weight fraction nan"},
   };
@@ -221,7 +223,8 @@ TEST_F(FedInsFederationTest, BadKeyedUpdatesAreRefusedRecordedAndTheRoundGoesOn)
   // Entries 2 and 3, which nobody trained, keep their bits (the -0 included).
   const size_t unsent = PoolLayout().tensors()[4].offset;
   EXPECT_EQ(std::memcmp(model.params->data() + unsent, initial.data() + unsent,
-                        (initial.size() - unsent) * sizeof(float)), 0);
+                        (initial.size() - unsent) * sizeof(float)),
+            0);
 
   Result<std::unique_ptr<Store>> store = Store::Open({.path = (dir_ / "state.db").string()});
   ASSERT_TRUE(store.ok());
@@ -231,7 +234,9 @@ TEST_F(FedInsFederationTest, BadKeyedUpdatesAreRefusedRecordedAndTheRoundGoesOn)
   int accepted = 0;
   for (const LedgerEntry& e : *ledger) {
     if (e.status_code == 0) ++accepted;
-    if (e.status_code == static_cast<int>(StatusCode::kInvalidArgument)) reasons.push_back(e.reason);
+    if (e.status_code == static_cast<int>(StatusCode::kInvalidArgument)) {
+      reasons.push_back(e.reason);
+    }
   }
   EXPECT_EQ(accepted, 3);
   ASSERT_EQ(reasons.size(), bad.size());
@@ -243,7 +248,9 @@ TEST_F(FedInsFederationTest, UniformRuleCountsEveryClientForEveryEntry) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   std::vector<std::unique_ptr<InProcessLink>> links = JoinedLinks(c->get(), 3);
   std::vector<PoolTrainer> trainers = Trainers();
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(links[i]->PushUpdate(TrainUpdate(*links[i], trainers[i])).ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(links[i]->PushUpdate(TrainUpdate(*links[i], trainers[i])).ok());
+  }
   ModelSnapshot model = (*c)->CurrentModel();
   ASSERT_EQ(model.version, 1u);
   // Entry 0: (0.5 + 1.0) / 3; entry 1: (0.5 * 2 - 0.25 * 2) / 3.
@@ -259,7 +266,8 @@ TEST_F(FedInsFederationTest, UniformRuleCountsEveryClientForEveryEntry) {
   }
   const size_t unsent = layout.tensors()[4].offset;
   EXPECT_EQ(std::memcmp(model.params->data() + unsent, initial.data() + unsent,
-                        (initial.size() - unsent) * sizeof(float)), 0);
+                        (initial.size() - unsent) * sizeof(float)),
+            0);
 }
 
 TEST_F(FedInsFederationTest, RestartRefoldsSpooledKeyedUpdates) {

@@ -73,12 +73,12 @@ TEST(KeyedAccumulatorTest, RefusalsLeaveTheStateUnchanged) {
   KeyedAccumulator acc(TestLayout(), KeyedRule::kSelected);
   ASSERT_TRUE(acc.Accumulate(Update({T(0, 1.0, {1, 1})}), 1.0).ok());
   const std::vector<NamedSubset> bad = {
-      Update({}),                                         // empty
-      Update({T(1, 1.0, {1}), T(3, 1.0, {1})}),           // index beyond the layout
-      Update({T(1, 1.0, {1}), T(0, 1.0, {1, 2, 3})}),     // wrong shape
-      Update({T(1, 1.0, {1}), T(1, 1.0, {1})}),           // twice
-      Update({T(1, 1.0, {1}), T(2, -0.1, {1, 2, 3})}),    // negative fraction
-      Update({T(1, 1.0, {1}), T(2, 1.5, {1, 2, 3})}),     // fraction > 1
+      Update({}),                                       // empty
+      Update({T(1, 1.0, {1}), T(3, 1.0, {1})}),         // index beyond the layout
+      Update({T(1, 1.0, {1}), T(0, 1.0, {1, 2, 3})}),   // wrong shape
+      Update({T(1, 1.0, {1}), T(1, 1.0, {1})}),         // twice
+      Update({T(1, 1.0, {1}), T(2, -0.1, {1, 2, 3})}),  // negative fraction
+      Update({T(1, 1.0, {1}), T(2, 1.5, {1, 2, 3})}),   // fraction > 1
       Update({T(1, 1.0, {1}), T(2, std::nan(""), {1, 2, 3})}),
       Update({T(1, 1.0, {1}), T(2, 1.0, {1, INFINITY, 3})}),
   };

@@ -110,7 +110,8 @@ TEST(NamedSubsetCodecTest, EncoderRefusesNonDenseValueEncodings) {
 
 TEST(NamedSubsetCodecTest, RefusesWrongShapeNamingTheTensor) {
   std::vector<float> short_key = {1, 2};
-  ExpectRefused(Encode({{"pool.1.key", 1.0, short_key}}), "pool.1.key has 2 values, the layout's has 4");
+  ExpectRefused(Encode({{"pool.1.key", 1.0, short_key}}),
+                "pool.1.key has 2 values, the layout's has 4");
   std::vector<float> long_head(12, 1.0f);
   ExpectRefused(Encode({{"pool.0.head.weight", 1.0, long_head}}),
                 "pool.0.head.weight has 12 values, the layout's has 6");
