@@ -12,14 +12,23 @@ namespace {
 
 constexpr char kMagic[4] = {'F', 'L', 'N', 'S'};
 constexpr uint32_t kVersion = 1;
-// Names from the network are quoted in errors; a long one is cut, not echoed whole.
+// A long name from the network is cut in errors, not echoed whole.
 constexpr size_t kMaxQuotedName = 80;
 
 Status Bad(const std::string& why) { return Status::InvalidArgument("named subset: " + why); }
 
+// Names from the network end up in errors, the ledger and logs: bytes outside printable
+// ASCII are written as \xHH, so a reason is always valid UTF-8 and one line.
 std::string Quote(std::string_view name) {
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string quoted(1, '\'');
-  quoted.append(name.substr(0, kMaxQuotedName));
+  for (unsigned char c : name.substr(0, kMaxQuotedName)) {
+    if (c >= 0x20 && c < 0x7f) {
+      quoted += static_cast<char>(c);
+    } else {
+      quoted += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+    }
+  }
   if (name.size() <= kMaxQuotedName) return quoted + "'";
   return quoted + "...' (" + std::to_string(name.size()) + " bytes)";
 }

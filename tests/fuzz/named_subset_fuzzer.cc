@@ -1,9 +1,10 @@
 // Keyed (named-subset) upload decoding: DecodeNamedSubset against a small pool layout,
 // then the fold of what it accepts.
 // Input: the payload bytes, as a client sends them.
-// An accepted payload names each layout tensor at most once, with the layout's value
-// count, a fraction in [0, 1] and finite values, so it re-encodes to the same bytes and
-// folds into a KeyedAccumulator without error.
+// A refusal is InvalidArgument with a printable reason. An accepted payload names each
+// layout tensor at most once, with the layout's value count, a fraction in [0, 1] and
+// finite values, so it re-encodes to the same bytes and folds into a KeyedAccumulator
+// without error.
 
 #include <cmath>
 #include <cstddef>
@@ -25,6 +26,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!subset.ok()) {
     FUZZ_CHECK(subset.status().code() == fl::StatusCode::kInvalidArgument,
                subset.status().ToString());
+    // Reasons go to the ledger and logs: one line of printable ASCII, whatever the input.
+    for (unsigned char c : subset.status().message()) {
+      FUZZ_CHECK(c >= 0x20 && c < 0x7f, "a refusal quotes a raw byte " + std::to_string(c));
+    }
     return 0;
   }
   FUZZ_CHECK(!subset->tensors.empty(), "an accepted payload has no tensors");

@@ -127,6 +127,10 @@ TEST(NamedSubsetCodecTest, RefusesUnknownAndDuplicateNames) {
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("(10000 bytes)"));
   EXPECT_LT(r.status().message().size(), 200u);
+  // Bytes outside printable ASCII are escaped: the reason goes to the ledger and logs.
+  r = DecodeNamedSubset(Encode({{std::string("k\n\xff\0", 4), 1.0, kKey}}), PoolLayout());
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("unknown tensor 'k\\x0a\\xff\\x00'"));
 }
 
 TEST(NamedSubsetCodecTest, RefusesFractionsOutsideTheUnitInterval) {
