@@ -11,6 +11,10 @@
 // a tensor no client sent keeps its value bit for bit. With momentum or adam/yogi such a
 // tensor still moves by its optimizer state, as every parameter of a FedAvgM/FedAdam
 // model does when its mean delta is 0.
+//
+// The coordinator's update policy weighs keyed uploads like dense ones (the weight policy
+// and cap, and in async mode the staleness weight), but coordinator.norm_bound and
+// coordinator.async.gap_penalty scale dense uploads only: keyed uploads pass unscaled.
 
 #include <cstdint>
 #include <map>

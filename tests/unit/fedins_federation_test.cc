@@ -1,7 +1,8 @@
 // FedIns rounds on the real Coordinator (SQLite files, spool, ledger), with plain C++
 // pool trainers driven through InProcessLink: keyed uploads are folded per tensor, bad
 // ones are refused with a precise reason and a ledger row while the round goes on, pool
-// entries nobody trained keep their bits, and a restart refolds the spooled uploads.
+// entries nobody trained keep their bits, async buffers fold them the same way, and a
+// restart refolds the spooled uploads.
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -265,6 +266,31 @@ TEST_F(FedInsFederationTest, UniformRuleCountsEveryClientForEveryEntry) {
     }
   }
   const size_t unsent = layout.tensors()[4].offset;
+  EXPECT_EQ(std::memcmp(model.params->data() + unsent, initial.data() + unsent,
+                        (initial.size() - unsent) * sizeof(float)),
+            0);
+}
+
+TEST_F(FedInsFederationTest, AsyncBuffersFoldKeyedUploadsPerTensor) {
+  CoordinatorOptions o = Options();
+  o.mode = CoordinatorMode::kAsync;
+  o.async.buffer_size = 3;
+  auto c = Coordinator::Create(o, FedIns(), InitialPool());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<std::unique_ptr<InProcessLink>> links = JoinedLinks(c->get(), 3);
+  std::vector<PoolTrainer> trainers = Trainers();
+  std::vector<Payload> payloads;
+  for (int i = 0; i < 3; ++i) payloads.push_back(TrainUpdate(*links[i], trainers[i]));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(links[i]->PushUpdate(payloads[i]).ok()) << i;
+  // Every upload has staleness 0, so the flushed buffer is the synchronous round.
+  ModelSnapshot model = (*c)->CurrentModel();
+  EXPECT_EQ(model.version, 1u);
+  const ParamSet expected = Expected();
+  const ParamSet initial = InitialPool();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_FLOAT_EQ(model.params->data()[i], expected.data()[i]) << "parameter " << i;
+  }
+  const size_t unsent = PoolLayout().tensors()[4].offset;
   EXPECT_EQ(std::memcmp(model.params->data() + unsent, initial.data() + unsent,
                         (initial.size() - unsent) * sizeof(float)),
             0);
