@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "data/idx_reader.h"
+#include "data/sampling.h"
 #include "fl/param_set.h"
 #include "rng/splitmix64.h"
 #include "simulations/vit_shift_workload.h"
@@ -16,8 +17,8 @@
 namespace fl::internal {
 namespace {
 
-// Steps per Train call when pretrain.steps is given: often enough for a progress line,
-// rarely enough that restarting the momentum does not matter.
+// Steps per Train call: often enough for a progress line, rarely enough that restarting
+// the momentum (each call builds its optimizer) does not matter.
 constexpr int64_t kStepsPerChunk = 100;
 
 struct PretrainPlan {
@@ -58,6 +59,65 @@ Result<PretrainPlan> PlanFromConfig(const Config& config, int64_t examples) {
   plan.train.momentum = momentum;
   plan.train.weight_decay = weight_decay;
   return plan;
+}
+
+// One Train call.
+struct Chunk {
+  std::vector<int64_t> examples;  // bound for this call; empty: keep the binding
+  int64_t steps = 0;
+};
+
+// Step plans train on all images, kStepsPerChunk steps per call. Epoch plans cut each
+// epoch's shuffled order into slices of kStepsPerChunk batches, one call per slice, so
+// every image is seen exactly once per epoch and progress still comes every
+// kStepsPerChunk steps.
+std::vector<Chunk> PlanChunks(const PretrainPlan& plan, int64_t n, uint64_t seed) {
+  std::vector<Chunk> out;
+  if (plan.epochs == 0) {
+    for (int64_t done = 0; done < plan.steps; done += kStepsPerChunk) {
+      out.push_back(Chunk{{}, std::min(kStepsPerChunk, plan.steps - done)});
+    }
+    return out;
+  }
+  const int64_t batch = plan.train.batch_size;
+  const int64_t slice = kStepsPerChunk * batch;
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  for (int64_t epoch = 0; epoch < plan.epochs; ++epoch) {
+    SeededRng rng(SplitMix64(seed + static_cast<uint64_t>(epoch)));
+    rng.Shuffle(order);
+    for (int64_t begin = 0; begin < n; begin += slice) {
+      const int64_t end = std::min(n, begin + slice);
+      out.push_back(Chunk{std::vector<int64_t>(order.begin() + begin, order.begin() + end),
+                          (end - begin + batch - 1) / batch});
+    }
+  }
+  return out;
+}
+
+using Announce = std::function<void(const std::string& phase, int64_t step, double loss)>;
+
+// Runs `plan` over `n` images on `trainer` (bound to all of them), announcing each
+// call's mean loss; adds the examples seen to report->trained_examples.
+Status TrainPlan(const PretrainPlan& plan, int64_t n, uint64_t seed, VitTrainer& trainer,
+                 const Announce& announce, VitPretrainReport* report) {
+  CancelToken never;
+  int64_t done = 0;
+  std::vector<Chunk> chunks = PlanChunks(plan, n, seed);
+  for (size_t k = 0; k < chunks.size(); ++k) {
+    if (!chunks[k].examples.empty()) {
+      FL_RETURN_IF_ERROR(trainer.BindExamples(std::move(chunks[k].examples)));
+    }
+    TrainConfig tc = plan.train;
+    tc.local_steps = static_cast<int>(chunks[k].steps);
+    // Its own stream per call: the run seed also initializes the weights.
+    tc.seed = SplitMix64(seed * kGoldenGamma64 + k + 1);
+    FL_ASSIGN_OR_RETURN(TrainStats stats, trainer.Train(tc, never));
+    report->trained_examples += stats.num_examples;
+    done += chunks[k].steps;
+    announce("train", done, stats.mean_loss);
+  }
+  return Status::Ok();
 }
 
 // The clean pretraining images: train images [0, kFederatedBegin).
@@ -136,7 +196,7 @@ Result<VitPretrainReport> PretrainVitBackbone(
   report.num_parameters = trainer->layout().total_numel();
   report.steps = plan.steps;
 
-  auto announce = [&](const std::string& phase, int64_t step, double loss) {
+  Announce announce = [&](const std::string& phase, int64_t step, double loss) {
     if (!progress) return;
     VitPretrainProgress p;
     p.step = step;
@@ -150,21 +210,9 @@ Result<VitPretrainReport> PretrainVitBackbone(
   FL_ASSIGN_OR_RETURN(report.clean_before, trainer->Evaluate());
 
   const auto train_start = std::chrono::steady_clock::now();
-  const uint64_t seed = static_cast<uint64_t>(config.GetInt("run.seed"));
-  const int64_t per_epoch = plan.epochs > 0 ? plan.steps / plan.epochs : 0;
-  CancelToken never;
-  for (int64_t done = 0, chunk = 0; done < plan.steps; ++chunk) {
-    TrainConfig tc = plan.train;
-    tc.local_epochs = 1;
-    tc.local_steps =
-        plan.epochs > 0 ? 0 : static_cast<int>(std::min(kStepsPerChunk, plan.steps - done));
-    // Its own stream per chunk: the run seed also initializes the weights.
-    tc.seed = SplitMix64(seed * kGoldenGamma64 + static_cast<uint64_t>(chunk) + 1);
-    FL_ASSIGN_OR_RETURN(TrainStats stats, trainer->Train(tc, never));
-    report.trained_examples += stats.num_examples;
-    done += plan.epochs > 0 ? per_epoch : tc.local_steps;
-    announce("train", done, stats.mean_loss);
-  }
+  FL_RETURN_IF_ERROR(TrainPlan(plan, images.size(),
+                               static_cast<uint64_t>(config.GetInt("run.seed")), *trainer, announce,
+                               &report));
   report.train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
 

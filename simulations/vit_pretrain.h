@@ -40,9 +40,9 @@ struct VitPretrainReport {
 // run.seed) centrally on the clean train images [0, 30,000) with SGD: pretrain.lr,
 // pretrain.momentum, pretrain.weight_decay, pretrain.batch_size, for pretrain.epochs
 // passes or, when that is 0, pretrain.steps steps, on pretrain.threads intra-op threads.
-// Training runs in chunks (one epoch, or at most 100 steps), each shuffled by its own
-// seed derived from run.seed, and `progress` (may be empty) is called after each chunk
-// and before each evaluation. Writes the full model (VitTrainer::GetFullModel) with
+// Training runs in calls of at most 100 steps (an epoch: slices of one shuffled order,
+// so each image is seen once per epoch), seeded from run.seed, and `progress` (may be
+// empty) is called after each call and before each evaluation. Writes the full model (VitTrainer::GetFullModel) with
 // WriteModelFile to pretrain.out (default: model.backbone). InvalidArgument for bad
 // config values; NotFound for missing data; FailedPrecondition if training diverged;
 // errors writing the file.
