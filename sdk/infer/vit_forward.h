@@ -1,8 +1,9 @@
 #ifndef FL_SDK_INFER_VIT_FORWARD_H_
 #define FL_SDK_INFER_VIT_FORWARD_H_
 
-// The TinyVit forward pass (TinyVitImpl::Features in sdk/torch/vit_model.cc) on Eigen
-// matrices, for a batch of images with an SSF set per image.
+// The TinyVit forward pass (TinyVitImpl::Features in sdk/torch/vit_model.cc) for a batch
+// of images with an SSF set per image: VitWeights handed to the copy of the kernel
+// (vit_kernel.h) that suits the CPU.
 
 #include <span>
 

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "data/idx_reader.h"
+#include "infer/vit_kernel.h"
 #include "torch/torch_trainer.h"
 #include "torch/vit_trainer.h"
 
@@ -279,6 +280,26 @@ TEST_F(AdaptivePredictorTest, VitTinySsfTuningMatches) {
   ParamSet tuned;
   ASSERT_TRUE(t->GetParameters(&tuned).ok());
   ExpectSame(PredictAll(*Predictor(backbone, tuned, PredictorOptions{}), kTestImages), Reference(t.get()));
+}
+
+// The engine runs an AVX2 copy of the forward pass where the CPU has it; the baseline
+// copy must match the reference as well.
+TEST_F(AdaptivePredictorTest, BaselineInstructionSetCopyMatchesToo) {
+  std::cout << "active copy: " << (internal::ActiveInferIsa() == internal::InferIsa::kAvx2 ? "avx2" : "baseline")
+            << "\n";
+  const ParamSet backbone = Backbone(kSmallVit);
+  std::unique_ptr<VitTrainer> t = Tuned(Options(kSmallVit, VitTuning::kSsfPool), backbone);
+  ParamSet pool;
+  ASSERT_TRUE(t->GetParameters(&pool).ok());
+  std::unique_ptr<AdaptivePredictor> p = Predictor(backbone, pool, SmallOptions());
+  ASSERT_NE(p, nullptr);
+  const std::vector<Prediction> best = PredictAll(*p, 100);
+  internal::LimitInferIsa(internal::InferIsa::kBaseline);
+  const std::vector<Prediction> baseline = PredictAll(*p, 100);
+  internal::LimitInferIsa(internal::InferIsa::kAvx2);
+  const std::vector<internal::VitPrediction> want = Reference(t.get());
+  ExpectSame(baseline, want);
+  ExpectSame(best, want);
 }
 
 TEST_F(AdaptivePredictorTest, SetTunedSwapsInANewerPool) {
