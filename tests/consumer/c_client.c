@@ -39,6 +39,13 @@ int main(void) {
   }
   fl_client_options_free(options);
 
+  /* The predictor (fl_predictor_*): a missing backbone file is refused with its own code. */
+  fl_predictor* predictor = NULL;
+  rc = fl_predictor_create("/nonexistent/backbone.flps", NULL, 4, 3, &predictor);
+  check(rc == FL_ENOT_FOUND && predictor == NULL, "fl_predictor_create without a model file",
+        fl_last_error());
+  check(fl_predictor_num_classes(NULL) == 0, "fl_predictor_num_classes(NULL)", "");
+
   printf("%s\n", failures == 0 ? "PASS" : "FAILED");
   return failures == 0 ? 0 : 1;
 }
