@@ -17,7 +17,7 @@ InferIsa CpuInferIsa() {
   static const InferIsa isa = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? InferIsa::kAvx2
-                                                                            : InferIsa::kBaseline;
+                                                                           : InferIsa::kBaseline;
   }();
   return isa;
 #else
@@ -53,7 +53,9 @@ InferIsa ActiveInferIsa() {
       std::min(static_cast<int>(CpuInferIsa()), isa_limit.load(std::memory_order_relaxed)));
 }
 
-void LimitInferIsa(InferIsa limit) { isa_limit.store(static_cast<int>(limit), std::memory_order_relaxed); }
+void LimitInferIsa(InferIsa limit) {
+  isa_limit.store(static_cast<int>(limit), std::memory_order_relaxed);
+}
 
 RowMatrix ApplyDense(const RowMatrix& x, const DenseLayer& layer) {
   RowMatrix y(x.rows(), layer.weight.rows());
@@ -66,7 +68,8 @@ RowMatrix VitFeatures(const VitWeights& w, const RowMatrix& images,
                       std::span<const SsfScales* const> ssf) {
   std::vector<KernelBlock> blocks;
   for (const VitBlockWeights& b : w.blocks) {
-    blocks.push_back({Norm(b.norm1), Dense(b.qkv), Dense(b.proj), Norm(b.norm2), Dense(b.fc1), Dense(b.fc2)});
+    blocks.push_back(
+        {Norm(b.norm1), Dense(b.qkv), Dense(b.proj), Norm(b.norm2), Dense(b.fc1), Dense(b.fc2)});
   }
   KernelVit vit;
   vit.image = w.shape.image;

@@ -56,12 +56,14 @@ RowMatrix VitInference::State::ChunkLogits(const RowMatrix& images, int64_t star
   const auto n = static_cast<size_t>(images.rows());
   switch (tuned.kind) {
     case TunedWeights::Kind::kNone:
-    case TunedWeights::Kind::kTensors: return ApplyDense(VitFeatures(w, images, {}), w.head);
+    case TunedWeights::Kind::kTensors:
+      return ApplyDense(VitFeatures(w, images, {}), w.head);
     case TunedWeights::Kind::kSsf: {
       const std::vector<const SsfScales*> ssf(n, &tuned.ssf);
       return ApplyDense(VitFeatures(w, images, ssf), tuned.head);
     }
-    case TunedWeights::Kind::kPool: break;
+    case TunedWeights::Kind::kPool:
+      break;
   }
   if (options.batch_shared_ssf) {
     const std::vector<const SsfScales*> ssf(n, &shared_ssf);
@@ -90,7 +92,8 @@ RowMatrix VitInference::State::ChunkLogits(const RowMatrix& images, int64_t star
 VitInference::VitInference(std::unique_ptr<State> state) : state_(std::move(state)) {}
 VitInference::~VitInference() = default;
 
-Result<std::unique_ptr<VitInference>> VitInference::Create(const ParamSet& backbone, int64_t heads) {
+Result<std::unique_ptr<VitInference>> VitInference::Create(const ParamSet& backbone,
+                                                           int64_t heads) {
   auto state = std::make_unique<State>();
   FL_ASSIGN_OR_RETURN(state->base, ReadVitWeights(backbone, heads));
   state->backbone = backbone;
@@ -123,9 +126,12 @@ Status VitInference::SetTuned(const ParamSet& tuned, int64_t top_k) {
 
 int64_t VitInference::image_size() const { return state_->base.shape.image; }
 int64_t VitInference::num_classes() const { return state_->base.shape.classes; }
-int64_t VitInference::pool_entries() const { return static_cast<int64_t>(state_->tuned.pool.size()); }
+int64_t VitInference::pool_entries() const {
+  return static_cast<int64_t>(state_->tuned.pool.size());
+}
 
-InferenceOutput VitInference::Run(const uint8_t* pixels, int64_t n, const InferenceOptions& options) const {
+InferenceOutput VitInference::Run(const uint8_t* pixels, int64_t n,
+                                  const InferenceOptions& options) const {
   const State& s = *state_;
   const VitShape& shape = s.weights().shape;
   const int64_t per_image = shape.image * shape.image;
@@ -138,16 +144,19 @@ InferenceOutput VitInference::Run(const uint8_t* pixels, int64_t n, const Infere
     RowMatrix queries(n, shape.width);
     for (int64_t start = 0; start < n; start += kChunkImages) {
       const int64_t len = std::min(kChunkImages, n - start);
-      queries.middleRows(start, len) = VitFeatures(s.weights(), Normalized(pixels + start * per_image, len, per_image), {});
+      queries.middleRows(start, len) =
+          VitFeatures(s.weights(), Normalized(pixels + start * per_image, len, per_image), {});
     }
     out.entries = SelectEntries(queries, s.tuned.pool, options.top_k);
-    if (options.batch_shared_ssf) CombineEntries(s.tuned.pool, out.entries, &shared_ssf, &shared_head);
+    if (options.batch_shared_ssf)
+      CombineEntries(s.tuned.pool, out.entries, &shared_ssf, &shared_head);
   }
   for (int64_t start = 0; start < n; start += kChunkImages) {
     const int64_t len = std::min(kChunkImages, n - start);
-    const RowMatrix logits = s.ChunkLogits(Normalized(pixels + start * per_image, len, per_image), start,
-                                           options, out.entries, shared_ssf, shared_head);
-    std::memcpy(out.logits.data() + start * shape.classes, logits.data(), sizeof(float) * logits.size());
+    const RowMatrix logits = s.ChunkLogits(Normalized(pixels + start * per_image, len, per_image),
+                                           start, options, out.entries, shared_ssf, shared_head);
+    std::memcpy(out.logits.data() + start * shape.classes, logits.data(),
+                sizeof(float) * logits.size());
   }
   return out;
 }

@@ -39,7 +39,7 @@ class VitInference {
   // pool of fewer than top_k entries, leaving the previous part in place.
   Status SetTuned(const ParamSet& tuned, int64_t top_k);
 
-  int64_t image_size() const;    // pixels per side
+  int64_t image_size() const;  // pixels per side
   int64_t num_classes() const;
   int64_t pool_entries() const;  // 0 without a pool
 

@@ -39,7 +39,7 @@ struct KernelVit {
   int64_t patch = 0;
   int64_t width = 0;
   int64_t heads = 0;
-  KernelDense patch_embed;  // [width, patch * patch]
+  KernelDense patch_embed;     // [width, patch * patch]
   const float* cls = nullptr;  // [width]
   const float* pos = nullptr;  // [tokens, width]
   const KernelBlock* blocks = nullptr;

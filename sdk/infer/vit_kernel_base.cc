@@ -1,11 +1,10 @@
 // vit_kernel.inc for the build's target instruction set (the fallback everywhere).
 
-#include "infer/vit_kernel.h"
-
 #include <Eigen/Core>
+#include <cmath>
 #include <unsupported/Eigen/SpecialFunctions>
 
-#include <cmath>
+#include "infer/vit_kernel.h"
 
 namespace fl::internal::base {
 #include "infer/vit_kernel.inc"

@@ -46,7 +46,8 @@ Result<int64_t> PoolSize(const ParamSet& tuned) {
   int64_t entries = 0;
   for (const TensorSpec& t : tuned.layout().tensors()) {
     const int64_t i = PoolIndex(t.name);
-    if (i < 0) return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is unknown: " + kPoolNames);
+    if (i < 0)
+      return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is unknown: " + kPoolNames);
     if (i >= kMaxPoolEntries) {
       return Status::InvalidArgument("tuned tensor \"" + t.name + "\": a pool has at most " +
                                      std::to_string(kMaxPoolEntries) + " entries");
@@ -64,12 +65,13 @@ Status CheckNames(const ParamSet& tuned, const Expected& expected, bool require_
   for (const auto& [name, shape] : expected) want[name] = &shape;
   for (const TensorSpec& t : tuned.layout().tensors()) {
     auto it = want.find(t.name);
-    if (it == want.end()) return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is unknown: " + names);
+    if (it == want.end())
+      return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is unknown: " + names);
     if (t.shape != *it->second) {
       return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is " + ShapeText(t.shape) +
                                      " but the backbone (width " + std::to_string(s.width) + ", " +
-                                     std::to_string(s.classes) + " classes, depth " + std::to_string(s.depth) +
-                                     ") needs " + ShapeText(*it->second));
+                                     std::to_string(s.classes) + " classes, depth " +
+                                     std::to_string(s.depth) + ") needs " + ShapeText(*it->second));
     }
   }
   if (require_all) {
@@ -92,7 +94,8 @@ SsfScales ReadSsf(const ParamSet& tuned, const std::string& prefix, const VitSha
 }
 
 DenseLayer ReadHead(const ParamSet& tuned, const std::string& prefix, const VitShape& s) {
-  return {TensorMatrix(tuned, prefix + "head.weight", s.classes), TensorRow(tuned, prefix + "head.bias")};
+  return {TensorMatrix(tuned, prefix + "head.weight", s.classes),
+          TensorRow(tuned, prefix + "head.bias")};
 }
 
 bool AnyNameStartsWith(const ParamSet& p, const std::string& prefix) {
@@ -114,7 +117,8 @@ Result<TunedWeights> ReadPool(const ParamSet& tuned, const VitShape& s) {
   w.kind = TunedWeights::Kind::kPool;
   for (int64_t i = 0; i < entries; ++i) {
     const std::string prefix = "pool." + std::to_string(i) + ".";
-    w.pool.push_back({ReadSsf(tuned, prefix + "ssf.", s), TensorRow(tuned, prefix + "key"), ReadHead(tuned, prefix, s)});
+    w.pool.push_back({ReadSsf(tuned, prefix + "ssf.", s), TensorRow(tuned, prefix + "key"),
+                      ReadHead(tuned, prefix, s)});
   }
   return w;
 }

@@ -28,35 +28,46 @@ Result<VitShape> DeriveShape(const ParamSet& backbone, int64_t heads) {
   const Shape* pos = ShapeOf(backbone, "pos");
   const Shape* fc1 = ShapeOf(backbone, "blocks.0.fc1.weight");
   const Shape* head = ShapeOf(backbone, "head.weight");
-  const std::pair<const Shape*, const char*> needed[] = {
-      {cls, "cls"}, {embed, "patch_embed.weight"}, {pos, "pos"}, {fc1, "blocks.0.fc1.weight"},
-      {head, "head.weight"}};
+  const std::pair<const Shape*, const char*> needed[] = {{cls, "cls"},
+                                                         {embed, "patch_embed.weight"},
+                                                         {pos, "pos"},
+                                                         {fc1, "blocks.0.fc1.weight"},
+                                                         {head, "head.weight"}};
   for (const auto& [tensor, name] : needed) {
     if (tensor == nullptr) return NotAVit(std::string("no tensor \"") + name + "\"");
   }
-  if (cls->size() != 3 || (*cls)[2] < 1) return NotAVit("\"cls\" is " + ShapeText(*cls) + ", not [1,1,width]");
+  if (cls->size() != 3 || (*cls)[2] < 1)
+    return NotAVit("\"cls\" is " + ShapeText(*cls) + ", not [1,1,width]");
   VitShape s;
   s.width = (*cls)[2];
   if (embed->size() != 4 || (*embed)[2] != (*embed)[3] || (*embed)[2] < 1) {
-    return NotAVit("\"patch_embed.weight\" is " + ShapeText(*embed) + ", not [width,1,patch,patch]");
+    return NotAVit("\"patch_embed.weight\" is " + ShapeText(*embed) +
+                   ", not [width,1,patch,patch]");
   }
   s.patch = (*embed)[2];
-  if (pos->size() != 3 || (*pos)[1] < 2) return NotAVit("\"pos\" is " + ShapeText(*pos) + ", not [1,tokens,width]");
-  const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>((*pos)[1] - 1))));
+  if (pos->size() != 3 || (*pos)[1] < 2)
+    return NotAVit("\"pos\" is " + ShapeText(*pos) + ", not [1,tokens,width]");
+  const auto side =
+      static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>((*pos)[1] - 1))));
   if (side * side + 1 != (*pos)[1]) {
-    return NotAVit("\"pos\" has " + std::to_string((*pos)[1]) + " tokens, not a square number of patches plus CLS");
+    return NotAVit("\"pos\" has " + std::to_string((*pos)[1]) +
+                   " tokens, not a square number of patches plus CLS");
   }
   s.image = side * s.patch;
   if (fc1->size() != 2 || (*fc1)[0] % s.width != 0 || (*fc1)[0] < s.width) {
-    return NotAVit("\"blocks.0.fc1.weight\" is " + ShapeText(*fc1) + ", not [mlp_ratio*width,width]");
+    return NotAVit("\"blocks.0.fc1.weight\" is " + ShapeText(*fc1) +
+                   ", not [mlp_ratio*width,width]");
   }
   s.mlp_ratio = (*fc1)[0] / s.width;
-  if (head->size() != 2 || (*head)[0] < 1) return NotAVit("\"head.weight\" is " + ShapeText(*head) + ", not [classes,width]");
+  if (head->size() != 2 || (*head)[0] < 1)
+    return NotAVit("\"head.weight\" is " + ShapeText(*head) + ", not [classes,width]");
   s.classes = (*head)[0];
-  while (ShapeOf(backbone, "blocks." + std::to_string(s.depth) + ".norm1.weight") != nullptr) ++s.depth;
+  while (ShapeOf(backbone, "blocks." + std::to_string(s.depth) + ".norm1.weight") != nullptr)
+    ++s.depth;
   if (s.depth == 0) return NotAVit("no tensor \"blocks.0.norm1.weight\"");
   if (heads < 1 || s.width % heads != 0) {
-    return Status::InvalidArgument("heads " + std::to_string(heads) + " does not divide the backbone's width " +
+    return Status::InvalidArgument("heads " + std::to_string(heads) +
+                                   " does not divide the backbone's width " +
                                    std::to_string(s.width));
   }
   s.heads = heads;
@@ -99,13 +110,15 @@ Status CheckTensors(const ParamSet& backbone, const VitShape& s) {
     const Shape* got = ShapeOf(backbone, name);
     if (got == nullptr) return NotAVit("no tensor \"" + name + "\"");
     if (*got != shape) {
-      return Status::InvalidArgument("backbone tensor \"" + name + "\" is " + ShapeText(*got) + "; a TinyVit of width " +
-                                     std::to_string(s.width) + " with its other tensors needs " + ShapeText(shape));
+      return Status::InvalidArgument("backbone tensor \"" + name + "\" is " + ShapeText(*got) +
+                                     "; a TinyVit of width " + std::to_string(s.width) +
+                                     " with its other tensors needs " + ShapeText(shape));
     }
     expected.insert(name);
   }
   for (const TensorSpec& t : backbone.layout().tensors()) {
-    if (expected.count(t.name) == 0) return NotAVit("it has a tensor \"" + t.name + "\" a TinyVit does not");
+    if (expected.count(t.name) == 0)
+      return NotAVit("it has a tensor \"" + t.name + "\" a TinyVit does not");
   }
   return Status::Ok();
 }
@@ -155,7 +168,8 @@ Result<VitWeights> ReadVitWeights(const ParamSet& backbone, int64_t heads) {
     const std::string b = "blocks." + std::to_string(j) + ".";
     w.blocks.push_back({Norm(backbone, b + "norm1"), Dense(backbone, b + "qkv", 3 * s.width),
                         Dense(backbone, b + "proj", s.width), Norm(backbone, b + "norm2"),
-                        Dense(backbone, b + "fc1", s.hidden()), Dense(backbone, b + "fc2", s.width)});
+                        Dense(backbone, b + "fc1", s.hidden()),
+                        Dense(backbone, b + "fc2", s.width)});
   }
   w.norm = Norm(backbone, "norm");
   w.head = Dense(backbone, "head", s.classes);

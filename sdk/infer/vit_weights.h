@@ -6,7 +6,6 @@
 // to fl_infer: only its .cc files include Eigen.
 
 #include <Eigen/Core>
-
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -65,7 +64,7 @@ struct VitWeights {
   RowMatrix pos;           // [tokens, width]
   std::vector<VitBlockWeights> blocks;
   LayerNormWeights norm;
-  DenseLayer head;         // [classes, width]
+  DenseLayer head;  // [classes, width]
 };
 
 // Reads a whole TinyVit ("patch_embed.weight", "cls", "pos", "blocks.<j>.<layer>...",

@@ -27,8 +27,8 @@ namespace {
 constexpr int64_t kBatch = 64;
 
 struct Setup {
-  std::vector<uint8_t> pixels;   // kBatch raw images
-  std::vector<float> normalized; // the same, as VitTrainer::Predict takes them
+  std::vector<uint8_t> pixels;    // kBatch raw images
+  std::vector<float> normalized;  // the same, as VitTrainer::Predict takes them
   ParamSet backbone;
   ParamSet pool;
   std::unique_ptr<VitTrainer> torch_full;
@@ -53,12 +53,15 @@ Setup* Shared() {
     Result<ImageDataset> test = LoadMnistFormat(FL_FASHION_MNIST_DIR, DatasetSplit::kTest);
     if (!test.ok()) std::abort();
     s->pixels.assign(test->images.begin(), test->images.begin() + kBatch * 28 * 28);
-    for (uint8_t p : s->pixels) s->normalized.push_back((static_cast<float>(p) / 255.0f - 0.2860f) / 0.3530f);
+    for (uint8_t p : s->pixels)
+      s->normalized.push_back((static_cast<float>(p) / 255.0f - 0.2860f) / 0.3530f);
     VitTrainerOptions full = Options(VitTuning::kFull);
     full.init_seed = 7;
     s->torch_full = std::move(VitTrainer::Create(full, nullptr, nullptr, nullptr)).value();
     if (!s->torch_full->GetFullModel(&s->backbone).ok()) std::abort();
-    s->torch_pool = std::move(VitTrainer::Create(Options(VitTuning::kSsfPool), &s->backbone, nullptr, nullptr)).value();
+    s->torch_pool =
+        std::move(VitTrainer::Create(Options(VitTuning::kSsfPool), &s->backbone, nullptr, nullptr))
+            .value();
     if (!s->torch_pool->GetParameters(&s->pool).ok()) std::abort();
     return s;
   }();
@@ -68,7 +71,8 @@ Setup* Shared() {
 void BM_Predictor(benchmark::State& state) {
   Setup* s = Shared();
   const bool fedins = state.range(0) == 1;
-  auto predictor = AdaptivePredictor::Create(s->backbone, fedins ? s->pool : ParamSet(), PredictorOptions{});
+  auto predictor =
+      AdaptivePredictor::Create(s->backbone, fedins ? s->pool : ParamSet(), PredictorOptions{});
   if (!predictor.ok()) {
     state.SkipWithError(predictor.status().ToString().c_str());
     return;

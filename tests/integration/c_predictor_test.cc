@@ -80,9 +80,13 @@ ParamSet RandomPool(uint32_t seed) {
     std::vector<std::pair<std::string, int64_t>> points = {{"embed", kWidth}};
     for (int64_t j = 0; j < kDepth; ++j) {
       const std::string b = "blocks." + std::to_string(j) + ".";
-      for (const auto& [name, dim] : std::vector<std::pair<std::string, int64_t>>{
-               {"norm1", kWidth}, {"qkv", 3 * kWidth}, {"proj", kWidth}, {"norm2", kWidth},
-               {"fc1", kHidden}, {"fc2", kWidth}}) {
+      for (const auto& [name, dim] :
+           std::vector<std::pair<std::string, int64_t>>{{"norm1", kWidth},
+                                                        {"qkv", 3 * kWidth},
+                                                        {"proj", kWidth},
+                                                        {"norm2", kWidth},
+                                                        {"fc1", kHidden},
+                                                        {"fc2", kWidth}}) {
         points.push_back({b + name, dim});
       }
     }
@@ -134,7 +138,8 @@ class CPredictorTest : public ::testing::Test {
 
 TEST_F(CPredictorTest, PredictsAsTheCppApiAndSwapsTheTunedPart) {
   fl_predictor* p = nullptr;
-  ASSERT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads, kTopK, &p),
+  ASSERT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads,
+                                kTopK, &p),
             FL_OK)
       << fl_last_error();
   EXPECT_EQ(fl_predictor_num_classes(p), kClasses);
@@ -143,14 +148,19 @@ TEST_F(CPredictorTest, PredictsAsTheCppApiAndSwapsTheTunedPart) {
 
   std::vector<int32_t> labels(kImages), entries(kImages * kTopK);
   std::vector<float> logits(kImages * kClasses);
-  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, labels.data(), logits.data(), entries.data()), FL_OK)
+  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, labels.data(), logits.data(),
+                                 entries.data()),
+            FL_OK)
       << fl_last_error();
   const std::vector<Prediction> want = Expected(pool_);
   std::set<std::vector<int32_t>> distinct;
   for (size_t i = 0; i < kImages; ++i) {
     EXPECT_EQ(labels[i], want[i].label);
-    EXPECT_EQ(std::vector<float>(logits.begin() + i * kClasses, logits.begin() + (i + 1) * kClasses), want[i].logits);
-    const std::vector<int32_t> chosen(entries.begin() + i * kTopK, entries.begin() + (i + 1) * kTopK);
+    EXPECT_EQ(
+        std::vector<float>(logits.begin() + i * kClasses, logits.begin() + (i + 1) * kClasses),
+        want[i].logits);
+    const std::vector<int32_t> chosen(entries.begin() + i * kTopK,
+                                      entries.begin() + (i + 1) * kTopK);
     EXPECT_EQ(chosen, want[i].entries);
     distinct.insert(chosen);
   }
@@ -158,14 +168,17 @@ TEST_F(CPredictorTest, PredictsAsTheCppApiAndSwapsTheTunedPart) {
 
   // Labels alone.
   std::vector<int32_t> only_labels(kImages);
-  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, only_labels.data(), nullptr, nullptr), FL_OK);
+  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, only_labels.data(), nullptr, nullptr),
+            FL_OK);
   EXPECT_EQ(only_labels, labels);
 
   // A newer pool after a round, then the backbone alone (entries -1).
   const ParamSet newer = RandomPool(9);
   ASSERT_TRUE(WriteModelFile(Path("pool-2.flps"), newer).ok());
   ASSERT_EQ(fl_predictor_set_tuned(p, Path("pool-2.flps").c_str()), FL_OK) << fl_last_error();
-  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, labels.data(), logits.data(), entries.data()), FL_OK);
+  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, labels.data(), logits.data(),
+                                 entries.data()),
+            FL_OK);
   const std::vector<Prediction> want_newer = Expected(newer);
   for (size_t i = 0; i < kImages; ++i) {
     EXPECT_EQ(logits[i * kClasses], want_newer[i].logits[0]);
@@ -173,7 +186,9 @@ TEST_F(CPredictorTest, PredictsAsTheCppApiAndSwapsTheTunedPart) {
   }
   ASSERT_EQ(fl_predictor_set_tuned(p, nullptr), FL_OK);
   EXPECT_EQ(fl_predictor_pool_entries(p), 0);
-  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, labels.data(), logits.data(), entries.data()), FL_OK);
+  ASSERT_EQ(fl_predictor_predict(p, pixels_.data(), kImages, labels.data(), logits.data(),
+                                 entries.data()),
+            FL_OK);
   const std::vector<Prediction> want_plain = Expected(ParamSet());
   for (size_t i = 0; i < kImages; ++i) {
     EXPECT_EQ(labels[i], want_plain[i].label);
@@ -188,33 +203,45 @@ TEST_F(CPredictorTest, RefusesWithCodesAndMessages) {
   EXPECT_EQ(fl_predictor_create(nullptr, nullptr, kHeads, kTopK, &p), FL_EINVALID_ARGUMENT);
   EXPECT_EQ(p, nullptr);
   EXPECT_THAT(fl_last_error(), HasSubstr("backbone_path is NULL"));
-  EXPECT_EQ(fl_predictor_create(Path("missing.flps").c_str(), nullptr, kHeads, kTopK, &p), FL_ENOT_FOUND);
+  EXPECT_EQ(fl_predictor_create(Path("missing.flps").c_str(), nullptr, kHeads, kTopK, &p),
+            FL_ENOT_FOUND);
   {
     std::ofstream(Path("garbage.flps")) << "not a model";
     // A model file cut short.
     std::string bytes(std::filesystem::file_size(Path("backbone.flps")), '\0');
-    std::ifstream(Path("backbone.flps"), std::ios::binary).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    std::ifstream(Path("backbone.flps"), std::ios::binary)
+        .read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     std::ofstream(Path("cut.flps"), std::ios::binary) << bytes.substr(0, bytes.size() - 10);
   }
-  EXPECT_EQ(fl_predictor_create(Path("garbage.flps").c_str(), nullptr, kHeads, kTopK, &p), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_predictor_create(Path("garbage.flps").c_str(), nullptr, kHeads, kTopK, &p),
+            FL_EINVALID_ARGUMENT);
   EXPECT_THAT(fl_last_error(), HasSubstr("garbage.flps"));
-  EXPECT_EQ(fl_predictor_create(Path("cut.flps").c_str(), nullptr, kHeads, kTopK, &p), FL_EDATA_LOSS);
-  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("cut.flps").c_str(), kHeads, kTopK, &p),
+  EXPECT_EQ(fl_predictor_create(Path("cut.flps").c_str(), nullptr, kHeads, kTopK, &p),
             FL_EDATA_LOSS);
-  EXPECT_EQ(fl_predictor_create(Path("pool.flps").c_str(), nullptr, kHeads, kTopK, &p), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("cut.flps").c_str(), kHeads,
+                                kTopK, &p),
+            FL_EDATA_LOSS);
+  EXPECT_EQ(fl_predictor_create(Path("pool.flps").c_str(), nullptr, kHeads, kTopK, &p),
+            FL_EINVALID_ARGUMENT);
   EXPECT_THAT(fl_last_error(), HasSubstr("not a TinyVit"));
-  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads, 0, &p),
-            FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(
+      fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads, 0, &p),
+      FL_EINVALID_ARGUMENT);
   EXPECT_THAT(fl_last_error(), HasSubstr("top_k must be >= 1"));
-  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads, 5, &p),
-            FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(
+      fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads, 5, &p),
+      FL_EINVALID_ARGUMENT);
   EXPECT_THAT(fl_last_error(), HasSubstr("top_k 5 exceeds the pool's 4 entries"));
-  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), nullptr, 3, kTopK, &p), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), nullptr, 3, kTopK, &p),
+            FL_EINVALID_ARGUMENT);
   EXPECT_THAT(fl_last_error(), HasSubstr("heads 3 does not divide"));
-  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads, kTopK, nullptr),
+  EXPECT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads,
+                                kTopK, nullptr),
             FL_EINVALID_ARGUMENT);
 
-  ASSERT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads, kTopK, &p), FL_OK);
+  ASSERT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads,
+                                kTopK, &p),
+            FL_OK);
   // A backbone as the tuned part of itself is fine (all its tensors replace their own);
   // a tuned part of another width is not, and the pool stays.
   Layout narrow;
@@ -225,9 +252,11 @@ TEST_F(CPredictorTest, RefusesWithCodesAndMessages) {
   EXPECT_EQ(fl_predictor_pool_entries(p), kEntries);
   int32_t label = 0;
   EXPECT_EQ(fl_predictor_predict(p, nullptr, 1, &label, nullptr, nullptr), FL_EINVALID_ARGUMENT);
-  EXPECT_EQ(fl_predictor_predict(p, pixels_.data(), 1, nullptr, nullptr, nullptr), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_predictor_predict(p, pixels_.data(), 1, nullptr, nullptr, nullptr),
+            FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_predictor_predict(p, nullptr, 0, nullptr, nullptr, nullptr), FL_OK);
-  EXPECT_EQ(fl_predictor_predict(nullptr, pixels_.data(), 1, &label, nullptr, nullptr), FL_EINVALID_ARGUMENT);
+  EXPECT_EQ(fl_predictor_predict(nullptr, pixels_.data(), 1, &label, nullptr, nullptr),
+            FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_predictor_set_tuned(nullptr, nullptr), FL_EINVALID_ARGUMENT);
   EXPECT_EQ(fl_predictor_num_classes(nullptr), 0);
   fl_predictor_free(p);

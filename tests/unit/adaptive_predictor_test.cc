@@ -4,15 +4,15 @@
 
 #include "fl/adaptive_predictor.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <numeric>
 #include <set>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "data/idx_reader.h"
 #include "infer/vit_kernel.h"
@@ -55,7 +55,8 @@ ParamSet Subset(const ParamSet& params, const std::function<bool(const std::stri
   }
   ParamSet out(layout);
   for (size_t i = 0; i < layout.num_tensors(); ++i) {
-    const auto from = params.tensor(static_cast<size_t>(params.layout().Find(layout.tensors()[i].name)));
+    const auto from =
+        params.tensor(static_cast<size_t>(params.layout().Find(layout.tensors()[i].name)));
     std::copy(from.begin(), from.end(), out.tensor(i).begin());
   }
   return out;
@@ -124,7 +125,8 @@ class AdaptivePredictorTest : public ::testing::Test {
     return t;
   }
 
-  static std::unique_ptr<AdaptivePredictor> Predictor(const ParamSet& backbone, const ParamSet& tuned,
+  static std::unique_ptr<AdaptivePredictor> Predictor(const ParamSet& backbone,
+                                                      const ParamSet& tuned,
                                                       const PredictorOptions& options) {
     auto p = AdaptivePredictor::Create(backbone, tuned, options);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
@@ -157,7 +159,8 @@ class AdaptivePredictorTest : public ::testing::Test {
       for (size_t c = 0; c < got[i].logits.size(); ++c) {
         const float diff = std::abs(got[i].logits[c] - want[i].logits[c]);
         worst = std::max(worst, diff);
-        ASSERT_LE(diff, 1e-4f + 1e-4f * std::abs(want[i].logits[c])) << "image " << i << " class " << c;
+        ASSERT_LE(diff, 1e-4f + 1e-4f * std::abs(want[i].logits[c]))
+            << "image " << i << " class " << c;
       }
       EXPECT_EQ(got[i].label, want[i].label) << "image " << i;
       EXPECT_EQ(got[i].entries, want[i].entries) << "image " << i;
@@ -279,13 +282,15 @@ TEST_F(AdaptivePredictorTest, VitTinySsfTuningMatches) {
   std::unique_ptr<VitTrainer> t = Tuned(Options("vit-tiny", VitTuning::kSsf), backbone);
   ParamSet tuned;
   ASSERT_TRUE(t->GetParameters(&tuned).ok());
-  ExpectSame(PredictAll(*Predictor(backbone, tuned, PredictorOptions{}), kTestImages), Reference(t.get()));
+  ExpectSame(PredictAll(*Predictor(backbone, tuned, PredictorOptions{}), kTestImages),
+             Reference(t.get()));
 }
 
 // The engine runs an AVX2 copy of the forward pass where the CPU has it; the baseline
 // copy must match the reference as well.
 TEST_F(AdaptivePredictorTest, BaselineInstructionSetCopyMatchesToo) {
-  std::cout << "active copy: " << (internal::ActiveInferIsa() == internal::InferIsa::kAvx2 ? "avx2" : "baseline")
+  std::cout << "active copy: "
+            << (internal::ActiveInferIsa() == internal::InferIsa::kAvx2 ? "avx2" : "baseline")
             << "\n";
   const ParamSet backbone = Backbone(kSmallVit);
   std::unique_ptr<VitTrainer> t = Tuned(Options(kSmallVit, VitTuning::kSsfPool), backbone);
@@ -329,8 +334,9 @@ TEST_F(AdaptivePredictorTest, RefusesABackboneThatIsNotATinyVit) {
   EXPECT_THAT(refused.status().message(), HasSubstr("not a TinyVit: no tensor \"cls\""));
 
   const ParamSet backbone = Backbone(kSmallVit);
-  auto no_norm = AdaptivePredictor::Create(Subset(backbone, [](const std::string& n) { return n != "norm.bias"; }),
-                                           ParamSet(), SmallOptions());
+  auto no_norm = AdaptivePredictor::Create(
+      Subset(backbone, [](const std::string& n) { return n != "norm.bias"; }), ParamSet(),
+      SmallOptions());
   EXPECT_EQ(no_norm.status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(no_norm.status().message(), HasSubstr("\"norm.bias\""));
 
@@ -338,7 +344,8 @@ TEST_F(AdaptivePredictorTest, RefusesABackboneThatIsNotATinyVit) {
   three_heads.heads = 3;
   auto bad_heads = AdaptivePredictor::Create(backbone, ParamSet(), three_heads);
   EXPECT_EQ(bad_heads.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad_heads.status().message(), HasSubstr("heads 3 does not divide the backbone's width 32"));
+  EXPECT_THAT(bad_heads.status().message(),
+              HasSubstr("heads 3 does not divide the backbone's width 32"));
 }
 
 TEST_F(AdaptivePredictorTest, RefusesTunedSetsThatDoNotFitTheBackbone) {
@@ -349,13 +356,15 @@ TEST_F(AdaptivePredictorTest, RefusesTunedSetsThatDoNotFitTheBackbone) {
   ASSERT_TRUE(other->GetParameters(&wide_pool).ok());
   auto shapes = AdaptivePredictor::Create(backbone, wide_pool, SmallOptions());
   EXPECT_EQ(shapes.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_THAT(shapes.status().message(), HasSubstr("but the backbone (width 32, 10 classes, depth 2) needs"));
+  EXPECT_THAT(shapes.status().message(),
+              HasSubstr("but the backbone (width 32, 10 classes, depth 2) needs"));
 
   std::unique_ptr<VitTrainer> t = New(Options(kSmallVit, VitTuning::kSsfPool), &backbone);
   ParamSet pool;
   ASSERT_TRUE(t->GetParameters(&pool).ok());
   auto missing = AdaptivePredictor::Create(
-      backbone, Subset(pool, [](const std::string& n) { return n != "pool.3.key"; }), SmallOptions());
+      backbone, Subset(pool, [](const std::string& n) { return n != "pool.3.key"; }),
+      SmallOptions());
   EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(missing.status().message(), HasSubstr("lacks \"pool.3.key\""));
 
@@ -376,7 +385,8 @@ TEST_F(AdaptivePredictorTest, RefusesTunedSetsThatDoNotFitTheBackbone) {
   ParamSet ssf_set;
   ASSERT_TRUE(ssf->GetParameters(&ssf_set).ok());
   auto no_head = AdaptivePredictor::Create(
-      backbone, Subset(ssf_set, [](const std::string& n) { return n.rfind("head.", 0) != 0; }), SmallOptions());
+      backbone, Subset(ssf_set, [](const std::string& n) { return n.rfind("head.", 0) != 0; }),
+      SmallOptions());
   EXPECT_EQ(no_head.status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(no_head.status().message(), HasSubstr("lacks \"head.weight\""));
 }
@@ -402,7 +412,9 @@ TEST_F(AdaptivePredictorTest, RefusesABadTopKAndKeepsThePreviousPool) {
   std::unique_ptr<AdaptivePredictor> p = Predictor(backbone, pool, three);
   ASSERT_NE(p, nullptr);
   const std::vector<Prediction> before = PredictAll(*p, 100);
-  ParamSet small_pool = Subset(pool, [](const std::string& n) { return n.rfind("pool.0.", 0) == 0 || n.rfind("pool.1.", 0) == 0; });
+  ParamSet small_pool = Subset(pool, [](const std::string& n) {
+    return n.rfind("pool.0.", 0) == 0 || n.rfind("pool.1.", 0) == 0;
+  });
   EXPECT_EQ(p->SetTuned(small_pool).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(p->pool_entries(), 5);
   const std::vector<Prediction> after = PredictAll(*p, 100);

@@ -74,7 +74,7 @@ class FL_EXPORT AdaptivePredictor {
   // InvalidArgument if pixels is null while count > 0.
   Result<std::vector<Prediction>> Predict(const uint8_t* pixels, size_t count) const;
 
-  int image_size() const;    // pixels per side (28 for W3's ViTs)
+  int image_size() const;  // pixels per side (28 for W3's ViTs)
   int num_classes() const;
   int pool_entries() const;  // of the tuned pool; 0 without one
   const PredictorOptions& options() const;
