@@ -578,7 +578,8 @@ int fl_predictor_create(const char* backbone_path, const char* tuned_path, int32
   return Guard("fl_predictor_create", [&]() -> int {
     if (out == nullptr) return Fail(FL_EINVALID_ARGUMENT, "fl_predictor_create: out is NULL");
     *out = nullptr;
-    fl::Result<fl::ParamSet> backbone = ReadModel(backbone_path, "backbone_path", /*null_is_empty=*/false);
+    fl::Result<fl::ParamSet> backbone =
+        ReadModel(backbone_path, "backbone_path", /*null_is_empty=*/false);
     if (!backbone.ok()) return FromStatus(backbone.status().WithContext("fl_predictor_create"));
     fl::Result<fl::ParamSet> tuned = ReadModel(tuned_path, "tuned_path", /*null_is_empty=*/true);
     if (!tuned.ok()) return FromStatus(tuned.status().WithContext("fl_predictor_create"));
@@ -599,7 +600,8 @@ void fl_predictor_free(fl_predictor* predictor) { delete predictor; }
 
 int fl_predictor_set_tuned(fl_predictor* predictor, const char* tuned_path) {
   return Guard("fl_predictor_set_tuned", [&]() -> int {
-    if (predictor == nullptr) return Fail(FL_EINVALID_ARGUMENT, "fl_predictor_set_tuned: predictor is NULL");
+    if (predictor == nullptr)
+      return Fail(FL_EINVALID_ARGUMENT, "fl_predictor_set_tuned: predictor is NULL");
     fl::Result<fl::ParamSet> tuned = ReadModel(tuned_path, "tuned_path", /*null_is_empty=*/true);
     if (!tuned.ok()) return FromStatus(tuned.status().WithContext("fl_predictor_set_tuned"));
     return FromStatus(predictor->predictor->SetTuned(*tuned).WithContext("fl_predictor_set_tuned"));
@@ -626,14 +628,17 @@ int fl_predictor_predict(const fl_predictor* predictor, const uint8_t* pixels, s
     if (count > 0 && (pixels == nullptr || labels == nullptr)) {
       return Fail(FL_EINVALID_ARGUMENT, fn + "pixels and labels must not be NULL");
     }
-    fl::Result<std::vector<fl::Prediction>> predictions = predictor->predictor->Predict(pixels, count);
-    if (!predictions.ok()) return FromStatus(predictions.status().WithContext("fl_predictor_predict"));
+    fl::Result<std::vector<fl::Prediction>> predictions =
+        predictor->predictor->Predict(pixels, count);
+    if (!predictions.ok())
+      return FromStatus(predictions.status().WithContext("fl_predictor_predict"));
     const auto classes = static_cast<size_t>(predictor->predictor->num_classes());
     const auto k = static_cast<size_t>(predictor->predictor->options().top_k);
     for (size_t i = 0; i < count; ++i) {
       const fl::Prediction& p = (*predictions)[i];
       labels[i] = p.label;
-      if (logits != nullptr) std::memcpy(logits + i * classes, p.logits.data(), classes * sizeof(float));
+      if (logits != nullptr)
+        std::memcpy(logits + i * classes, p.logits.data(), classes * sizeof(float));
       if (entries != nullptr) {
         for (size_t j = 0; j < k; ++j) entries[i * k + j] = p.entries.empty() ? -1 : p.entries[j];
       }
