@@ -1,15 +1,16 @@
 // Predictions per second of W3's vit-tiny (width 128, depth 4, heads 4) on a batch of 64
 // Fashion-MNIST test images, single-threaded, in one binary:
 //
-//   BM_Predictor/plain    fl::AdaptivePredictor (Eigen, no LibTorch), backbone alone
-//   BM_Predictor/fedins   fl::AdaptivePredictor with a 10-entry FedIns pool, top_k 3
-//   BM_Torch/full         VitTrainer::Predict (LibTorch), tuning full: one plain forward
-//   BM_Torch/fedins       VitTrainer::Predict with the same pool: query pass + SSF pass
+//   BM_Predictor/fedins:0  fl::AdaptivePredictor (Eigen, no LibTorch), backbone alone
+//   BM_Predictor/fedins:1  fl::AdaptivePredictor with a 10-entry FedIns pool, top_k 3
+//   BM_Torch/fedins:0      VitTrainer::Predict (LibTorch), tuning full: one plain forward
+//   BM_Torch/fedins:1      VitTrainer::Predict with the same pool: query pass + SSF pass
 //
 //   predict_bench --benchmark_min_time=2
 //
 // items_per_second is images per second. A FedIns prediction costs two forward passes
-// (the query without SSF, then the per-instance SSF one), so fedins/plain ~ 1/2.
+// (the query without SSF, then the per-instance SSF one), so fedins:1/fedins:0 ~ 1/2.
+// The predictor runs its AVX2 copy where the CPU has AVX2 and FMA (vit_kernel.h).
 
 #include <benchmark/benchmark.h>
 

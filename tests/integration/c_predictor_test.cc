@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fl/adaptive_predictor.h"
@@ -196,6 +197,33 @@ TEST_F(CPredictorTest, PredictsAsTheCppApiAndSwapsTheTunedPart) {
   }
   fl_predictor_free(p);
   fl_predictor_free(nullptr);
+}
+
+TEST_F(CPredictorTest, PredictsOnSeveralThreadsAtOnce) {
+  fl_predictor* p = nullptr;
+  ASSERT_EQ(fl_predictor_create(Path("backbone.flps").c_str(), Path("pool.flps").c_str(), kHeads,
+                                kTopK, &p),
+            FL_OK);
+  const std::vector<Prediction> want = Expected(pool_);
+  std::vector<std::vector<float>> logits(4, std::vector<float>(kImages * kClasses));
+  std::vector<int> codes(4, -1);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < logits.size(); ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<int32_t> labels(kImages);
+      for (int round = 0; round < 5; ++round) {
+        codes[t] = fl_predictor_predict(p, pixels_.data(), kImages, labels.data(), logits[t].data(),
+                                        nullptr);
+        if (codes[t] != FL_OK) break;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (size_t t = 0; t < logits.size(); ++t) {
+    ASSERT_EQ(codes[t], FL_OK);
+    for (size_t i = 0; i < kImages; ++i) EXPECT_EQ(logits[t][i * kClasses], want[i].logits[0]);
+  }
+  fl_predictor_free(p);
 }
 
 TEST_F(CPredictorTest, RefusesWithCodesAndMessages) {
