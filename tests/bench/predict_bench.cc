@@ -1,8 +1,9 @@
 // Predictions per second of W3's vit-tiny (width 128, depth 4, heads 4) on a batch of 64
 // Fashion-MNIST test images, single-threaded, in one binary:
 //
-//   BM_Predictor/fedins:0  fl::AdaptivePredictor (Eigen, no LibTorch), backbone alone
-//   BM_Predictor/fedins:1  fl::AdaptivePredictor with a 10-entry FedIns pool, top_k 3
+//   BM_Predictor/fedins:0/simd:1  fl::AdaptivePredictor (Eigen, no LibTorch), backbone alone
+//   BM_Predictor/fedins:1/simd:1  fl::AdaptivePredictor with a 10-entry FedIns pool, top_k 3
+//   BM_Predictor/.../simd:0       the same on the baseline copy of the kernel (SSE2 on x86-64)
 //   BM_Torch/fedins:0      VitTrainer::Predict (LibTorch), tuning full: one plain forward
 //   BM_Torch/fedins:1      VitTrainer::Predict with the same pool: query pass + SSF pass
 //
@@ -10,7 +11,7 @@
 //
 // items_per_second is images per second. A FedIns prediction costs two forward passes
 // (the query without SSF, then the per-instance SSF one), so fedins:1/fedins:0 ~ 1/2.
-// The predictor runs its AVX2 copy where the CPU has AVX2 and FMA (vit_kernel.h).
+// simd:1 is the copy the CPU gets by default: AVX2 + FMA where it has them (vit_kernel.h).
 
 #include <benchmark/benchmark.h>
 
@@ -19,6 +20,7 @@
 
 #include "data/idx_reader.h"
 #include "fl/adaptive_predictor.h"
+#include "infer/vit_kernel.h"
 #include "torch/torch_trainer.h"
 #include "torch/vit_trainer.h"
 
@@ -78,13 +80,18 @@ void BM_Predictor(benchmark::State& state) {
     state.SkipWithError(predictor.status().ToString().c_str());
     return;
   }
+  LimitInferIsa(state.range(1) == 1 ? InferIsa::kAvx2 : InferIsa::kBaseline);
   for (auto _ : state) {
     auto out = (*predictor)->Predict(s->pixels.data(), kBatch);
     benchmark::DoNotOptimize(out);
   }
+  LimitInferIsa(InferIsa::kAvx2);
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
-BENCHMARK(BM_Predictor)->ArgName("fedins")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Predictor)
+    ->ArgNames({"fedins", "simd"})
+    ->ArgsProduct({{0, 1}, {1, 0}})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Torch(benchmark::State& state) {
   Setup* s = Shared();
