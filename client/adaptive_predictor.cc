@@ -15,8 +15,9 @@ namespace {
 // Without a pool top_k is unused, but a bad one is refused at once rather than when a
 // pool arrives (the engine checks it against each pool's size).
 Status CheckTopK(int top_k) {
-  if (top_k < 1)
+  if (top_k < 1) {
     return Status::InvalidArgument("top_k must be >= 1 (got " + std::to_string(top_k) + ")");
+  }
   return Status::Ok();
 }
 
@@ -50,8 +51,9 @@ Status AdaptivePredictor::SetTuned(const ParamSet& tuned) {
 Result<std::vector<Prediction>> AdaptivePredictor::Predict(const uint8_t* pixels,
                                                            size_t count) const {
   if (count == 0) return std::vector<Prediction>();
-  if (pixels == nullptr)
+  if (pixels == nullptr) {
     return Status::InvalidArgument("AdaptivePredictor::Predict: pixels is null");
+  }
   const internal::VitInference& engine = *impl_->engine;
   const auto per_image = static_cast<size_t>(engine.image_size() * engine.image_size());
   if (count > std::numeric_limits<size_t>::max() / per_image / sizeof(float)) {

@@ -148,8 +148,9 @@ InferenceOutput VitInference::Run(const uint8_t* pixels, int64_t n,
           VitFeatures(s.weights(), Normalized(pixels + start * per_image, len, per_image), {});
     }
     out.entries = SelectEntries(queries, s.tuned.pool, options.top_k);
-    if (options.batch_shared_ssf)
+    if (options.batch_shared_ssf) {
       CombineEntries(s.tuned.pool, out.entries, &shared_ssf, &shared_head);
+    }
   }
   for (int64_t start = 0; start < n; start += kChunkImages) {
     const int64_t len = std::min(kChunkImages, n - start);

@@ -46,8 +46,9 @@ Result<int64_t> PoolSize(const ParamSet& tuned) {
   int64_t entries = 0;
   for (const TensorSpec& t : tuned.layout().tensors()) {
     const int64_t i = PoolIndex(t.name);
-    if (i < 0)
+    if (i < 0) {
       return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is unknown: " + kPoolNames);
+    }
     if (i >= kMaxPoolEntries) {
       return Status::InvalidArgument("tuned tensor \"" + t.name + "\": a pool has at most " +
                                      std::to_string(kMaxPoolEntries) + " entries");
@@ -65,8 +66,9 @@ Status CheckNames(const ParamSet& tuned, const Expected& expected, bool require_
   for (const auto& [name, shape] : expected) want[name] = &shape;
   for (const TensorSpec& t : tuned.layout().tensors()) {
     auto it = want.find(t.name);
-    if (it == want.end())
+    if (it == want.end()) {
       return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is unknown: " + names);
+    }
     if (t.shape != *it->second) {
       return Status::InvalidArgument("tuned tensor \"" + t.name + "\" is " + ShapeText(t.shape) +
                                      " but the backbone (width " + std::to_string(s.width) + ", " +

@@ -36,8 +36,9 @@ Result<VitShape> DeriveShape(const ParamSet& backbone, int64_t heads) {
   for (const auto& [tensor, name] : needed) {
     if (tensor == nullptr) return NotAVit(std::string("no tensor \"") + name + "\"");
   }
-  if (cls->size() != 3 || (*cls)[2] < 1)
+  if (cls->size() != 3 || (*cls)[2] < 1) {
     return NotAVit("\"cls\" is " + ShapeText(*cls) + ", not [1,1,width]");
+  }
   VitShape s;
   s.width = (*cls)[2];
   if (embed->size() != 4 || (*embed)[2] != (*embed)[3] || (*embed)[2] < 1) {
@@ -45,8 +46,9 @@ Result<VitShape> DeriveShape(const ParamSet& backbone, int64_t heads) {
                    ", not [width,1,patch,patch]");
   }
   s.patch = (*embed)[2];
-  if (pos->size() != 3 || (*pos)[1] < 2)
+  if (pos->size() != 3 || (*pos)[1] < 2) {
     return NotAVit("\"pos\" is " + ShapeText(*pos) + ", not [1,tokens,width]");
+  }
   const auto side =
       static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>((*pos)[1] - 1))));
   if (side * side + 1 != (*pos)[1]) {
@@ -59,8 +61,9 @@ Result<VitShape> DeriveShape(const ParamSet& backbone, int64_t heads) {
                    ", not [mlp_ratio*width,width]");
   }
   s.mlp_ratio = (*fc1)[0] / s.width;
-  if (head->size() != 2 || (*head)[0] < 1)
+  if (head->size() != 2 || (*head)[0] < 1) {
     return NotAVit("\"head.weight\" is " + ShapeText(*head) + ", not [classes,width]");
+  }
   s.classes = (*head)[0];
   while (ShapeOf(backbone, "blocks." + std::to_string(s.depth) + ".norm1.weight") != nullptr)
     ++s.depth;
@@ -117,8 +120,9 @@ Status CheckTensors(const ParamSet& backbone, const VitShape& s) {
     expected.insert(name);
   }
   for (const TensorSpec& t : backbone.layout().tensors()) {
-    if (expected.count(t.name) == 0)
+    if (expected.count(t.name) == 0) {
       return NotAVit("it has a tensor \"" + t.name + "\" a TinyVit does not");
+    }
   }
   return Status::Ok();
 }
