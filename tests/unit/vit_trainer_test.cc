@@ -119,6 +119,23 @@ TEST_F(VitTrainerTest, EachTuningFederatesItsOwnPart) {
   EXPECT_LT(pool->layout().total_numel(), full->layout().total_numel());
 }
 
+TEST_F(VitTrainerTest, PoolKeysAreTruncatedNormalNotClamped) {
+  VitTrainerOptions o = Options(VitTuning::kSsfPool);
+  o.pool.entries = 40;
+  std::unique_ptr<VitTrainer> t = New(o, nullptr);
+  ParamSet pool;
+  ASSERT_TRUE(t->GetParameters(&pool).ok());
+  size_t keys = 0;
+  for (size_t i = 0; i < pool.layout().num_tensors(); ++i) {
+    if (!pool.layout().tensors()[i].name.ends_with(".key")) continue;
+    ++keys;
+    for (float v : pool.tensor(i)) {
+      EXPECT_LT(std::fabs(v), 0.04f);  // strictly inside: nothing piled on the bound
+    }
+  }
+  EXPECT_EQ(keys, 40u);
+}
+
 TEST_F(VitTrainerTest, RefusesABackboneOfAnotherShape) {
   VitTrainerOptions other = Options(VitTuning::kFull);
   other.vit.width = 16;
