@@ -416,12 +416,12 @@ struct Coordinator::Impl {
       p.owned->meta.weight = p.weight;
     }
     if (NormBoundingOn()) {
-      Result<std::optional<double>> norm = DenseUpdateNorm(in);
+      Result<std::optional<double>> norm = UpdateNorm(in);
       if (norm.ok() && norm->has_value() && std::isfinite(**norm)) {
         p.norm = **norm;
         if (round_norm_bound > 0 && *p.norm > round_norm_bound) {
           own();
-          if (ScaleDenseUpdate(round_norm_bound / *p.norm, p.owned).ok()) p.norm_clipped = true;
+          if (ScaleUpdate(round_norm_bound / *p.norm, p.owned).ok()) p.norm_clipped = true;
         }
       }
     }
@@ -545,7 +545,7 @@ struct Coordinator::Impl {
       Result<PreparedUpdate> prepared =
           p.ok() ? PrepareSpooledLocked(entries[i], *p) : Result<PreparedUpdate>(p.status());
       if (prepared.ok()) {
-        Result<std::optional<double>> norm = DenseUpdateNorm(prepared->Get(*p));
+        Result<std::optional<double>> norm = UpdateNorm(prepared->Get(*p));
         const double magnitude = norm.ok() && norm->has_value() ? **norm : 1.0;
         score = prepared->weight * magnitude;
         if (std::isnan(score)) score = std::numeric_limits<double>::infinity();

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "codec/dense_codec.h"
+#include "codec/named_subset_codec.h"
 #include "core/config.h"
 
 namespace fl::internal {
@@ -65,60 +66,80 @@ Result<double> PolicyWeight(const UpdatePolicy& policy, double claimed, bool* cl
   return policy.max_weight;
 }
 
-Result<std::optional<double>> DenseUpdateNorm(const Payload& payload) {
-  const Encoding encoding = payload.meta.encoding;
-  const size_t width = ValueBytes(encoding);
-  if (width == 0) return std::optional<double>();
-  const std::string& bytes = payload.bytes;
-  if (bytes.size() % width != 0) {
-    return Status::InvalidArgument("update of " + std::to_string(bytes.size()) +
-                                   " bytes is not a whole number of values");
-  }
-  const size_t n = bytes.size() / width;
-  float block[kBlockValues];
-  double sum = 0;
-  for (size_t start = 0; start < n; start += kBlockValues) {
-    const size_t count = std::min(kBlockValues, n - start);
-    std::string_view part(bytes.data() + start * width, count * width);
-    FL_RETURN_IF_ERROR(DecodeDense(part, encoding, std::span<float>(block, count)));
-    for (size_t i = 0; i < count; ++i) {
-      const double v = block[i];
-      sum += v * v;  // |v| <= FLT_MAX, so v*v and the sum stay far below DBL_MAX
-    }
-  }
-  return std::optional<double>(std::sqrt(sum));
-}
-
 namespace {
 
-// Multiplies values [begin, end) of a dense encoding in place, in blocks: the one scaling
-// loop behind the norm bound and the asynchronous gap penalty.
-Status ScaleDenseValues(size_t begin, size_t end, double factor, Encoding encoding,
-                        std::string* bytes) {
+// The value runs of a dense or keyed payload (one run for dense); empty for other
+// encodings. InvalidArgument if the bytes do not fit.
+Result<NamedSubsetValues> ValueRuns(const Payload& payload) {
+  if (payload.meta.encoding == Encoding::kNamedSubset) return LocateNamedSubsetValues(payload.bytes);
+  NamedSubsetValues runs;
+  runs.value_encoding = payload.meta.encoding;
+  const size_t width = ValueBytes(payload.meta.encoding);
+  if (width == 0) return runs;
+  if (payload.bytes.size() % width != 0) {
+    return Status::InvalidArgument("update of " + std::to_string(payload.bytes.size()) +
+                                   " bytes is not a whole number of values");
+  }
+  runs.spans.push_back({0, payload.bytes.size() / width});
+  return runs;
+}
+
+// Visits `count` values encoded at `data` in blocks: fn(span<float>) may change them,
+// and with `write` they are re-encoded in place. The one loop behind the norm bound and
+// the asynchronous gap penalty.
+template <typename Fn>
+Status ForEachBlock(char* data, size_t count, Encoding encoding, bool write, Fn fn) {
   const size_t width = ValueBytes(encoding);
   float block[kBlockValues];
   std::string encoded;
-  for (size_t start = begin; start < end; start += kBlockValues) {
-    const size_t count = std::min(kBlockValues, end - start);
-    std::span<float> values(block, count);
-    FL_RETURN_IF_ERROR(DecodeDense(
-        std::string_view(bytes->data() + start * width, count * width), encoding, values));
-    for (float& v : values) v = static_cast<float>(static_cast<double>(v) * factor);
+  for (size_t start = 0; start < count; start += kBlockValues) {
+    const size_t n = std::min(kBlockValues, count - start);
+    std::span<float> values(block, n);
+    char* at = data + start * width;
+    FL_RETURN_IF_ERROR(DecodeDense(std::string_view(at, n * width), encoding, values));
+    fn(values);
+    if (!write) continue;
     FL_RETURN_IF_ERROR(EncodeDense(values, encoding, &encoded));
-    std::memcpy(bytes->data() + start * width, encoded.data(), encoded.size());
+    std::memcpy(at, encoded.data(), encoded.size());
   }
   return Status::Ok();
 }
 
+Status ScaleValues(char* data, size_t count, double factor, Encoding encoding) {
+  return ForEachBlock(data, count, encoding, /*write=*/true, [&](std::span<float> values) {
+    for (float& v : values) v = static_cast<float>(static_cast<double>(v) * factor);
+  });
+}
+
 }  // namespace
 
-Status ScaleDenseUpdate(double factor, Payload* payload) {
-  const Encoding encoding = payload->meta.encoding;
-  const size_t width = ValueBytes(encoding);
-  if (width == 0 || payload->bytes.size() % width != 0) {
-    return Status::InvalidArgument("ScaleDenseUpdate: not a dense update");
+Result<std::optional<double>> UpdateNorm(const Payload& payload) {
+  FL_ASSIGN_OR_RETURN(NamedSubsetValues runs, ValueRuns(payload));
+  if (runs.spans.empty() && payload.meta.encoding != Encoding::kNamedSubset) {
+    return std::optional<double>();
   }
-  return ScaleDenseValues(0, payload->bytes.size() / width, factor, encoding, &payload->bytes);
+  double sum = 0;
+  char* base = const_cast<char*>(payload.bytes.data());  // read only: write is false
+  for (const NamedSubsetValues::Span& run : runs.spans) {
+    FL_RETURN_IF_ERROR(ForEachBlock(base + run.offset, run.count, runs.value_encoding,
+                                    /*write=*/false, [&](std::span<float> values) {
+      // |v| <= FLT_MAX, so v*v and the sum stay far below DBL_MAX
+      for (float v : values) sum += static_cast<double>(v) * v;
+    }));
+  }
+  return std::optional<double>(std::sqrt(sum));
+}
+
+Status ScaleUpdate(double factor, Payload* payload) {
+  FL_ASSIGN_OR_RETURN(NamedSubsetValues runs, ValueRuns(*payload));
+  if (runs.spans.empty() && payload->meta.encoding != Encoding::kNamedSubset) {
+    return Status::InvalidArgument("ScaleUpdate: not a dense or keyed update");
+  }
+  for (const NamedSubsetValues::Span& run : runs.spans) {
+    FL_RETURN_IF_ERROR(
+        ScaleValues(payload->bytes.data() + run.offset, run.count, factor, runs.value_encoding));
+  }
+  return Status::Ok();
 }
 
 Status ScaleDenseUpdateTensors(const Layout& layout, const std::vector<double>& factors,
@@ -133,7 +154,7 @@ Status ScaleDenseUpdateTensors(const Layout& layout, const std::vector<double>& 
     if (factors[l] == 1.0) continue;
     const TensorSpec& t = layout.tensors()[l];
     FL_RETURN_IF_ERROR(
-        ScaleDenseValues(t.offset, t.offset + t.numel, factors[l], encoding, &payload->bytes));
+        ScaleValues(payload->bytes.data() + t.offset * width, t.numel, factors[l], encoding));
   }
   return Status::Ok();
 }

@@ -60,14 +60,15 @@ Status ValidateUpdatePolicy(const UpdatePolicy& policy);
 // *clipped is set when the cap was applied.
 Result<double> PolicyWeight(const UpdatePolicy& policy, double claimed, bool* clipped);
 
-// The L2 norm (fp64) of a dense update's values; nullopt if the encoding is not dense.
-// InvalidArgument if the length does not fit the encoding. Not finite if a value is not.
-// Decodes in blocks: no model-sized temporary.
-Result<std::optional<double>> DenseUpdateNorm(const Payload& payload);
+// The L2 norm (fp64) of the values of a dense or keyed (named-subset) update; nullopt
+// for other encodings (e.g. Ferret's coefficients). InvalidArgument if the bytes do not
+// fit the encoding. Not finite if a value is not. Decodes in blocks: no model-sized
+// temporary.
+Result<std::optional<double>> UpdateNorm(const Payload& payload);
 
-// Scales a dense update's values by bound / norm (norm > bound > 0) and re-encodes them
-// in the same encoding. InvalidArgument if the encoding is not dense.
-Status ScaleDenseUpdate(double factor, Payload* payload);
+// Scales a dense or keyed update's values by `factor` (the norm bound: bound / norm) and
+// re-encodes them in the same encoding. InvalidArgument for another encoding.
+Status ScaleUpdate(double factor, Payload* payload);
 
 // Scales tensor l of a dense update of `layout` by factors[l] (a factor of 1 leaves it
 // untouched), in the same encoding. InvalidArgument if the encoding is not dense or the

@@ -12,9 +12,9 @@
 // tensor still moves by its optimizer state, as every parameter of a FedAvgM/FedAdam
 // model does when its mean delta is 0.
 //
-// The coordinator's update policy weighs keyed uploads like dense ones (the weight policy
-// and cap, and in async mode the staleness weight), but coordinator.norm_bound and
-// coordinator.async.gap_penalty scale dense uploads only: keyed uploads pass unscaled.
+// The coordinator's update policy treats keyed uploads like dense ones (the weight policy
+// and cap, in async mode the staleness weight, and coordinator.norm_bound over the L2
+// norm of the values sent); coordinator.async.gap_penalty scales dense uploads only.
 
 #include <cstdint>
 #include <map>

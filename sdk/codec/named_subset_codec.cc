@@ -164,4 +164,33 @@ Result<NamedSubset> DecodeNamedSubset(std::string_view bytes, const Layout& layo
   return subset;
 }
 
+Result<NamedSubsetValues> LocateNamedSubsetValues(std::string_view bytes) {
+  ByteReader in(bytes);
+  std::string_view magic;
+  uint32_t version = 0, encoding = 0;
+  uint64_t count = 0;
+  if (!in.Bytes(4, &magic) || std::memcmp(magic.data(), kMagic, 4) != 0) {
+    return Bad("bad magic (not a named-subset payload)");
+  }
+  if (!in.U32(&version) || !in.U32(&encoding) || !in.U64(&count)) return Bad("truncated header");
+  if (version != kVersion) return Bad("unsupported version " + std::to_string(version));
+  NamedSubsetValues out;
+  out.value_encoding = static_cast<Encoding>(encoding);
+  if (!IsDenseEncoding(out.value_encoding)) {
+    return Bad("value encoding " + EncodingName(out.value_encoding) + " is not dense");
+  }
+  const size_t width = DenseEncodedSize(1, out.value_encoding);
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t name_size = 0, numel = 0;
+    std::string_view name, values;
+    double fraction = 0;
+    if (!in.U64(&name_size) || !in.Bytes(name_size, &name) || !in.F64(&fraction) ||
+        !in.U64(&numel) || numel > in.remaining() / width || !in.Bytes(numel * width, &values)) {
+      return Bad("entry " + std::to_string(i) + " runs past the end of the payload");
+    }
+    out.spans.push_back({static_cast<size_t>(values.data() - bytes.data()), numel});
+  }
+  return out;
+}
+
 }  // namespace fl::internal

@@ -58,6 +58,22 @@ Status EncodeNamedSubset(std::span<const NamedTensorView> tensors, Encoding valu
 // Nothing is allocated for a size before the bytes behind it are known to be there.
 Result<NamedSubset> DecodeNamedSubset(std::string_view bytes, const Layout& layout);
 
+// Where a payload's values lie, found without a layout: the coordinator's norm bound
+// reads and scales them before the aggregator checks names against the model.
+struct NamedSubsetValues {
+  Encoding value_encoding = Encoding::kDenseF32;
+  struct Span {
+    size_t offset = 0;  // byte offset of the entry's first value
+    size_t count = 0;   // values
+  };
+  std::vector<Span> spans;  // one per entry, in payload order
+};
+
+// InvalidArgument for bad magic or version, a value encoding that is not dense, or an
+// entry that runs past the end; names, fractions and values are not checked. The span
+// list is bounded by the bytes present (an entry takes at least 24 bytes).
+Result<NamedSubsetValues> LocateNamedSubsetValues(std::string_view bytes);
+
 }  // namespace fl::internal
 
 #endif  // FL_SDK_CODEC_NAMED_SUBSET_CODEC_H_

@@ -244,6 +244,36 @@ TEST_F(FedInsFederationTest, BadKeyedUpdatesAreRefusedRecordedAndTheRoundGoesOn)
   for (size_t i = 0; i < bad.size(); ++i) EXPECT_THAT(reasons[i], HasSubstr(bad[i].second));
 }
 
+// coordinator.norm_bound reaches keyed uploads: a client that sends a huge entry has its
+// values scaled to the bound before they are folded, so the entry moves by at most it.
+TEST_F(FedInsFederationTest, NormBoundScalesAHugeKeyedUpload) {
+  CoordinatorOptions o = Options();
+  o.norm_bound = 1.0;
+  auto c = Coordinator::Create(o, FedIns(), InitialPool());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<std::unique_ptr<InProcessLink>> links = JoinedLinks(c->get(), 3);
+  std::vector<PoolTrainer> trainers = {PoolTrainer({2}, 1.0, 1e6f, 10),
+                                       PoolTrainer({2}, 1.0, 0.0f, 10),
+                                       PoolTrainer({2}, 1.0, 0.0f, 10)};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(links[i]->PushUpdate(TrainUpdate(*links[i], trainers[i])).ok()) << i;
+  }
+  ModelSnapshot model = (*c)->CurrentModel();
+  ASSERT_EQ(model.version, 1u);
+  const ParamSet initial = InitialPool();
+  double moved = 0;  // squared L2 distance of entry 2 from where it started
+  for (size_t t : {size_t{4}, size_t{5}}) {
+    const TensorSpec& s = PoolLayout().tensors()[t];
+    for (size_t i = s.offset; i < s.offset + s.numel; ++i) {
+      const double d = model.params->data()[i] - initial.data()[i];
+      moved += d * d;
+    }
+  }
+  // The attacker's update, clipped to norm 1, is one of three equal weights.
+  EXPECT_GT(moved, 0);
+  EXPECT_LE(std::sqrt(moved), 1.0 / 3 + 1e-5);
+}
+
 TEST_F(FedInsFederationTest, UniformRuleCountsEveryClientForEveryEntry) {
   auto c = Coordinator::Create(Options(), FedIns({"fedins.aggregate=uniform"}), InitialPool());
   ASSERT_TRUE(c.ok()) << c.status().ToString();

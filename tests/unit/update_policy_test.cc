@@ -18,6 +18,7 @@
 #include "agg/weighted_accumulator.h"
 #include "algorithms/registry.h"
 #include "codec/dense_codec.h"
+#include "codec/named_subset_codec.h"
 #include "core/config.h"
 #include "server/coordinator.h"
 #include "server/coordinator_config.h"
@@ -89,10 +90,10 @@ TEST(UpdatePolicyTest, NormAndScalingOfDenseUpdates) {
     Payload p;
     p.meta.encoding = encoding;
     ASSERT_TRUE(EncodeDense(values, encoding, &p.bytes).ok());
-    Result<std::optional<double>> norm = DenseUpdateNorm(p);
+    Result<std::optional<double>> norm = UpdateNorm(p);
     ASSERT_TRUE(norm.ok() && norm->has_value());
     EXPECT_DOUBLE_EQ(**norm, 5.0);
-    ASSERT_TRUE(ScaleDenseUpdate(0.5, &p).ok());
+    ASSERT_TRUE(ScaleUpdate(0.5, &p).ok());
     std::vector<float> scaled(values.size());
     ASSERT_TRUE(DecodeDense(p.bytes, encoding, scaled).ok());
     EXPECT_EQ(scaled[0], 1.5f);
@@ -102,9 +103,37 @@ TEST(UpdatePolicyTest, NormAndScalingOfDenseUpdates) {
   Payload sparse;
   sparse.meta.encoding = Encoding::kFerret;
   sparse.bytes = "abc";
-  Result<std::optional<double>> none = DenseUpdateNorm(sparse);
+  Result<std::optional<double>> none = UpdateNorm(sparse);
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
+}
+
+// A keyed (named-subset) upload is bounded like a dense one: its norm covers every value
+// of every entry, and scaling rewrites them in place, names and fractions untouched.
+TEST(UpdatePolicyTest, NormAndScalingOfKeyedUpdates) {
+  Layout layout;
+  layout.Add("pool.0.key", {3});
+  layout.Add("pool.1.key", {5000});  // spans two decode blocks of the f16 payload
+  std::vector<float> a = {3, 0, 0}, b(5000, 0.0f);
+  b[4999] = 4;
+  for (Encoding encoding : {Encoding::kDenseF32, Encoding::kDenseF16, Encoding::kDenseBF16}) {
+    const NamedTensorView views[] = {{"pool.0.key", 0.25, a}, {"pool.1.key", 1.0, b}};
+    Payload p;
+    p.meta.encoding = Encoding::kNamedSubset;
+    ASSERT_TRUE(EncodeNamedSubset(views, encoding, &p.bytes).ok());
+    Result<std::optional<double>> norm = UpdateNorm(p);
+    ASSERT_TRUE(norm.ok() && norm->has_value()) << norm.status().ToString();
+    EXPECT_DOUBLE_EQ(**norm, 5.0);
+    ASSERT_TRUE(ScaleUpdate(0.5, &p).ok());
+    Result<NamedSubset> scaled = DecodeNamedSubset(p.bytes, layout);
+    ASSERT_TRUE(scaled.ok()) << scaled.status().ToString();
+    EXPECT_EQ(scaled->tensors[0].values[0], 1.5f);
+    EXPECT_EQ(scaled->tensors[0].fraction, 0.25);
+    EXPECT_EQ(scaled->tensors[1].values[4999], 2.0f);
+    p.bytes.resize(p.bytes.size() - 1);  // the last entry now runs past the end
+    EXPECT_EQ(UpdateNorm(p).status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(ScaleUpdate(2.0, &p).code(), StatusCode::kInvalidArgument);
+  }
 }
 
 // The argument of update_policy.h, checked at its extreme: the largest allowed weight times
