@@ -4,8 +4,11 @@
 #include <cstdio>
 #include <vector>
 
+#include "codec/param_io.h"
 #include "data/domain_shift.h"
 #include "data/idx_reader.h"
+#include "data/prediction_csv.h"
+#include "data/shifted_split_config.h"
 #include "torch/torch_trainer.h"
 #include "torch/vit_trainer.h"
 
@@ -18,42 +21,11 @@ constexpr char kBackboneHint[] =
 // Predictions per call when the final report scores the test set.
 constexpr int64_t kReportChunk = 1000;
 
-Result<std::vector<Domain>> DomainsFromConfig(const Config& config) {
-  Result<std::vector<Domain>> domains = ParseDomainList(config.GetString("data.domains"));
-  if (!domains.ok()) return domains.status().WithContext("data.domains");
-  return domains;
-}
-
 // The first `n` examples (all if n is 0 or larger than the dataset).
 void Truncate(ImageDataset* ds, int64_t n) {
   if (n <= 0 || n >= ds->size()) return;
   ds->images.resize(static_cast<size_t>(n * ds->rows * ds->cols));
   ds->labels.resize(static_cast<size_t>(n));
-}
-
-Result<ShiftedSplitOptions> SplitOptionsFromConfig(const Config& config, int64_t train_size) {
-  ShiftedSplitOptions o;
-  FL_ASSIGN_OR_RETURN(o.domains, DomainsFromConfig(config));
-  Result<PartitionSpec> skew = ParsePartitionSpec(config.GetString("data.partition"));
-  if (!skew.ok()) return skew.status().WithContext("data.partition");
-  o.label_skew = *skew;
-  const int64_t clients = config.GetInt("data.num_clients");
-  const int64_t per_client = config.GetInt("data.domains_per_client");
-  const int64_t limit = config.GetInt("data.train_examples");
-  if (clients < 1 || clients > 1000000) {
-    return Status::InvalidArgument("config key data.num_clients must be in [1, 1000000]");
-  }
-  if (per_client < 1 || per_client > static_cast<int64_t>(o.domains.size())) {
-    return Status::InvalidArgument("config key data.domains_per_client must be in [1, " +
-                                   std::to_string(o.domains.size()) + "] (the domains listed)");
-  }
-  if (limit < 0) return Status::InvalidArgument("config key data.train_examples must be >= 0");
-  o.begin = kFederatedBegin;
-  o.end = limit > 0 ? std::min(train_size, kFederatedBegin + limit) : train_size;
-  o.num_clients = static_cast<int>(clients);
-  o.domains_per_client = static_cast<int>(per_client);
-  o.seed = static_cast<uint64_t>(config.GetInt("run.seed"));
-  return o;
 }
 
 // ",entry_0,...,entry_<n-1>"
@@ -70,6 +42,7 @@ std::string EntryColumns(int64_t n) {
 struct DomainTally {
   std::vector<int64_t> examples, correct;
   std::vector<std::vector<int64_t>> selected;  // [domain][entry]
+  std::string predictions;                     // predictions.csv
 };
 
 std::string PerDomainCsv(const std::vector<Domain>& domains, const DomainTally& t) {
@@ -149,7 +122,7 @@ class VitShiftWorkload final : public Workload {
     const std::string dir = config.GetString("data.dir");
     FL_ASSIGN_OR_RETURN(ImageDataset train, LoadMnistFormat(dir, DatasetSplit::kTrain, env));
     FL_ASSIGN_OR_RETURN(ShiftedSplitOptions split_options,
-                        SplitOptionsFromConfig(config, train.size()));
+                        ShiftedSplitOptionsFromConfig(config, train.size()));
     FL_ASSIGN_OR_RETURN(split_, BuildShiftedSplit(train, split_options));
     FL_ASSIGN_OR_RETURN(ShiftedTestSet test, LoadShiftedTestSet(config, env));
     domains_ = split_options.domains;
@@ -192,6 +165,11 @@ class VitShiftWorkload final : public Workload {
     FL_ASSIGN_OR_RETURN(DomainTally tally, TallyTestSet(global));
     FL_RETURN_IF_ERROR(
         env->WriteFileAtomic(out_dir + "/" + kPerDomainCsv, PerDomainCsv(domains_, tally), false));
+    FL_RETURN_IF_ERROR(
+        env->WriteFileAtomic(out_dir + "/" + kPredictionsCsv, tally.predictions, false));
+    // The model file format of WriteModelFile, through the run's Env.
+    FL_RETURN_IF_ERROR(
+        env->WriteFileAtomic(out_dir + "/" + kFinalModelFile, SerializeParamSet(global), false));
     const std::string selection = out_dir + "/" + kSelectionCsv;
     if (options_.tuning != VitTuning::kSsfPool) {
       // A fedins run earlier in the same directory must not leave its table behind.
@@ -222,6 +200,7 @@ class VitShiftWorkload final : public Workload {
     t.examples.assign(domains_.size(), 0);
     t.correct.assign(domains_.size(), 0);
     t.selected.assign(domains_.size(), std::vector<int64_t>(options_.pool.entries, 0));
+    t.predictions = kPredictionCsvHeader;
     const int64_t n = trainer->eval_size();
     for (int64_t begin = 0; begin < n; begin += kReportChunk) {
       const int64_t end = std::min(n, begin + kReportChunk);
@@ -235,6 +214,7 @@ class VitShiftWorkload final : public Workload {
         for (int32_t e : p.entries) {
           if (e >= 0 && e < options_.pool.entries) ++t.selected[d][e];
         }
+        AppendPredictionRow(i, p.label, p.entries, &t.predictions);
       }
     }
     return t;

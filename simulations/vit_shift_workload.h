@@ -22,9 +22,15 @@
 //                            shape, read when the fedins algorithm declares them
 //   pretrain.epochs, pretrain.momentum, pretrain.weight_decay: see vit_pretrain.h
 //
-// After the final evaluation the workload writes per_domain.csv (domain, examples,
-// accuracy) and, for tuning fedins, selection.csv (per domain, how often each pool
-// entry was among an image's top_k) into the run's directory.
+// After the final evaluation the workload writes into the run's directory:
+//   per_domain.csv    domain, examples, accuracy
+//   selection.csv     tuning fedins: per domain, how often each pool entry was among an
+//                     image's top_k
+//   predictions.csv   every shifted test image's label and pool entries
+//                     (data/prediction_csv.h), what `fl-client predict --shifted-test`
+//                     gives for the same images and final_model.flps
+//   final_model.flps  the final global model (the trainable part), for fl-client and
+//                     fl::AdaptivePredictor
 
 #include <cstdint>
 #include <memory>
@@ -33,6 +39,7 @@
 #include "core/config.h"
 #include "data/domain_shift.h"
 #include "data/idx_reader.h"
+#include "data/shifted_split_config.h"
 #include "fl/env.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
@@ -43,10 +50,10 @@ namespace fl::internal {
 
 // data.dataset of W3.
 inline constexpr char kFashionMnistShift[] = "fashion-mnist-shift";
-// The first train image of the federated range; pretraining uses the ones before it.
-inline constexpr int64_t kFederatedBegin = 30000;
 inline constexpr char kPerDomainCsv[] = "per_domain.csv";
 inline constexpr char kSelectionCsv[] = "selection.csv";
+inline constexpr char kPredictionsCsv[] = "predictions.csv";
+inline constexpr char kFinalModelFile[] = "final_model.flps";
 
 // Loads W3 as the header comment describes. InvalidArgument for bad config values (a
 // model that is not a ViT, a tuning the algorithm cannot train, bad domains); NotFound
@@ -55,10 +62,8 @@ inline constexpr char kSelectionCsv[] = "selection.csv";
 Result<std::unique_ptr<Workload>> LoadVitShiftWorkload(const Config& config,
                                                        const std::string& device, Env* env);
 
-// Shared with pretraining (vit_pretrain.h).
-
-// The test images' noise seed: fixed, so runs of every seed score the same images.
-inline constexpr uint64_t kTestShiftSeed = 0;
+// Shared with pretraining (vit_pretrain.h). kFederatedBegin and kTestShiftSeed come
+// from data/shifted_split_config.h, which fl-client shares.
 
 // The trainer options of model.name (a ViT, ParseVitModelName), model.tuning, the
 // fedins.* keys where declared, run.seed, on `device`. InvalidArgument for a model that
