@@ -1,5 +1,5 @@
 // fl-client: trains one of the SDK's built-in LibTorch models on a Fashion-MNIST shard
-// as a member of an fl-server federation.
+// as a member of an fl-server federation, and predicts with a federated tiny ViT.
 //
 //   fl-client --server host:port --tls-ca ca.pem --enrollment-token TOKEN
 //             --num-partitions 100 --partition-index 3 [--config client.yaml]
@@ -9,6 +9,21 @@
 // data.partition, data.num_clients, run.seed and data.train_examples: both call the
 // same partitioner. The client name defaults to "client-<partition_index>" for the same
 // reason (the coordinator derives training seeds from it).
+//
+// W3 `fmnist-vit-shift` (client/vit_shift_client.h): with --dataset fashion-mnist-shift
+// and a ViT --model, the shard is fl-sim's W3 client i (same domains, same shifts) and
+// fl-client fine-tunes --tuning (fedins: an SSF pool of fedins.entries) on the frozen
+// backbone file --backbone, which is provisioned with the client:
+//
+//   fl-client --server host:port --tls-ca ca.pem --enrollment-token TOKEN
+//             --dataset fashion-mnist-shift --model vit-tiny --tuning fedins
+//             --backbone vit-backbone.flps --num-partitions 10 --partition-index 3
+//
+// `fl-client predict` (client/predict_command.h) writes predictions for an IDX images
+// file through fl::AdaptivePredictor:
+//
+//   fl-client predict --backbone vit-backbone.flps --model final_model.flps
+//                     --images t10k-images-idx3-ubyte.gz --shifted-test --out p.csv
 //
 // Exit status: 0 when the federation finished (or on SIGINT/SIGTERM), 2 for a bad
 // command line or config, 1 for any other failure (enrollment refused, server gone,
@@ -27,6 +42,8 @@
 
 #include "client/client_runtime.h"
 #include "client/grpc_link.h"
+#include "client/predict_command.h"
+#include "client/vit_shift_client.h"
 #include "core/config.h"
 #include "core/logging.h"
 #include "data/idx_reader.h"
@@ -34,6 +51,7 @@
 #include "fl/trainer.h"
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
+#include "torch/vit_trainer.h"
 
 namespace fl::internal {
 namespace {
@@ -63,7 +81,7 @@ void InstallStopHandlers(CancelToken* cancel) {
 
 nlohmann::json ClientDefaults() {
   const ClientRuntimeOptions runtime;
-  return {
+  nlohmann::json defaults = {
       {"client",
        {
            {"server", "localhost:50051"},
@@ -89,6 +107,8 @@ nlohmann::json ClientDefaults() {
        }},
       {"model", {{"name", "cnn"}}},
   };
+  defaults.merge_patch(VitShiftClientDefaults());
+  return defaults;
 }
 
 std::vector<FlagAlias> ClientAliases() {
@@ -109,8 +129,16 @@ std::vector<FlagAlias> ClientAliases() {
       {"--num-partitions", "data.num_partitions", "shards the training set is split into"},
       {"--partition-index", "data.partition_index", "this client's shard, in [0, num_partitions)"},
       {"--seed", "data.seed", "partition seed (the federation's run seed)"},
-      {"--train-examples", "data.train_examples", "use only the first N training images (0 = all)"},
-      {"--model", "model.name", "model from the zoo (must match the server's model)"},
+      {"--train-examples", "data.train_examples",
+       "use only the first N training images (W3: of the federated ones; 0 = all)"},
+      {"--model", "model.name",
+       "model from the zoo, or a ViT (vit-tiny, vit:width=..) for W3 (must match the server's)"},
+      {"--dataset", "data.dataset", "fashion-mnist | fashion-mnist-shift (W3, a ViT model)"},
+      {"--domains", "data.domains", "W3: the domains clients draw from (comma list)"},
+      {"--domains-per-client", "data.domains_per_client", "W3: distinct domains per client"},
+      {"--tuning", "model.tuning", "W3: the trained part, full | head | ssf | fedins"},
+      {"--backbone", "model.backbone", "W3: the frozen pretrained ViT file (.flps)"},
+      {"--pool-entries", "fedins.entries", "W3 fedins: pool entries (the server's pool)"},
   };
 }
 
@@ -127,6 +155,7 @@ struct ClientSettings {
   uint64_t seed = 0;
   int64_t train_examples = 0;
   std::string model;
+  bool vit_shift = false;  // W3: data.dataset fashion-mnist-shift, a ViT model
 };
 
 // Everything that can be checked without touching the network or the dataset.
@@ -191,8 +220,10 @@ Result<ClientSettings> SettingsFromConfig(const Config& config) {
   }
 
   s.model = config.GetString("model.name");
+  FL_RETURN_IF_ERROR(CheckDatasetAndModel(config));
+  s.vit_shift = IsVitShiftConfig(config);
   const std::vector<std::string> models = ModelNames();
-  if (std::find(models.begin(), models.end(), s.model) == models.end()) {
+  if (!s.vit_shift && std::find(models.begin(), models.end(), s.model) == models.end()) {
     std::string known;
     for (const std::string& m : models) known += (known.empty() ? "" : ", ") + m;
     return ConfigValueError("model.name", "one of " + known, "\"" + s.model + "\"");
@@ -233,6 +264,43 @@ Result<ImageDataset> LoadShard(const ClientSettings& s) {
   return shard;
 }
 
+// The trainer fl-client drives, with what owns it.
+struct ClientTrainer {
+  std::unique_ptr<TorchTrainer> zoo;  // a model of the zoo
+  VitShiftClient vit_shift;           // W3
+  Trainer* active = nullptr;
+  int64_t shard_size = 0;
+  std::string description;  // appended to the model name in the start-up log line
+};
+
+Result<ClientTrainer> NewZooTrainer(const ClientSettings& s, const std::string& device) {
+  FL_ASSIGN_OR_RETURN(ImageDataset shard, LoadShard(s));
+  ClientTrainer t;
+  t.shard_size = shard.size();
+  FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> data,
+                      MakeTensorImageData(shard, device));
+  shard = ImageDataset();  // the tensors hold their own copy
+  TorchTrainerOptions options;
+  options.model = s.model;
+  options.device = device;
+  options.init_seed = s.seed;
+  FL_ASSIGN_OR_RETURN(t.zoo, TorchTrainer::Create(options, data, nullptr));
+  std::vector<int64_t> indices(static_cast<size_t>(t.shard_size));
+  for (int64_t i = 0; i < t.shard_size; ++i) indices[static_cast<size_t>(i)] = i;
+  FL_RETURN_IF_ERROR(t.zoo->BindExamples(std::move(indices)));
+  t.active = t.zoo.get();
+  return t;
+}
+
+Result<ClientTrainer> NewVitShiftTrainer(const Config& config, const std::string& device) {
+  ClientTrainer t;
+  FL_ASSIGN_OR_RETURN(t.vit_shift, NewVitShiftClient(config, device));
+  t.active = t.vit_shift.trainer.get();
+  t.shard_size = t.vit_shift.shard_size;
+  t.description = " (" + t.vit_shift.description + ")";
+  return t;
+}
+
 // Emulates a slow device: each training task first waits `delay` (cancellable). Lets
 // demos and tests see a round in which some updates have arrived and others have not.
 class SlowTrainer final : public Trainer {
@@ -262,10 +330,13 @@ int Fail(const char* what, const Status& status) {
 }
 
 int Run(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "predict") return RunPredictCommand(argc, argv);
   Result<CommandLine> command_line = ParseCommandLine(
       kProgram,
       "Federated learning client: trains a built-in LibTorch model on a Fashion-MNIST shard "
-      "for an fl-server federation (TLS by default).",
+      "for an fl-server federation (TLS by default). W3: --dataset fashion-mnist-shift with a "
+      "ViT --model, --tuning and the frozen --backbone file trains on fl-sim's shifted shard. "
+      "`fl-client predict --help`: predictions with a federated ViT.",
       ClientDefaults(), ClientAliases(), argc, argv);
   if (!command_line.ok()) {
     std::fprintf(stderr, "%s: %s\n", kProgram, command_line.status().message().c_str());
@@ -283,26 +354,11 @@ int Run(int argc, char** argv) {
   if (!device.ok()) return Fail("device", device.status());
   if (s.threads > 0) SetTorchThreads(s.threads);
 
-  Result<ImageDataset> shard = LoadShard(s);
-  if (!shard.ok()) return Fail("data", shard.status());
-  const int64_t shard_size = shard->size();
-  Result<std::shared_ptr<const TensorImageData>> data = MakeTensorImageData(*shard, *device);
-  if (!data.ok()) return Fail("data", data.status());
-  shard = ImageDataset();  // the tensors hold their own copy
-
-  TorchTrainerOptions trainer_options;
-  trainer_options.model = s.model;
-  trainer_options.device = *device;
-  trainer_options.init_seed = s.seed;
-  Result<std::unique_ptr<TorchTrainer>> trainer =
-      TorchTrainer::Create(trainer_options, *data, nullptr);
+  Result<ClientTrainer> trainer = s.vit_shift ? NewVitShiftTrainer(command_line->config, *device)
+                                             : NewZooTrainer(s, *device);
   if (!trainer.ok()) return Fail("trainer", trainer.status());
-  std::vector<int64_t> indices(static_cast<size_t>(shard_size));
-  for (int64_t i = 0; i < shard_size; ++i) indices[static_cast<size_t>(i)] = i;
-  Status bound = (*trainer)->BindExamples(std::move(indices));
-  if (!bound.ok()) return Fail("trainer", bound);
 
-  Trainer* active = trainer->get();
+  Trainer* active = trainer->active;
   std::unique_ptr<SlowTrainer> slow;
   if (s.slowdown_s > 0) {
     slow = std::make_unique<SlowTrainer>(
@@ -310,11 +366,11 @@ int Run(int argc, char** argv) {
     active = slow.get();
   }
 
-  FL_LOG(INFO) << kProgram << " " << s.runtime.client_name << ": " << shard_size
+  FL_LOG(INFO) << kProgram << " " << s.runtime.client_name << ": " << trainer->shard_size
                << " examples (partition " << PartitionSpecToString(s.partition) << ", shard "
                << s.partition_index << " of " << s.num_partitions << ", seed " << s.seed
-               << "), model " << s.model << " on " << *device << ", server " << s.link.target
-               << (s.link.insecure ? " (plaintext)" : " (TLS)");
+               << "), model " << s.model << trainer->description << " on " << *device
+               << ", server " << s.link.target << (s.link.insecure ? " (plaintext)" : " (TLS)");
 
   CancelToken cancel;
   InstallStopHandlers(&cancel);

@@ -1,0 +1,185 @@
+#include "client/vit_shift_client.h"
+
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "core/logging.h"
+#include "data/domain_shift.h"
+#include "data/idx_reader.h"
+#include "data/shifted_split_config.h"
+#include "torch/torch_trainer.h"
+
+namespace fl::internal {
+namespace {
+
+// The pool entries of a keyed update's tensor names ("pool.<i>.…"), ascending.
+std::set<int> TrainedEntries(const TrainStats& stats) {
+  std::set<int> entries;
+  constexpr std::string_view kPrefix = "pool.";
+  for (const auto& [name, fraction] : stats.tensor_weights) {
+    if (!(fraction > 0) || name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+    const size_t dot = name.find('.', kPrefix.size());
+    if (dot == std::string::npos) continue;
+    entries.insert(std::stoi(name.substr(kPrefix.size(), dot - kPrefix.size())));
+  }
+  return entries;
+}
+
+// Logs which pool entries each FedIns task trained: they are the only ones uploaded, so
+// an operator can tell a client's reach from its log.
+class EntryLoggingTrainer final : public Trainer {
+ public:
+  explicit EntryLoggingTrainer(VitTrainer* target) : target_(target) {}
+  const Layout& layout() const override { return target_->layout(); }
+  Status GetParameters(ParamSet* out) override { return target_->GetParameters(out); }
+  Status SetParameters(const ParamSet& params) override { return target_->SetParameters(params); }
+  Result<TrainStats> Train(const TrainConfig& config, const CancelToken& cancel) override {
+    Result<TrainStats> stats = target_->Train(config, cancel);
+    if (stats.ok() && !stats->tensor_weights.empty()) {
+      std::string list;
+      for (int e : TrainedEntries(*stats)) {
+        if (!list.empty()) list += ',';
+        list += std::to_string(e);
+      }
+      FL_LOG(INFO) << "task of round " << config.round << " trained pool entries " << list;
+    }
+    return stats;
+  }
+  Result<EvalStats> Evaluate() override { return target_->Evaluate(); }
+
+ private:
+  VitTrainer* target_;
+};
+
+Result<VitTrainerOptions> TrainerOptions(const Config& config, const std::string& device) {
+  VitTrainerOptions o;
+  Result<VitOptions> vit = ParseVitModelName(config.GetString("model.name"));
+  if (!vit.ok()) return vit.status().WithContext("model.name");
+  o.vit = *vit;
+  Result<VitTuning> tuning = ParseVitTuning(config.GetString("model.tuning"));
+  if (!tuning.ok()) return tuning.status().WithContext("model.tuning");
+  o.tuning = *tuning;
+  o.pool.entries = config.GetInt("fedins.entries");
+  o.pool.top_k = config.GetInt("fedins.top_k");
+  o.pool.lambda = config.GetDouble("fedins.lambda");
+  o.pool.batch_shared_ssf = config.GetBool("fedins.batch_shared_ssf");
+  if (o.pool.entries < 1 || o.pool.entries > 1024) {
+    return ConfigValueError("fedins.entries", "in [1, 1024]", std::to_string(o.pool.entries));
+  }
+  o.device = device;
+  o.init_seed = static_cast<uint64_t>(config.GetInt("data.seed"));
+  return o;
+}
+
+// The provisioned backbone: a model file of exactly the model.name ViT's layout.
+Result<ParamSet> ReadBackbone(const Config& config, const VitOptions& vit) {
+  const std::string path = config.GetString("model.backbone");
+  if (path.empty()) {
+    return ConfigValueError("model.backbone", "the pretrained ViT file (--backbone FILE)", "\"\"");
+  }
+  Result<ParamSet> backbone = ReadModelFile(path);
+  if (!backbone.ok()) return backbone.status().WithContext("model.backbone " + path);
+  FL_ASSIGN_OR_RETURN(Layout full, FullVitLayout(vit));
+  if (backbone->layout().hash() != full.hash()) {
+    return Status::InvalidArgument(
+        "model.backbone " + path + " is not a " + config.GetString("model.name") + " ViT (" +
+        std::to_string(backbone->size()) + " parameters, expected " +
+        std::to_string(full.total_numel()) + "); use the backbone the federation pretrained");
+  }
+  return backbone;
+}
+
+// Client data.partition_index's examples of the split, ascending (the order fl-sim binds
+// them in, so batches are the ones fl-sim draws for the same training seed).
+Result<ImageDataset> LoadShard(const Config& config, ShiftedSplitOptions* options) {
+  FL_ASSIGN_OR_RETURN(ImageDataset train,
+                      LoadMnistFormat(config.GetString("data.dir"), DatasetSplit::kTrain));
+  FL_ASSIGN_OR_RETURN(*options, ShiftedSplitOptionsFromConfig(
+                                    config, train.size(),
+                                    {.num_clients = "data.num_partitions", .seed = "data.seed"}));
+  FL_ASSIGN_OR_RETURN(ShiftedSplit split, BuildShiftedSplit(train, *options));
+  const int64_t index = config.GetInt("data.partition_index");
+  const std::vector<int64_t>& mine = split.clients[static_cast<size_t>(index)];
+  ImageDataset shard;
+  shard.rows = split.images.rows;
+  shard.cols = split.images.cols;
+  shard.num_classes = split.images.num_classes;
+  const size_t pixels = static_cast<size_t>(shard.rows * shard.cols);
+  shard.images.reserve(mine.size() * pixels);
+  for (int64_t i : mine) {
+    const uint8_t* image = split.images.image(i);
+    shard.images.insert(shard.images.end(), image, image + pixels);
+    shard.labels.push_back(split.images.labels[static_cast<size_t>(i)]);
+  }
+  return shard;
+}
+
+}  // namespace
+
+nlohmann::json VitShiftClientDefaults() {
+  const SsfPoolOptions pool;
+  return {
+      {"data",
+       {{"dataset", "fashion-mnist"},
+        {"domains", DomainListToString(AllDomains())},
+        {"domains_per_client", 3}}},
+      {"model", {{"tuning", "fedins"}, {"backbone", ""}}},
+      {"fedins",
+       {{"entries", pool.entries},
+        {"top_k", pool.top_k},
+        {"lambda", pool.lambda},
+        {"batch_shared_ssf", pool.batch_shared_ssf}}},
+  };
+}
+
+bool IsVitShiftConfig(const Config& config) {
+  return config.GetString("data.dataset") == kFashionMnistShiftDataset;
+}
+
+Status CheckDatasetAndModel(const Config& config) {
+  const std::string dataset = config.GetString("data.dataset");
+  const std::string model = config.GetString("model.name");
+  if (dataset != "fashion-mnist" && dataset != kFashionMnistShiftDataset) {
+    return ConfigValueError("data.dataset", "fashion-mnist or fashion-mnist-shift",
+                            "\"" + dataset + "\"");
+  }
+  if (IsVitShiftConfig(config) && !IsVitModelName(model)) {
+    return Status::InvalidArgument(
+        "model.name: data.dataset fashion-mnist-shift needs a ViT "
+        "(vit-tiny or vit:key=value,...), got \"" +
+        model + "\"");
+  }
+  if (!IsVitShiftConfig(config) && IsVitModelName(model)) {
+    return Status::InvalidArgument("model.name " + model +
+                                   " is W3's ViT: set data.dataset=fashion-mnist-shift "
+                                   "(--dataset) and model.backbone (--backbone)");
+  }
+  return Status::Ok();
+}
+
+Result<VitShiftClient> NewVitShiftClient(const Config& config, const std::string& device) {
+  // Options and the backbone first: a typo or a wrong file fails before the data is
+  // read and shifted.
+  FL_ASSIGN_OR_RETURN(VitTrainerOptions options, TrainerOptions(config, device));
+  FL_ASSIGN_OR_RETURN(ParamSet backbone, ReadBackbone(config, options.vit));
+  ShiftedSplitOptions split;
+  FL_ASSIGN_OR_RETURN(ImageDataset shard, LoadShard(config, &split));
+  VitShiftClient c;
+  c.shard_size = shard.size();
+  FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> data,
+                      MakeTensorImageData(shard, device));
+  FL_ASSIGN_OR_RETURN(c.vit, VitTrainer::Create(options, &backbone, std::move(data), nullptr));
+  std::vector<int64_t> indices(static_cast<size_t>(c.shard_size));
+  for (int64_t i = 0; i < c.shard_size; ++i) indices[static_cast<size_t>(i)] = i;
+  FL_RETURN_IF_ERROR(c.vit->BindExamples(std::move(indices)));
+  c.trainer = std::make_unique<EntryLoggingTrainer>(c.vit.get());
+  c.description = "W3 " + DomainListToString(split.domains) + " (" +
+                  std::to_string(split.domains_per_client) + " per client, train images " +
+                  std::to_string(split.begin) + "-" + std::to_string(split.end - 1) + "), tuning " +
+                  VitTuningName(options.tuning) + " on backbone " +
+                  config.GetString("model.backbone");
+  return c;
+}
+
+}  // namespace fl::internal
