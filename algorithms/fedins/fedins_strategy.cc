@@ -22,6 +22,9 @@ Status ValidateFedInsOptions(const FedInsOptions& o) {
   if (!(std::isfinite(o.lambda) && o.lambda >= 0 && o.lambda <= 1)) {
     return BadOption("fedins.lambda", "must be in [0, 1]");
   }
+  if (!(o.upload_min_fraction >= 0 && o.upload_min_fraction <= 1)) {
+    return BadOption("fedins.upload_min_fraction", "must be in [0, 1]");
+  }
   if (o.fedavg.aggregation.rule != AggregationRule::kMean) {
     // The robust rules compare dense deltas coordinate by coordinate; keyed updates are
     // folded per tensor, so they are refused rather than silently ignored.
@@ -41,6 +44,7 @@ TrainConfig FedInsStrategy::ConfigureRound(uint64_t round) const {
   config.extra["fedins.top_k"] = options_.top_k;
   config.extra["fedins.lambda"] = options_.lambda;
   config.extra["fedins.batch_shared_ssf"] = options_.batch_shared_ssf;
+  config.extra["fedins.upload_min_fraction"] = options_.upload_min_fraction;
   return config;
 }
 

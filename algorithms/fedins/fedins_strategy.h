@@ -36,6 +36,10 @@ struct FedInsOptions {
   int64_t top_k = 3;              // entries selected per instance; [1, entries]
   double lambda = 0.1;            // weight of the key-similarity loss; [0, 1]
   bool batch_shared_ssf = false;  // one SSF per batch (the original reference), not per instance
+  // An entry selected by a smaller share of a client's examples is not uploaded: it
+  // would enter the per-tensor mean with that small weight. Trades a little of the
+  // mean for bytes; [0, 1], 0 uploads every selected entry.
+  double upload_min_fraction = 0;
   KeyedRule aggregate = KeyedRule::kSelected;
 };
 
@@ -50,7 +54,8 @@ class FedInsStrategy : public Strategy {
 
   std::string_view name() const override { return step_.name(); }
   // FedAvg's config plus TrainConfig::extra "fedins.entries", "fedins.top_k" (ints),
-  // "fedins.lambda" (double) and "fedins.batch_shared_ssf" (bool).
+  // "fedins.lambda", "fedins.upload_min_fraction" (doubles) and "fedins.batch_shared_ssf"
+  // (bool).
   TrainConfig ConfigureRound(uint64_t round) const override;
   // A KeyedRoundAggregator with the configured rule.
   std::unique_ptr<RoundAggregator> NewRoundAggregator(const ParamSet& global,

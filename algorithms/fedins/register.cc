@@ -14,6 +14,9 @@ std::vector<ConfigKey> FedInsConfigKeys() {
       {"fedins.top_k", int64_t{3}, "entries selected per instance, [1, entries]"},
       {"fedins.lambda", 0.1, "weight of the key-similarity loss, [0, 1]"},
       {"fedins.batch_shared_ssf", false, "one SSF per batch (the original reference's quirk)"},
+      {"fedins.upload_min_fraction", 0.0,
+       "entries selected by a smaller share of a client's examples stay home, [0, 1] "
+       "(0: every selected entry is uploaded, as the reference)"},
       {"fedins.aggregate", std::string("selected"),
        "selected (per tensor, weighted by the share of examples that selected it) | uniform "
        "(every client counts once per tensor, unsent tensors as unchanged copies)"},
@@ -27,6 +30,7 @@ Result<FedInsOptions> FedInsOptionsFromConfig(const AlgorithmConfig& config) {
   o.top_k = config.GetInt("fedins.top_k");
   o.lambda = config.GetDouble("fedins.lambda");
   o.batch_shared_ssf = config.GetBool("fedins.batch_shared_ssf");
+  o.upload_min_fraction = config.GetDouble("fedins.upload_min_fraction");
   Result<KeyedRule> rule = ParseKeyedRule(config.GetString("fedins.aggregate"));
   if (!rule.ok()) return rule.status().WithContext("fedins.aggregate");
   o.aggregate = *rule;

@@ -85,6 +85,12 @@ Result<SsfPoolOptions> PoolSettings(const SsfPoolOptions& base, const TrainConfi
   if (auto it = config.extra.find("fedins.batch_shared_ssf"); it != config.extra.end()) {
     FL_ASSIGN_OR_RETURN(o.batch_shared_ssf, it->second.AsBool());
   }
+  if (auto it = config.extra.find("fedins.upload_min_fraction"); it != config.extra.end()) {
+    FL_ASSIGN_OR_RETURN(o.upload_min_fraction, it->second.AsDouble());
+  }
+  if (!(o.upload_min_fraction >= 0 && o.upload_min_fraction <= 1)) {
+    return Status::InvalidArgument("fedins.upload_min_fraction must be in [0, 1]");
+  }
   if (o.top_k < 1 || o.top_k > base.entries) {
     return Status::InvalidArgument("fedins.top_k must be in [1, " + std::to_string(base.entries) +
                                    "] (got " + std::to_string(o.top_k) + ")");
@@ -392,9 +398,10 @@ Result<TrainStats> VitTrainer::Train(const TrainConfig& config, const CancelToke
     const Layout& layout = m.bridge->layout();
     for (size_t t = 0; t < layout.num_tensors(); ++t) {
       const int64_t chosen = selections[static_cast<size_t>(m.entry_of_tensor[t])];
-      if (chosen == 0) continue;  // never selected: unchanged, not uploaded
-      stats.tensor_weights[layout.tensors()[t].name] =
-          static_cast<double>(chosen) / static_cast<double>(stats.num_examples);
+      const double fraction = static_cast<double>(chosen) / static_cast<double>(stats.num_examples);
+      // Never selected: unchanged. Rarely selected: below the upload threshold.
+      if (chosen == 0 || fraction < m.pool_settings.upload_min_fraction) continue;
+      stats.tensor_weights[layout.tensors()[t].name] = fraction;
     }
   }
   return stats;

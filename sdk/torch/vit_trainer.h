@@ -48,12 +48,16 @@ Result<VitTuning> ParseVitTuning(const std::string& name);
 std::string VitTuningName(VitTuning tuning);
 
 // FedIns's pool (tuning fedins). The per-task values also travel in TrainConfig::extra
-// as "fedins.top_k", "fedins.lambda", "fedins.batch_shared_ssf", which override these.
+// as "fedins.top_k", "fedins.lambda", "fedins.batch_shared_ssf",
+// "fedins.upload_min_fraction", which override these.
 struct SsfPoolOptions {
   int64_t entries = 10;           // M
   int64_t top_k = 3;              // entries each instance combines
   double lambda = 0.1;            // weight of the key-similarity term in the loss
   bool batch_shared_ssf = false;  // the reference's original: one combination per batch
+  // Entries selected by a smaller share of the examples seen are left out of
+  // TrainStats::tensor_weights, so they are not uploaded.
+  double upload_min_fraction = 0;
 };
 
 struct VitTrainerOptions {

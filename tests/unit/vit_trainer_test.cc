@@ -1,6 +1,7 @@
 #include "torch/vit_trainer.h"
 
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <set>
 
@@ -182,6 +183,41 @@ TEST_F(VitTrainerTest, PoolTrainingLeavesTheBackboneAndUnselectedEntriesAlone) {
     if (!weighted) EXPECT_FALSE(changed) << name << " changed without being selected";
     if (weighted && name.ends_with(".key")) EXPECT_TRUE(changed) << name;
   }
+}
+
+TEST_F(VitTrainerTest, RarelySelectedEntriesStayHomeBelowTheUploadThreshold) {
+  const ParamSet backbone = Backbone();
+  auto weighted_entries = [&](double min_fraction) {
+    std::unique_ptr<VitTrainer> t = New(Options(VitTuning::kSsfPool), &backbone);
+    EXPECT_TRUE(t->BindExamples(Range(200)).ok());
+    TrainConfig c;
+    c.local_steps = 5;
+    c.lr = 0.05;
+    c.extra["fedins.upload_min_fraction"] = min_fraction;
+    Result<TrainStats> stats = t->Train(c, CancelToken());
+    EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+    std::map<std::string, double> keys;
+    for (const auto& [name, fraction] : stats->tensor_weights) {
+      if (name.ends_with(".key")) keys[name] = fraction;
+    }
+    return keys;
+  };
+  const std::map<std::string, double> all = weighted_entries(0.0);
+  double smallest = 1;
+  for (const auto& [name, fraction] : all) smallest = std::min(smallest, fraction);
+  ASSERT_LT(smallest, 1.0);
+  // A threshold just above the rarest entry's share drops exactly the entries below it.
+  const std::map<std::string, double> kept = weighted_entries(smallest + 1e-9);
+  EXPECT_LT(kept.size(), all.size());
+  for (const auto& [name, fraction] : all) {
+    EXPECT_EQ(kept.count(name) > 0, fraction > smallest) << name;
+    if (kept.count(name)) EXPECT_EQ(kept.at(name), fraction);
+  }
+  TrainConfig bad;
+  bad.extra["fedins.upload_min_fraction"] = 1.5;
+  std::unique_ptr<VitTrainer> t = New(Options(VitTuning::kSsfPool), &backbone);
+  ASSERT_TRUE(t->BindExamples(Range(10)).ok());
+  EXPECT_EQ(t->Train(bad, CancelToken()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(VitTrainerTest, PerInstanceSelectionMatchesOneImageAtATime) {
