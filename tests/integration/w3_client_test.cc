@@ -4,13 +4,15 @@
 //    fl::AdaptivePredictor in this process, all on fl-sim's final_model.flps;
 //  - fl-server (algorithm fedins, TLS on loopback) with three fl-client processes on
 //    fl-sim's W3 shards: the federation finishes, the ledger holds accepted keyed
-//    uploads, and the pool entries no client trained keep their bits.
+//    uploads, the pool entries no client trained keep their bits, and the final pool is
+//    fl-sim's for the same federation.
 
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -235,10 +237,11 @@ TEST_F(W3ClientTest, SameInputSamePredictionThroughLibraryFlClientAndFlSim) {
 TEST_F(W3ClientTest, FedInsOverGrpcLeavesUntrainedPoolEntriesBitwiseUnchanged) {
   const std::vector<std::string> pool_flags = {
       "--set", "fedins.entries=" + std::to_string(kPoolEntries), "--set", "fedins.top_k=1"};
-  // fl-sim's seeded initial pool (its model version 0) is the server's initial model.
+  // The same federation in fl-sim: its seeded initial pool (model version 0) is the
+  // server's initial model, its final model the reference.
   std::vector<std::string> sim_flags = TrainFlags(1, 8);
   sim_flags.insert(sim_flags.end(), pool_flags.begin(), pool_flags.end());
-  RunFlSim(Path("sim"), /*rounds=*/1, kClients, sim_flags);
+  RunFlSim(Path("sim"), /*rounds=*/2, kClients, sim_flags);
   const std::string initial_path = Path("sim/models/v0.flps");
   Result<ParamSet> initial = ReadModelFile(initial_path);
   ASSERT_TRUE(initial.ok()) << initial.status().ToString();
@@ -379,6 +382,25 @@ TEST_F(W3ClientTest, FedInsOverGrpcLeavesUntrainedPoolEntriesBitwiseUnchanged) {
     }
   }
   EXPECT_EQ(changed, trained);
+
+  // fl-client trained fl-sim's shards: each client's keyed update is the same in both
+  // runs, so the folds agree (to the fp64 fold's arrival order; see federation_e2e_test's
+  // ProcessesMatchSimulation).
+  Result<ParamSet> simulated = ReadModelFile(Path("sim/final_model.flps"));
+  ASSERT_TRUE(simulated.ok()) << simulated.status().ToString();
+  ASSERT_EQ(simulated->layout().hash(), final_model->layout().hash());
+  size_t differ = 0;
+  double max_abs = 0;
+  for (size_t i = 0; i < simulated->size(); ++i) {
+    const float a = simulated->data()[i], b = final_model->data()[i];
+    if (std::memcmp(&a, &b, sizeof(float)) != 0) ++differ;
+    max_abs = std::max(max_abs, std::fabs(static_cast<double>(a) - b));
+  }
+  std::printf(
+      "fl-server + %d fl-client vs fl-sim: %zu of %zu parameters differ, max abs "
+      "difference %.3g\n",
+      kClients, differ, simulated->size(), max_abs);
+  EXPECT_LE(max_abs, 1e-6);
   std::printf("fedins over gRPC: %zu of %d pool entries trained, the other %zu bitwise unchanged\n",
               trained.size(), kPoolEntries, kPoolEntries - trained.size());
 }
