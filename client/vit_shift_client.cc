@@ -179,6 +179,11 @@ Result<VitShiftClient> NewVitShiftClient(const Config& config, const std::string
                   std::to_string(split.begin) + "-" + std::to_string(split.end - 1) + "), tuning " +
                   VitTuningName(options.tuning) + " on backbone " +
                   config.GetString("model.backbone");
+  // The trained part's size is what must match the server's model (--pool-entries).
+  if (options.tuning == VitTuning::kSsfPool) {
+    c.description += ", a pool of " + std::to_string(options.pool.entries) + " entries";
+  }
+  c.description += ", " + std::to_string(c.vit->layout().total_numel()) + " trained parameters";
   return c;
 }
 
