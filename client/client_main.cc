@@ -51,7 +51,6 @@
 #include "fl/trainer.h"
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
-#include "torch/vit_trainer.h"
 
 namespace fl::internal {
 namespace {
