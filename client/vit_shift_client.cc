@@ -1,6 +1,8 @@
 #include "client/vit_shift_client.h"
 
+#include <charconv>
 #include <set>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -14,20 +16,22 @@ namespace fl::internal {
 namespace {
 
 // The pool entries of a keyed update's tensor names ("pool.<i>.…"), ascending.
-std::set<int> TrainedEntries(const TrainStats& stats) {
+std::set<int> UploadedEntries(const TrainStats& stats) {
   std::set<int> entries;
   constexpr std::string_view kPrefix = "pool.";
   for (const auto& [name, fraction] : stats.tensor_weights) {
     if (!(fraction > 0) || name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
-    const size_t dot = name.find('.', kPrefix.size());
-    if (dot == std::string::npos) continue;
-    entries.insert(std::stoi(name.substr(kPrefix.size(), dot - kPrefix.size())));
+    const char* first = name.data() + kPrefix.size();
+    int entry = 0;
+    auto [end, ec] = std::from_chars(first, name.data() + name.size(), entry);
+    if (ec == std::errc() && end != first && *end == '.') entries.insert(entry);
   }
   return entries;
 }
 
-// Logs which pool entries each FedIns task trained: they are the only ones uploaded, so
-// an operator can tell a client's reach from its log.
+// Logs which pool entries each FedIns task uploads (the ones it trained, less those
+// below fedins.upload_min_fraction), so an operator can tell a client's reach from its
+// log.
 class EntryLoggingTrainer final : public Trainer {
  public:
   explicit EntryLoggingTrainer(VitTrainer* target) : target_(target) {}
@@ -38,11 +42,11 @@ class EntryLoggingTrainer final : public Trainer {
     Result<TrainStats> stats = target_->Train(config, cancel);
     if (stats.ok() && !stats->tensor_weights.empty()) {
       std::string list;
-      for (int e : TrainedEntries(*stats)) {
+      for (int e : UploadedEntries(*stats)) {
         if (!list.empty()) list += ',';
         list += std::to_string(e);
       }
-      FL_LOG(INFO) << "task of round " << config.round << " trained pool entries " << list;
+      FL_LOG(INFO) << "task of round " << config.round << " uploads pool entries " << list;
     }
     return stats;
   }

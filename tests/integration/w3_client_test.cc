@@ -121,44 +121,18 @@ class W3ClientTest : public ProcessTest {
   // fl-sim's W3 FedIns run into `out`, scored on the first kTestImages shifted test images.
   void RunFlSim(const std::string& out, int rounds, int clients,
                 const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {Binary("simulations/fl-sim"),
-                                     "run",
-                                     "--preset",
-                                     "fmnist-vit-shift",
-                                     "--model",
-                                     kTinyVit,
-                                     "--set",
-                                     "model.backbone=" + backbone_,
-                                     "--algorithm",
-                                     "fedins",
-                                     "--set",
-                                     "model.tuning=fedins",
-                                     "--rounds",
-                                     std::to_string(rounds),
-                                     "--seed",
-                                     std::to_string(kSeed),
-                                     "--clients",
-                                     std::to_string(clients),
-                                     "--clients-per-round",
-                                     std::to_string(clients),
-                                     "--train-examples",
-                                     kTrainExamples,
-                                     "--test-examples",
-                                     std::to_string(kTestImages),
-                                     "--eval-every",
-                                     "1",
-                                     "--workers",
-                                     "2",
-                                     "--threads-per-worker",
-                                     "1",
-                                     "--device",
-                                     "cpu",
-                                     "--progress",
-                                     "none",
-                                     "--data-dir",
-                                     FL_FASHION_MNIST_DIR,
-                                     "--out",
-                                     out};
+    // clang-format off
+    std::vector<std::string> args = {
+        Binary("simulations/fl-sim"), "run", "--preset", "fmnist-vit-shift",
+        "--model", kTinyVit, "--set", "model.backbone=" + backbone_,
+        "--algorithm", "fedins", "--set", "model.tuning=fedins",
+        "--rounds", std::to_string(rounds), "--seed", std::to_string(kSeed),
+        "--clients", std::to_string(clients), "--clients-per-round", std::to_string(clients),
+        "--train-examples", kTrainExamples, "--test-examples", std::to_string(kTestImages),
+        "--eval-every", "1", "--workers", "2", "--threads-per-worker", "1",
+        "--device", "cpu", "--progress", "none",
+        "--data-dir", FL_FASHION_MNIST_DIR, "--out", out};
+    // clang-format on
     args.insert(args.end(), extra.begin(), extra.end());
     ASSERT_EQ(RunToCompletion("fl-sim", args), 0);
   }
@@ -248,36 +222,25 @@ TEST_F(W3ClientTest, FedInsOverGrpcLeavesUntrainedPoolEntriesBitwiseUnchanged) {
 
   ASSERT_EQ(RunToCompletion("certs", {Binary("server/fl-server"), "certs", "--out", Path("certs")}),
             0);
+  // clang-format off
   std::vector<std::string> server_args = {
       Binary("server/fl-server"),
-      "--listen",
-      "127.0.0.1:0",
-      "--tls-cert",
-      Path("certs/server.pem"),
-      "--tls-key",
-      Path("certs/server.key"),
-      "--init-model",
-      initial_path,
-      "--model",
-      kTinyVit,
-      "--rounds",
-      "2",
-      "--seed",
-      std::to_string(kSeed),
-      "--state-dir",
-      Path("state"),
-      "--enrollment-token",
-      kToken,
-      "--min-clients",
-      std::to_string(kClients),
-      "--clients-per-round",
-      std::to_string(kClients),
-      "--set",
-      "algorithm.name=fedins",
+      "--listen", "127.0.0.1:0",
+      "--tls-cert", Path("certs/server.pem"),
+      "--tls-key", Path("certs/server.key"),
+      "--init-model", initial_path,
+      "--model", kTinyVit,
+      "--rounds", "2",
+      "--seed", std::to_string(kSeed),
+      "--state-dir", Path("state"),
+      "--enrollment-token", kToken,
+      "--min-clients", std::to_string(kClients),
+      "--clients-per-round", std::to_string(kClients),
+      "--set", "algorithm.name=fedins",
       // Answers after the last round until the test stops it, however slow the machine.
-      "--set",
-      "server.drain_s=3600",
+      "--set", "server.drain_s=3600",
   };
+  // clang-format on
   for (const std::vector<std::string>& flags : {TrainFlags(1, 8), pool_flags}) {
     server_args.insert(server_args.end(), flags.begin(), flags.end());
   }
@@ -287,43 +250,30 @@ TEST_F(W3ClientTest, FedInsOverGrpcLeavesUntrainedPoolEntriesBitwiseUnchanged) {
 
   std::vector<Subprocess*> clients;
   for (int i = 0; i < kClients; ++i) {
-    clients.push_back(Spawn("client-" + std::to_string(i), {Binary("client/fl-client"),
-                                                            "--server",
-                                                            "127.0.0.1:" + std::to_string(port),
-                                                            "--tls-ca",
-                                                            Path("certs/ca.pem"),
-                                                            "--enrollment-token",
-                                                            kToken,
-                                                            "--dataset",
-                                                            "fashion-mnist-shift",
-                                                            "--model",
-                                                            kTinyVit,
-                                                            "--tuning",
-                                                            "fedins",
-                                                            "--backbone",
-                                                            backbone_,
-                                                            "--pool-entries",
-                                                            std::to_string(kPoolEntries),
-                                                            "--data-dir",
-                                                            FL_FASHION_MNIST_DIR,
-                                                            "--num-partitions",
-                                                            std::to_string(kClients),
-                                                            "--partition-index",
-                                                            std::to_string(i),
-                                                            "--seed",
-                                                            std::to_string(kSeed),
-                                                            "--train-examples",
-                                                            kTrainExamples,
-                                                            "--device",
-                                                            "cpu",
-                                                            "--threads",
-                                                            "1",
-                                                            "--set",
-                                                            "client.poll_wait_s=2"}));
+    // clang-format off
+    clients.push_back(Spawn("client-" + std::to_string(i), {
+        Binary("client/fl-client"),
+        "--server", "127.0.0.1:" + std::to_string(port),
+        "--tls-ca", Path("certs/ca.pem"),
+        "--enrollment-token", kToken,
+        "--dataset", "fashion-mnist-shift",
+        "--model", kTinyVit,
+        "--tuning", "fedins",
+        "--backbone", backbone_,
+        "--pool-entries", std::to_string(kPoolEntries),
+        "--data-dir", FL_FASHION_MNIST_DIR,
+        "--num-partitions", std::to_string(kClients),
+        "--partition-index", std::to_string(i),
+        "--seed", std::to_string(kSeed),
+        "--train-examples", kTrainExamples,
+        "--device", "cpu",
+        "--threads", "1",
+        "--set", "client.poll_wait_s=2"}));
+    // clang-format on
   }
-  // The entries each task trained, from the clients' logs: the only ones uploaded.
+  // The entries each task trained and uploaded, from the clients' logs.
   std::set<int> trained;
-  const std::regex trained_line("trained pool entries ([0-9,]+)");
+  const std::regex trained_line("uploads pool entries ([0-9,]+)");
   for (Subprocess* c : clients) {
     std::optional<int> code = c->Wait(seconds(120));
     ASSERT_TRUE(code.has_value()) << "fl-client still running:\n" << c->Log();
