@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# FedIns against its baselines on W3 `fmnist-vit-shift` (issue: FedIns): vit-tiny
+# pretrained on clean images 0-29,999, then 10 clients, each holding 3 of the 5 domains
+# (clean, inverted, rot90, noise, blur) and a Dirichlet(0.5) label skew over images
+# 30,000-59,999; all clients every round, the preset's rounds and local steps.
+#
+#   tests/bench/fedins_table.sh BUILD_DIR [RUNS_DIR] [extra fl-sim flags...]
+#
+#   1. `fl-sim pretrain` writes RUNS_DIR/backbone.flps (skipped when it exists);
+#   2. FedIns (pool of 10, top-3), federated SSF (one SSF set + head), the head alone on
+#      the frozen backbone, and full fine-tuning, each FedAvg-aggregated;
+#   3. one markdown table: final and best test accuracy (shifted test set), accuracy per
+#      domain, and bytes per client per round up and down, with upload as a fraction of
+#      full fine-tuning's; then FedIns's selection counts per domain and entry.
+# Environment: METHODS (default "fedins ssf head full") to run a subset; LR_<method>
+# (e.g. LR_full=0.01) to override train.lr for one method.
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+build="${1:-$root/build}"
+runs="${2:-$root/runs/fedins-table}"
+shift $(( $# > 2 ? 2 : $# ))
+fl_sim="$build/simulations/fl-sim"
+[ -x "$fl_sim" ] || { echo "no fl-sim at $fl_sim (build it first)" >&2; exit 1; }
+mkdir -p "$runs"
+backbone="$runs/backbone.flps"
+if [ ! -f "$backbone" ]; then
+  "$fl_sim" pretrain --preset fmnist-vit-shift --out "$backbone" > "$runs/pretrain.log" 2>&1 ||
+    { echo "pretraining failed: $(tail -1 "$runs/pretrain.log")" >&2; exit 1; }
+fi
+
+methods="${METHODS:-fedins ssf head full}"
+for m in $methods; do
+  flags=(--set "model.backbone=$backbone" --set "model.tuning=$m")
+  [ "$m" != fedins ] && flags+=(--set algorithm.name=fedavg)
+  lr_var="LR_$m"
+  [ -n "${!lr_var:-}" ] && flags+=(--set "train.lr=${!lr_var}")
+  "$fl_sim" run --preset fmnist-vit-shift --progress none --out "$runs/$m" "${flags[@]}" "$@" \
+      > "$runs/$m.log" 2>&1 || echo "  ($m stopped: $(tail -1 "$runs/$m.log"))" >&2
+done
+
+# metrics.csv columns by name: final and best accuracy, mean bytes up/down per client-round
+summary() {
+  awk -F, '
+    NR == 1 { for (i = 1; i <= NF; ++i) col[$i] = i; next }
+    { acc = $col["accuracy"]; if (acc != "" && acc + 0 > best) best = acc + 0
+      if (acc != "") last = acc + 0
+      up += $col["bytes_up"]; down += $col["bytes_down"]; clients += $col["clients"] }
+    END { printf "%.2f|%.2f|%.0f|%.0f\n", 100 * last, 100 * best, up / clients, down / clients }' "$1"
+}
+
+full_up=""
+[ -f "$runs/full/metrics.csv" ] && full_up=$(summary "$runs/full/metrics.csv" | cut -d'|' -f3)
+domains=$(awk -F, 'NR > 1 { printf "%s%s", sep, $1; sep = "|" }' "$runs/fedins/per_domain.csv" 2>/dev/null)
+echo "| method | final % | best % | ${domains//|/ % | } % | up B/client/round | down B/client/round | up vs full |"
+echo "|---|---|---|$(echo "$domains" | sed 's/[^|]*/---/g')|---|---|---|"
+for m in $methods; do
+  [ -f "$runs/$m/metrics.csv" ] || continue
+  IFS='|' read -r last best up down <<< "$(summary "$runs/$m/metrics.csv")"
+  per=$(awk -F, 'NR > 1 { printf "%s%.1f", sep, 100 * $3; sep = " | " }' "$runs/$m/per_domain.csv")
+  ratio="-"
+  [ -n "$full_up" ] && ratio=$(awk -v a="$up" -v b="$full_up" 'BEGIN { printf "%.3f", a / b }')
+  echo "| $m | $last | $best | $per | $up | $down | $ratio |"
+done
+if [ -f "$runs/fedins/selection.csv" ]; then
+  echo
+  echo "FedIns: test images per domain that selected each entry (top-3 of 10):"
+  echo
+  awk -F, 'NR == 1 { printf "|"; for (i = 1; i <= NF; ++i) printf " %s |", $i; printf "\n|";
+                     for (i = 1; i <= NF; ++i) printf "---|"; printf "\n"; next }
+           { printf "|"; for (i = 1; i <= NF; ++i) printf " %s |", $i; printf "\n" }' \
+      "$runs/fedins/selection.csv"
+fi
