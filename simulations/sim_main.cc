@@ -27,6 +27,8 @@
 #include "simulations/run_comparison.h"
 #include "simulations/simulator.h"
 #include "simulations/vit_pretrain.h"
+#include "simulations/vit_shift_workload.h"
+#include "simulations/workload.h"
 #include "torch/lm_trainer.h"
 #include "torch/model_zoo.h"
 #include "torch/torch_trainer.h"
@@ -346,31 +348,42 @@ int Pretrain(int argc, char** argv) {
               2);
 }
 
+// The trainable part of a W3 model (vit_shift_workload.h): what fl-server starts a
+// head, ssf or fedins federation from. Loads the workload for its trainer options and
+// backbone checks, on the CPU.
+Result<ParamSet> W3InitialModel(const Config& config) {
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Workload> workload, LoadWorkload(config, "cpu", nullptr));
+  return workload->InitialModel(config);
+}
+
 int ExportModel(int argc, char** argv) {
-  const nlohmann::json defaults = {
-      {"model", {{"name", "cnn"}}},
-      {"run", {{"seed", 1}}},
-      {"export", {{"out", ""}}},
-  };
+  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
+  if (!defaults.ok()) return Fail(defaults.status(), 2);
+  (*defaults)["export"] = {{"out", ""}};
+  std::vector<FlagAlias> aliases;
+  for (FlagAlias& a : RunAliases()) {
+    if (a.flag != "--out") aliases.push_back(std::move(a));
+  }
+  aliases.push_back({"--out", "export.out", "output file"});
   Result<CommandLine> cl = ParseCommandLine(
       "fl-sim export-model",
-      "Writes a zoo model's seeded initial parameters in the format fl-server loads "
-      "(model.init_file).",
-      defaults,
-      {{"--model", "model.name", "model from the zoo (cnn, mlp, logreg)"},
-       {"--seed", "run.seed", "initialization seed"},
-       {"--out", "export.out", "output file"}},
-      argc, argv);
+      "Writes the initial global model in the format fl-server loads (model.init_file): a "
+      "zoo model's seeded parameters, or with --preset fmnist-vit-shift the trainable part "
+      "of model.tuning (head, ssf, the fedins pool or the full ViT) on model.backbone.",
+      *defaults, aliases, argc, argv);
   if (!cl.ok()) return Fail(cl.status(), 2);
   if (cl->exit_now) return cl->exit_code;
-  const std::string out = cl->config.GetString("export.out");
+  const Config& config = cl->config;
+  const std::string out = config.GetString("export.out");
   if (out.empty()) return Fail(Status::InvalidArgument("--out FILE is required"), 2);
-  const std::string name = cl->config.GetString("model.name");
-  const uint64_t seed = static_cast<uint64_t>(cl->config.GetInt("run.seed"));
-  Status s = WriteInitialModel(name, seed, out);
-  if (!s.ok()) return Fail(s, UsageOr1(s));
-  Result<ParamSet> params = InitialModelParameters(name, seed);
-  if (!params.ok()) return Fail(params.status(), 1);
+  const std::string name = config.GetString("model.name");
+  const uint64_t seed = static_cast<uint64_t>(config.GetInt("run.seed"));
+  Result<ParamSet> params = config.GetString("data.dataset") == kFashionMnistShift
+                                ? W3InitialModel(config)
+                                : InitialModelParameters(name, seed);
+  if (!params.ok()) return Fail(params.status(), UsageOr1(params.status()));
+  Status s = WriteModelFile(out, *params);
+  if (!s.ok()) return Fail(s, 1);
   std::cout << "wrote " << name << " (" << params->size() << " parameters, layout hash "
             << params->layout().hash() << ", seed " << seed << ") to " << out << std::endl;
   return 0;
