@@ -356,21 +356,27 @@ Result<ParamSet> W3InitialModel(const Config& config) {
   return workload->InitialModel(config);
 }
 
-int ExportModel(int argc, char** argv) {
-  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
-  if (!defaults.ok()) return Fail(defaults.status(), 2);
-  (*defaults)["export"] = {{"out", ""}};
+// The command line of an export command: every `fl-sim run` key and flag (so the export
+// matches the run with the same flags), with --out naming the file written (export.out).
+Result<CommandLine> ParseExportCommandLine(const std::string& command, const std::string& about,
+                                           const std::string& out_help, int argc, char** argv) {
+  FL_ASSIGN_OR_RETURN(nlohmann::json defaults, RunDefaults(argc, argv));
+  defaults["export"] = {{"out", ""}};
   std::vector<FlagAlias> aliases;
   for (FlagAlias& a : RunAliases()) {
     if (a.flag != "--out") aliases.push_back(std::move(a));
   }
-  aliases.push_back({"--out", "export.out", "output file"});
-  Result<CommandLine> cl = ParseCommandLine(
+  aliases.push_back({"--out", "export.out", out_help});
+  return ParseCommandLine(command, about, defaults, aliases, argc, argv);
+}
+
+int ExportModel(int argc, char** argv) {
+  Result<CommandLine> cl = ParseExportCommandLine(
       "fl-sim export-model",
       "Writes the initial global model in the format fl-server loads (model.init_file): a "
       "zoo model's seeded parameters, or with --preset fmnist-vit-shift the trainable part "
       "of model.tuning (head, ssf, the fedins pool or the full ViT) on model.backbone.",
-      *defaults, aliases, argc, argv);
+      "output file", argc, argv);
   if (!cl.ok()) return Fail(cl.status(), 2);
   if (cl->exit_now) return cl->exit_code;
   const Config& config = cl->config;
@@ -390,19 +396,11 @@ int ExportModel(int argc, char** argv) {
 }
 
 int ExportPartition(int argc, char** argv) {
-  Result<nlohmann::json> defaults = RunDefaults(argc, argv);
-  if (!defaults.ok()) return Fail(defaults.status(), 2);
-  (*defaults)["export"] = {{"out", ""}};
-  std::vector<FlagAlias> aliases;
-  for (FlagAlias& a : RunAliases()) {
-    if (a.flag != "--out") aliases.push_back(std::move(a));
-  }
-  aliases.push_back({"--out", "export.out", "output JSON file"});
-  Result<CommandLine> cl = ParseCommandLine(
+  Result<CommandLine> cl = ParseExportCommandLine(
       "fl-sim export-partition",
       "Writes the client -> training-example indices that `fl-sim run` would use with the "
       "same flags, as JSON (for baselines outside fl-sim).",
-      *defaults, aliases, argc, argv);
+      "output JSON file", argc, argv);
   if (!cl.ok()) return Fail(cl.status(), 2);
   if (cl->exit_now) return cl->exit_code;
   const Config& config = cl->config;
