@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -48,6 +49,11 @@ std::vector<std::vector<std::string>> ReadCsv(const std::filesystem::path& p) {
   return rows;
 }
 
+std::string ReadBytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 class FmnistVitShiftTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -65,16 +71,20 @@ class FmnistVitShiftTest : public ::testing::Test {
                     " --set data.test_examples=500 --data-dir " FL_FASHION_MNIST_DIR);
   }
 
+  // The model and data flags of Run (and of export-model).
+  std::string Flags(const std::string& algorithm, const std::string& tuning) const {
+    return std::string("--preset fmnist-vit-shift --model ") + kTinyVit +
+           " --set model.backbone=" + backbone_ + " --algorithm " + algorithm +
+           " --set model.tuning=" + tuning + " --data-dir " FL_FASHION_MNIST_DIR;
+  }
+
   // 2 rounds of 4 clients on the first 2,000 federated images, scored on 500 test images.
   Outcome Run(const std::string& algorithm, const std::string& tuning, const std::string& out) {
-    return RunFlSim(
-        std::string("run --preset fmnist-vit-shift --model ") + kTinyVit +
-        " --set model.backbone=" + backbone_ + " --algorithm " + algorithm +
-        " --set model.tuning=" + tuning +
-        " --rounds 2 --clients 4 --clients-per-round 4 --local-steps 3"
-        " --train-examples 2000 --test-examples 500 --eval-every 1 --workers 2 --progress none"
-        " --data-dir " FL_FASHION_MNIST_DIR " --out " +
-        out);
+    return RunFlSim("run " + Flags(algorithm, tuning) +
+                    " --rounds 2 --clients 4 --clients-per-round 4 --local-steps 3"
+                    " --train-examples 2000 --test-examples 500 --eval-every 1 --workers 2"
+                    " --progress none --out " +
+                    out);
   }
 
   std::filesystem::path dir_;
@@ -114,6 +124,13 @@ TEST_F(FmnistVitShiftTest, PretrainThenEveryTuningRunsTwoRounds) {
     EXPECT_EQ(per_domain[1][1], "100");
     EXPECT_EQ(per_domain[6][0], "all");
     EXPECT_NEAR(std::stod(per_domain[6][2]), std::stod(metrics[2][1]), 1e-4);
+
+    // export-model with the same flags writes the run's initial model, the file an
+    // fl-server of this federation starts from.
+    const std::string exported = (dir_ / ("initial-" + tuning + ".flps")).string();
+    Outcome exp = RunFlSim("export-model " + Flags(algorithm, tuning) + " --out " + exported);
+    ASSERT_EQ(exp.exit_code, 0) << exp.output;
+    EXPECT_EQ(ReadBytes(exported), ReadBytes(out / "models" / "v0.flps"));
 
     // Only FedIns has pool entries to count: top_k = 3 of them per test image.
     const bool fedins = tuning == "fedins";
