@@ -75,7 +75,7 @@ TORCH_MODULE(VitBlock);
 // Patch embedding (a stride-`patch` convolution), a CLS token, learned positions,
 // `depth` pre-norm blocks, a final LayerNorm and a linear head on the CLS token.
 // Parameters: "patch_embed.weight|bias", "cls", "pos", "blocks.<j>.<layer>.weight|bias",
-// "norm.weight|bias", "head.weight|bias". vit-tiny: 801,674 parameters.
+// "norm.weight|bias", "head.weight|bias". vit-tiny: 803,338 parameters.
 class TinyVitImpl final : public ImageClassifier {
  public:
   explicit TinyVitImpl(const VitOptions& options);
