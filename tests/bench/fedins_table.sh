@@ -7,13 +7,16 @@
 #   tests/bench/fedins_table.sh BUILD_DIR [RUNS_DIR] [extra fl-sim flags...]
 #
 #   1. `fl-sim pretrain` writes RUNS_DIR/backbone.flps (skipped when it exists);
-#   2. FedIns (pool of 10, top-3), federated SSF (one SSF set + head), the head alone on
+#   2. FedIns (pool of 10), federated SSF (one SSF set + head), the head alone on
 #      the frozen backbone, and full fine-tuning, each FedAvg-aggregated;
 #   3. one markdown table: final and best test accuracy (shifted test set), accuracy per
 #      domain, and bytes per client per round up and down, with upload as a fraction of
 #      full fine-tuning's; then FedIns's selection counts per domain and entry.
+# Each method runs at the client lr that did best in the grid README lists (head 0.2,
+# ssf 0.5, fedins 0.5, full 0.05) and FedIns with top_k 2 (best of 1, 2, 3).
 # Environment: METHODS (default "fedins ssf head full") to run a subset; LR_<method>
-# (e.g. LR_full=0.01) to override train.lr for one method.
+# (e.g. LR_full=0.01) to override train.lr for one method; TOP_K for FedIns's top_k;
+# MIN_FRACTION for fedins.upload_min_fraction (0).
 set -uo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -33,8 +36,11 @@ methods="${METHODS:-fedins ssf head full}"
 for m in $methods; do
   flags=(--set "model.backbone=$backbone" --set "model.tuning=$m")
   [ "$m" != fedins ] && flags+=(--set algorithm.name=fedavg)
+  declare -A tuned_lr=([head]=0.2 [ssf]=0.5 [fedins]=0.5 [full]=0.05)
   lr_var="LR_$m"
-  [ -n "${!lr_var:-}" ] && flags+=(--set "train.lr=${!lr_var}")
+  flags+=(--set "train.lr=${!lr_var:-${tuned_lr[$m]}}")
+  [ "$m" = fedins ] && flags+=(--set "fedins.top_k=${TOP_K:-2}" \
+                               --set "fedins.upload_min_fraction=${MIN_FRACTION:-0}")
   "$fl_sim" run --preset fmnist-vit-shift --progress none --out "$runs/$m" "${flags[@]}" "$@" \
       > "$runs/$m.log" 2>&1 || echo "  ($m stopped: $(tail -1 "$runs/$m.log"))" >&2
 done
@@ -64,7 +70,7 @@ for m in $methods; do
 done
 if [ -f "$runs/fedins/selection.csv" ]; then
   echo
-  echo "FedIns: test images per domain that selected each entry (top-3 of 10):"
+  echo "FedIns: test images per domain that selected each entry (top-${TOP_K:-2} of 10):"
   echo
   awk -F, 'NR == 1 { printf "|"; for (i = 1; i <= NF; ++i) printf " %s |", $i; printf "\n|";
                      for (i = 1; i <= NF; ++i) printf "---|"; printf "\n"; next }
