@@ -1,5 +1,5 @@
-// Keyed (named-subset) upload decoding: DecodeNamedSubset against a small pool layout,
-// then the fold of what it accepts.
+// Keyed (named-subset) upload decoding: LocateNamedSubsetValues (the norm bound's walk),
+// DecodeNamedSubset against a small pool layout, then the fold of what it accepts.
 // Input: the payload bytes, as a client sends them.
 // A refusal is InvalidArgument with a printable reason. An accepted payload names each
 // layout tensor at most once, with the layout's value count, a fraction in [0, 1] and
@@ -22,6 +22,18 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const auto layout = std::make_shared<const fl::Layout>(fl::fuzz::FuzzPoolLayout());
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  // The norm bound's layout-free walk runs first on the server: any spans it finds lie
+  // inside the payload.
+  fl::Result<fl::internal::NamedSubsetValues> runs = fl::internal::LocateNamedSubsetValues(bytes);
+  if (runs.ok()) {
+    const size_t width = fl::internal::DenseEncodedSize(1, runs->value_encoding);
+    for (const fl::internal::NamedSubsetValues::Span& span : runs->spans) {
+      FUZZ_CHECK(span.offset <= size && span.count <= (size - span.offset) / width,
+                 "a value span runs past the payload");
+    }
+  } else {
+    FUZZ_CHECK(runs.status().code() == fl::StatusCode::kInvalidArgument, runs.status().ToString());
+  }
   fl::Result<fl::internal::NamedSubset> subset = fl::internal::DecodeNamedSubset(bytes, *layout);
   if (!subset.ok()) {
     FUZZ_CHECK(subset.status().code() == fl::StatusCode::kInvalidArgument,
@@ -33,6 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   FUZZ_CHECK(!subset->tensors.empty(), "an accepted payload has no tensors");
+  FUZZ_CHECK(runs.ok() && runs->spans.size() == subset->tensors.size(),
+             "the norm bound's walk disagrees with the decoder");
   std::vector<bool> seen(layout->num_tensors(), false);
   std::vector<fl::internal::NamedTensorView> views;
   for (const fl::internal::NamedTensor& t : subset->tensors) {
