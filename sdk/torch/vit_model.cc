@@ -136,25 +136,47 @@ TinyVitImpl::TinyVitImpl(const VitOptions& o)
     cls_.normal_(0.0, kTokenInitStd);
     pos_.normal_(0.0, kTokenInitStd);
   }
+  if (o.prompts > 0) {
+    prompts_ = register_parameter("prompts", torch::zeros({1, o.prompts, o.width}));
+    torch::NoGradGuard no_grad;
+    prompts_.normal_(0.0, kTokenInitStd);
+  }
   for (int64_t j = 0; j < o.depth; ++j) blocks_->push_back(VitBlock(o));
   register_module("blocks", blocks_);
   register_module("norm", norm_);
   register_module("head", head_);
 }
 
-torch::Tensor TinyVitImpl::Features(torch::Tensor x, const SsfApplied& ssf) {
+torch::Tensor TinyVitImpl::Embed(torch::Tensor x, const SsfApplied& ssf) {
   const int64_t batch = x.size(0);
   torch::Tensor tokens = patch_embed_->forward(x).flatten(2).transpose(1, 2);  // [B, P, W]
   tokens = MaybeSsf(tokens, ssf, 0);
   tokens = torch::cat({cls_.expand({batch, 1, options_.width}), tokens}, 1) + pos_;
-  size_t point = 1;
-  for (const auto& block : *blocks_) {
-    tokens = block->as<VitBlockImpl>()->forward(tokens, ssf, point);
-    point += kPointsPerBlock;
+  if (!prompts_.defined()) return tokens;
+  // As visual prompt tuning: the prompts carry no position and follow CLS.
+  return torch::cat({tokens.narrow(1, 0, 1), prompts_.expand({batch, -1, -1}),
+                     tokens.narrow(1, 1, tokens.size(1) - 1)},
+                    1);
+}
+
+torch::Tensor TinyVitImpl::RunBlocks(torch::Tensor tokens, const SsfApplied& ssf, int64_t begin,
+                                     int64_t end) {
+  for (int64_t j = begin; j < end; ++j) {
+    const size_t point = 1 + static_cast<size_t>(j) * kPointsPerBlock;
+    tokens = blocks_[static_cast<size_t>(j)]->as<VitBlockImpl>()->forward(tokens, ssf, point);
   }
+  return tokens;
+}
+
+torch::Tensor TinyVitImpl::Pool(torch::Tensor tokens, const SsfApplied& ssf) {
   torch::Tensor cls = norm_->forward(tokens.select(1, 0));  // [B, W]
-  return ssf.empty() ? cls : ApplySsf(cls.unsqueeze(1), ssf.gamma[point], ssf.beta[point])
-                                 .squeeze(1);
+  if (ssf.empty()) return cls;
+  const size_t point = ssf.gamma.size() - 1;  // "norm", the last point
+  return ApplySsf(cls.unsqueeze(1), ssf.gamma[point], ssf.beta[point]).squeeze(1);
+}
+
+torch::Tensor TinyVitImpl::Features(torch::Tensor x, const SsfApplied& ssf) {
+  return Pool(RunBlocks(Embed(x, ssf), ssf, 0, options_.depth), ssf);
 }
 
 torch::Tensor TinyVitImpl::forward(torch::Tensor x) { return head_->forward(Features(x, {})); }
@@ -199,12 +221,15 @@ Result<VitOptions> ParseVitModelName(const std::string& name) {
     } catch (const std::exception&) {
       return Status::InvalidArgument("ViT name: \"" + item + "\" needs an integer value");
     }
-    if (value < 1 || value > 4096) return Status::InvalidArgument("ViT name: " + key + " out of [1, 4096]");
+    if (value < (key == "prompts" ? 0 : 1) || value > 4096) {
+      return Status::InvalidArgument("ViT name: " + key + " out of range (at most 4096)");
+    }
     if (key == "width") o.width = value;
     else if (key == "depth") o.depth = value;
     else if (key == "heads") o.heads = value;
     else if (key == "patch") o.patch = value;
     else if (key == "mlp_ratio") o.mlp_ratio = value;
+    else if (key == "prompts") o.prompts = value;
     else return Status::InvalidArgument("ViT name: unknown key \"" + key + "\"");
     start = end + 1;
   }

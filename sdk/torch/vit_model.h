@@ -81,8 +81,17 @@ class TinyVitImpl final : public ImageClassifier {
   explicit TinyVitImpl(const VitOptions& options);
   // x: [batch, 1, image, image]; logits [batch, classes].
   torch::Tensor forward(torch::Tensor x) override;
-  // The CLS token after the final norm, [batch, width], with `ssf` applied (may be empty).
+  // The CLS token after the final norm, [batch, width], with `ssf` applied (may be empty):
+  // Pool(RunBlocks(Embed(x, ssf), ssf, 0, depth), ssf).
   torch::Tensor Features(torch::Tensor x, const SsfApplied& ssf);
+
+  // The forward pass cut into pieces (SFPrompt's head / body / tail split at any block):
+  // Embed: patch embedding, CLS, positions, then the prompts -> tokens [batch, 1 + prompts
+  // + patches, width]; RunBlocks: blocks [begin, end); Pool: the final norm of the CLS
+  // token. Head on top of Pool gives forward().
+  torch::Tensor Embed(torch::Tensor x, const SsfApplied& ssf);
+  torch::Tensor RunBlocks(torch::Tensor tokens, const SsfApplied& ssf, int64_t begin, int64_t end);
+  torch::Tensor Pool(torch::Tensor tokens, const SsfApplied& ssf);
   torch::nn::Linear& head() { return head_; }
   const VitOptions& options() const { return options_; }
 
@@ -91,6 +100,7 @@ class TinyVitImpl final : public ImageClassifier {
   torch::nn::Conv2d patch_embed_;
   torch::Tensor cls_;
   torch::Tensor pos_;
+  torch::Tensor prompts_;  // [1, prompts, width]; undefined without prompts
   torch::nn::ModuleList blocks_;
   torch::nn::LayerNorm norm_;
   torch::nn::Linear head_;

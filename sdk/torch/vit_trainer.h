@@ -35,10 +35,13 @@ struct VitOptions {
   int64_t heads = 4;
   int64_t mlp_ratio = 4;   // hidden width of the MLP = mlp_ratio * width
   int64_t classes = 10;
+  // Learnable prompt tokens inserted after CLS, after the position embeddings (SFPrompt;
+  // 0: none, and no "prompts" parameter).
+  int64_t prompts = 0;
 };
 
 // "vit-tiny" (the defaults) or "vit:key=value,..." with keys patch, width, depth, heads,
-// mlp_ratio; missing keys keep vit-tiny's values. InvalidArgument otherwise.
+// mlp_ratio, prompts; missing keys keep vit-tiny's values. InvalidArgument otherwise.
 Result<VitOptions> ParseVitModelName(const std::string& name);
 bool IsVitModelName(const std::string& name);
 
