@@ -6,7 +6,12 @@
 
 #include <torch/torch.h>
 
+#include <cstdint>
+#include <string>
 #include <utility>
+#include <vector>
+
+#include "fl/status.h"
 
 namespace fl::internal {
 
@@ -22,6 +27,24 @@ class TensorImageData {
   torch::Tensor labels;  // [N] int64
   int64_t size() const { return labels.size(0); }
 };
+
+// InvalidArgument naming the first index outside [0, n).
+inline Status CheckExampleIndices(const std::vector<int64_t>& indices, int64_t n) {
+  for (int64_t i : indices) {
+    if (i < 0 || i >= n) {
+      return Status::InvalidArgument("example index " + std::to_string(i) +
+                                     " out of range [0, " + std::to_string(n) + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+// InvalidArgument unless [begin, end) lies within [0, n).
+inline Status CheckEvalRange(int64_t begin, int64_t end, int64_t n) {
+  if (begin >= 0 && begin <= end && end <= n) return Status::Ok();
+  return Status::InvalidArgument("eval range [" + std::to_string(begin) + ", " +
+                                 std::to_string(end) + ") outside [0, " + std::to_string(n) + ")");
+}
 
 }  // namespace fl::internal
 

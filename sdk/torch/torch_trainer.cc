@@ -129,13 +129,7 @@ Result<std::unique_ptr<TorchTrainer>> TorchTrainer::Create(
 }
 
 Status TorchTrainer::BindExamples(std::vector<int64_t> indices) {
-  const int64_t n = impl_->train ? impl_->train->size() : 0;
-  for (int64_t i : indices) {
-    if (i < 0 || i >= n) {
-      return Status::InvalidArgument("example index " + std::to_string(i) +
-                                     " out of range [0, " + std::to_string(n) + ")");
-    }
-  }
+  FL_RETURN_IF_ERROR(CheckExampleIndices(indices, impl_->train ? impl_->train->size() : 0));
   impl_->bound = std::move(indices);
   return Status::Ok();
 }
@@ -278,11 +272,7 @@ Result<EvalStats> TorchTrainer::Evaluate() {
 
 Result<EvalStats> TorchTrainer::EvaluateRange(int64_t begin, int64_t end) {
   if (!impl_->eval) return Status::FailedPrecondition("TorchTrainer::EvaluateRange: no eval set");
-  if (begin < 0 || end < begin || end > impl_->eval->size()) {
-    return Status::InvalidArgument("eval range [" + std::to_string(begin) + ", " +
-                                   std::to_string(end) + ") outside [0, " +
-                                   std::to_string(impl_->eval->size()) + ")");
-  }
+  FL_RETURN_IF_ERROR(CheckEvalRange(begin, end, impl_->eval->size()));
   return impl_->EvaluateOn(*impl_->eval, nullptr, begin, end);
 }
 

@@ -321,13 +321,7 @@ Result<std::unique_ptr<VitTrainer>> VitTrainer::Create(
 }
 
 Status VitTrainer::BindExamples(std::vector<int64_t> indices) {
-  const int64_t n = impl_->train ? impl_->train->size() : 0;
-  for (int64_t i : indices) {
-    if (i < 0 || i >= n) {
-      return Status::InvalidArgument("example index " + std::to_string(i) + " out of range [0, " +
-                                     std::to_string(n) + ")");
-    }
-  }
+  FL_RETURN_IF_ERROR(CheckExampleIndices(indices, impl_->train ? impl_->train->size() : 0));
   impl_->bound = std::move(indices);
   return Status::Ok();
 }
@@ -457,11 +451,7 @@ Result<EvalStats> VitTrainer::Evaluate() {
 
 Result<EvalStats> VitTrainer::EvaluateRange(int64_t begin, int64_t end) {
   if (!impl_->eval) return Status::FailedPrecondition("VitTrainer::EvaluateRange: no eval set");
-  if (begin < 0 || end < begin || end > impl_->eval->size()) {
-    return Status::InvalidArgument("eval range [" + std::to_string(begin) + ", " +
-                                   std::to_string(end) + ") outside [0, " +
-                                   std::to_string(impl_->eval->size()) + ")");
-  }
+  FL_RETURN_IF_ERROR(CheckEvalRange(begin, end, impl_->eval->size()));
   return impl_->EvaluateOn(*impl_->eval, nullptr, begin, end);
 }
 
@@ -487,9 +477,7 @@ std::vector<VitPrediction> VitTrainer::Impl::ToPredictions(const Forward& f) {
 Result<std::vector<VitPrediction>> VitTrainer::PredictEvalRange(int64_t begin, int64_t end) {
   Impl& m = *impl_;
   if (!m.eval) return Status::FailedPrecondition("VitTrainer::PredictEvalRange: no eval set");
-  if (begin < 0 || end < begin || end > m.eval->size()) {
-    return Status::InvalidArgument("eval range outside [0, " + std::to_string(m.eval->size()) + ")");
-  }
+  FL_RETURN_IF_ERROR(CheckEvalRange(begin, end, m.eval->size()));
   std::vector<VitPrediction> out;
   try {
     torch::NoGradGuard no_grad;
