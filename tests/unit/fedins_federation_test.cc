@@ -261,9 +261,10 @@ TEST_F(FedInsFederationTest, NormBoundScalesAHugeKeyedUpload) {
   ModelSnapshot model = (*c)->CurrentModel();
   ASSERT_EQ(model.version, 1u);
   const ParamSet initial = InitialPool();
+  const Layout layout = PoolLayout();
   double moved = 0;  // squared L2 distance of entry 2 from where it started
   for (size_t t : {size_t{4}, size_t{5}}) {
-    const TensorSpec& s = PoolLayout().tensors()[t];
+    const TensorSpec& s = layout.tensors()[t];
     for (size_t i = s.offset; i < s.offset + s.numel; ++i) {
       const double d = model.params->data()[i] - initial.data()[i];
       moved += d * d;
