@@ -30,6 +30,7 @@ struct Request {
   PassKind kind;
   torch::Tensor input;        // forward: activations; backward: the saved activations
   torch::Tensor grad_output;  // backward only
+  std::chrono::steady_clock::time_point arrival;
   std::promise<Result<torch::Tensor>> done;
 };
 
@@ -108,6 +109,7 @@ Result<torch::Tensor> SplitBodyServer::Impl::Submit(PassKind kind, torch::Tensor
   request->kind = kind;
   request->input = std::move(input);
   request->grad_output = std::move(grad_output);
+  request->arrival = std::chrono::steady_clock::now();
   std::future<Result<torch::Tensor>> result = request->done.get_future();
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -133,7 +135,8 @@ void SplitBodyServer::Impl::Work() {
 }
 
 // Waits (with `lock` held) until the first request's kind has max_batch_samples queued
-// or max_wait_us have passed, then removes that pass's requests from the queue. Requests
+// or max_wait_us have passed since that request arrived (it may have waited out a pass
+// already), then removes that pass's requests from the queue. Requests
 // of the other kind keep their place for the next pass.
 std::vector<std::shared_ptr<Request>> SplitBodyServer::Impl::TakePass(
     std::unique_lock<std::mutex>& lock) {
@@ -147,7 +150,7 @@ std::vector<std::shared_ptr<Request>> SplitBodyServer::Impl::TakePass(
     return n;
   };
   if (b.enabled) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(b.max_wait_us);
+    auto deadline = queue.front()->arrival + std::chrono::microseconds(b.max_wait_us);
     arrived.wait_until(lock, deadline,
                        [&] { return stopping || queued_samples() >= b.max_batch_samples; });
   }
