@@ -21,7 +21,9 @@
 
 #include "core/config.h"
 #include "core/logging.h"
+#include "data/domain_shift.h"
 #include "data/idx_reader.h"
+#include "data/shifted_split_config.h"
 #include "fl/env.h"
 #include "simulations/fortunes_workload.h"
 #include "simulations/run_comparison.h"
@@ -395,11 +397,39 @@ int ExportModel(int argc, char** argv) {
   return 0;
 }
 
+// W3's split (data/shifted_split_config.h): per client, its train images (indices into
+// the whole train set) and the domain each is shown under.
+Result<nlohmann::json> ShiftedPartitionJson(const Config& config, const ImageDataset& train) {
+  FL_ASSIGN_OR_RETURN(ShiftedSplitOptions options, ShiftedSplitOptionsFromConfig(config, train.size()));
+  FL_ASSIGN_OR_RETURN(ShiftedSplit split, BuildShiftedSplit(train, options));
+  nlohmann::json clients = nlohmann::json::array(), domains = nlohmann::json::array();
+  for (const std::vector<int64_t>& examples : split.clients) {
+    std::vector<int64_t> images;
+    std::vector<std::string> shown_as;
+    for (int64_t j : examples) {
+      images.push_back(options.begin + j);
+      shown_as.emplace_back(DomainName(split.domain[static_cast<size_t>(j)]));
+    }
+    clients.push_back(std::move(images));
+    domains.push_back(std::move(shown_as));
+  }
+  return nlohmann::json{
+      {"partition", config.GetString("data.partition")},
+      {"domains_per_client", options.domains_per_client},
+      {"seed", config.GetInt("run.seed")},
+      {"num_clients", split.clients.size()},
+      {"num_examples", split.domain.size()},
+      {"clients", std::move(clients)},
+      {"domains", std::move(domains)},
+  };
+}
+
 int ExportPartition(int argc, char** argv) {
   Result<CommandLine> cl = ParseExportCommandLine(
       "fl-sim export-partition",
       "Writes the client -> training-example indices that `fl-sim run` would use with the "
-      "same flags, as JSON (for baselines outside fl-sim).",
+      "same flags, as JSON (for baselines outside fl-sim); for fmnist-vit-shift also the "
+      "domain each image is shown under.",
       "output JSON file", argc, argv);
   if (!cl.ok()) return Fail(cl.status(), 2);
   if (cl->exit_now) return cl->exit_code;
@@ -408,6 +438,16 @@ int ExportPartition(int argc, char** argv) {
   if (out.empty()) return Fail(Status::InvalidArgument("--out FILE is required"), 2);
   Result<ImageDataset> train = LoadMnistFormat(config.GetString("data.dir"), DatasetSplit::kTrain);
   if (!train.ok()) return Fail(train.status(), 1);
+  if (config.GetString("data.dataset") == kFashionMnistShift) {
+    Result<nlohmann::json> doc = ShiftedPartitionJson(config, *train);
+    if (!doc.ok()) return Fail(doc.status(), UsageOr1(doc.status()));
+    Status s = Env::Default()->WriteFileAtomic(out, doc->dump() + "\n", false);
+    if (!s.ok()) return Fail(s, 1);
+    std::cout << "wrote " << (*doc)["num_clients"] << " clients of " << kFashionMnistShift
+              << " (" << config.GetString("data.partition") << ", seed " << config.GetInt("run.seed")
+              << ") to " << out << std::endl;
+    return 0;
+  }
   const int64_t limit = config.GetInt("data.train_examples");
   if (limit > 0 && limit < train->size()) train->labels.resize(static_cast<size_t>(limit));
   Result<Partition> partition = PartitionFromConfig(config, train->labels);

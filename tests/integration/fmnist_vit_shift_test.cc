@@ -1,6 +1,7 @@
 // W3 fmnist-vit-shift end to end through the fl-sim binary, cut down to seconds: a tiny
 // ViT pretrained for a few steps, then 2 rounds of each tuning on real Fashion-MNIST.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -144,6 +146,32 @@ TEST_F(FmnistVitShiftTest, PretrainThenEveryTuningRunsTwoRounds) {
       EXPECT_EQ(picks, 3 * 100);
     }
   }
+}
+
+// export-partition with a run's data flags lists that run's clients: the federated
+// images 30,000 + [0, 2,000) once each, every client with its 3 domains.
+TEST_F(FmnistVitShiftTest, ExportPartitionListsTheShiftedSplit) {
+  const std::string out = (dir_ / "partition.json").string();
+  Outcome exp = RunFlSim("export-partition --preset fmnist-vit-shift --clients 4 "
+                         "--train-examples 2000 --data-dir " FL_FASHION_MNIST_DIR " --out " + out);
+  ASSERT_EQ(exp.exit_code, 0) << exp.output;
+  const nlohmann::json doc = nlohmann::json::parse(ReadBytes(out));
+  ASSERT_EQ(doc["clients"].size(), 4u);
+  ASSERT_EQ(doc["domains"].size(), 4u);
+  EXPECT_EQ(doc["num_examples"], 2000);
+  std::set<int64_t> images;
+  for (size_t c = 0; c < 4; ++c) {
+    const nlohmann::json& client = doc["clients"][c];
+    ASSERT_EQ(client.size(), doc["domains"][c].size());
+    for (int64_t image : client) {
+      EXPECT_GE(image, 30000);
+      EXPECT_LT(image, 32000);
+      EXPECT_TRUE(images.insert(image).second) << image << " given twice";
+    }
+    const std::set<std::string> domains = doc["domains"][c].get<std::set<std::string>>();
+    EXPECT_EQ(domains.size(), 3u) << "client " << c;
+  }
+  EXPECT_EQ(images.size(), 2000u);
 }
 
 TEST_F(FmnistVitShiftTest, ErrorsSayWhatToDo) {
