@@ -82,15 +82,8 @@ Result<ParamSet> ReadBackbone(const Config& config, const VitOptions& vit) {
   if (path.empty()) {
     return ConfigValueError("model.backbone", "the pretrained ViT file (--backbone FILE)", "\"\"");
   }
-  Result<ParamSet> backbone = ReadModelFile(path);
-  if (!backbone.ok()) return backbone.status().WithContext("model.backbone " + path);
-  FL_ASSIGN_OR_RETURN(Layout full, FullVitLayout(vit));
-  if (backbone->layout().hash() != full.hash()) {
-    return Status::InvalidArgument(
-        "model.backbone " + path + " is not a " + config.GetString("model.name") + " ViT (" +
-        std::to_string(backbone->size()) + " parameters, expected " +
-        std::to_string(full.total_numel()) + "); use the backbone the federation pretrained");
-  }
+  Result<ParamSet> backbone = ReadVitBackbone(path, vit, config.GetString("model.name"));
+  if (!backbone.ok()) return backbone.status().WithContext("model.backbone");
   return backbone;
 }
 

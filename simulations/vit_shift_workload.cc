@@ -276,18 +276,15 @@ Result<ParamSet> ReadVitBackbone(const Config& config, const VitOptions& vit) {
     return Status::InvalidArgument("model.backbone is empty; W3 fine-tunes a pretrained ViT " +
                                    std::string(kBackboneHint));
   }
-  Result<ParamSet> backbone = ReadModelFile(path);
+  Result<ParamSet> backbone = ReadVitBackbone(path, vit, config.GetString("model.name"));
   if (backbone.status().code() == StatusCode::kNotFound) {
     return Status::NotFound("model.backbone " + path + " does not exist " + kBackboneHint);
   }
-  if (!backbone.ok()) return backbone.status().WithContext("model.backbone " + path);
-  FL_ASSIGN_OR_RETURN(Layout full, FullVitLayout(vit));
-  if (backbone->layout().hash() != full.hash()) {
-    return Status::InvalidArgument(
-        "model.backbone " + path + " is not a " + config.GetString("model.name") + " ViT (" +
-        std::to_string(backbone->size()) + " parameters, expected " +
-        std::to_string(full.total_numel()) + "); pretrain it with the same model.name");
+  if (backbone.status().code() == StatusCode::kInvalidArgument) {
+    return Status::InvalidArgument("model.backbone " + backbone.status().message() +
+                                   "; pretrain it with the same model.name");
   }
+  if (!backbone.ok()) return backbone.status().WithContext("model.backbone " + path);
   return backbone;
 }
 

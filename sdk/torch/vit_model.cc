@@ -242,6 +242,18 @@ bool IsVitModelName(const std::string& name) {
   return name == "vit-tiny" || name.starts_with("vit:");
 }
 
+Result<ParamSet> ReadVitBackbone(const std::string& path, const VitOptions& options,
+                                 const std::string& model_name) {
+  FL_ASSIGN_OR_RETURN(ParamSet backbone, ReadModelFile(path));
+  FL_ASSIGN_OR_RETURN(Layout full, FullVitLayout(options));
+  if (backbone.layout().hash() != full.hash()) {
+    return Status::InvalidArgument(path + " is not a " + model_name + " ViT (" +
+                                   std::to_string(backbone.size()) + " parameters, expected " +
+                                   std::to_string(full.total_numel()) + ")");
+  }
+  return backbone;
+}
+
 Result<Layout> FullVitLayout(const VitOptions& options) {
   FL_ASSIGN_OR_RETURN(TinyVit vit, CreateTinyVit(options, /*seed=*/0));
   return ParamBridge(*vit).layout();

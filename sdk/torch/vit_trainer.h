@@ -133,6 +133,12 @@ class VitTrainer final : public Trainer {
 // The layout of the whole ViT with `options` (a pretrained checkpoint's).
 Result<Layout> FullVitLayout(const VitOptions& options);
 
+// Reads the model file at `path` and checks that it holds a whole ViT of `options`
+// (`model_name` names it in the error). ReadModelFile's errors, or InvalidArgument
+// giving both parameter counts for a model of another shape.
+Result<ParamSet> ReadVitBackbone(const std::string& path, const VitOptions& options,
+                                 const std::string& model_name);
+
 }  // namespace fl::internal
 
 #endif  // FL_SDK_TORCH_VIT_TRAINER_H_
