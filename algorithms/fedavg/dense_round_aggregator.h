@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "agg/weighted_accumulator.h"
+#include "algorithms/fedavg/round_fold.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/strategy.h"
@@ -36,13 +37,13 @@ class DenseRoundAggregator : public RoundAggregator {
   // Consumes `other`, which must be a DenseRoundAggregator of the same round and
   // layout (InvalidArgument otherwise); FailedPrecondition if either is consumed.
   Status MergeWith(RoundAggregator&& other) final;
-  uint64_t count() const final { return acc_.count(); }
-  bool CanReport() const final { return !consumed_ && acc_.count() > 0; }
+  uint64_t count() const final { return fold_.acc().count(); }
+  bool CanReport() const final { return fold_.CanReport(); }
   // mean_delta = sum w_i d_i / sum w_i; mean_train_loss is weighted the same way.
   Result<AggregateReport> Report() && final;
 
-  uint64_t round() const { return round_; }
-  bool consumed() const { return consumed_; }
+  uint64_t round() const { return fold_.round(); }
+  bool consumed() const { return fold_.consumed(); }
 
  protected:
   // Decodes payload.bytes and folds weight * delta into *acc. Must leave *acc unchanged
@@ -53,12 +54,7 @@ class DenseRoundAggregator : public RoundAggregator {
   virtual Result<double> FoldWeight(const UpdateMeta& meta) { return meta.weight; }
 
  private:
-  Status CheckUsable(const char* op) const;
-
-  uint64_t round_;
-  WeightedAccumulator acc_;
-  double loss_sum_ = 0;  // sum of weight * train_loss
-  bool consumed_ = false;
+  RoundFold<WeightedAccumulator> fold_;
 };
 
 }  // namespace fl::internal

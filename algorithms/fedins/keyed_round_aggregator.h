@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "agg/keyed_accumulator.h"
+#include "algorithms/fedavg/round_fold.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/strategy.h"
@@ -34,21 +35,16 @@ class KeyedRoundAggregator : public RoundAggregator {
   // Consumes `other`, a KeyedRoundAggregator of the same round, layout and rule
   // (InvalidArgument otherwise); FailedPrecondition if either is consumed.
   Status MergeWith(RoundAggregator&& other) override;
-  uint64_t count() const override { return acc_.count(); }
-  bool CanReport() const override { return !consumed_ && acc_.count() > 0; }
+  uint64_t count() const override { return fold_.acc().count(); }
+  bool CanReport() const override { return fold_.CanReport(); }
   // mean_delta: the accumulator's mean over the whole layout; total_weight: the sum of
   // the client weights; mean_train_loss: weighted by client weight.
   Result<AggregateReport> Report() && override;
 
-  uint64_t round() const { return round_; }
+  uint64_t round() const { return fold_.round(); }
 
  private:
-  Status CheckUsable(const char* op) const;
-
-  uint64_t round_;
-  KeyedAccumulator acc_;
-  double loss_sum_ = 0;  // sum of weight * train_loss
-  bool consumed_ = false;
+  RoundFold<KeyedAccumulator> fold_;
 };
 
 }  // namespace fl::internal
