@@ -7,11 +7,13 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "fl/status.h"
+#include "fl/trainer.h"
 
 namespace fl::internal {
 
@@ -27,6 +29,18 @@ class TensorImageData {
   torch::Tensor labels;  // [N] int64
   int64_t size() const { return labels.size(0); }
 };
+
+// A classifier's logits for a batch of `images` ([b, 1, rows, cols]) whose indices into
+// the data are `indices` ([b], on the data's device).
+using BatchLogits =
+    std::function<torch::Tensor(const torch::Tensor& images, const torch::Tensor& indices)>;
+
+// Mean cross-entropy and accuracy of `logits_of` over the examples `subset` lists, or over
+// [begin, end) when it is null, in batches of `batch`, without gradients; the sums stay
+// on the device until the end. Throws what LibTorch throws.
+EvalStats EvaluateClassifier(const TensorImageData& data, const std::vector<int64_t>* subset,
+                             int64_t begin, int64_t end, int64_t batch,
+                             const BatchLogits& logits_of);
 
 // InvalidArgument naming the first index outside [0, n).
 inline Status CheckExampleIndices(const std::vector<int64_t>& indices, int64_t n) {

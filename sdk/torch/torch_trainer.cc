@@ -220,46 +220,54 @@ Result<TrainStats> TorchTrainer::Train(const TrainConfig& config, const CancelTo
   return stats;
 }
 
-Result<EvalStats> TorchTrainer::Impl::EvaluateOn(const TensorImageData& data,
-                                                 const std::vector<int64_t>* subset,
-                                                 int64_t begin, int64_t end) {
+EvalStats EvaluateClassifier(const TensorImageData& data, const std::vector<int64_t>* subset,
+                             int64_t begin, int64_t end, int64_t batch,
+                             const BatchLogits& logits_of) {
   const int64_t n = subset ? static_cast<int64_t>(subset->size()) : end - begin;
   EvalStats stats;
   if (n == 0) return stats;
-  try {
-    torch::NoGradGuard no_grad;
-    model->eval();
-    torch::TensorOptions on_device = torch::TensorOptions().device(device);
-    torch::Tensor loss_sum = torch::zeros({}, on_device.dtype(torch::kDouble));
-    torch::Tensor correct = torch::zeros({}, on_device.dtype(torch::kLong));
-    const int64_t eb = options.eval_batch_size;
-    for (int64_t start = 0; start < n; start += eb) {
-      const int64_t len = std::min(eb, n - start);
-      torch::Tensor x, y;
-      if (subset) {
-        torch::Tensor idx = torch::from_blob(const_cast<int64_t*>(subset->data()) + start, {len},
-                                             torch::kLong);
-        if (!device.is_cpu()) idx = idx.to(device);
-        x = data.images.index_select(0, idx);
-        y = data.labels.index_select(0, idx);
-      } else {
-        x = data.images.narrow(0, begin + start, len);
-        y = data.labels.narrow(0, begin + start, len);
-      }
-      torch::Tensor logits = model->forward(x);
-      loss_sum.add_(torch::nn::functional::cross_entropy(
-          logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)));
-      correct.add_(logits.argmax(1).eq(y).sum());
+  torch::NoGradGuard no_grad;
+  const torch::TensorOptions on_device = torch::TensorOptions().device(data.images.device());
+  torch::Tensor loss_sum = torch::zeros({}, on_device.dtype(torch::kDouble));
+  torch::Tensor correct = torch::zeros({}, on_device.dtype(torch::kLong));
+  for (int64_t start = 0; start < n; start += batch) {
+    const int64_t len = std::min(batch, n - start);
+    torch::Tensor idx, x, y;
+    if (subset) {
+      idx = torch::from_blob(const_cast<int64_t*>(subset->data()) + start, {len}, torch::kLong)
+                .to(on_device.device());
+      x = data.images.index_select(0, idx);
+      y = data.labels.index_select(0, idx);
+    } else {
+      idx = torch::arange(begin + start, begin + start + len, on_device.dtype(torch::kLong));
+      x = data.images.narrow(0, begin + start, len);
+      y = data.labels.narrow(0, begin + start, len);
     }
+    torch::Tensor logits = logits_of(x, idx);
+    loss_sum.add_(torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)));
+    correct.add_(logits.argmax(1).eq(y).sum());
+  }
+  stats.num_examples = static_cast<uint64_t>(n);
+  stats.loss = loss_sum.item<double>() / static_cast<double>(n);
+  stats.accuracy = static_cast<double>(correct.item<int64_t>()) / static_cast<double>(n);
+  return stats;
+}
+
+Result<EvalStats> TorchTrainer::Impl::EvaluateOn(const TensorImageData& data,
+                                                 const std::vector<int64_t>* subset,
+                                                 int64_t begin, int64_t end) {
+  try {
+    model->eval();
+    EvalStats stats =
+        EvaluateClassifier(data, subset, begin, end, options.eval_batch_size,
+                           [&](const torch::Tensor& x, const torch::Tensor&) { return model->forward(x); });
     model->train();
-    stats.num_examples = static_cast<uint64_t>(n);
-    stats.loss = loss_sum.item<double>() / static_cast<double>(n);
-    stats.accuracy = static_cast<double>(correct.item<int64_t>()) / static_cast<double>(n);
+    return stats;
   } catch (const std::exception& e) {
     model->train();
     return TorchErrorStatus(e, "TorchTrainer::Evaluate");
   }
-  return stats;
 }
 
 Result<EvalStats> TorchTrainer::Evaluate() {

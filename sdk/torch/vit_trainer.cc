@@ -404,41 +404,19 @@ Result<TrainStats> VitTrainer::Train(const TrainConfig& config, const CancelToke
 Result<EvalStats> VitTrainer::Impl::EvaluateOn(const TensorImageData& data,
                                                const std::vector<int64_t>* subset, int64_t begin,
                                                int64_t end) {
-  std::vector<int64_t> range;
-  if (subset == nullptr) {
-    range.resize(static_cast<size_t>(end - begin));
-    for (size_t i = 0; i < range.size(); ++i) range[i] = begin + static_cast<int64_t>(i);
-    subset = &range;
-  }
-  const int64_t n = static_cast<int64_t>(subset->size());
-  EvalStats stats;
-  if (n == 0) return stats;
   try {
-    torch::NoGradGuard no_grad;
     trainable->eval();
-    double loss_sum = 0;
-    int64_t correct = 0;
-    for (int64_t start = 0; start < n; start += options.eval_batch_size) {
-      const int64_t len = std::min<int64_t>(options.eval_batch_size, n - start);
-      torch::Tensor indices;
-      torch::Tensor x = Batch(data, *subset, start, len, &indices);
-      torch::Tensor y = data.labels.index_select(0, indices);
-      Forward f = Run(x, &data, indices);
-      loss_sum += torch::nn::functional::cross_entropy(
-                      f.logits, y,
-                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                      .item<double>();
-      correct += f.logits.argmax(1).eq(y).sum().item<int64_t>();
-    }
+    EvalStats stats = EvaluateClassifier(
+        data, subset, begin, end, options.eval_batch_size,
+        [&](const torch::Tensor& x, const torch::Tensor& indices) {
+          return Run(x, &data, indices).logits;
+        });
     trainable->train();
-    stats.num_examples = static_cast<uint64_t>(n);
-    stats.loss = loss_sum / static_cast<double>(n);
-    stats.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+    return stats;
   } catch (const std::exception& e) {
     trainable->train();
     return TorchErrorStatus(e, "VitTrainer::Evaluate");
   }
-  return stats;
 }
 
 Result<EvalStats> VitTrainer::Evaluate() {
