@@ -102,10 +102,7 @@ class VitShiftWorkload final : public Workload {
     }
 
     Result<EvalStats> EvaluatePart(const ParamSet& params, size_t part, size_t num_parts) override {
-      FL_RETURN_IF_ERROR(trainer_->SetParameters(params));
-      const int64_t n = trainer_->eval_size();
-      const int64_t k = static_cast<int64_t>(part), parts = static_cast<int64_t>(num_parts);
-      return trainer_->EvaluateRange(n * k / parts, n * (k + 1) / parts);
+      return EvaluateTrainerPart(*trainer_, params, part, num_parts);
     }
 
    private:

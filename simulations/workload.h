@@ -118,6 +118,17 @@ Result<std::unique_ptr<Workload>> LoadFashionMnistWorkload(const Config& config,
 Result<std::unique_ptr<Workload>> LoadFortunesWorkload(const Config& config,
                                                        const std::string& device, Env* env);
 
+// Shared by the image workloads: sets `params` on `trainer` (a TorchTrainer or VitTrainer)
+// and evaluates part `part` of `num_parts` of its eval set, as EvaluatePart describes.
+template <typename ImageTrainer>
+Result<EvalStats> EvaluateTrainerPart(ImageTrainer& trainer, const ParamSet& params, size_t part,
+                                      size_t num_parts) {
+  FL_RETURN_IF_ERROR(trainer.SetParameters(params));
+  const int64_t n = trainer.eval_size();
+  const int64_t k = static_cast<int64_t>(part), parts = static_cast<int64_t>(num_parts);
+  return trainer.EvaluateRange(n * k / parts, n * (k + 1) / parts);
+}
+
 // Shared by the implementations: the initial model as Workload::InitialModel describes,
 // checked against `layout`. `missing_hint` is appended to the NotFound of a missing
 // init_file (e.g. the command that writes it).
