@@ -359,7 +359,10 @@ Result<TrainStats> VitTrainer::Train(const TrainConfig& config, const CancelToke
     SeededRng rng(config.seed);
     m.order = m.bound;
     int64_t pos = n;
-    double loss_sum = 0;
+    // Summed on the device and read once after the last step: no sync per step.
+    const torch::TensorOptions on_device = torch::TensorOptions().device(m.device);
+    torch::Tensor loss_sum = torch::zeros({}, on_device.dtype(torch::kDouble));
+    torch::Tensor selected = torch::zeros({m.options.pool.entries}, on_device.dtype(torch::kLong));
     for (int64_t step = 0; step < steps; ++step) {
       if (cancel.cancelled()) return Status::Cancelled("training cancelled");
       if (pos >= n) {
@@ -376,15 +379,14 @@ Result<TrainStats> VitTrainer::Train(const TrainConfig& config, const CancelToke
       torch::Tensor loss = pooled ? (1 - lambda) * ce + lambda * f.key_term : ce;
       loss.backward();
       optimizer.step();
-      if (pooled) {
-        torch::Tensor counts = f.selected.reshape({-1}).to(torch::kCPU).bincount({}, m.options.pool.entries);
-        for (int64_t i = 0; i < m.options.pool.entries; ++i) selections[i] += counts[i].item<int64_t>();
-      }
-      loss_sum += ce.item<double>() * static_cast<double>(b);
+      if (pooled) selected.add_(f.selected.reshape({-1}).bincount({}, m.options.pool.entries));
+      loss_sum.add_(ce.detach(), static_cast<double>(b));
       pos += b;
       stats.num_examples += static_cast<uint64_t>(b);
     }
-    stats.mean_loss = loss_sum / static_cast<double>(stats.num_examples);
+    stats.mean_loss = loss_sum.item<double>() / static_cast<double>(stats.num_examples);
+    torch::Tensor counts = selected.to(torch::kCPU);
+    std::copy_n(counts.data_ptr<int64_t>(), selections.size(), selections.begin());
   } catch (const std::exception& e) {
     return TorchErrorStatus(e, "VitTrainer::Train");
   }
