@@ -3,11 +3,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "fl/export.h"
 #include "fl/status.h"
 #include "fl/model_snapshot.h"
+#include "fl/split_session.h"
 #include "fl/task.h"
 #include "fl/update.h"
 
@@ -100,6 +102,16 @@ class FL_EXPORT ServerLink {
   //  - Unavailable: the server could not store the update; nothing was folded, so
   //    retrying is safe (GrpcLink retries it).
   virtual Result<PushAck> PushUpdate(const Payload& payload) = 0;
+  // Opens a split-learning session with the server's body for task `options.round`
+  // (fl/split_session.h). Unimplemented if the server (or this link) serves no body;
+  // FailedPrecondition unless the client is selected for that round and it is open;
+  // ResourceExhausted when the server holds its maximum of sessions (or this client
+  // already holds one); InvalidArgument for an encoding other than dense f32/f16/bf16.
+  // The session may outlive this call but not the link.
+  virtual Result<std::unique_ptr<SplitSession>> OpenSplitSession(
+      const SplitSessionOptions& /*options*/) {
+    return Status::Unimplemented("this link opens no split sessions");
+  }
   // Tells the server the client is alive. No errors beyond the common ones.
   virtual Status Heartbeat() = 0;
   // The server's round, model version and counts. No errors beyond the common ones.

@@ -31,6 +31,9 @@ struct TrainStats {
   // the fraction in [0, 1] of the update's weight it carries (e.g. the share of examples
   // that selected a pool entry). Empty: every tensor, with the whole weight (dense).
   std::map<std::string, double> tensor_weights;
+  // Named figures of this training for reports (seconds or bytes per phase, FLOPs),
+  // summed over a round's clients by fl-sim into metrics.csv columns "client.<name>".
+  std::map<std::string, double> metrics;
 };
 
 struct EvalStats {
