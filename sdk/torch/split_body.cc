@@ -36,7 +36,7 @@ struct Request {
 
 std::string SessionName(uint64_t session) { return "session " + std::to_string(session); }
 
-Status CheckShape(const TokenBatch& t, int64_t tokens, int64_t width, const std::string& what) {
+Status CheckShape(const TokenTensor& t, int64_t tokens, int64_t width, const std::string& what) {
   if (t.batch < 1 || t.tokens != tokens || t.width != width) {
     return Status::InvalidArgument(what + ": shape [" + std::to_string(t.batch) + ", " +
                                    std::to_string(t.tokens) + ", " + std::to_string(t.width) +
@@ -51,7 +51,7 @@ Status CheckShape(const TokenBatch& t, int64_t tokens, int64_t width, const std:
   return Status::Ok();
 }
 
-Status CheckFinite(const TokenBatch& t, const std::string& what) {
+Status CheckFinite(const TokenTensor& t, const std::string& what) {
   for (size_t i = 0; i < t.values.size(); ++i) {
     if (!std::isfinite(t.values[i])) {
       return Status::InvalidArgument(what + ": value " + std::to_string(i) + " is not finite (" +
@@ -62,15 +62,15 @@ Status CheckFinite(const TokenBatch& t, const std::string& what) {
 }
 
 // A CPU copy the caller owns; the request's vector may go away once it returns.
-torch::Tensor ToTensor(const TokenBatch& t, const torch::Device& device) {
+torch::Tensor ToTensor(const TokenTensor& t, const torch::Device& device) {
   torch::Tensor cpu = torch::from_blob(const_cast<float*>(t.values.data()),
                                        {t.batch, t.tokens, t.width}, torch::kFloat32);
   return cpu.to(device, /*non_blocking=*/false, /*copy=*/true);
 }
 
-TokenBatch ToTokenBatch(const torch::Tensor& t) {
+TokenTensor ToTokenBatch(const torch::Tensor& t) {
   torch::Tensor cpu = t.to(torch::kCPU).contiguous();
-  TokenBatch out;
+  TokenTensor out;
   out.batch = cpu.size(0);
   out.tokens = cpu.size(1);
   out.width = cpu.size(2);
@@ -266,7 +266,7 @@ SplitBodyServer::~SplitBodyServer() {
 
 // Every check runs here, on the caller's thread, before the request joins a pass: a
 // bad request never reaches the worker, so it cannot fail the sessions batched with it.
-Result<TokenBatch> SplitBodyServer::Forward(uint64_t session, const TokenBatch& activations) {
+Result<TokenTensor> SplitBodyServer::Forward(uint64_t session, const TokenTensor& activations) {
   const std::string what = SessionName(session) + " activations";
   FL_RETURN_IF_ERROR(CheckShape(activations, impl_->tokens, width(), what));
   FL_RETURN_IF_ERROR(CheckFinite(activations, what));
@@ -285,7 +285,7 @@ Result<TokenBatch> SplitBodyServer::Forward(uint64_t session, const TokenBatch& 
   return ToTokenBatch(output);
 }
 
-Result<TokenBatch> SplitBodyServer::Backward(uint64_t session, const TokenBatch& grad_output) {
+Result<TokenTensor> SplitBodyServer::Backward(uint64_t session, const TokenTensor& grad_output) {
   const std::string what = SessionName(session) + " output gradient";
   FL_RETURN_IF_ERROR(CheckShape(grad_output, impl_->tokens, width(), what));
   torch::Tensor input;

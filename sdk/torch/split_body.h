@@ -21,18 +21,11 @@
 #include <vector>
 
 #include "fl/param_set.h"
+#include "fl/split_session.h"
 #include "fl/status.h"
 #include "torch/vit_trainer.h"
 
 namespace fl::internal {
-
-// A [batch, tokens, width] float32 tensor, row-major.
-struct TokenBatch {
-  int64_t batch = 0;
-  int64_t tokens = 0;
-  int64_t width = 0;
-  std::vector<float> values;
-};
 
 struct BodyBatchingOptions {
   // false: every request is a pass of its own (still run on the worker thread, one at a
@@ -86,12 +79,12 @@ class SplitBodyServer {
   // The body's output for `activations` [b, T, D], which the session's next Backward
   // differentiates at. InvalidArgument for a shape other than [b >= 1, tokens(),
   // width()] or a non-finite value; FailedPrecondition after Close(session).
-  Result<TokenBatch> Forward(uint64_t session, const TokenBatch& activations);
+  Result<TokenTensor> Forward(uint64_t session, const TokenTensor& activations);
   // The gradient at the body's input given `grad_output` at its output, at the
   // activations of the session's last Forward. FailedPrecondition without a prior
   // Forward or after Close(session); InvalidArgument for a shape other than that
   // Forward's or a non-finite value.
-  Result<TokenBatch> Backward(uint64_t session, const TokenBatch& grad_output);
+  Result<TokenTensor> Backward(uint64_t session, const TokenTensor& grad_output);
   // Forgets the session's activations; its later requests fail. Closing an unknown
   // session is not an error (it may never have sent anything).
   void Close(uint64_t session);

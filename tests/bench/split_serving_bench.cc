@@ -76,10 +76,10 @@ Flags ParseFlags(int argc, char** argv) {
   return f;
 }
 
-TokenBatch RandomTokens(int64_t batch, int64_t tokens, int64_t width, uint32_t seed) {
+TokenTensor RandomTokens(int64_t batch, int64_t tokens, int64_t width, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
-  TokenBatch t{batch, tokens, width, std::vector<float>(batch * tokens * width)};
+  TokenTensor t{batch, tokens, width, std::vector<float>(batch * tokens * width)};
   for (float& v : t.values) v = normal(rng);
   return t;
 }
@@ -115,14 +115,14 @@ RunResult Serve(const Flags& flags, int sessions, bool batching) {
   std::vector<std::vector<double>> latencies(sessions);
   std::atomic<int> warm{0};
   std::atomic<bool> go{false};
-  auto step = [&](uint64_t id, const TokenBatch& a, const TokenBatch& g) {
+  auto step = [&](uint64_t id, const TokenTensor& a, const TokenTensor& g) {
     if (!body.Forward(id, a).ok() || !body.Backward(id, g).ok()) std::abort();
   };
   std::vector<std::thread> threads;
   for (int k = 0; k < sessions; ++k) {
     threads.emplace_back([&, k] {
-      TokenBatch a = RandomTokens(flags.batch, body.tokens(), body.width(), 2 * k + 1);
-      TokenBatch g = RandomTokens(flags.batch, body.tokens(), body.width(), 2 * k + 2);
+      TokenTensor a = RandomTokens(flags.batch, body.tokens(), body.width(), 2 * k + 1);
+      TokenTensor g = RandomTokens(flags.batch, body.tokens(), body.width(), 2 * k + 2);
       step(k, a, g);
       warm.fetch_add(1);
       while (!go.load()) std::this_thread::yield();

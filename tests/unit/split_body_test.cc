@@ -26,13 +26,13 @@ VitOptions SmallVit() {
   return *o;
 }
 
-TokenBatch FromTensor(const torch::Tensor& t) {
+TokenTensor FromTensor(const torch::Tensor& t) {
   torch::Tensor c = t.detach().contiguous();
   return {c.size(0), c.size(1), c.size(2),
           std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel())};
 }
 
-torch::Tensor ToTensor(const TokenBatch& t) {
+torch::Tensor ToTensor(const TokenTensor& t) {
   return torch::tensor(t.values).reshape({t.batch, t.tokens, t.width});
 }
 
@@ -78,7 +78,7 @@ Fixture Make(BodyBatchingOptions batching) {
   return f;
 }
 
-void ExpectNear(const TokenBatch& got, const torch::Tensor& want, const char* what) {
+void ExpectNear(const TokenTensor& got, const torch::Tensor& want, const char* what) {
   ASSERT_EQ(got.batch, want.size(0)) << what;
   EXPECT_TRUE(torch::allclose(ToTensor(got), want, 1e-5, 1e-5))
       << what << ": max diff " << (ToTensor(got) - want).abs().max().item<float>();
@@ -89,10 +89,10 @@ TEST(SplitBodyTest, OneSessionMatchesTheWholeModel) {
   EXPECT_EQ(f.server->tokens(), 1 + 2 + 16);
   EXPECT_EQ(f.server->width(), 32);
   Reference r = WholeModel(f.vit, 4, 1);
-  Result<TokenBatch> z = f.server->Forward(7, FromTensor(r.a));
+  Result<TokenTensor> z = f.server->Forward(7, FromTensor(r.a));
   ASSERT_TRUE(z.ok()) << z.status().ToString();
   ExpectNear(*z, r.z, "body output");
-  Result<TokenBatch> g = f.server->Backward(7, FromTensor(r.grad_z));
+  Result<TokenTensor> g = f.server->Backward(7, FromTensor(r.grad_z));
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   ExpectNear(*g, r.grad_a, "input gradient");
 }
@@ -104,8 +104,8 @@ TEST(SplitBodyTest, ConcurrentSessionsBatchedMatchTheWholeModel) {
   Fixture f = Make({.enabled = true, .max_batch_samples = 36, .max_wait_us = kNever});
   std::vector<Reference> refs;
   for (int k = 0; k < kSessions; ++k) refs.push_back(WholeModel(f.vit, k + 1, 100 + k));
-  std::vector<Result<TokenBatch>> outputs(kSessions, Status::Unknown("not run"));
-  std::vector<Result<TokenBatch>> grads(kSessions, Status::Unknown("not run"));
+  std::vector<Result<TokenTensor>> outputs(kSessions, Status::Unknown("not run"));
+  std::vector<Result<TokenTensor>> grads(kSessions, Status::Unknown("not run"));
   std::vector<std::thread> threads;
   for (int k = 0; k < kSessions; ++k) {
     threads.emplace_back([&, k] {
@@ -138,7 +138,7 @@ TEST(SplitBodyTest, WithoutBatchingEveryRequestRunsAlone) {
         std::lock_guard<std::mutex> lock(mu);
         return WholeModel(f.vit, 2, 200 + k);
       }();
-      Result<TokenBatch> z = f.server->Forward(k, FromTensor(r.a));
+      Result<TokenTensor> z = f.server->Forward(k, FromTensor(r.a));
       ASSERT_TRUE(z.ok()) << z.status().ToString();
       ExpectNear(*z, r.z, "body output");
     });
@@ -149,7 +149,7 @@ TEST(SplitBodyTest, WithoutBatchingEveryRequestRunsAlone) {
   EXPECT_EQ(c.max_requests_in_a_pass, 1);
 }
 
-void ExpectError(const Result<TokenBatch>& r, StatusCode code, const std::string& part) {
+void ExpectError(const Result<TokenTensor>& r, StatusCode code, const std::string& part) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), code) << r.status().ToString();
   EXPECT_NE(r.status().message().find(part), std::string::npos) << r.status().ToString();
@@ -163,23 +163,23 @@ TEST(SplitBodyTest, BadRequestsFailAloneWhileGoodSessionsSucceed) {
   Reference r = WholeModel(f.vit, 3, 300);
   Reference r6 = WholeModel(f.vit, 3, 306);
   auto step = [&](uint64_t session, const Reference& ref) {
-    Result<TokenBatch> z = f.server->Forward(session, FromTensor(ref.a));
+    Result<TokenTensor> z = f.server->Forward(session, FromTensor(ref.a));
     ASSERT_TRUE(z.ok()) << z.status().ToString();
     ExpectNear(*z, ref.z, "body output");
-    Result<TokenBatch> g = f.server->Backward(session, FromTensor(ref.grad_z));
+    Result<TokenTensor> g = f.server->Backward(session, FromTensor(ref.grad_z));
     ASSERT_TRUE(g.ok()) << g.status().ToString();
     ExpectNear(*g, ref.grad_a, "input gradient");
   };
   std::thread good([&] { step(1, r); });
 
-  TokenBatch short_tokens = FromTensor(r.a.narrow(1, 0, 18));
+  TokenTensor short_tokens = FromTensor(r.a.narrow(1, 0, 18));
   ExpectError(f.server->Forward(2, short_tokens), StatusCode::kInvalidArgument,
               "session 2 activations: shape [3, 18, 32], the body takes [b >= 1, 19, 32]");
-  TokenBatch wrong_count = FromTensor(r.a);
+  TokenTensor wrong_count = FromTensor(r.a);
   wrong_count.values.pop_back();
   ExpectError(f.server->Forward(3, wrong_count), StatusCode::kInvalidArgument,
               "session 3 activations: 1823 values for shape [3, 19, 32]");
-  TokenBatch nan = FromTensor(r.a);
+  TokenTensor nan = FromTensor(r.a);
   nan.values[40] = std::nanf("");
   ExpectError(f.server->Forward(4, nan), StatusCode::kInvalidArgument,
               "session 4 activations: value 40 is not finite");
@@ -196,7 +196,7 @@ TEST(SplitBodyTest, BadRequestsFailAloneWhileGoodSessionsSucceed) {
   ExpectError(f.server->Backward(1, FromTensor(r.grad_z.narrow(0, 0, 2))),
               StatusCode::kInvalidArgument,
               "session 1 output gradient: batch 2, its last Forward had 3");
-  TokenBatch inf_grad = FromTensor(r.grad_z);
+  TokenTensor inf_grad = FromTensor(r.grad_z);
   inf_grad.values[0] = INFINITY;
   ExpectError(f.server->Backward(1, inf_grad), StatusCode::kInvalidArgument,
               "session 1 output gradient: value 0 is not finite");
