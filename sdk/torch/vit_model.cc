@@ -1,7 +1,9 @@
 #include "torch/vit_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <span>
 
 namespace fl::internal {
 namespace {
@@ -242,16 +244,43 @@ bool IsVitModelName(const std::string& name) {
   return name == "vit-tiny" || name.starts_with("vit:");
 }
 
+namespace {
+
+// `backbone` (a ViT without prompts) with the prompt tokens of a ViT of `options` drawn
+// from `prompt_seed`, as TinyVit initializes them.
+Result<ParamSet> AddPromptTokens(const ParamSet& backbone, const VitOptions& options,
+                                 uint64_t prompt_seed) {
+  FL_ASSIGN_OR_RETURN(TinyVit vit, CreateTinyVit(options, prompt_seed));
+  ParamSet out;
+  FL_RETURN_IF_ERROR(ParamBridge(*vit).Read(&out));
+  const Layout& from = backbone.layout();
+  for (size_t t = 0; t < from.num_tensors(); ++t) {
+    const int index = out.layout().Find(from.tensors()[t].name);
+    if (index < 0) return Status::Internal("AddPromptTokens: no " + from.tensors()[t].name);
+    std::span<const float> values = backbone.tensor(t);
+    std::copy(values.begin(), values.end(), out.tensor(static_cast<size_t>(index)).begin());
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<ParamSet> ReadVitBackbone(const std::string& path, const VitOptions& options,
-                                 const std::string& model_name) {
+                                 const std::string& model_name, uint64_t prompt_seed) {
   FL_ASSIGN_OR_RETURN(ParamSet backbone, ReadModelFile(path));
   FL_ASSIGN_OR_RETURN(Layout full, FullVitLayout(options));
-  if (backbone.layout().hash() != full.hash()) {
-    return Status::InvalidArgument(path + " is not a " + model_name + " ViT (" +
-                                   std::to_string(backbone.size()) + " parameters, expected " +
-                                   std::to_string(full.total_numel()) + ")");
+  if (backbone.layout().hash() == full.hash()) return backbone;
+  if (options.prompts > 0) {
+    VitOptions plain = options;
+    plain.prompts = 0;
+    FL_ASSIGN_OR_RETURN(Layout without_prompts, FullVitLayout(plain));
+    if (backbone.layout().hash() == without_prompts.hash()) {
+      return AddPromptTokens(backbone, options, prompt_seed);
+    }
   }
-  return backbone;
+  return Status::InvalidArgument(path + " is not a " + model_name + " ViT (" +
+                                 std::to_string(backbone.size()) + " parameters, expected " +
+                                 std::to_string(full.total_numel()) + ")");
 }
 
 Result<Layout> FullVitLayout(const VitOptions& options) {

@@ -11,14 +11,19 @@
 //   ssf     one SSF set ("ssf.<point>.gamma|beta") + the head (federated SSF)
 //   fedins  an SSF pool: entry i = "pool.<i>.ssf.<point>.gamma|beta", "pool.<i>.key",
 //           "pool.<i>.head.weight", "pool.<i>.head.bias" (FedIns)
+//   sfprompt "prompts", the tail blocks "blocks.<j>.*" (j >= depth - tail_blocks),
+//           "norm.weight|bias", "head.weight|bias" (SFPrompt, split training with a
+//           server-side body; see SfPromptOptions)
 // The trainer's layout() is the trainable part only; the backbone is fixed at Create.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "fl/param_set.h"
+#include "fl/split_session.h"
 #include "fl/status.h"
 #include "fl/trainer.h"
 
@@ -45,8 +50,8 @@ struct VitOptions {
 Result<VitOptions> ParseVitModelName(const std::string& name);
 bool IsVitModelName(const std::string& name);
 
-enum class VitTuning { kFull, kHead, kSsf, kSsfPool };
-// "full" | "head" | "ssf" | "fedins". InvalidArgument otherwise.
+enum class VitTuning { kFull, kHead, kSsf, kSsfPool, kPrompt };
+// "full" | "head" | "ssf" | "fedins" | "sfprompt". InvalidArgument otherwise.
 Result<VitTuning> ParseVitTuning(const std::string& name);
 std::string VitTuningName(VitTuning tuning);
 
@@ -63,10 +68,58 @@ struct SsfPoolOptions {
   double upload_min_fraction = 0;
 };
 
+// A piece of the ViT's forward pass, for cost counts: the patch embedding (with CLS,
+// positions and prompts) if `embed`, blocks [begin, end), then the final norm and the
+// head if `classify`.
+struct VitPiece {
+  bool embed = false;
+  int64_t begin = 0;
+  int64_t end = 0;
+  bool classify = false;
+};
+// Multiply-adds of `piece`'s forward pass per sample (no SSF); the tokens include the
+// prompts.
+double VitForwardMacs(const VitOptions& options, const VitPiece& piece);
+
+// Opens the client's split session with the server's body for one training task
+// (fl-sim and fl-client bind it to their ServerLink).
+using SplitSessionOpener =
+    std::function<Result<std::unique_ptr<SplitSession>>(const SplitSessionOptions&)>;
+
+// SFPrompt (tuning sfprompt): the client holds the head (Embed with the learned prompts,
+// then blocks [0, head_blocks)) and the tail (blocks [depth - tail_blocks, depth), the
+// final norm and the linear head); the server's body is the rest and must not be empty.
+// Each Train runs three phases, configured by TrainConfig::extra:
+//   1. local-loss update, no communication: "sfprompt.local_epochs" (int >= 0, default
+//      1) epochs of CE(tail(head(x))), the body skipped. "sfprompt.local_pool" ("mean",
+//      the default, or "cls") is the pooling of that path: "cls" uses Pool like the split
+//      path, "mean" the final norm then the mean over all tokens (prompts included).
+//      With no client blocks (head_blocks == tail_blocks == 0) and "cls" the prompts
+//      get zero gradient in this phase (no block lets the CLS token attend to them),
+//      hence the "mean" default.
+//   2. EL2N pruning, no grad: s_i = ||softmax(local logits_i) - onehot(y_i)||_2 on that
+//      same path; the ceil("sfprompt.keep_ratio" * n) highest scores are kept (double in
+//      (0, 1], default 0.5; ties: the lower example index first).
+//   3. split training on the kept examples for local_epochs (or local_steps), one
+//      session per Train: the head's output goes to SplitSession::Forward, the body's
+//      output through the tail and the loss, its gradient to Backward, and the returned
+//      gradient back through the head to the prompts. "sfprompt.wire" ("f32" default,
+//      "f16", "bf16") encodes activations and gradients.
+// One SGD optimizer (lr, momentum, weight_decay) trains the prompts and the tail in all
+// phases. Evaluation and prediction run the whole model locally (backbone body, learned
+// prompts and tail, CLS pooling): the same computation as the split path.
+struct SfPromptOptions {
+  int64_t head_blocks = 0;  // client blocks after Embed
+  int64_t tail_blocks = 0;  // client blocks before the final norm and head
+  // Required by Train for tuning sfprompt (FailedPrecondition when unset).
+  SplitSessionOpener open_split_session;
+};
+
 struct VitTrainerOptions {
   VitOptions vit;
   VitTuning tuning = VitTuning::kFull;
   SsfPoolOptions pool;
+  SfPromptOptions sfprompt;
   std::string device = "cpu";  // a resolved device (ResolveTorchDevice)
   // Seed of the trainable part's initialization (SSF gamma ~ N(1, 0.02), beta ~
   // N(0, 0.02), keys trunc-normal std 0.02; heads copy the backbone's head) and, without
@@ -85,13 +138,19 @@ struct VitPrediction {
 // Trains the trainable part with SGD (momentum, weight decay) on bound examples, the
 // backbone frozen (tuning full: nothing frozen). For fedins, TrainStats::tensor_weights
 // gives each trained pool entry's tensors the fraction of the examples seen that
-// selected the entry. Thread-compatible: one thread at a time.
+// selected the entry. TrainStats::metrics has "compute.seconds" (the call's client
+// compute time) and "compute.flops" (2 per multiply-add, a backward pass counted as twice
+// its forward), and for sfprompt per phase p in local, prune, split
+// "sfprompt.<p>.seconds|flops" plus "sfprompt.split.wait_seconds" (inside the session),
+// "sfprompt.split.bytes_up|bytes_down" and "sfprompt.kept_examples"; for sfprompt
+// dataset_size is the bound examples, num_examples and mean_loss the split phase's.
+// Thread-compatible: one thread at a time.
 class VitTrainer final : public Trainer {
  public:
   // `backbone`: a full ViT of options.vit's layout (FullVitLayout), e.g. a pretrained
   // checkpoint; null initializes the ViT from options.init_seed. `train`/`eval` as in
   // TorchTrainer (may be null). InvalidArgument for a backbone of another layout or bad
-  // options.
+  // options (sfprompt: vit.prompts < 1, or a cut leaving the body empty).
   static Result<std::unique_ptr<VitTrainer>> Create(const VitTrainerOptions& options,
                                                     const ParamSet* backbone,
                                                     std::shared_ptr<const TensorImageData> train,
@@ -117,8 +176,8 @@ class VitTrainer final : public Trainer {
   // TensorImageData's, in batches of eval_batch_size.
   Result<std::vector<VitPrediction>> Predict(const float* images, int64_t n);
 
-  // The whole ViT (backbone with the trainable part written in; tuning ssf/fedins: the
-  // backbone alone), of FullVitLayout's layout.
+  // The whole ViT (backbone with the trainable part written in, sfprompt's prompts and
+  // tail included; tuning ssf/fedins: the backbone alone), of FullVitLayout's layout.
   Status GetFullModel(ParamSet* out);
   // Multiply-adds of one plain forward pass of the ViT per image (no SSF), for cost
   // reports.
@@ -134,10 +193,12 @@ class VitTrainer final : public Trainer {
 Result<Layout> FullVitLayout(const VitOptions& options);
 
 // Reads the model file at `path` and checks that it holds a whole ViT of `options`
-// (`model_name` names it in the error). ReadModelFile's errors, or InvalidArgument
-// giving both parameter counts for a model of another shape.
+// (`model_name` names it in the error). A file without prompt tokens also serves a ViT
+// with prompts (options.prompts > 0): pretraining has none, so SFPrompt's prompts start
+// drawn from `prompt_seed` as TinyVit draws them. ReadModelFile's errors, or
+// InvalidArgument giving both parameter counts for a model of another shape.
 Result<ParamSet> ReadVitBackbone(const std::string& path, const VitOptions& options,
-                                 const std::string& model_name);
+                                 const std::string& model_name, uint64_t prompt_seed = 1);
 
 }  // namespace fl::internal
 

@@ -5,6 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+
+#include "torch/models.h"
+
 namespace fl::internal {
 namespace {
 
@@ -26,6 +30,31 @@ TEST(VitModelTest, PromptsAreAParameterOnlyWhenAsked) {
   EXPECT_EQ(plain->Embed(x, {}).size(1), 1 + 16);
   EXPECT_EQ(prompted->Embed(x, {}).size(1), 1 + 3 + 16);
   EXPECT_FALSE(ParseVitModelName("vit:prompts=-1").ok());
+}
+
+// A pretrained checkpoint has no prompts; SFPrompt's ViT reads it with prompts added,
+// every other tensor bit for bit.
+TEST(VitModelTest, BackboneWithoutPromptsServesAViTWithPrompts) {
+  ParamSet plain;
+  ASSERT_TRUE(ParamBridge(*Small(0)).Read(&plain).ok());
+  const std::string path =
+      (std::filesystem::path(::testing::TempDir()) / "vit_backbone_no_prompts.flps").string();
+  ASSERT_TRUE(WriteModelFile(path, plain).ok());
+  Result<VitOptions> with = ParseVitModelName("vit:width=32,depth=3,heads=2,prompts=3");
+  ASSERT_TRUE(with.ok());
+  Result<ParamSet> read = ReadVitBackbone(path, *with, "vit", /*prompt_seed=*/7);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->layout().hash(), FullVitLayout(*with)->hash());
+  for (size_t t = 0; t < plain.layout().num_tensors(); ++t) {
+    const int at = read->layout().Find(plain.layout().tensors()[t].name);
+    ASSERT_GE(at, 0);
+    std::span<const float> a = plain.tensor(t), b = read->tensor(static_cast<size_t>(at));
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << plain.layout().tensors()[t].name;
+  }
+  std::span<const float> prompts = read->tensor(static_cast<size_t>(read->layout().Find("prompts")));
+  EXPECT_TRUE(std::any_of(prompts.begin(), prompts.end(), [](float v) { return v != 0; }));
+  Result<VitOptions> wider = ParseVitModelName("vit:width=64,depth=3,heads=2,prompts=3");
+  EXPECT_EQ(ReadVitBackbone(path, *wider, "vit").status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(VitModelTest, EveryCutComputesTheWholeForwardPass) {
