@@ -7,6 +7,7 @@
 #include "algorithms/fedavg/register.h"
 #include "algorithms/fedins/register.h"
 #include "algorithms/ferret/register.h"
+#include "algorithms/sfprompt/register.h"
 #include "core/logging.h"
 
 namespace fl::internal {
@@ -96,7 +97,8 @@ std::vector<std::shared_ptr<const AlgorithmDefinition>> AlgorithmRegistry::Defin
 Status RegisterBuiltinAlgorithms(AlgorithmRegistry* registry) {
   FL_RETURN_IF_ERROR(RegisterFedAvgFamily(registry));  // fedavg, fedprox, fedadam
   FL_RETURN_IF_ERROR(RegisterFerret(registry));
-  return RegisterFedIns(registry);
+  FL_RETURN_IF_ERROR(RegisterFedIns(registry));
+  return RegisterSfPrompt(registry);
 }
 
 AlgorithmRegistry& GlobalAlgorithmRegistry() {

@@ -67,9 +67,9 @@ Result<Config> AlgorithmConfigWith(const std::vector<std::string>& overrides) {
 
 TEST(AlgorithmRegistryTest, BuiltinsAreListedFirstInRegistrationOrder) {
   std::vector<std::string> names = RegisteredAlgorithms();
-  ASSERT_GE(names.size(), 5u);
-  names.resize(5);
-  EXPECT_THAT(names, ElementsAre("fedavg", "fedprox", "fedadam", "ferret", "fedins"));
+  ASSERT_GE(names.size(), 6u);
+  names.resize(6);
+  EXPECT_THAT(names, ElementsAre("fedavg", "fedprox", "fedadam", "ferret", "fedins", "sfprompt"));
   for (const std::string& name : names) {
     std::shared_ptr<const AlgorithmDefinition> d = GlobalAlgorithmRegistry().Find(name);
     ASSERT_NE(d, nullptr) << name;
@@ -238,6 +238,30 @@ TEST(AlgorithmRegistryTest, CreateStrategyRunsValidateFirst) {
   EXPECT_EQ((*s)->name(), "checked");
   EXPECT_EQ(validated, 3);
   EXPECT_EQ(created, 1);
+}
+
+// SFPrompt's rounds are FedAvg's; its phase settings reach every client's TrainConfig.
+TEST(AlgorithmRegistryTest, SfPromptSendsItsPhaseSettingsToClients) {
+  Result<Config> config = AlgorithmConfigWith(
+      {"algorithm.name=sfprompt", "sfprompt.keep_ratio=0.25", "sfprompt.wire=bf16"});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  Result<std::unique_ptr<Strategy>> s = CreateStrategy(*config);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ((*s)->name(), "sfprompt");
+  const TrainConfig train = (*s)->ConfigureRound(3);
+  EXPECT_EQ(*train.extra.at("sfprompt.keep_ratio").AsDouble(), 0.25);
+  EXPECT_EQ(*train.extra.at("sfprompt.wire").AsString(), "bf16");
+  EXPECT_EQ(*train.extra.at("sfprompt.local_epochs").AsInt64(), 1);
+  EXPECT_EQ(*train.extra.at("sfprompt.local_pool").AsString(), "mean");
+  for (const std::string bad : {"sfprompt.keep_ratio=0", "sfprompt.keep_ratio=1.5",
+                                "sfprompt.local_epochs=-1", "sfprompt.local_pool=max",
+                                "sfprompt.wire=int8"}) {
+    Result<Config> c = AlgorithmConfigWith({"algorithm.name=sfprompt", bad});
+    ASSERT_TRUE(c.ok()) << bad;
+    Status v = ValidateAlgorithmConfig(*c);
+    EXPECT_EQ(v.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(v.message(), HasSubstr(bad.substr(0, bad.find('=')))) << bad;
+  }
 }
 
 TEST(AlgorithmRegistryTest, SignSgdValidatesItsServerLr) {
