@@ -42,6 +42,16 @@ EvalStats EvaluateClassifier(const TensorImageData& data, const std::vector<int6
                              int64_t begin, int64_t end, int64_t batch,
                              const BatchLogits& logits_of);
 
+// The images of the examples idx[start, start + len), and in *indices those example
+// indices on the data's device. On CPU *indices views idx's storage (no copy per batch):
+// idx must outlive it and stay unchanged.
+inline torch::Tensor SelectBatch(const TensorImageData& data, const std::vector<int64_t>& idx,
+                                 int64_t start, int64_t len, torch::Tensor* indices) {
+  *indices = torch::from_blob(const_cast<int64_t*>(idx.data()) + start, {len}, torch::kLong);
+  if (!data.images.device().is_cpu()) *indices = indices->to(data.images.device());
+  return data.images.index_select(0, *indices);
+}
+
 // InvalidArgument naming the first index outside [0, n).
 inline Status CheckExampleIndices(const std::vector<int64_t>& indices, int64_t n) {
   for (int64_t i : indices) {

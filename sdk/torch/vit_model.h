@@ -93,6 +93,10 @@ class TinyVitImpl final : public ImageClassifier {
   torch::Tensor RunBlocks(torch::Tensor tokens, const SsfApplied& ssf, int64_t begin, int64_t end);
   torch::Tensor Pool(torch::Tensor tokens, const SsfApplied& ssf);
   torch::nn::Linear& head() { return head_; }
+  torch::nn::LayerNorm& norm() { return norm_; }
+  // [1, prompts, width]; undefined without prompts.
+  const torch::Tensor& prompts() const { return prompts_; }
+  std::shared_ptr<torch::nn::Module> block(int64_t j) const { return blocks_->ptr(static_cast<size_t>(j)); }
   const VitOptions& options() const { return options_; }
 
  private:

@@ -1,10 +1,12 @@
 #include "torch/vit_trainer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "data/sampling.h"
 #include "torch/models.h"
+#include "torch/sfprompt_train.h"
 #include "torch/tensor_image_data.h"
 #include "torch/vit_model.h"
 
@@ -73,21 +75,26 @@ class SsfPoolImpl final : public torch::nn::Module {
 };
 TORCH_MODULE(SsfPool);
 
+// Reads TrainConfig::extra[key] into *out with `as` (TrainValue::AsInt64, ...) when the
+// key is present. InvalidArgument naming the key for a value of another type.
+template <typename T>
+Status ReadExtra(const TrainConfig& config, const std::string& key,
+                 Result<T> (TrainValue::*as)() const, T* out) {
+  auto it = config.extra.find(key);
+  if (it == config.extra.end()) return Status::Ok();
+  Result<T> value = (it->second.*as)();
+  if (!value.ok()) return value.status().WithContext(key);  // InvalidArgument
+  *out = *value;
+  return Status::Ok();
+}
+
 // The per-task FedIns settings: the trainer's options, overridden by TrainConfig::extra.
 Result<SsfPoolOptions> PoolSettings(const SsfPoolOptions& base, const TrainConfig& config) {
   SsfPoolOptions o = base;
-  if (auto it = config.extra.find("fedins.top_k"); it != config.extra.end()) {
-    FL_ASSIGN_OR_RETURN(o.top_k, it->second.AsInt64());
-  }
-  if (auto it = config.extra.find("fedins.lambda"); it != config.extra.end()) {
-    FL_ASSIGN_OR_RETURN(o.lambda, it->second.AsDouble());
-  }
-  if (auto it = config.extra.find("fedins.batch_shared_ssf"); it != config.extra.end()) {
-    FL_ASSIGN_OR_RETURN(o.batch_shared_ssf, it->second.AsBool());
-  }
-  if (auto it = config.extra.find("fedins.upload_min_fraction"); it != config.extra.end()) {
-    FL_ASSIGN_OR_RETURN(o.upload_min_fraction, it->second.AsDouble());
-  }
+  FL_RETURN_IF_ERROR(ReadExtra(config, "fedins.top_k", &TrainValue::AsInt64, &o.top_k));
+  FL_RETURN_IF_ERROR(ReadExtra(config, "fedins.lambda", &TrainValue::AsDouble, &o.lambda));
+  FL_RETURN_IF_ERROR(ReadExtra(config, "fedins.batch_shared_ssf", &TrainValue::AsBool, &o.batch_shared_ssf));
+  FL_RETURN_IF_ERROR(ReadExtra(config, "fedins.upload_min_fraction", &TrainValue::AsDouble, &o.upload_min_fraction));
   if (!(o.upload_min_fraction >= 0 && o.upload_min_fraction <= 1)) {
     return Status::InvalidArgument("fedins.upload_min_fraction must be in [0, 1]");
   }
@@ -97,6 +104,42 @@ Result<SsfPoolOptions> PoolSettings(const SsfPoolOptions& base, const TrainConfi
   }
   if (!(o.lambda >= 0 && o.lambda <= 1)) return Status::InvalidArgument("fedins.lambda must be in [0, 1]");
   return o;
+}
+
+// The per-task SFPrompt settings from TrainConfig::extra (defaults in SfPromptSettings).
+Result<SfPromptSettings> SfPromptSettingsOf(const TrainConfig& config) {
+  SfPromptSettings o;
+  FL_RETURN_IF_ERROR(ReadExtra(config, "sfprompt.local_epochs", &TrainValue::AsInt64, &o.local_epochs));
+  if (o.local_epochs < 0) return Status::InvalidArgument("sfprompt.local_epochs must be >= 0");
+  std::string pool = o.mean_pool ? "mean" : "cls";
+  FL_RETURN_IF_ERROR(ReadExtra(config, "sfprompt.local_pool", &TrainValue::AsString, &pool));
+  if (pool != "mean" && pool != "cls") {
+    return Status::InvalidArgument("sfprompt.local_pool must be \"mean\" or \"cls\" (got \"" + pool + "\")");
+  }
+  o.mean_pool = pool == "mean";
+  FL_RETURN_IF_ERROR(ReadExtra(config, "sfprompt.keep_ratio", &TrainValue::AsDouble, &o.keep_ratio));
+  if (!(o.keep_ratio > 0 && o.keep_ratio <= 1)) {
+    return Status::InvalidArgument("sfprompt.keep_ratio must be in (0, 1]");
+  }
+  std::string wire = EncodingName(o.wire);
+  FL_RETURN_IF_ERROR(ReadExtra(config, "sfprompt.wire", &TrainValue::AsString, &wire));
+  Result<Encoding> encoding = ParseDenseEncoding(wire);
+  if (!encoding.ok()) return encoding.status().WithContext("sfprompt.wire");
+  o.wire = *encoding;
+  return o;
+}
+
+double WholeVitForwardMacs(const VitOptions& o) {
+  return VitForwardMacs(o, {.embed = true, .begin = 0, .end = o.depth, .classify = true});
+}
+
+// Client compute FLOPs of one training sample for the tunings trained in one loop: the
+// forward pass, plus a backward pass (twice the forward) through what the gradient
+// reaches, the whole ViT except for tuning head.
+double TrainFlopsPerSample(const VitOptions& o, VitTuning tuning) {
+  const double forward = WholeVitForwardMacs(o);
+  const double reached = tuning == VitTuning::kHead ? VitForwardMacs(o, {.classify = true}) : forward;
+  return 2 * (forward + 2 * reached);
 }
 
 // What one forward pass gives: logits and, for fedins, the entries chosen per instance
@@ -114,7 +157,8 @@ Result<VitTuning> ParseVitTuning(const std::string& name) {
   if (name == "head") return VitTuning::kHead;
   if (name == "ssf") return VitTuning::kSsf;
   if (name == "fedins") return VitTuning::kSsfPool;
-  return Status::InvalidArgument("unknown tuning \"" + name + "\" (full, head, ssf, fedins)");
+  if (name == "sfprompt") return VitTuning::kPrompt;
+  return Status::InvalidArgument("unknown tuning \"" + name + "\" (full, head, ssf, fedins, sfprompt)");
 }
 
 std::string VitTuningName(VitTuning tuning) {
@@ -123,6 +167,7 @@ std::string VitTuningName(VitTuning tuning) {
     case VitTuning::kHead: return "head";
     case VitTuning::kSsf: return "ssf";
     case VitTuning::kSsfPool: return "fedins";
+    case VitTuning::kPrompt: return "sfprompt";
   }
   return "?";
 }
@@ -153,8 +198,6 @@ struct VitTrainer::Impl {
                         const torch::Tensor& indices);
   Forward Run(const torch::Tensor& x, const TensorImageData* data, const torch::Tensor& indices);
   Forward RunPool(const torch::Tensor& x, const torch::Tensor& queries);
-  torch::Tensor Batch(const TensorImageData& data, const std::vector<int64_t>& idx, int64_t start,
-                      int64_t len, torch::Tensor* indices);
   Result<EvalStats> EvaluateOn(const TensorImageData& data, const std::vector<int64_t>* subset,
                                int64_t begin, int64_t end);
   std::vector<VitPrediction> ToPredictions(const Forward& f);
@@ -180,6 +223,7 @@ Status VitTrainer::Impl::Build(const ParamSet* backbone) {
       pool = SsfPool(options.vit, options.pool.entries, vit->head());
       trainable = pool.ptr();
       break;
+    case VitTuning::kPrompt: trainable = SfPromptTrainable(vit, options.sfprompt.tail_blocks); break;
   }
   if (options.tuning != VitTuning::kFull) {
     for (torch::Tensor& p : vit->parameters()) p.requires_grad_(false);
@@ -272,18 +316,12 @@ Forward VitTrainer::Impl::Run(const torch::Tensor& x, const TensorImageData* dat
                               const torch::Tensor& indices) {
   switch (options.tuning) {
     case VitTuning::kFull:
-    case VitTuning::kHead: return {vit->forward(x), {}, {}};
+    case VitTuning::kHead:
+    case VitTuning::kPrompt: return {vit->forward(x), {}, {}};
     case VitTuning::kSsf: return {ssf->head->forward(vit->Features(x, ssf->ssf->Shared())), {}, {}};
     case VitTuning::kSsfPool: return RunPool(x, Queries(x, data, indices));
   }
   return {};
-}
-
-torch::Tensor VitTrainer::Impl::Batch(const TensorImageData& data, const std::vector<int64_t>& idx,
-                                      int64_t start, int64_t len, torch::Tensor* indices) {
-  *indices = torch::from_blob(const_cast<int64_t*>(idx.data()) + start, {len}, torch::kLong);
-  if (!device.is_cpu()) *indices = indices->to(device);
-  return data.images.index_select(0, *indices);
 }
 
 VitTrainer::VitTrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -299,6 +337,7 @@ Result<std::unique_ptr<VitTrainer>> VitTrainer::Create(
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   FL_ASSIGN_OR_RETURN(impl->pool_settings, PoolSettings(options.pool, TrainConfig{}));
+  if (options.tuning == VitTuning::kPrompt) FL_RETURN_IF_ERROR(CheckSfPromptCut(options.vit, options.sfprompt));
   try {
     impl->device = torch::Device(options.device);
   } catch (const std::exception&) {
@@ -341,7 +380,14 @@ Result<TrainStats> VitTrainer::Train(const TrainConfig& config, const CancelToke
   if (config.local_steps < 1 && config.local_epochs < 1) {
     return Status::InvalidArgument("one of local_steps and local_epochs must be >= 1");
   }
+  if (m.options.tuning == VitTuning::kPrompt) {
+    FL_ASSIGN_OR_RETURN(SfPromptSettings settings, SfPromptSettingsOf(config));
+    SfPromptJob job{m.vit, &m.options.sfprompt, m.train.get(), &m.bound, m.parameters,
+                    m.options.eval_batch_size};
+    return TrainSfPrompt(job, settings, config, cancel);
+  }
   FL_ASSIGN_OR_RETURN(m.pool_settings, PoolSettings(m.options.pool, config));
+  const auto start_time = std::chrono::steady_clock::now();
   const int64_t n = static_cast<int64_t>(m.bound.size());
   const int64_t batch = config.batch_size;
   const int64_t steps = config.local_steps > 0 ? config.local_steps
@@ -371,7 +417,7 @@ Result<TrainStats> VitTrainer::Train(const TrainConfig& config, const CancelToke
       }
       const int64_t b = std::min(batch, n - pos);
       torch::Tensor indices;
-      torch::Tensor x = m.Batch(*m.train, m.order, pos, b, &indices);
+      torch::Tensor x = SelectBatch(*m.train, m.order, pos, b, &indices);
       torch::Tensor y = m.train->labels.index_select(0, indices);
       optimizer.zero_grad();
       Forward f = m.Run(x, m.train.get(), indices);
@@ -390,6 +436,10 @@ Result<TrainStats> VitTrainer::Train(const TrainConfig& config, const CancelToke
   } catch (const std::exception& e) {
     return TorchErrorStatus(e, "VitTrainer::Train");
   }
+  stats.metrics["compute.seconds"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  stats.metrics["compute.flops"] =
+      TrainFlopsPerSample(m.options.vit, m.options.tuning) * static_cast<double>(stats.num_examples);
   if (pooled) {
     const Layout& layout = m.bridge->layout();
     for (size_t t = 0; t < layout.num_tensors(); ++t) {
@@ -467,7 +517,7 @@ Result<std::vector<VitPrediction>> VitTrainer::PredictEvalRange(int64_t begin, i
     for (int64_t start = 0; start < end - begin; start += m.options.eval_batch_size) {
       const int64_t len = std::min<int64_t>(m.options.eval_batch_size, end - begin - start);
       torch::Tensor indices;
-      torch::Tensor x = m.Batch(*m.eval, range, start, len, &indices);
+      torch::Tensor x = SelectBatch(*m.eval, range, start, len, &indices);
       std::vector<VitPrediction> part = m.ToPredictions(m.Run(x, m.eval.get(), indices));
       std::move(part.begin(), part.end(), std::back_inserter(out));
     }
@@ -503,14 +553,20 @@ Result<std::vector<VitPrediction>> VitTrainer::Predict(const float* images, int6
   return out;
 }
 
-double VitTrainer::ForwardMacsPerImage() const {
-  const VitOptions& o = impl_->options.vit;
+double VitForwardMacs(const VitOptions& o, const VitPiece& piece) {
   const double d = static_cast<double>(o.width), side = static_cast<double>(o.image / o.patch);
-  const double patches = side * side, tokens = patches + 1, hidden = d * static_cast<double>(o.mlp_ratio);
-  const double embed = patches * d * static_cast<double>(o.patch * o.patch);
+  const double patches = side * side, tokens = patches + 1 + static_cast<double>(o.prompts);
+  const double hidden = d * static_cast<double>(o.mlp_ratio);
   // Per block and token: q/k/v and projection (4 d^2), MLP (2 d h), scores and mixing (2 T d).
   const double block = tokens * (4 * d * d + 2 * d * hidden + 2 * tokens * d);
-  return embed + static_cast<double>(o.depth) * block + d * static_cast<double>(o.classes);
+  double macs = static_cast<double>(std::max<int64_t>(0, piece.end - piece.begin)) * block;
+  if (piece.embed) macs += patches * d * static_cast<double>(o.patch * o.patch);
+  if (piece.classify) macs += d * static_cast<double>(o.classes);
+  return macs;
+}
+
+double VitTrainer::ForwardMacsPerImage() const {
+  return WholeVitForwardMacs(impl_->options.vit);
 }
 
 }  // namespace fl::internal

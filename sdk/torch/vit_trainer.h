@@ -179,8 +179,8 @@ class VitTrainer final : public Trainer {
   // The whole ViT (backbone with the trainable part written in, sfprompt's prompts and
   // tail included; tuning ssf/fedins: the backbone alone), of FullVitLayout's layout.
   Status GetFullModel(ParamSet* out);
-  // Multiply-adds of one plain forward pass of the ViT per image (no SSF), for cost
-  // reports.
+  // Multiply-adds of one plain forward pass of the ViT per image (no SSF; prompts
+  // included), for cost reports.
   double ForwardMacsPerImage() const;
 
  private:
