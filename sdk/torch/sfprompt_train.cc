@@ -198,6 +198,17 @@ Status SfPromptRound::SplitPhase(const std::vector<int64_t>& kept) {
   wait_seconds_ += SecondsSince(wait);
   if (!opened.ok()) return opened.status().WithContext("sfprompt: open split session");
   std::unique_ptr<SplitSession> session = std::move(opened).value();
+  // A body cut from another ViT (other prompts or width) would refuse every step; say
+  // why once, before the first split step.
+  const VitOptions& o = vit_->options();
+  const int64_t side = o.image / o.patch, tokens = 1 + o.prompts + side * side;
+  if (session->tokens() != tokens || session->width() != o.width) {
+    session->Finish();  // the mismatch is the error to report
+    return Status::FailedPrecondition(
+        "sfprompt: the server's body takes " + std::to_string(session->tokens()) + " tokens of width " +
+        std::to_string(session->width()) + ", this client's head makes " + std::to_string(tokens) +
+        " of width " + std::to_string(o.width));
+  }
   std::vector<int64_t> order = kept;
   torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(device_).dtype(torch::kDouble));
   Status status;

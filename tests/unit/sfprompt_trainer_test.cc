@@ -102,14 +102,18 @@ class SfPromptTrainerTest : public ::testing::Test {
 
   // A trainer with cut (head_blocks, tail_blocks) whose sessions go to a body server of
   // the same backbone.
+  // `body_prompts` >= 0: the server's ViT has that many prompts instead (and its own
+  // weights).
   std::unique_ptr<VitTrainer> New(int64_t head_blocks, int64_t tail_blocks,
-                                  bool fail_forward = false) {
+                                  bool fail_forward = false, int64_t body_prompts = -1) {
     SplitBodyOptions b;
     b.vit = SmallVit();
     b.begin = head_blocks;
     b.end = b.vit.depth - tail_blocks;
     b.batching.enabled = false;
-    Result<std::unique_ptr<SplitBodyServer>> server = SplitBodyServer::Create(b, &backbone_);
+    if (body_prompts >= 0) b.vit.prompts = body_prompts;
+    Result<std::unique_ptr<SplitBodyServer>> server =
+        SplitBodyServer::Create(b, body_prompts >= 0 ? nullptr : &backbone_);
     EXPECT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
     VitTrainerOptions o;
@@ -286,6 +290,12 @@ TEST_F(SfPromptTrainerTest, ErrorsEndTrainWithTheirCodes) {
   ASSERT_TRUE(failing->BindExamples(Range(8)).ok());
   Result<TrainStats> r = failing->Train(Config(0, 1.0), CancelToken());
   EXPECT_EQ(r.status().code(), StatusCode::kAborted) << r.status().ToString();
+
+  // A body of a ViT with other prompts: refused before any step.
+  std::unique_ptr<VitTrainer> mismatched = New(0, 1, /*fail_forward=*/false, /*body_prompts=*/3);
+  Result<TrainStats> m = TrainOn(*mismatched, 8, Config(0, 1.0));
+  EXPECT_EQ(m.status().code(), StatusCode::kFailedPrecondition) << m.status().ToString();
+  EXPECT_TRUE(seen_.activations.empty());
 
   VitTrainerOptions o;
   o.vit = SmallVit();
