@@ -1215,19 +1215,25 @@ struct Coordinator::Impl {
     // In asynchronous mode meta.round is a task number; every rejection counts for the
     // open buffer.
     if (round_open && (Async() || meta.round == round.round)) ++rejected;
-    // What one client can add to the ledger per round is capped; the rest is counted.
-    uint32_t& rows = rejected_rows[client_id];
+    AppendRefusalLocked(e, "update");
+  }
+
+  // Writes a refusal's ledger row (status_code != 0), unless `e.client_id` already has
+  // max_rejected_rows_per_client of them this round: what one client can add to the
+  // ledger per round is capped; the rest is counted. `what` names the refused thing.
+  void AppendRefusalLocked(const LedgerEntry& e, const char* what) {
+    uint32_t& rows = rejected_rows[e.client_id];
     if (opt.max_rejected_rows_per_client > 0 && rows >= opt.max_rejected_rows_per_client) {
       ++refusals.rejected_rows_suppressed;
-      FL_LOG(DEBUG) << "update from client " << client_id << " rejected (not recorded, over "
-                    << opt.max_rejected_rows_per_client << " rows): " << status.ToString();
+      FL_LOG(DEBUG) << what << " from client " << e.client_id << " refused (not recorded, over "
+                    << opt.max_rejected_rows_per_client << " rows): " << e.reason;
       return;
     }
     ++rows;
     Result<int64_t> id = store->AppendLedger(e);
-    if (!id.ok()) FL_LOG(ERROR) << "cannot record a rejected update: " << id.status().ToString();
-    FL_LOG(WARNING) << "update from client " << client_id << " for round " << meta.round
-                    << " rejected: " << status.ToString();
+    if (!id.ok()) FL_LOG(ERROR) << "cannot record a refused " << what << ": " << id.status().ToString();
+    FL_LOG(WARNING) << what << " from client " << e.client_id << " for round " << e.round
+                    << " refused: " << e.reason;
   }
 
   void DeliverCallbacks(std::unique_lock<std::mutex>& lock) {
@@ -1689,6 +1695,43 @@ Status Coordinator::RecordTransportFailure(const Session& session, uint64_t roun
   meta.round = round;
   d.RecordRejectionLocked(session.client_id, meta, 0, status);
   return status;
+}
+
+Status Coordinator::CheckTrainingFor(uint64_t client_id, uint64_t round) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  const std::string who = "client " + std::to_string(client_id);
+  if (d.Async()) {
+    auto held = d.open_tasks.find(round);
+    if (!d.round_open || held == d.open_tasks.end() || held->second.client_id != client_id) {
+      return Status::FailedPrecondition(who + " holds no open task " + std::to_string(round));
+    }
+    return Status::Ok();
+  }
+  if (!d.round_open || d.round.round != round) {
+    return Status::FailedPrecondition(
+        "round " + std::to_string(round) + " is not open (" +
+        (d.round_open ? "round " + std::to_string(d.round.round) + " is" : "none is") + ")");
+  }
+  if (d.selected.count(client_id) == 0) {
+    return Status::FailedPrecondition(who + " is not selected for round " + std::to_string(round));
+  }
+  return Status::Ok();
+}
+
+void Coordinator::RecordSplitRefusal(uint64_t client_id, uint64_t round, const Status& status,
+                                     uint64_t bytes) {
+  if (status.ok()) return;  // an accepted row would be refolded as an update at recovery
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  LedgerEntry e;
+  e.round = round;
+  e.client_id = client_id;
+  e.status_code = static_cast<int>(status.code());
+  e.reason = std::string(kSplitRefusalPrefix) + status.message();
+  e.bytes = bytes;
+  e.created_at = d.env->NowUnixSeconds();
+  d.AppendRefusalLocked(e, "split session");
 }
 
 Coordinator::Refusals Coordinator::GetRefusals() {

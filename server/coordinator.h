@@ -198,6 +198,19 @@ class Coordinator {
   // Same checks as PushUpdate for a payload that failed in transport (truncated
   // stream): records a ledger row with `status` and returns it.
   Status RecordTransportFailure(const Session& session, uint64_t round, const Status& status);
+  // Split learning (server/split_service.h). OK if `client_id` may train for task
+  // `round` now: synchronous mode, `round` is the open round and the client is selected
+  // for it; asynchronous mode, the client holds open task `round`. FailedPrecondition,
+  // saying which, otherwise.
+  Status CheckTrainingFor(uint64_t client_id, uint64_t round);
+  // Records a split session that ended with `status` (not OK; OK records nothing) as one
+  // ledger row: status_code = status.code(), reason = kSplitRefusalPrefix + message,
+  // `bytes` the tensor bytes it sent. The row is never an accepted update (nonzero
+  // status), so recovery and AcceptedUpdates ignore it; it counts against
+  // max_rejected_rows_per_client but not as a rejected update of the round.
+  void RecordSplitRefusal(uint64_t client_id, uint64_t round, const Status& status,
+                          uint64_t bytes);
+  static constexpr char kSplitRefusalPrefix[] = "split session: ";
   ServerStatusInfo GetStatus();
   // Counters of refused work, for logs and tests.
   struct Refusals {

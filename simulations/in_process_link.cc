@@ -1,8 +1,31 @@
 #include "simulations/in_process_link.h"
 
+#include <utility>
+
+#include "codec/encoded_split_session.h"
 #include "crypto/update_digest.h"
 
 namespace fl::internal {
+namespace {
+
+// A split session's steps as direct calls on the server's session object.
+class DirectSplitChannel final : public SplitChannel {
+ public:
+  explicit DirectSplitChannel(std::unique_ptr<SplitServerSession> session)
+      : session_(std::move(session)) {}
+  Result<EncodedTokens> Exchange(SplitStepKind kind, const EncodedTokens& tensor) override {
+    return kind == SplitStepKind::kForward ? session_->Forward(tensor)
+                                           : session_->Backward(tensor);
+  }
+  Status Close() override { return session_->Finish(); }
+  // The server's session, dropped unfinished, records that the client left.
+  void Abandon() override { session_.reset(); }
+
+ private:
+  std::unique_ptr<SplitServerSession> session_;
+};
+
+}  // namespace
 
 Result<JoinReply> InProcessLink::Join(const std::string& enrollment_token,
                                       const std::string& client_name) {
@@ -38,6 +61,17 @@ Result<PushAck> InProcessLink::PushUpdate(const Payload& payload) {
   Payload sealed = payload;
   SealUpdateSha256(&sealed.meta, sealed.bytes);
   return coordinator_->PushUpdate(session, sealed);
+}
+
+Result<std::unique_ptr<SplitSession>> InProcessLink::OpenSplitSession(
+    const SplitSessionOptions& options) {
+  FL_ASSIGN_OR_RETURN(Session session, Authenticated());
+  if (split_ == nullptr) return Status::Unimplemented("this server serves no split body");
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<SplitServerSession> opened, split_->Open(session, options));
+  const int64_t tokens = opened->tokens();
+  const int64_t width = opened->width();
+  return std::unique_ptr<SplitSession>(new EncodedSplitSession(
+      tokens, width, options.encoding, std::make_unique<DirectSplitChannel>(std::move(opened))));
 }
 
 Status InProcessLink::Heartbeat() {

@@ -10,13 +10,16 @@
 
 #include "fl/server_link.h"
 #include "server/coordinator.h"
+#include "server/split_service.h"
 
 namespace fl::internal {
 
 class InProcessLink : public ServerLink {
  public:
-  // `coordinator` is not owned and must outlive the link.
-  explicit InProcessLink(Coordinator* coordinator) : coordinator_(coordinator) {}
+  // `coordinator` and `split` (may be null: no split sessions) are not owned and must
+  // outlive the link and its sessions.
+  explicit InProcessLink(Coordinator* coordinator, SplitService* split = nullptr)
+      : coordinator_(coordinator), split_(split) {}
 
   Result<JoinReply> Join(const std::string& enrollment_token,
                          const std::string& client_name) override;
@@ -26,6 +29,11 @@ class InProcessLink : public ServerLink {
   // what they would cost on the wire.
   Result<ModelSnapshot> FetchModelOrReplay(uint64_t version, uint64_t have_version) override;
   Result<PushAck> PushUpdate(const Payload& payload) override;
+  // Opens through SplitService::Open; each tensor is encoded, checked and decoded as it
+  // would be over gRPC, and traffic() counts what GrpcLink's session would. Unimplemented
+  // without a SplitService.
+  Result<std::unique_ptr<SplitSession>> OpenSplitSession(
+      const SplitSessionOptions& options) override;
   Status Heartbeat() override;
   Result<ServerStatusInfo> GetStatus() override;
 
@@ -34,6 +42,7 @@ class InProcessLink : public ServerLink {
   Result<Session> Authenticated();
 
   Coordinator* coordinator_;
+  SplitService* split_;
   std::string session_token_;
 };
 

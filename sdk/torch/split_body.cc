@@ -321,7 +321,9 @@ int64_t SplitBodyServer::width() const { return impl_->options.vit.width; }
 
 BodyPassCounts SplitBodyServer::counts() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->counts;
+  BodyPassCounts counts = impl_->counts;
+  counts.saved_sessions = static_cast<int64_t>(impl_->saved.size());
+  return counts;
 }
 
 }  // namespace fl::internal

@@ -59,6 +59,7 @@ struct BodyPassCounts {
   int64_t samples = 0;                // samples through the body, forward and backward
   int64_t max_requests_in_a_pass = 0;
   int64_t passes_with_several_requests = 0;
+  int64_t saved_sessions = 0;  // sessions whose activations are held now
 };
 
 // Thread-safe: any number of session threads call Forward / Backward / Close at once.
