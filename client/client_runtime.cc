@@ -1,6 +1,7 @@
 #include "client/client_runtime.h"
 
 #include <future>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -51,13 +52,40 @@ Status ClientRuntime::Prepare(const Task& task, Trainer& trainer, ExecuteReport*
   return Status::Ok();
 }
 
+namespace {
+
+// The user's trainer, keeping the TrainStats::metrics of its last Train: the Learner
+// returns only the payload, and the task's report carries the trainer's own figures.
+class MetricsRecorder final : public Trainer {
+ public:
+  explicit MetricsRecorder(Trainer& target) : target_(target) {}
+  const Layout& layout() const override { return target_.layout(); }
+  Status GetParameters(ParamSet* out) override { return target_.GetParameters(out); }
+  Status SetParameters(const ParamSet& params) override { return target_.SetParameters(params); }
+  Result<TrainStats> Train(const TrainConfig& config, const CancelToken& cancel) override {
+    Result<TrainStats> stats = target_.Train(config, cancel);
+    if (stats.ok()) metrics_ = stats->metrics;
+    return stats;
+  }
+  Result<EvalStats> Evaluate() override { return target_.Evaluate(); }
+  std::map<std::string, double> TakeMetrics() { return std::move(metrics_); }
+
+ private:
+  Trainer& target_;
+  std::map<std::string, double> metrics_;
+};
+
+}  // namespace
+
 Result<ClientRuntime::TrainedUpdate> ClientRuntime::Train(const Task& task, Trainer& trainer,
                                                           const CancelToken& cancel,
                                                           ExecuteReport report) {
-  Result<Payload> payload = learner_->Train(task, *cached_model_.params, trainer, cancel);
+  MetricsRecorder recorder(trainer);
+  Result<Payload> payload = learner_->Train(task, *cached_model_.params, recorder, cancel);
   if (!keep_model_cache_) cached_model_ = {};
   if (!payload.ok()) return payload.status();
   payload->meta.client_id = client_id_;
+  report.train.metrics = recorder.TakeMetrics();
   report.train.num_examples = payload->meta.num_examples;
   report.train.dataset_size = static_cast<uint64_t>(payload->meta.weight);
   report.train.mean_loss = payload->meta.train_loss;

@@ -49,6 +49,8 @@ struct ExecuteReport {
   // (bytes_down is then their size) instead of a full download.
   uint64_t replayed_versions = 0;
   uint64_t bytes_up = 0;    // payload bytes uploaded
+  // From the payload's meta (num_examples, dataset_size = weight, mean_loss) and the
+  // trainer's own TrainStats::metrics.
   TrainStats train;
   bool duplicate = false;   // server had already acknowledged this update
 };

@@ -225,9 +225,11 @@ Status AsyncLoop::TrainTask(int worker, uint64_t task) {
   FL_ASSIGN_OR_RETURN(Trainer * trainer,
                       run_.byzantine_->Bind(*run_.trainers_[worker], worker, h.client));
   VirtualClient& c = run_.clients_[h.client];
+  run_.trainers_[worker]->UseLink(c.link.get());
   c.deferred->BeginTraining(task);
   FL_ASSIGN_OR_RETURN(ExecuteReport r, c.runtime->Execute(h.task, *trainer, run_.cancel_));
   h.examples = r.train.num_examples;
+  run_.AddClientMetrics(r.train);
   return Status::Ok();
 }
 

@@ -1,6 +1,8 @@
 #include "simulations/sim_run.h"
 
 #include <algorithm>
+#include <limits>
+#include <optional>
 #include <thread>
 
 #include "algorithms/registry.h"
@@ -55,6 +57,7 @@ Result<SimulationResult> SimulationRun::Run() {
   FL_RETURN_IF_ERROR(OpenCoordinator(initial));
   FL_RETURN_IF_ERROR(OpenRunRecord());
   FL_RETURN_IF_ERROR(StartWorkers());
+  FL_RETURN_IF_ERROR(StartSplitService());
   // Device profiles of the whole population, drawn from the seed.
   clock_ = std::make_unique<const VirtualClock>(clock_options_, num_clients_);
   FL_RETURN_IF_ERROR(JoinClients());
@@ -167,11 +170,23 @@ Status SimulationRun::StartWorkers() {
   return Status::Ok();
 }
 
+Status SimulationRun::StartSplitService() {
+  std::optional<Workload::SplitBodySpec> spec = workload_->SplitBody();
+  if (!spec.has_value()) return Status::Ok();
+  SplitServiceOptions o;
+  o.body = spec->body;
+  // Every worker holds at most one session; batches are the trainer's own.
+  o.max_sessions = workers_;
+  o.max_batch_samples = std::numeric_limits<int32_t>::max();
+  FL_ASSIGN_OR_RETURN(split_, SplitService::Create(o, spec->backbone, coordinator_.get()));
+  return Status::Ok();
+}
+
 Status SimulationRun::JoinClients() {
   clients_ = std::vector<VirtualClient>(num_clients_);
   for (size_t i = 0; i < num_clients_; ++i) {
     VirtualClient& c = clients_[i];
-    c.link = std::make_unique<InProcessLink>(coordinator_.get());
+    c.link = std::make_unique<InProcessLink>(coordinator_.get(), split_.get());
     ClientRuntimeOptions ro;
     ro.client_name = ClientName(i);
     ro.enrollment_token = options_.enrollment_token;
@@ -295,9 +310,11 @@ Status SimulationRun::TrainSyncRound(const Work& work, std::vector<TaskWork>* ta
 Status SimulationRun::ExecuteSyncTask(int worker, size_t client, const Task& task,
                                       TaskWork* task_work, std::atomic<uint64_t>* samples) {
   FL_ASSIGN_OR_RETURN(Trainer * trainer, byzantine_->Bind(*trainers_[worker], worker, client));
+  trainers_[worker]->UseLink(clients_[client].link.get());
   FL_ASSIGN_OR_RETURN(ExecuteReport r, clients_[client].runtime->Execute(task, *trainer, cancel_));
   *samples += r.train.num_examples;
   *task_work = TaskWork{r.bytes_down, r.train.num_examples, r.bytes_up};
+  AddClientMetrics(r.train);
   return Status::Ok();
 }
 
@@ -310,10 +327,27 @@ SimulationRun::ClosedRounds SimulationRun::TakeClosedRounds() {
   return closed;
 }
 
+void SimulationRun::AddClientMetrics(const TrainStats& train) {
+  std::lock_guard<std::mutex> lock(client_metrics_mu_);
+  for (const auto& [name, value] : train.metrics) client_metrics_[name] += value;
+}
+
+std::map<std::string, double> SimulationRun::TakeClientMetrics() {
+  std::map<std::string, double> sums;
+  {
+    std::lock_guard<std::mutex> lock(client_metrics_mu_);
+    sums.swap(client_metrics_);
+  }
+  std::map<std::string, double> named;
+  for (const auto& [name, value] : sums) named.emplace("client." + name, value);
+  return named;
+}
+
 Status SimulationRun::RecordRound(const RoundSummary& summary, const ModelSnapshot& snapshot,
                                   uint64_t train_samples, double train_seconds, uint64_t attackers,
                                   size_t selected, double sim_time) {
   SimRoundRecord rec = NewRecord(summary, train_samples, train_seconds, attackers, sim_time);
+  rec.strategy_stats.merge(TakeClientMetrics());
   if (rec.evaluated) {
     FL_ASSIGN_OR_RETURN(EvalStats pooled, Evaluate(*snapshot.params));
     rec.metrics.accuracy = pooled.accuracy;

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,6 +30,7 @@
 #include "fl/task.h"
 #include "fl/trainer.h"
 #include "server/coordinator.h"
+#include "server/split_service.h"
 #include "simulations/byzantine.h"
 #include "simulations/deferred_push_link.h"
 #include "simulations/in_process_link.h"
@@ -87,6 +89,8 @@ class SimulationRun {
   Status OpenCoordinator(const ParamSet& initial);
   Status OpenRunRecord();
   Status StartWorkers();
+  // Hosts the workload's split body for the virtual clients' sessions, if it has one.
+  Status StartSplitService();
   Status JoinClients();
 
   // ---- synchronous rounds ----
@@ -107,6 +111,10 @@ class SimulationRun {
 
   // ---- every round ----
   ClosedRounds TakeClosedRounds();
+  // Adds a finished task's TrainStats::metrics to the sums of the next record.
+  void AddClientMetrics(const TrainStats& train);
+  // The sums since the last record, as "client.<name>", and starts new ones.
+  std::map<std::string, double> TakeClientMetrics();
   // Records a closed round (asynchronous mode: a flush): evaluates its model when due,
   // appends it to the run record and the metrics files, and reports progress.
   Status RecordRound(const RoundSummary& summary, const ModelSnapshot& snapshot,
@@ -146,6 +154,8 @@ class SimulationRun {
   ClosedRounds summaries_;  // filled by the coordinator's round callback
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<Store> record_;  // the run record, in the coordinator's SQLite file
+  // The server's split body (SFPrompt), when the workload has one.
+  std::unique_ptr<SplitService> split_;
   std::vector<std::unique_ptr<WorkloadWorker>> trainers_;  // one per worker
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<ByzantineClients> byzantine_;
@@ -157,6 +167,8 @@ class SimulationRun {
   SimulationResult result_;
   std::string title_;
   std::mutex progress_mu_;
+  std::mutex client_metrics_mu_;
+  std::map<std::string, double> client_metrics_;  // see AddClientMetrics
   double train_seconds_total_ = 0;
   double last_metric_ = -1;
   // The model of the last evaluation, for Workload::WriteFinalReport.

@@ -72,7 +72,9 @@ struct SimRoundRecord {
   uint64_t bytes_up_total = 0;   // uploaded bytes of this round and all before it
   // Strategy::LastRoundStats() of the round (Ferret: terms applied, clipped, skipped),
   // plus "byzantine_updates" (updates sent by attacking clients) when byzantine.fraction
-  // > 0; each name becomes a column of metrics.csv.
+  // > 0, plus "client.<name>": the sum of TrainStats::metrics over the tasks trained
+  // since the previous record (SFPrompt: seconds, FLOPs and bytes per phase); each name
+  // becomes a column of metrics.csv.
   std::map<std::string, double> strategy_stats;
   // Simulated seconds from the start of the run to this round's close (the virtual
   // clock's sync-round time, see RunSimulation); NaN when clock.enabled is false.

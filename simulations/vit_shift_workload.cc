@@ -1,7 +1,9 @@
 #include "simulations/vit_shift_workload.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <optional>
 #include <vector>
 
 #include "codec/param_io.h"
@@ -77,12 +79,18 @@ std::string SelectionCsv(const std::vector<Domain>& domains, const DomainTally& 
 }
 
 // W3: the shifted split's clients, a ViT tuned on a frozen pretrained backbone.
+// The link a worker's sfprompt trainers open their split sessions through: the link of
+// the client whose task the worker runs (WorkloadWorker::UseLink).
+using LinkSlot = std::shared_ptr<std::atomic<ServerLink*>>;
+
 class VitShiftWorkload final : public Workload {
  public:
   class Worker final : public WorkloadWorker {
    public:
-    Worker(const VitShiftWorkload* workload, std::unique_ptr<VitTrainer> trainer)
-        : workload_(workload), trainer_(std::move(trainer)) {}
+    Worker(const VitShiftWorkload* workload, std::unique_ptr<VitTrainer> trainer, LinkSlot link)
+        : workload_(workload), trainer_(std::move(trainer)), link_(std::move(link)) {}
+
+    void UseLink(ServerLink* link) override { link_->store(link); }
 
     Result<Trainer*> BindClient(size_t client) override {
       FL_RETURN_IF_ERROR(workload_->CheckClient(client));
@@ -95,7 +103,8 @@ class VitShiftWorkload final : public Workload {
       if (flipped_trainer_ == nullptr) {  // built on first use: honest runs never pay for it
         FL_ASSIGN_OR_RETURN(std::shared_ptr<const TensorImageData> flipped,
                             WithFlippedLabels(*workload_->train_));
-        FL_ASSIGN_OR_RETURN(flipped_trainer_, workload_->NewTrainer(flipped, workload_->test_));
+        FL_ASSIGN_OR_RETURN(flipped_trainer_,
+                            workload_->NewTrainer(flipped, workload_->test_, link_));
       }
       FL_RETURN_IF_ERROR(flipped_trainer_->BindExamples(workload_->split_.clients[client]));
       return static_cast<Trainer*>(flipped_trainer_.get());
@@ -109,6 +118,7 @@ class VitShiftWorkload final : public Workload {
     const VitShiftWorkload* workload_;
     std::unique_ptr<VitTrainer> trainer_;
     std::unique_ptr<VitTrainer> flipped_trainer_;  // label_flip attackers only
+    LinkSlot link_;
   };
 
   Status Load(const Config& config, const std::string& device, Env* env) {
@@ -153,8 +163,22 @@ class VitShiftWorkload final : public Workload {
   }
 
   Result<std::unique_ptr<WorkloadWorker>> NewWorker() const override {
-    FL_ASSIGN_OR_RETURN(std::unique_ptr<VitTrainer> trainer, NewTrainer(train_, test_));
-    return std::unique_ptr<WorkloadWorker>(std::make_unique<Worker>(this, std::move(trainer)));
+    auto link = std::make_shared<std::atomic<ServerLink*>>(nullptr);
+    FL_ASSIGN_OR_RETURN(std::unique_ptr<VitTrainer> trainer, NewTrainer(train_, test_, link));
+    return std::unique_ptr<WorkloadWorker>(
+        std::make_unique<Worker>(this, std::move(trainer), std::move(link)));
+  }
+
+  std::optional<SplitBodySpec> SplitBody() const override {
+    if (options_.tuning != VitTuning::kPrompt) return std::nullopt;
+    SplitBodySpec spec;
+    spec.body.vit = options_.vit;
+    spec.body.begin = options_.sfprompt.head_blocks;
+    spec.body.end = options_.vit.depth - options_.sfprompt.tail_blocks;
+    spec.body.device = options_.device;
+    spec.body.init_seed = options_.init_seed;
+    spec.backbone = &backbone_;
+    return spec;
   }
 
   Status WriteFinalReport(const ParamSet& global, const std::string& out_dir,
@@ -183,10 +207,21 @@ class VitShiftWorkload final : public Workload {
     return Status::InvalidArgument("client index " + std::to_string(client) + " out of range");
   }
 
-  Result<std::unique_ptr<VitTrainer>> NewTrainer(
-      std::shared_ptr<const TensorImageData> train,
-      std::shared_ptr<const TensorImageData> eval) const {
-    return VitTrainer::Create(options_, &backbone_, std::move(train), std::move(eval));
+  // `link`: where tuning sfprompt opens its split sessions (null: nowhere; the trainer
+  // then only evaluates).
+  Result<std::unique_ptr<VitTrainer>> NewTrainer(std::shared_ptr<const TensorImageData> train,
+                                                 std::shared_ptr<const TensorImageData> eval,
+                                                 LinkSlot link = nullptr) const {
+    VitTrainerOptions options = options_;
+    if (link != nullptr) {
+      options.sfprompt.open_split_session =
+          [link](const SplitSessionOptions& o) -> Result<std::unique_ptr<SplitSession>> {
+        ServerLink* to = link->load();
+        if (to == nullptr) return Status::FailedPrecondition("no client link for a split session");
+        return to->OpenSplitSession(o);
+      };
+    }
+    return VitTrainer::Create(options, &backbone_, std::move(train), std::move(eval));
   }
 
   // Scores `global` on the whole test set, image by image, by domain.
@@ -255,6 +290,15 @@ Result<VitTrainerOptions> VitTrainerOptionsFromConfig(const Config& config,
         "); the head, ssf and full baselines run with "
         "algorithm.name=fedavg");
   }
+  const bool sfprompt = config.GetString("algorithm.name") == "sfprompt";
+  if (sfprompt != (o.tuning == VitTuning::kPrompt)) {
+    return Status::InvalidArgument(
+        "model.tuning=sfprompt and algorithm.name=sfprompt go together (got tuning " +
+        config.GetString("model.tuning") + ", algorithm " + config.GetString("algorithm.name") +
+        ")");
+  }
+  o.sfprompt.head_blocks = config.GetInt("model.head_blocks");
+  o.sfprompt.tail_blocks = config.GetInt("model.tail_blocks");
   // The fedins algorithm declares these keys; other algorithms keep the pool's defaults.
   if (config.Has("fedins.entries")) o.pool.entries = config.GetInt("fedins.entries");
   if (config.Has("fedins.top_k")) o.pool.top_k = config.GetInt("fedins.top_k");

@@ -134,7 +134,7 @@ nlohmann::json WorkloadConfigDefaults() {
         {"eval_bytes_per_client", 0},
         {"domains", "clean,inverted,rot90,noise,blur"},
         {"domains_per_client", 3}}},
-      {"model", {{"tuning", "full"}, {"backbone", ""}}},
+      {"model", {{"tuning", "full"}, {"backbone", ""}, {"head_blocks", 0}, {"tail_blocks", 0}}},
       {"lm", {{"optimizer", "sgd"}, {"clip_norm", 0.0}, {"eval_batch_size", 32}}},
       {"pretrain",
        {{"languages", "en"},

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -25,8 +26,10 @@
 #include "core/config.h"
 #include "fl/env.h"
 #include "fl/param_set.h"
+#include "fl/server_link.h"
 #include "fl/status.h"
 #include "fl/trainer.h"
+#include "torch/split_body.h"
 
 namespace fl::internal {
 
@@ -53,6 +56,10 @@ class WorkloadWorker {
   virtual Result<Trainer*> BindClientFlippedLabels(size_t client) {
     return Status::Unimplemented("byzantine.attack label_flip: this workload has no class labels");
   }
+  // The link of the client whose task runs next on this worker: split learning
+  // (Workload::SplitBody) opens its sessions with the server's body through it. The
+  // default ignores it.
+  virtual void UseLink(ServerLink* link) {}
   // Evaluates `params` on part `part` of `num_parts` of the evaluation set (the parts
   // are disjoint and cover it; EvalStats::num_examples weighs them when pooled).
   // REQUIRES: part < num_parts.
@@ -86,13 +93,21 @@ class Workload {
                                   Env* env) const {
     return Status::Ok();
   }
+  // Split learning (SFPrompt): the frozen body the coordinator's side serves to this
+  // workload's trainers, with its weights (owned by the workload); nullopt when the
+  // trainers need no body (the default).
+  struct SplitBodySpec {
+    SplitBodyOptions body;
+    const ParamSet* backbone = nullptr;
+  };
+  virtual std::optional<SplitBodySpec> SplitBody() const { return std::nullopt; }
 };
 
 // The workload keys beyond the algorithm/coordinator ones, with defaults:
 //   data:     dataset ("fashion-mnist" | "fortunes" | "fashion-mnist-shift"), languages,
 //             heldout_fraction, eval_bytes_per_client (0 = the whole held-out slice),
 //             domains, domains_per_client (W3)
-//   model:    tuning, backbone (W3, vit_shift_workload.h)
+//   model:    tuning, backbone, head_blocks, tail_blocks (W3, vit_shift_workload.h)
 //   lm:       optimizer (sgd|adam), clip_norm, eval_batch_size: the language-model
 //             trainer's defaults where a task's TrainConfig::extra says nothing
 //   pretrain: `fl-sim pretrain` (see fortunes_workload.h and vit_pretrain.h)
