@@ -13,7 +13,9 @@
 // W3 `fmnist-vit-shift` (client/vit_shift_client.h): with --dataset fashion-mnist-shift
 // and a ViT --model, the shard is fl-sim's W3 client i (same domains, same shifts) and
 // fl-client fine-tunes --tuning (fedins: an SSF pool of fedins.entries) on the frozen
-// backbone file --backbone, which is provisioned with the client:
+// backbone file --backbone, which is provisioned with the client (sfprompt: prompts and
+// tail trained against fl-server's body over a SplitStep stream per task, --model
+// vit:prompts=N, --tail-blocks as the server's --split-cut):
 //
 //   fl-client --server host:port --tls-ca ca.pem --enrollment-token TOKEN
 //             --dataset fashion-mnist-shift --model vit-tiny --tuning fedins
@@ -135,7 +137,9 @@ std::vector<FlagAlias> ClientAliases() {
       {"--dataset", "data.dataset", "fashion-mnist | fashion-mnist-shift (W3, a ViT model)"},
       {"--domains", "data.domains", "W3: the domains clients draw from (comma list)"},
       {"--domains-per-client", "data.domains_per_client", "W3: distinct domains per client"},
-      {"--tuning", "model.tuning", "W3: the trained part, full | head | ssf | fedins"},
+      {"--tuning", "model.tuning", "W3: the trained part, full | head | ssf | fedins | sfprompt"},
+      {"--tail-blocks", "model.tail_blocks",
+       "W3 sfprompt: blocks this client runs after the server's body (as the server's cut)"},
       {"--backbone", "model.backbone", "W3: the frozen pretrained ViT file (.flps)"},
       {"--pool-entries", "fedins.entries", "W3 fedins: pool entries (the server's pool)"},
   };
@@ -291,9 +295,10 @@ Result<ClientTrainer> NewZooTrainer(const ClientSettings& s, const std::string& 
   return t;
 }
 
-Result<ClientTrainer> NewVitShiftTrainer(const Config& config, const std::string& device) {
+Result<ClientTrainer> NewVitShiftTrainer(const Config& config, const std::string& device,
+                                         ServerLink* link) {
   ClientTrainer t;
-  FL_ASSIGN_OR_RETURN(t.vit_shift, NewVitShiftClient(config, device));
+  FL_ASSIGN_OR_RETURN(t.vit_shift, NewVitShiftClient(config, device, link));
   t.active = t.vit_shift.trainer.get();
   t.shard_size = t.vit_shift.shard_size;
   t.description = " (" + t.vit_shift.description + ")";
@@ -353,7 +358,7 @@ int Run(int argc, char** argv) {
   if (!device.ok()) return Fail("device", device.status());
   if (s.threads > 0) SetTorchThreads(s.threads);
 
-  Result<ClientTrainer> trainer = s.vit_shift ? NewVitShiftTrainer(command_line->config, *device)
+  Result<ClientTrainer> trainer = s.vit_shift ? NewVitShiftTrainer(command_line->config, *device, link->get())
                                              : NewZooTrainer(s, *device);
   if (!trainer.ok()) return Fail("trainer", trainer.status());
 

@@ -48,6 +48,13 @@ class EntryLoggingTrainer final : public Trainer {
       }
       FL_LOG(INFO) << "task of round " << config.round << " uploads pool entries " << list;
     }
+    if (stats.ok() && !stats->metrics.empty()) {
+      std::string figures;
+      for (const auto& [name, value] : stats->metrics) {
+        figures += (figures.empty() ? "" : " ") + name + "=" + FormatConfigNumber(value);
+      }
+      FL_LOG(INFO) << "task of round " << config.round << ": " << figures;
+    }
     return stats;
   }
   Result<EvalStats> Evaluate() override { return target_->Evaluate(); }
@@ -71,6 +78,8 @@ Result<VitTrainerOptions> TrainerOptions(const Config& config, const std::string
   if (o.pool.entries < 1 || o.pool.entries > 1024) {
     return ConfigValueError("fedins.entries", "in [1, 1024]", std::to_string(o.pool.entries));
   }
+  o.sfprompt.head_blocks = config.GetInt("model.head_blocks");
+  o.sfprompt.tail_blocks = config.GetInt("model.tail_blocks");
   o.device = device;
   o.init_seed = static_cast<uint64_t>(config.GetInt("data.seed"));
   return o;
@@ -121,7 +130,7 @@ nlohmann::json VitShiftClientDefaults() {
        {{"dataset", "fashion-mnist"},
         {"domains", DomainListToString(AllDomains())},
         {"domains_per_client", 3}}},
-      {"model", {{"tuning", "fedins"}, {"backbone", ""}}},
+      {"model", {{"tuning", "fedins"}, {"backbone", ""}, {"head_blocks", 0}, {"tail_blocks", 0}}},
       {"fedins",
        {{"entries", pool.entries},
         {"top_k", pool.top_k},
@@ -155,10 +164,14 @@ Status CheckDatasetAndModel(const Config& config) {
   return Status::Ok();
 }
 
-Result<VitShiftClient> NewVitShiftClient(const Config& config, const std::string& device) {
+Result<VitShiftClient> NewVitShiftClient(const Config& config, const std::string& device,
+                                         ServerLink* link) {
   // Options and the backbone first: a typo or a wrong file fails before the data is
   // read and shifted.
   FL_ASSIGN_OR_RETURN(VitTrainerOptions options, TrainerOptions(config, device));
+  options.sfprompt.open_split_session = [link](const SplitSessionOptions& o) {
+    return link->OpenSplitSession(o);
+  };
   FL_ASSIGN_OR_RETURN(ParamSet backbone, ReadBackbone(config, options.vit));
   ShiftedSplitOptions split;
   FL_ASSIGN_OR_RETURN(ImageDataset shard, LoadShard(config, &split));

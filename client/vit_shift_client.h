@@ -12,7 +12,11 @@
 // Config keys (defaults in VitShiftClientDefaults()):
 //   data.dataset             fashion-mnist | fashion-mnist-shift
 //   data.domains, data.domains_per_client   as fl-sim's
-//   model.tuning             full | head | ssf | fedins (the server's model is that part)
+//   model.tuning             full | head | ssf | fedins | sfprompt (the server's model is
+//                            that part)
+//   model.head_blocks, model.tail_blocks   sfprompt: the blocks this client runs before
+//                            and after the server's body (the server's --split-cut must
+//                            be [head_blocks, depth - tail_blocks))
 //   model.backbone           the pretrained ViT (.flps), `fl-sim pretrain` writes it
 //   fedins.entries           pool entries (must match the server's pool); fedins.top_k,
 //                            fedins.lambda and fedins.batch_shared_ssf are defaults that
@@ -25,6 +29,7 @@
 
 #include "core/config.h"
 #include "fl/param_set.h"
+#include "fl/server_link.h"
 #include "fl/status.h"
 #include "fl/trainer.h"
 #include "torch/vit_trainer.h"
@@ -56,7 +61,9 @@ struct VitShiftClient {
 // the file is missing), builds shard data.partition_index on `device` (a resolved
 // device) and the trainer. InvalidArgument naming the key for bad values; NotFound
 // naming the Debian package for missing data.
-Result<VitShiftClient> NewVitShiftClient(const Config& config, const std::string& device);
+// `link` (not owned, outlives the client) carries tuning sfprompt's split sessions.
+Result<VitShiftClient> NewVitShiftClient(const Config& config, const std::string& device,
+                                         ServerLink* link);
 
 }  // namespace fl::internal
 
