@@ -10,6 +10,7 @@
 #include <thread>
 #include <utility>
 
+#include "codec/encoded_split_session.h"
 #include "codec/param_io.h"
 #include "core/logging.h"
 #include "crypto/sha256.h"
@@ -62,8 +63,10 @@ Result<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(const GrpcLink
 Status ValidateOptions(const GrpcLinkOptions& o) {
   if (o.target.empty()) return Status::InvalidArgument("GrpcLinkOptions.target is empty");
   if (o.max_attempts < 1) return Status::InvalidArgument("max_attempts must be >= 1");
-  if (o.call_timeout <= milliseconds(0) || o.transfer_timeout <= milliseconds(0)) {
-    return Status::InvalidArgument("call_timeout and transfer_timeout must be positive");
+  if (o.call_timeout <= milliseconds(0) || o.transfer_timeout <= milliseconds(0) ||
+      o.split_session_timeout <= milliseconds(0)) {
+    return Status::InvalidArgument(
+        "call_timeout, transfer_timeout and split_session_timeout must be positive");
   }
   if (o.initial_backoff < milliseconds(0) || o.max_backoff < o.initial_backoff) {
     return Status::InvalidArgument("need 0 <= initial_backoff <= max_backoff");
@@ -73,6 +76,85 @@ Status ValidateOptions(const GrpcLinkOptions& o) {
   }
   return Status::Ok();
 }
+
+// A split session's steps over one SplitStep stream. The stream's context lives here,
+// so the session may be used while the link makes other calls (the channel is shared).
+class GrpcSplitChannel final : public SplitChannel {
+ public:
+  using Stream = grpc::ClientReaderWriter<v1::SplitRequest, v1::SplitResponse>;
+
+  // Sends `open` and reads `opened`; the server's status if it refuses.
+  static Result<std::unique_ptr<GrpcSplitChannel>> Open(
+      v1::FederatedLearning::Stub* stub, std::unique_ptr<grpc::ClientContext> context,
+      const SplitSessionOptions& options, v1::SplitOpened* opened) {
+    std::unique_ptr<GrpcSplitChannel> channel(new GrpcSplitChannel(std::move(context)));
+    channel->stream_ = stub->SplitStep(channel->context_.get());
+    v1::SplitRequest request;
+    request.mutable_open()->set_round(options.round);
+    request.mutable_open()->set_encoding(ToProto(options.encoding));
+    v1::SplitResponse response;
+    FL_RETURN_IF_ERROR(channel->Call(request, &response));
+    if (!response.has_opened()) return channel->Refuse("the server answered open without opened");
+    *opened = response.opened();
+    return channel;
+  }
+
+  ~GrpcSplitChannel() override {
+    if (!finished_) Abandon();
+  }
+
+  Result<EncodedTokens> Exchange(SplitStepKind kind, const EncodedTokens& tensor) override {
+    v1::SplitRequest request;
+    const bool forward = kind == SplitStepKind::kForward;
+    ToProto(tensor, forward ? request.mutable_forward() : request.mutable_backward());
+    v1::SplitResponse response;
+    FL_RETURN_IF_ERROR(Call(request, &response));
+    if (forward ? !response.has_output() : !response.has_input_grad()) {
+      return Refuse(forward ? "the server answered forward without output"
+                            : "the server answered backward without input_grad");
+    }
+    return FromProto(forward ? response.output() : response.input_grad());
+  }
+
+  Status Close() override {
+    stream_->WritesDone();
+    return EndStream();
+  }
+
+  void Abandon() override {
+    if (finished_) return;
+    context_->TryCancel();
+    EndStream();
+  }
+
+ private:
+  explicit GrpcSplitChannel(std::unique_ptr<grpc::ClientContext> context)
+      : context_(std::move(context)) {}
+
+  // One request and its answer; the server's status if the stream ended instead.
+  Status Call(const v1::SplitRequest& request, v1::SplitResponse* response) {
+    if (finished_) return Status::FailedPrecondition("the split stream has ended");
+    if (stream_->Write(request) && stream_->Read(response)) return Status::Ok();
+    Status status = EndStream();
+    return status.ok() ? Status::DataLoss("the server ended the split stream without an answer")
+                       : status;
+  }
+
+  Status EndStream() {
+    if (finished_) return Status::Ok();
+    finished_ = true;
+    return FromGrpcStatus(stream_->Finish());
+  }
+
+  Status Refuse(const char* what) {
+    Abandon();
+    return Status::DataLoss(what);
+  }
+
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<Stream> stream_;
+  bool finished_ = false;
+};
 
 }  // namespace
 
@@ -413,6 +495,28 @@ Result<ServerStatusInfo> GrpcLink::GetStatus() {
   });
   if (!status.ok()) return status;
   return info;
+}
+
+Result<std::unique_ptr<SplitSession>> GrpcLink::OpenSplitSession(
+    const SplitSessionOptions& options) {
+  std::unique_ptr<GrpcSplitChannel> channel;
+  v1::SplitOpened opened;
+  Status status = impl_->Retry("OpenSplitSession", true, [&]() -> Status {
+    auto context = std::make_unique<grpc::ClientContext>();
+    impl_->Prepare(context.get(), impl_->options.split_session_timeout);
+    FL_ASSIGN_OR_RETURN(channel, GrpcSplitChannel::Open(impl_->stub.get(), std::move(context),
+                                                        options, &opened));
+    return Status::Ok();
+  });
+  if (!status.ok()) return status;
+  constexpr uint64_t kMax = static_cast<uint64_t>(kMaxTokenTensorValues);
+  if (opened.tokens() < 1 || opened.width() < 1 || opened.tokens() > kMax ||
+      opened.width() > kMax / opened.tokens()) {
+    return Status::DataLoss("the server opened a split session with a bad shape");
+  }
+  return std::unique_ptr<SplitSession>(new EncodedSplitSession(
+      static_cast<int64_t>(opened.tokens()), static_cast<int64_t>(opened.width()),
+      options.encoding, std::move(channel)));
 }
 
 uint64_t GrpcLink::client_id() const { return impl_->client_id; }

@@ -36,6 +36,8 @@ struct GrpcLinkOptions {
   std::chrono::milliseconds call_timeout{std::chrono::seconds(30)};
   // Deadline of one model download or update upload (whole stream).
   std::chrono::milliseconds transfer_timeout{std::chrono::minutes(10)};
+  // Deadline of one split session (its whole SplitStep stream).
+  std::chrono::milliseconds split_session_timeout{std::chrono::hours(2)};
 
   // Attempts per call (1 = no retry) for UNAVAILABLE and DEADLINE_EXCEEDED.
   int max_attempts = 6;
@@ -79,6 +81,13 @@ class GrpcLink : public ServerLink {
   // Streams payload.bytes in chunks of at most 1 MiB. payload.meta.sha256 is sent as
   // given; when empty it is computed here.
   Result<PushAck> PushUpdate(const Payload& payload) override;
+  // One SplitStep stream per session, on the link's channel; the session may step while
+  // the link makes other calls, and must not outlive the link. traffic() counts the
+  // encoded tensor bytes plus kSplitFramingBytes per message (codec/token_codec.h), as
+  // InProcessLink does. Opening is retried like the other calls (and re-joins once on
+  // UNAUTHENTICATED); steps are not. DataLoss for an answer that is not the one asked for.
+  Result<std::unique_ptr<SplitSession>> OpenSplitSession(
+      const SplitSessionOptions& options) override;
   Status Heartbeat() override;
   Result<ServerStatusInfo> GetStatus() override;
 

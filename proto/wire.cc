@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <limits>
 
 namespace fl::internal {
 
@@ -35,6 +36,28 @@ Result<Encoding> FromProto(v1::Encoding encoding) {
     default:
       return Status::InvalidArgument("unknown encoding " + std::to_string(encoding));
   }
+}
+
+void ToProto(const EncodedTokens& tensor, v1::SplitTensor* out) {
+  out->set_batch(static_cast<uint64_t>(tensor.batch));
+  out->set_tokens(static_cast<uint64_t>(tensor.tokens));
+  out->set_width(static_cast<uint64_t>(tensor.width));
+  out->set_encoding(ToProto(tensor.encoding));
+  out->set_values(tensor.values);
+}
+
+Result<EncodedTokens> FromProto(const v1::SplitTensor& tensor) {
+  constexpr uint64_t kMaxDim = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  if (tensor.batch() > kMaxDim || tensor.tokens() > kMaxDim || tensor.width() > kMaxDim) {
+    return Status::InvalidArgument("split tensor dimension beyond int64");
+  }
+  EncodedTokens out;
+  out.batch = static_cast<int64_t>(tensor.batch());
+  out.tokens = static_cast<int64_t>(tensor.tokens());
+  out.width = static_cast<int64_t>(tensor.width());
+  FL_ASSIGN_OR_RETURN(out.encoding, FromProto(tensor.encoding()));
+  out.values = tensor.values();
+  return out;
 }
 
 v1::TaskKind ToProto(TaskKind kind) { return static_cast<v1::TaskKind>(static_cast<int>(kind)); }

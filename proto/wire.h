@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "codec/token_codec.h"
 #include "fl/server_link.h"
 #include "fl/status.h"
 #include "fl/task.h"
@@ -62,6 +63,11 @@ ServerStatusInfo FromProto(const v1::GetStatusResponse& info);
 void ToProto(const UpdateMeta& meta, uint64_t total_bytes, v1::UpdateHeader* out);
 // client_id 0 in the header stays 0 here; the server substitutes the session's id.
 Result<UpdateMeta> FromProto(const v1::UpdateHeader& header);
+
+// Split tensors. FromProto: InvalidArgument for a dimension beyond int64 or an unknown
+// encoding; the rest (shape bounds, length, finiteness) is DecodeTokens' to check.
+void ToProto(const EncodedTokens& tensor, v1::SplitTensor* out);
+Result<EncodedTokens> FromProto(const v1::SplitTensor& tensor);
 
 // The session token of a call: "authorization: Bearer <token>" or "x-fl-session".
 // nullopt if neither is present (or the bearer value is empty).

@@ -77,6 +77,7 @@ class WithRawBlockingMethods : public Base {
   using PullTaskStreamer = grpc::ServerUnaryStreamer<grpc::ByteBuffer, v1::PullTaskResponse>;
   using FetchModelStreamer = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::ModelChunk>;
   using PushUpdateStream = grpc::ServerReaderWriter<v1::PushUpdateResponse, grpc::ByteBuffer>;
+  using SplitStream = grpc::ServerReaderWriter<v1::SplitResponse, grpc::ByteBuffer>;
 
   WithRawBlockingMethods() {
     // The indices are the rpcs' positions in fl.proto's service FederatedLearning.
@@ -95,11 +96,17 @@ class WithRawBlockingMethods : public Base {
                [this](grpc::ServerContext* context, PushUpdateStream* stream) {
                  return RawPushUpdate(context, stream);
                }));
+    Base::MarkMethodStreamed(
+        6, new grpc::internal::TemplatedBidiStreamingHandler<SplitStream, false>(
+               [this](grpc::ServerContext* context, SplitStream* stream) {
+                 return RawSplitStep(context, stream);
+               }));
   }
   virtual grpc::Status RawPullTask(grpc::ServerContext* context, PullTaskStreamer* streamer) = 0;
   virtual grpc::Status RawFetchModel(grpc::ServerContext* context,
                                      FetchModelStreamer* streamer) = 0;
   virtual grpc::Status RawPushUpdate(grpc::ServerContext* context, PushUpdateStream* stream) = 0;
+  virtual grpc::Status RawSplitStep(grpc::ServerContext* context, SplitStream* stream) = 0;
 
  private:
   // The typed handlers these replace are never installed.
@@ -113,6 +120,10 @@ class WithRawBlockingMethods : public Base {
   }
   grpc::Status PushUpdate(grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>*,
                           v1::PushUpdateResponse*) final {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "");
+  }
+  grpc::Status SplitStep(grpc::ServerContext*,
+                         grpc::ServerReaderWriter<v1::SplitResponse, v1::SplitRequest>*) final {
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "");
   }
 };
@@ -139,6 +150,7 @@ class FederatedLearningService final : public ServiceBase {
         idle_timeout_us_(static_cast<uint64_t>(options.stream_idle_timeout.count()) * 1000),
         max_inflight_bytes_(options.max_inflight_upload_bytes),
         max_calls_per_client_(options.max_calls_per_client),
+        split_(options.split),
         serialized_versions_(static_cast<size_t>(std::max(1, options.serialized_versions))) {}
 
   // Cancels every stream that moved no message for stream_idle_timeout. Called by the
@@ -382,6 +394,57 @@ class FederatedLearningService final : public ServiceBase {
     return grpc::Status::OK;
   }
 
+  // One split session per stream (SplitService does every check): `open`, then
+  // forward/backward steps until the client half-closes (Finish) or the session fails.
+  grpc::Status RawSplitStep(grpc::ServerContext* context, SplitStream* stream) override {
+    CallGuard guard(&active_calls_);
+    StreamWatch watch(this, context, "split session");
+    Result<Session> session = Authenticate(*context);
+    if (!session.ok()) return ToGrpcStatus(session.status());
+    if (split_ == nullptr) {
+      return ToGrpcStatus(Status::Unimplemented("this server serves no split body"));
+    }
+    Result<v1::SplitRequest> first = ReadRequest<v1::SplitRequest>(stream, "SplitRequest");
+    if (!first.ok()) return ToGrpcStatus(first.status());
+    watch.Touch();
+    v1::SplitRequest request = std::move(first).value();
+    if (!request.has_open()) {
+      return ToGrpcStatus(
+          Status::InvalidArgument("the first message of a split session must be open"));
+    }
+    Result<Encoding> encoding = FromProto(request.open().encoding());
+    if (!encoding.ok()) return ToGrpcStatus(encoding.status());
+    Result<std::unique_ptr<SplitServerSession>> opened =
+        split_->Open(*session, SplitSessionOptions{request.open().round(), *encoding});
+    if (!opened.ok()) return ToGrpcStatus(opened.status());
+    SplitServerSession& split = **opened;
+    v1::SplitResponse response;
+    response.mutable_opened()->set_tokens(static_cast<uint64_t>(split.tokens()));
+    response.mutable_opened()->set_width(static_cast<uint64_t>(split.width()));
+    response.mutable_opened()->set_max_batch(static_cast<uint64_t>(split.max_batch()));
+    if (!stream->Write(response)) return SplitLost(&split, "before it opened");
+    watch.Touch();
+    grpc::ByteBuffer raw;
+    while (stream->Read(&raw)) {
+      watch.Touch();
+      Result<v1::SplitRequest> parsed = ParseRaw<v1::SplitRequest>(raw, "SplitRequest");
+      if (!parsed.ok()) {
+        split.Fail(parsed.status());
+        return ToGrpcStatus(parsed.status());
+      }
+      request = std::move(parsed).value();
+      Result<EncodedTokens> answer = SplitAnswer(&split, request);
+      if (!answer.ok()) return ToGrpcStatus(answer.status());
+      response.Clear();
+      ToProto(*answer, request.has_forward() ? response.mutable_output()
+                                             : response.mutable_input_grad());
+      if (!stream->Write(response)) return SplitLost(&split, "mid-step");
+      watch.Touch();
+    }
+    if (context->IsCancelled() || watch.timed_out()) return SplitLost(&split, "between steps");
+    return ToGrpcStatus(split.Finish());  // half-closed: the client's Finish
+  }
+
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const grpc::ByteBuffer* raw, grpc::ByteBuffer* out) override {
     return ServeRaw<v1::GetStatusRequest>(
@@ -565,6 +628,32 @@ class FederatedLearningService final : public ServiceBase {
     return coordinator_->Authenticate(*token);
   }
 
+  // The answer to one step of a split session; a malformed step fails the session too.
+  static Result<EncodedTokens> SplitAnswer(SplitServerSession* split,
+                                           const v1::SplitRequest& request) {
+    if (!request.has_forward() && !request.has_backward()) {
+      Status refused =
+          Status::InvalidArgument("after open, a split session sends forward or backward only");
+      split->Fail(refused);
+      return refused;
+    }
+    Result<EncodedTokens> tensor =
+        FromProto(request.has_forward() ? request.forward() : request.backward());
+    if (!tensor.ok()) {
+      split->Fail(tensor.status());
+      return tensor.status();
+    }
+    return request.has_forward() ? split->Forward(*tensor) : split->Backward(*tensor);
+  }
+
+  // A split stream cancelled by the client, the connection or the idle watchdog: the
+  // session fails (one ledger row, unless it had already ended).
+  static grpc::Status SplitLost(SplitServerSession* split, const char* when) {
+    split->Fail(Status::Cancelled(std::string("stream cancelled ") + when +
+                                  " (by the client, the connection or the idle watchdog)"));
+    return Cancelled("split session");
+  }
+
   // An update that failed in transport still gets its ledger row.
   grpc::Status Reject(const Session& session, uint64_t round, const Status& status) {
     Status recorded = coordinator_->RecordTransportFailure(session, round, status);
@@ -625,6 +714,7 @@ class FederatedLearningService final : public ServiceBase {
   const uint64_t max_inflight_bytes_;
   std::atomic<uint64_t> inflight_bytes_{0};
   const int max_calls_per_client_;
+  SplitService* const split_;
   mutable std::mutex slots_mu_;
   std::map<uint64_t, int> calls_per_client_;  // guarded by slots_mu_
   uint64_t calls_refused_ = 0;                // guarded by slots_mu_

@@ -14,6 +14,7 @@
 #include "fl/env.h"
 #include "fl/status.h"
 #include "server/coordinator.h"
+#include "server/split_service.h"
 
 namespace fl::internal {
 
@@ -65,6 +66,9 @@ struct GrpcServerOptions {
   int serialized_versions = 1;
   // Optional, not owned: the clock for stream idle timeouts. Default Env::Default().
   Env* env = nullptr;
+  // Optional, not owned, must outlive the server: the body SplitStep serves. Null:
+  // SplitStep answers UNIMPLEMENTED.
+  SplitService* split = nullptr;
 };
 
 // What the server holds right now, for logs, load checks and tests.

@@ -87,7 +87,8 @@ Result<GrpcServerOptions> GrpcServerOptionsFromConfig(const Config& config,
 
 Result<std::unique_ptr<RunningServer>> RunningServer::Start(const Config& config,
                                                             std::optional<ParamSet> initial,
-                                                            RoundCallback on_round) {
+                                                            RoundCallback on_round,
+                                                            SplitFactory make_split) {
   std::unique_ptr<RunningServer> server(new RunningServer());
   FL_ASSIGN_OR_RETURN(server->coordinator_options_, CoordinatorOptionsFromConfig(config));
   FL_ASSIGN_OR_RETURN(GrpcServerOptions grpc_options,
@@ -103,6 +104,10 @@ Result<std::unique_ptr<RunningServer>> RunningServer::Start(const Config& config
                                           *initial));
   initial.reset();
   if (on_round) server->coordinator_->SetRoundCallback(std::move(on_round));
+  if (make_split) {
+    FL_ASSIGN_OR_RETURN(server->split_, make_split(server->coordinator_.get()));
+    grpc_options.split = server->split_.get();
+  }
   FL_ASSIGN_OR_RETURN(server->grpc_, StartGrpcServer(grpc_options, server->coordinator_.get()));
   return server;
 }
@@ -112,6 +117,7 @@ void RunningServer::Shutdown(std::chrono::milliseconds grace) {
     grpc_->Shutdown(grace);
     grpc_.reset();
   }
+  split_.reset();
 }
 
 RunningServer::~RunningServer() { Shutdown(std::chrono::seconds(5)); }

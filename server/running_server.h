@@ -18,6 +18,7 @@
 #include "fl/status.h"
 #include "server/coordinator.h"
 #include "server/grpc_service.h"
+#include "server/split_service.h"
 
 namespace fl::internal {
 
@@ -34,27 +35,33 @@ Result<GrpcServerOptions> GrpcServerOptionsFromConfig(const Config& config,
 class RunningServer {
  public:
   using RoundCallback = std::function<void(const RoundSummary&, const ModelSnapshot&)>;
+  // Builds the split body the server hosts, once the coordinator exists (SplitStep answers
+  // UNIMPLEMENTED without one); server/split_config.h makes it from the config.
+  using SplitFactory =
+      std::function<Result<std::unique_ptr<SplitService>>(Coordinator* coordinator)>;
 
   // Validates `config` (ServerConfigDefaults() schema), creates the strategy, opens or
   // resumes the coordinator's state and starts serving. `initial` is the model version 0
   // when given; otherwise the config's model section provides it. `on_round` (may be
-  // empty) observes every closed round.
+  // empty) observes every closed round. `make_split` (may be empty) builds the split
+  // body served by SplitStep.
   static Result<std::unique_ptr<RunningServer>> Start(const Config& config,
                                                       std::optional<ParamSet> initial,
-                                                      RoundCallback on_round);
+                                                      RoundCallback on_round,
+                                                      SplitFactory make_split = {});
   ~RunningServer();
 
   Coordinator& coordinator() { return *coordinator_; }
   int port() const { return grpc_->port(); }
   const CoordinatorOptions& coordinator_options() const { return coordinator_options_; }
-  // Stops the gRPC service (calls in flight get `grace`) and closes the coordinator's
-  // state. Idempotent.
+  // Stops the gRPC service (calls in flight get `grace`), then the split body. Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
   RunningServer() = default;
   CoordinatorOptions coordinator_options_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<SplitService> split_;  // after the coordinator, before the gRPC server
   std::unique_ptr<GrpcServer> grpc_;
 };
 

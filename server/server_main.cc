@@ -21,6 +21,9 @@
 #include "core/logging.h"
 #include "server/dev_certs.h"
 #include "server/running_server.h"
+#ifdef FL_SERVER_WITH_SPLIT
+#include "server/split_config.h"
+#endif
 
 namespace fl::internal {
 namespace {
@@ -46,7 +49,7 @@ void InstallStopHandlers() {
 bool StopRequested() { return g_stop_signal != 0; }
 
 std::vector<FlagAlias> ServerAliases() {
-  return {
+  std::vector<FlagAlias> aliases = {
       {"--listen", "server.listen", "address to listen on (host:port)"},
       {"--tls-cert", "server.tls.cert", "PEM server certificate chain"},
       {"--tls-key", "server.tls.key", "PEM server private key"},
@@ -63,6 +66,19 @@ std::vector<FlagAlias> ServerAliases() {
       {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
       {"--mode", "coordinator.mode", "sync (rounds) | async (buffered, staleness-weighted)"},
   };
+#ifdef FL_SERVER_WITH_SPLIT
+  for (FlagAlias& a : SplitFlagAliases()) aliases.push_back(std::move(a));
+#endif
+  return aliases;
+}
+
+// Every key fl-server accepts: fl::Server's, plus the split body's where LibTorch is built.
+nlohmann::json Defaults() {
+  nlohmann::json defaults = ServerConfigDefaults();
+#ifdef FL_SERVER_WITH_SPLIT
+  defaults.update(SplitConfigDefaults());
+#endif
+  return defaults;
 }
 
 int RunCerts(int argc, char** argv) {
@@ -110,7 +126,7 @@ int RunServer(int argc, char** argv) {
       "Federated learning aggregator over gRPC (TLS by default): synchronous rounds, or an\n"
       "asynchronous buffer with coordinator.mode=async.\n"
       "Subcommand: fl-server certs --out DIR writes development certificates.",
-      ServerConfigDefaults(), ServerAliases(), argc, argv);
+      Defaults(), ServerAliases(), argc, argv);
   if (!command_line.ok()) {
     std::fprintf(stderr, "fl-server: %s\n", command_line.status().message().c_str());
     return kExitUsage;
@@ -129,9 +145,15 @@ int RunServer(int argc, char** argv) {
                  << s.bytes_up / 1e6 << " MB up, " << s.bytes_down / 1e6 << " MB down -> version "
                  << s.new_version;
   };
+  RunningServer::SplitFactory make_split;
+#ifdef FL_SERVER_WITH_SPLIT
+  Result<RunningServer::SplitFactory> split = SplitFactoryFromConfig(config);
+  if (!split.ok()) return Fail("config", split.status());
+  make_split = std::move(split).value();
+#endif
   InstallStopHandlers();
   Result<std::unique_ptr<RunningServer>> server =
-      RunningServer::Start(config, std::nullopt, log_round);
+      RunningServer::Start(config, std::nullopt, log_round, std::move(make_split));
   if (!server.ok()) return Fail("server", server.status());
   Coordinator& coordinator = (*server)->coordinator();
   const CoordinatorOptions& coordinator_options = (*server)->coordinator_options();

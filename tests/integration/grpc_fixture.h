@@ -260,7 +260,7 @@ class GrpcFixture : public ::testing::Test {
     return p;
   }
 
-  Task TrainTask(GrpcLink& link) {
+  Task TrainTask(ServerLink& link) {
     Result<Task> task = link.PullTask(milliseconds(2000));
     EXPECT_TRUE(task.ok()) << task.status().ToString();
     EXPECT_EQ(task->kind, TaskKind::kTrain);

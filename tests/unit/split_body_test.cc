@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/testing/vit_split_reference.h"
 #include "torch/models.h"
 #include "torch/vit_model.h"
 
@@ -19,41 +20,6 @@ namespace fl::internal {
 namespace {
 
 constexpr int64_t kNever = 600'000'000;  // a wait (us) no test reaches
-
-VitOptions SmallVit() {
-  Result<VitOptions> o = ParseVitModelName("vit:width=32,depth=3,heads=2,prompts=2");
-  EXPECT_TRUE(o.ok()) << o.status().ToString();
-  return *o;
-}
-
-TokenTensor FromTensor(const torch::Tensor& t) {
-  torch::Tensor c = t.detach().contiguous();
-  return {c.size(0), c.size(1), c.size(2),
-          std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel())};
-}
-
-torch::Tensor ToTensor(const TokenTensor& t) {
-  return torch::tensor(t.values).reshape({t.batch, t.tokens, t.width});
-}
-
-// One client's step through the whole model in this process: the activations at the
-// cut (after block 0), the body's output, the tail's gradient at that output, and the
-// gradient the whole backward pass gives the activations.
-struct Reference {
-  torch::Tensor a, z, grad_z, grad_a;
-};
-
-Reference WholeModel(TinyVit& vit, int64_t batch, uint64_t seed) {
-  torch::manual_seed(seed);
-  torch::Tensor x = torch::randn({batch, 1, 28, 28});
-  torch::Tensor y = torch::randint(0, 10, {batch});
-  Reference r;
-  torch::Tensor a = vit->RunBlocks(vit->Embed(x, {}), {}, 0, 1).detach().requires_grad_(true);
-  torch::Tensor z = vit->RunBlocks(a, {}, 1, 3);
-  z.retain_grad();
-  torch::nn::functional::cross_entropy(vit->head()->forward(vit->Pool(z, {})), y).backward();
-  return {a.detach(), z.detach(), z.grad().detach(), a.grad().detach()};
-}
 
 struct Fixture {
   TinyVit vit{nullptr};
@@ -64,10 +30,10 @@ struct Fixture {
 // The server gets the test model's weights as a backbone (its own seed differs).
 Fixture Make(BodyBatchingOptions batching) {
   Fixture f;
-  f.vit = *CreateTinyVit(SmallVit(), 5);
+  f.vit = *CreateTinyVit(SmallSplitVit(), 5);
   EXPECT_TRUE(ParamBridge(*f.vit).Read(&f.backbone).ok());
   SplitBodyOptions o;
-  o.vit = SmallVit();
+  o.vit = SmallSplitVit();
   o.begin = 1;
   o.end = 3;
   o.init_seed = 99;
@@ -88,7 +54,7 @@ TEST(SplitBodyTest, OneSessionMatchesTheWholeModel) {
   Fixture f = Make({.enabled = true, .max_batch_samples = 4, .max_wait_us = kNever});
   EXPECT_EQ(f.server->tokens(), 1 + 2 + 16);
   EXPECT_EQ(f.server->width(), 32);
-  Reference r = WholeModel(f.vit, 4, 1);
+  SplitReference r = WholeModelStep(f.vit, 4, 1);
   Result<TokenTensor> z = f.server->Forward(7, FromTensor(r.a));
   ASSERT_TRUE(z.ok()) << z.status().ToString();
   ExpectNear(*z, r.z, "body output");
@@ -102,8 +68,8 @@ TEST(SplitBodyTest, OneSessionMatchesTheWholeModel) {
 TEST(SplitBodyTest, ConcurrentSessionsBatchedMatchTheWholeModel) {
   constexpr int kSessions = 8;
   Fixture f = Make({.enabled = true, .max_batch_samples = 36, .max_wait_us = kNever});
-  std::vector<Reference> refs;
-  for (int k = 0; k < kSessions; ++k) refs.push_back(WholeModel(f.vit, k + 1, 100 + k));
+  std::vector<SplitReference> refs;
+  for (int k = 0; k < kSessions; ++k) refs.push_back(WholeModelStep(f.vit, k + 1, 100 + k));
   std::vector<Result<TokenTensor>> outputs(kSessions, Status::Unknown("not run"));
   std::vector<Result<TokenTensor>> grads(kSessions, Status::Unknown("not run"));
   std::vector<std::thread> threads;
@@ -133,10 +99,10 @@ TEST(SplitBodyTest, WithoutBatchingEveryRequestRunsAlone) {
   std::vector<std::thread> threads;
   for (int k = 0; k < 4; ++k) {
     threads.emplace_back([&, k] {
-      Reference r = [&] {
+      SplitReference r = [&] {
         static std::mutex mu;  // the reference model is not shared across threads
         std::lock_guard<std::mutex> lock(mu);
-        return WholeModel(f.vit, 2, 200 + k);
+        return WholeModelStep(f.vit, 2, 200 + k);
       }();
       Result<TokenTensor> z = f.server->Forward(k, FromTensor(r.a));
       ASSERT_TRUE(z.ok()) << z.status().ToString();
@@ -160,9 +126,9 @@ void ExpectError(const Result<TokenTensor>& r, StatusCode code, const std::strin
 // waits, would have filled its pass had they been checked after batching.
 TEST(SplitBodyTest, BadRequestsFailAloneWhileGoodSessionsSucceed) {
   Fixture f = Make({.enabled = true, .max_batch_samples = 6, .max_wait_us = kNever});
-  Reference r = WholeModel(f.vit, 3, 300);
-  Reference r6 = WholeModel(f.vit, 3, 306);
-  auto step = [&](uint64_t session, const Reference& ref) {
+  SplitReference r = WholeModelStep(f.vit, 3, 300);
+  SplitReference r6 = WholeModelStep(f.vit, 3, 306);
+  auto step = [&](uint64_t session, const SplitReference& ref) {
     Result<TokenTensor> z = f.server->Forward(session, FromTensor(ref.a));
     ASSERT_TRUE(z.ok()) << z.status().ToString();
     ExpectNear(*z, ref.z, "body output");
@@ -210,7 +176,7 @@ TEST(SplitBodyTest, BadRequestsFailAloneWhileGoodSessionsSucceed) {
 
 TEST(SplitBodyTest, CreateRefusesBadCutsAndBackbones) {
   SplitBodyOptions o;
-  o.vit = SmallVit();
+  o.vit = SmallSplitVit();
   o.begin = 2;
   o.end = 2;
   Result<std::unique_ptr<SplitBodyServer>> s = SplitBodyServer::Create(o, nullptr);
