@@ -18,6 +18,8 @@
 
 #include "codec/token_codec.h"
 #include "grpc_fixture.h"
+#include "server/running_server.h"
+#include "server/split_config.h"
 #include "server/split_service.h"
 #include "simulations/in_process_link.h"
 #include "tests/testing/vit_split_reference.h"
@@ -461,6 +463,64 @@ TEST_F(SplitGrpcTest, NoBodyIsUnimplemented) {
   ASSERT_TRUE(local.Join(kEnrollment, "local").ok());
   EXPECT_EQ(local.OpenSplitSession({1, Encoding::kDenseF32}).status().code(),
             StatusCode::kUnimplemented);
+}
+
+// fl-server's split keys: no body by default, bad values refused naming their key, and
+// a configured body served by RunningServer (what fl-server runs) to a GrpcLink client.
+TEST_F(SplitGrpcTest, FlServerHostsTheConfiguredBody) {
+  nlohmann::json defaults = ServerConfigDefaults();
+  defaults.update(SplitConfigDefaults());
+  auto factory = [&](std::vector<std::string> overrides) {
+    Result<Config> config = Config::Build(defaults, "", overrides);
+    EXPECT_TRUE(config.ok()) << config.status().ToString();
+    return SplitFactoryFromConfig(*config);
+  };
+  Result<RunningServer::SplitFactory> none = factory({});
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(*none);
+  const std::string model = "split.model=vit:width=32,depth=3,heads=2,prompts=2";
+  for (const auto& [bad, key] : std::vector<std::pair<std::string, std::string>>{
+           {"split.model=vit:widht=3", "split.model"},
+           {"split.cut=2,1", "split.cut"},
+           {"split.cut=1", "split.cut"},
+           {"split.batching=maybe", "split.batching"},
+           {"split.max_batch=0", "split.max_batch"},
+           {"split.max_sessions=0", "split.max_sessions"},
+           {"split.idle_timeout_s=0", "split.idle_timeout_s"},
+           {"split.threads=-1", "split.threads"}}) {
+    Result<RunningServer::SplitFactory> refused = factory({model, bad});
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(refused.status().message(), ::testing::HasSubstr(key)) << bad;
+  }
+
+  Result<Config> config = Config::Build(
+      defaults, "",
+      {model, "split.cut=1,3", "server.listen=127.0.0.1:0", "server.tls.cert=" + certs_.server_cert,
+       "server.tls.key=" + certs_.server_key, "run.state_dir=" + (dir_ / "state").string(),
+       "model.name=random:100", std::string("coordinator.enrollment_token=") + kEnrollment});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  Result<RunningServer::SplitFactory> make_split = SplitFactoryFromConfig(*config);
+  ASSERT_TRUE(make_split.ok()) << make_split.status().ToString();
+  Result<std::unique_ptr<RunningServer>> server =
+      RunningServer::Start(*config, std::nullopt, {}, *make_split);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  GrpcLinkOptions o = LinkOptions();
+  o.target = "localhost:" + std::to_string((*server)->port());
+  Result<std::unique_ptr<GrpcLink>> link = GrpcLink::Create(o);
+  ASSERT_TRUE(link.ok());
+  ASSERT_TRUE((*link)->Join(kEnrollment, "cli").ok());
+  const uint64_t round = TrainTask(**link).round;
+  Result<std::unique_ptr<SplitSession>> session =
+      (*link)->OpenSplitSession({round, Encoding::kDenseBF16});
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  EXPECT_EQ((*session)->tokens(), kTokens);
+  TokenTensor a{2, kTokens, kWidth, std::vector<float>(2 * kTokens * kWidth, 0.25f)};
+  Result<TokenTensor> z = (*session)->Forward(a);
+  ASSERT_TRUE(z.ok()) << z.status().ToString();
+  EXPECT_EQ(z->batch, 2);
+  EXPECT_TRUE((*session)->Finish().ok());
+  (*server)->Shutdown(milliseconds(2000));
 }
 
 }  // namespace
