@@ -1231,7 +1231,9 @@ struct Coordinator::Impl {
     }
     ++rows;
     Result<int64_t> id = store->AppendLedger(e);
-    if (!id.ok()) FL_LOG(ERROR) << "cannot record a refused " << what << ": " << id.status().ToString();
+    if (!id.ok()) {
+      FL_LOG(ERROR) << "cannot record a refused " << what << ": " << id.status().ToString();
+    }
     FL_LOG(WARNING) << what << " from client " << e.client_id << " for round " << e.round
                     << " refused: " << e.reason;
   }

@@ -11,8 +11,8 @@ namespace fl::internal {
 namespace {
 
 Status BadKey(const char* key, const std::string& want, const std::string& got) {
-  return Status::InvalidArgument(std::string("config key ") + key + " must be " + want +
-                                 " (got " + got + ")");
+  return Status::InvalidArgument(std::string("config key ") + key + " must be " + want + " (got " +
+                                 got + ")");
 }
 
 Result<int64_t> IntIn(const Config& config, const char* key, int64_t lo, int64_t hi) {

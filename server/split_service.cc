@@ -24,12 +24,12 @@ struct SessionState {
   Encoding encoding = Encoding::kDenseF32;
   // Guarded by Core::mu.
   uint64_t last_use_us = 0;
-  bool busy = false;              // a step is running (the sweeper leaves it alone)
-  int64_t forward_batch = 0;      // > 0: a Forward awaits its (optional) Backward
+  bool busy = false;          // a step is running (the sweeper leaves it alone)
+  int64_t forward_batch = 0;  // > 0: a Forward awaits its (optional) Backward
   bool ended = false;
-  Status end;                     // why it ended (OK: Finish)
-  bool end_reported = false;      // the client has been told `end`
-  uint64_t bytes_received = 0;    // tensor bytes the client sent
+  Status end;                   // why it ended (OK: Finish)
+  bool end_reported = false;    // the client has been told `end`
+  uint64_t bytes_received = 0;  // tensor bytes the client sent
 };
 
 std::string SessionName(const SessionState& s) {
@@ -45,11 +45,11 @@ struct Core {
   std::unique_ptr<SplitBodyServer> body;
 
   mutable std::mutex mu;
-  uint64_t next_id = 1;                                      // guarded by mu
-  std::map<uint64_t, std::shared_ptr<SessionState>> open;    // guarded by mu
-  std::set<uint64_t> clients;                                // guarded by mu
-  SplitServiceStats stats;                                   // guarded by mu
-  bool stopped = false;                                      // guarded by mu
+  uint64_t next_id = 1;                                    // guarded by mu
+  std::map<uint64_t, std::shared_ptr<SessionState>> open;  // guarded by mu
+  std::set<uint64_t> clients;                              // guarded by mu
+  SplitServiceStats stats;                                 // guarded by mu
+  bool stopped = false;                                    // guarded by mu
 
   // Ends `s` with `status` once: frees its slot and activations and, for an error
   // caused by the client (`record`), writes its ledger row.
@@ -62,8 +62,7 @@ struct Core {
   }
 
   // REQUIRES mu. Marks `s` ended unless it already is (false); no step can begin after.
-  bool MarkEndedLocked(const std::shared_ptr<SessionState>& s, const Status& status,
-                       bool record) {
+  bool MarkEndedLocked(const std::shared_ptr<SessionState>& s, const Status& status, bool record) {
     if (s->ended) return false;
     s->ended = true;
     s->end = status;
@@ -109,8 +108,9 @@ class ServerSession final : public SplitServerSession {
 
   void Fail(const Status& status) override {
     if (s_->forward_batch == 0) return core_->End(s_, status, /*record=*/true);
-    core_->End(s_, Status(status.code(), status.message() + " (mid-step: a Forward without its Backward)"),
-               /*record=*/true);
+    core_->End(
+        s_, Status(status.code(), status.message() + " (mid-step: a Forward without its Backward)"),
+        /*record=*/true);
   }
 
  private:
@@ -154,9 +154,9 @@ class ServerSession final : public SplitServerSession {
                                      ", the session as " + EncodingName(s_->encoding));
     }
     if (in.tokens != tokens() || in.width != width()) {
-      return Status::InvalidArgument(name + " has " + std::to_string(in.tokens) + " tokens of width " +
-                                     std::to_string(in.width) + "; the body takes " +
-                                     std::to_string(tokens()) + " of width " +
+      return Status::InvalidArgument(name + " has " + std::to_string(in.tokens) +
+                                     " tokens of width " + std::to_string(in.width) +
+                                     "; the body takes " + std::to_string(tokens()) + " of width " +
                                      std::to_string(width()));
     }
     if (batch == 0 && in.batch > max_batch()) {
@@ -250,9 +250,9 @@ class SplitServiceImpl final : public SplitService {
   int EndIdleSessions() override {
     const uint64_t now = core_->env->NowMicros();
     const uint64_t limit = static_cast<uint64_t>(core_->options.idle_timeout.count()) * 1000;
-    const Status idle = Status::Aborted(
-        "no request for " + std::to_string(core_->options.idle_timeout.count() / 1000) +
-        " s (idle timeout)");
+    const Status idle = Status::Aborted("no request for " +
+                                        std::to_string(core_->options.idle_timeout.count() / 1000) +
+                                        " s (idle timeout)");
     std::vector<std::shared_ptr<SessionState>> ended;
     {
       // Marked under the same lock that found them idle, so no step begins in between.

@@ -26,8 +26,8 @@ Result<TokenTensor> EncodedSplitSession::Backward(const TokenTensor& grad_output
 
 Result<TokenTensor> EncodedSplitSession::Step(SplitStepKind kind, const TokenTensor& tensor) {
   if (ended_) {
-    return Status::FailedPrecondition(
-        "split session has ended" + (end_.ok() ? std::string() : " (" + end_.ToString() + ")"));
+    return Status::FailedPrecondition("split session has ended" +
+                                      (end_.ok() ? std::string() : " (" + end_.ToString() + ")"));
   }
   Result<TokenTensor> answer = Exchange(kind, tensor);
   if (!answer.ok()) {
@@ -49,8 +49,8 @@ Result<TokenTensor> EncodedSplitSession::Exchange(SplitStepKind kind, const Toke
     return Status::DataLoss("the server answered a [" + std::to_string(sent.batch) + ", " +
                             std::to_string(tokens_) + ", " + std::to_string(width_) +
                             "] split step with [" + std::to_string(got.batch) + ", " +
-                            std::to_string(got.tokens) + ", " + std::to_string(got.width) +
-                            "] " + EncodingName(got.encoding));
+                            std::to_string(got.tokens) + ", " + std::to_string(got.width) + "] " +
+                            EncodingName(got.encoding));
   }
   Result<TokenTensor> decoded = DecodeTokens(got);
   if (!decoded.ok()) {

@@ -21,8 +21,7 @@ Status CheckTokenShape(int64_t batch, int64_t tokens, int64_t width) {
                                    ": every dimension must be >= 1");
   }
   // Divisions, not a product, so no overflow before the bound is known to hold.
-  if (tokens > kMaxTokenTensorValues / width ||
-      batch > kMaxTokenTensorValues / (tokens * width)) {
+  if (tokens > kMaxTokenTensorValues / width || batch > kMaxTokenTensorValues / (tokens * width)) {
     return Status::InvalidArgument("token tensor shape " + ShapeString(batch, tokens, width) +
                                    " exceeds the limit of " +
                                    std::to_string(kMaxTokenTensorValues) + " values");
@@ -67,8 +66,8 @@ Result<TokenTensor> DecodeTokens(const EncodedTokens& encoded) {
   const size_t bad = FindNonFinite(out.values);
   if (bad != out.values.size()) {
     return Status::InvalidArgument("token tensor holds a non-finite value at index " +
-                                   std::to_string(bad) + " (as " +
-                                   EncodingName(encoded.encoding) + ")");
+                                   std::to_string(bad) + " (as " + EncodingName(encoded.encoding) +
+                                   ")");
   }
   return out;
 }

@@ -198,14 +198,15 @@ TEST_F(SplitGrpcTest, NarrowEncodingsMatchWithinTheirRounding) {
   std::unique_ptr<GrpcLink> link = Joined("narrow");
   const uint64_t round = TrainTask(*link).round;
   SplitReference ref = WholeModelStep(vit_, 4, 7);
-  for (auto [encoding, tol] : {std::pair{Encoding::kDenseF16, 2e-3},
-                               std::pair{Encoding::kDenseBF16, 2e-2}}) {
+  for (auto [encoding, tol] :
+       {std::pair{Encoding::kDenseF16, 2e-3}, std::pair{Encoding::kDenseBF16, 2e-2}}) {
     Result<std::unique_ptr<SplitSession>> session = link->OpenSplitSession({round, encoding});
     ASSERT_TRUE(session.ok()) << session.status().ToString();
     ExpectNear((*session)->Forward(FromTensor(ref.a)), ref.z, tol, "body output");
     ExpectNear((*session)->Backward(FromTensor(ref.grad_z)), ref.grad_a, tol, "input gradient");
     const uint64_t tensor = static_cast<uint64_t>(4 * kTokens * kWidth * 2);
-    EXPECT_EQ((*session)->traffic().bytes_up, kSplitFramingBytes + 2 * (tensor + kSplitFramingBytes));
+    EXPECT_EQ((*session)->traffic().bytes_up,
+              kSplitFramingBytes + 2 * (tensor + kSplitFramingBytes));
     EXPECT_TRUE((*session)->Finish().ok());
   }
 }

@@ -47,9 +47,8 @@ TEST(TokenCodecTest, NarrowEncodingsRoundAsTheDenseCodecs) {
     Result<TokenTensor> r = RoundThroughWire(t, enc);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     for (size_t i = 0; i < t.values.size(); ++i) {
-      const float want = enc == Encoding::kDenseF16
-                             ? HalfToFloat(FloatToHalf(t.values[i]))
-                             : BFloat16ToFloat(FloatToBFloat16(t.values[i]));
+      const float want = enc == Encoding::kDenseF16 ? HalfToFloat(FloatToHalf(t.values[i]))
+                                                    : BFloat16ToFloat(FloatToBFloat16(t.values[i]));
       EXPECT_EQ(r->values[i], want) << EncodingName(enc) << " at " << i;
     }
     // Rounding twice changes nothing: what crossed the wire crosses it again unchanged.
