@@ -90,8 +90,7 @@ class GrpcSplitChannel final : public SplitChannel {
     std::unique_ptr<GrpcSplitChannel> channel(new GrpcSplitChannel(std::move(context)));
     channel->stream_ = stub->SplitStep(channel->context_.get());
     v1::SplitRequest request;
-    request.mutable_open()->set_round(options.round);
-    request.mutable_open()->set_encoding(ToProto(options.encoding));
+    ToProto(options, request.mutable_open());
     v1::SplitResponse response;
     FL_RETURN_IF_ERROR(channel->Call(request, &response));
     if (!response.has_opened()) return channel->Refuse("the server answered open without opened");
@@ -514,9 +513,20 @@ Result<std::unique_ptr<SplitSession>> GrpcLink::OpenSplitSession(
       opened.width() > kMax / opened.tokens()) {
     return Status::DataLoss("the server opened a split session with a bad shape");
   }
+  const auto tokens = static_cast<int64_t>(opened.tokens());
+  FL_ASSIGN_OR_RETURN(SplitTokenRanges asked, ResolveTokenRanges(options, tokens));
+  Result<SplitTokenRanges> served = FromProto(opened, tokens);
+  // A server that predates token ranges serves all tokens, whatever was asked; the
+  // session's user relies on the shapes it asked for.
+  if (!served.ok() || *served != asked) {
+    channel->Close();  // cleanly: the mismatch is the error to report
+    return Status::FailedPrecondition(
+        "the server does not serve the split token ranges asked for (output tokens " +
+        std::to_string(asked.output) + ", input gradient tokens [" +
+        std::to_string(asked.grad_begin) + ", " + std::to_string(asked.grad_end) + "))");
+  }
   return std::unique_ptr<SplitSession>(new EncodedSplitSession(
-      static_cast<int64_t>(opened.tokens()), static_cast<int64_t>(opened.width()),
-      options.encoding, std::move(channel)));
+      tokens, static_cast<int64_t>(opened.width()), asked, options.encoding, std::move(channel)));
 }
 
 uint64_t GrpcLink::client_id() const { return impl_->client_id; }

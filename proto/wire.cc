@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <initializer_list>
 #include <limits>
 
 namespace fl::internal {
@@ -46,11 +47,22 @@ void ToProto(const EncodedTokens& tensor, v1::SplitTensor* out) {
   out->set_values(tensor.values);
 }
 
-Result<EncodedTokens> FromProto(const v1::SplitTensor& tensor) {
-  constexpr uint64_t kMaxDim = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  if (tensor.batch() > kMaxDim || tensor.tokens() > kMaxDim || tensor.width() > kMaxDim) {
-    return Status::InvalidArgument("split tensor dimension beyond int64");
+namespace {
+
+// InvalidArgument naming `what` if any of `values` is beyond int64.
+Status CheckInt64(std::initializer_list<uint64_t> values, const char* what) {
+  constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  for (uint64_t v : values) {
+    if (v > kMax) return Status::InvalidArgument(std::string(what) + " beyond int64");
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<EncodedTokens> FromProto(const v1::SplitTensor& tensor) {
+  FL_RETURN_IF_ERROR(
+      CheckInt64({tensor.batch(), tensor.tokens(), tensor.width()}, "split tensor dimension"));
   EncodedTokens out;
   out.batch = static_cast<int64_t>(tensor.batch());
   out.tokens = static_cast<int64_t>(tensor.tokens());
@@ -58,6 +70,42 @@ Result<EncodedTokens> FromProto(const v1::SplitTensor& tensor) {
   FL_ASSIGN_OR_RETURN(out.encoding, FromProto(tensor.encoding()));
   out.values = tensor.values();
   return out;
+}
+
+void ToProto(const SplitSessionOptions& options, v1::SplitOpen* out) {
+  out->set_round(options.round);
+  out->set_encoding(ToProto(options.encoding));
+  out->set_output_tokens(static_cast<uint64_t>(options.output_tokens));
+  out->set_grad_begin(static_cast<uint64_t>(options.grad_begin));
+  out->set_grad_end(static_cast<uint64_t>(options.grad_end));
+}
+
+Result<SplitSessionOptions> FromProto(const v1::SplitOpen& open) {
+  FL_RETURN_IF_ERROR(
+      CheckInt64({open.output_tokens(), open.grad_begin(), open.grad_end()}, "split token range"));
+  SplitSessionOptions out;
+  out.round = open.round();
+  FL_ASSIGN_OR_RETURN(out.encoding, FromProto(open.encoding()));
+  out.output_tokens = static_cast<int64_t>(open.output_tokens());
+  out.grad_begin = static_cast<int64_t>(open.grad_begin());
+  out.grad_end = static_cast<int64_t>(open.grad_end());
+  return out;
+}
+
+void ToProto(const SplitTokenRanges& ranges, v1::SplitOpened* out) {
+  out->set_output_tokens(static_cast<uint64_t>(ranges.output));
+  out->set_grad_begin(static_cast<uint64_t>(ranges.grad_begin));
+  out->set_grad_end(static_cast<uint64_t>(ranges.grad_end));
+}
+
+Result<SplitTokenRanges> FromProto(const v1::SplitOpened& opened, int64_t tokens) {
+  FL_RETURN_IF_ERROR(CheckInt64({opened.output_tokens(), opened.grad_begin(), opened.grad_end()},
+                                "split token range"));
+  SplitSessionOptions served;
+  served.output_tokens = static_cast<int64_t>(opened.output_tokens());
+  served.grad_begin = static_cast<int64_t>(opened.grad_begin());
+  served.grad_end = static_cast<int64_t>(opened.grad_end());
+  return ResolveTokenRanges(served, tokens);
 }
 
 v1::TaskKind ToProto(TaskKind kind) { return static_cast<v1::TaskKind>(static_cast<int>(kind)); }

@@ -69,6 +69,15 @@ Result<UpdateMeta> FromProto(const v1::UpdateHeader& header);
 void ToProto(const EncodedTokens& tensor, v1::SplitTensor* out);
 Result<EncodedTokens> FromProto(const v1::SplitTensor& tensor);
 
+// A split session's open and the token ranges it serves. FromProto(SplitOpen):
+// InvalidArgument for an unknown encoding or a range beyond int64 (ResolveTokenRanges
+// checks the rest). FromProto(SplitOpened, tokens): the served ranges resolved against
+// `tokens` (an older server's 0s: all); InvalidArgument for ranges that do not fit.
+void ToProto(const SplitSessionOptions& options, v1::SplitOpen* out);
+Result<SplitSessionOptions> FromProto(const v1::SplitOpen& open);
+void ToProto(const SplitTokenRanges& ranges, v1::SplitOpened* out);
+Result<SplitTokenRanges> FromProto(const v1::SplitOpened& opened, int64_t tokens);
+
 // The session token of a call: "authorization: Bearer <token>" or "x-fl-session".
 // nullopt if neither is present (or the bearer value is empty).
 std::optional<std::string> SessionTokenFromMetadata(

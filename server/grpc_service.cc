@@ -412,16 +412,16 @@ class FederatedLearningService final : public ServiceBase {
       return ToGrpcStatus(
           Status::InvalidArgument("the first message of a split session must be open"));
     }
-    Result<Encoding> encoding = FromProto(request.open().encoding());
-    if (!encoding.ok()) return ToGrpcStatus(encoding.status());
-    Result<std::unique_ptr<SplitServerSession>> opened =
-        split_->Open(*session, SplitSessionOptions{request.open().round(), *encoding});
+    Result<SplitSessionOptions> options = FromProto(request.open());
+    if (!options.ok()) return ToGrpcStatus(options.status());
+    Result<std::unique_ptr<SplitServerSession>> opened = split_->Open(*session, *options);
     if (!opened.ok()) return ToGrpcStatus(opened.status());
     SplitServerSession& split = **opened;
     v1::SplitResponse response;
     response.mutable_opened()->set_tokens(static_cast<uint64_t>(split.tokens()));
     response.mutable_opened()->set_width(static_cast<uint64_t>(split.width()));
     response.mutable_opened()->set_max_batch(static_cast<uint64_t>(split.max_batch()));
+    ToProto(split.ranges(), response.mutable_opened());
     if (!stream->Write(response)) return SplitLost(&split, "before it opened");
     watch.Touch();
     grpc::ByteBuffer raw;

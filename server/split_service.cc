@@ -22,6 +22,7 @@ struct SessionState {
   uint64_t client_id = 0;
   uint64_t round = 0;
   Encoding encoding = Encoding::kDenseF32;
+  SplitTokenRanges ranges;
   // Guarded by Core::mu.
   uint64_t last_use_us = 0;
   bool busy = false;          // a step is running (the sweeper leaves it alone)
@@ -90,6 +91,7 @@ class ServerSession final : public SplitServerSession {
   int64_t width() const override { return core_->body->width(); }
   int64_t max_batch() const override { return core_->options.max_batch_samples; }
   Encoding encoding() const override { return s_->encoding; }
+  SplitTokenRanges ranges() const override { return s_->ranges; }
 
   Result<EncodedTokens> Forward(const EncodedTokens& activations) override {
     FL_RETURN_IF_ERROR(Begin());
@@ -144,8 +146,10 @@ class ServerSession final : public SplitServerSession {
   }
 
   // The checks every tensor from the client passes before the body sees it; `batch` is
-  // the batch it must have (0: any from 1 to max_batch_samples).
-  Result<TokenTensor> Receive(const EncodedTokens& in, int64_t batch, const char* what) {
+  // the batch it must have (0: any from 1 to max_batch_samples), `tokens` its tokens
+  // and `takes` who says so.
+  Result<TokenTensor> Receive(const EncodedTokens& in, int64_t batch, int64_t tokens,
+                              const char* takes, const char* what) {
     s_->bytes_received += in.values.size();
     FL_RETURN_IF_ERROR(core_->coordinator->CheckTrainingFor(s_->client_id, s_->round));
     const std::string name = std::string(what) + " of " + SessionName(*s_);
@@ -153,10 +157,10 @@ class ServerSession final : public SplitServerSession {
       return Status::InvalidArgument(name + " is encoded as " + EncodingName(in.encoding) +
                                      ", the session as " + EncodingName(s_->encoding));
     }
-    if (in.tokens != tokens() || in.width != width()) {
+    if (in.tokens != tokens || in.width != width()) {
       return Status::InvalidArgument(name + " has " + std::to_string(in.tokens) +
-                                     " tokens of width " + std::to_string(in.width) +
-                                     "; the body takes " + std::to_string(tokens()) + " of width " +
+                                     " tokens of width " + std::to_string(in.width) + "; " + takes +
+                                     " takes " + std::to_string(tokens) + " of width " +
                                      std::to_string(width()));
     }
     if (batch == 0 && in.batch > max_batch()) {
@@ -174,8 +178,8 @@ class ServerSession final : public SplitServerSession {
   }
 
   Result<EncodedTokens> RunForward(const EncodedTokens& activations) {
-    FL_ASSIGN_OR_RETURN(TokenTensor a, Receive(activations, 0, "Forward"));
-    FL_ASSIGN_OR_RETURN(TokenTensor z, core_->body->Forward(s_->id, a));
+    FL_ASSIGN_OR_RETURN(TokenTensor a, Receive(activations, 0, tokens(), "the body", "Forward"));
+    FL_ASSIGN_OR_RETURN(TokenTensor z, ForwardTokens(*core_->body, s_->id, a, s_->ranges));
     s_->forward_batch = a.batch;
     return EncodeTokens(z, s_->encoding);
   }
@@ -184,8 +188,9 @@ class ServerSession final : public SplitServerSession {
     if (s_->forward_batch == 0) {
       return Status::FailedPrecondition(SessionName(*s_) + ": Backward without a Forward");
     }
-    FL_ASSIGN_OR_RETURN(TokenTensor g, Receive(grad_output, s_->forward_batch, "Backward"));
-    FL_ASSIGN_OR_RETURN(TokenTensor grad_a, core_->body->Backward(s_->id, g));
+    FL_ASSIGN_OR_RETURN(TokenTensor g, Receive(grad_output, s_->forward_batch, s_->ranges.output,
+                                               "the session's output", "Backward"));
+    FL_ASSIGN_OR_RETURN(TokenTensor grad_a, BackwardTokens(*core_->body, s_->id, g, s_->ranges));
     s_->forward_batch = 0;
     return EncodeTokens(grad_a, s_->encoding);
   }
@@ -221,8 +226,11 @@ class SplitServiceImpl final : public SplitService {
       return Status::InvalidArgument("split tensors travel as f32, f16 or bf16, not " +
                                      EncodingName(options.encoding));
     }
+    FL_ASSIGN_OR_RETURN(SplitTokenRanges ranges,
+                        ResolveTokenRanges(options, core_->body->tokens()));
     FL_RETURN_IF_ERROR(core_->coordinator->CheckTrainingFor(who.client_id, options.round));
     auto state = std::make_shared<SessionState>();
+    state->ranges = ranges;
     state->client_id = who.client_id;
     state->round = options.round;
     state->encoding = options.encoding;

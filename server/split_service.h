@@ -9,11 +9,12 @@
 //
 // Every value a session receives is checked before it reaches the body: the round is
 // still open for the client, the encoding is the one opened, the shape is [b, tokens,
-// width] with 1 <= b <= max_batch_samples (a Backward: the shape of its Forward), the
-// byte length matches and every value is finite. A session that ends with an error
-// (refused input, steps out of order, a client that left without Finish, idle too long)
-// writes one ledger row (Coordinator::RecordSplitRefusal); other sessions, even ones
-// batched into the same body pass, go on.
+// width] with 1 <= b <= max_batch_samples (a Backward: its Forward's batch and the
+// session's output tokens, SplitSessionOptions::output_tokens), the byte length
+// matches and every value is finite. A session that ends with an error (refused input,
+// steps out of order, a client that left without Finish, idle too long) writes one
+// ledger row (Coordinator::RecordSplitRefusal); other sessions, even ones batched into
+// the same body pass, go on.
 
 #include <chrono>
 #include <cstdint>
@@ -67,9 +68,14 @@ class SplitServerSession {
   virtual int64_t width() const = 0;
   virtual int64_t max_batch() const = 0;
   virtual Encoding encoding() const = 0;
-  // The body's output at `activations`, in the session's encoding.
+  // The tokens the session moves (SplitSessionOptions' ranges, resolved).
+  virtual SplitTokenRanges ranges() const = 0;
+  // The body's output at `activations` (tokens [0, ranges().output)), in the session's
+  // encoding.
   virtual Result<EncodedTokens> Forward(const EncodedTokens& activations) = 0;
-  // The gradient at the body's input for the last Forward, in the session's encoding.
+  // The gradient at the body's input tokens [ranges().grad_begin, ranges().grad_end) for
+  // the last Forward, given the gradient at its ranges().output output tokens, in the
+  // session's encoding.
   virtual Result<EncodedTokens> Backward(const EncodedTokens& grad_output) = 0;
   // Ends the session cleanly (no ledger row). Idempotent; OK after an error too.
   virtual Status Finish() = 0;
@@ -94,7 +100,8 @@ class SplitService {
   virtual ~SplitService() = default;
 
   // Opens a session for `who` training task `options.round`. InvalidArgument for an
-  // encoding other than dense f32/f16/bf16; FailedPrecondition unless
+  // encoding other than dense f32/f16/bf16 or token ranges outside the body's tokens
+  // (ResolveTokenRanges); FailedPrecondition unless
   // Coordinator::CheckTrainingFor(who, round); ResourceExhausted when max_sessions are
   // open or `who` holds one already. No ledger row for a refused Open.
   virtual Result<std::unique_ptr<SplitServerSession>> Open(const Session& who,

@@ -70,8 +70,10 @@ Result<std::unique_ptr<SplitSession>> InProcessLink::OpenSplitSession(
   FL_ASSIGN_OR_RETURN(std::unique_ptr<SplitServerSession> opened, split_->Open(session, options));
   const int64_t tokens = opened->tokens();
   const int64_t width = opened->width();
-  return std::unique_ptr<SplitSession>(new EncodedSplitSession(
-      tokens, width, options.encoding, std::make_unique<DirectSplitChannel>(std::move(opened))));
+  const SplitTokenRanges ranges = opened->ranges();
+  return std::unique_ptr<SplitSession>(
+      new EncodedSplitSession(tokens, width, ranges, options.encoding,
+                              std::make_unique<DirectSplitChannel>(std::move(opened))));
 }
 
 Status InProcessLink::Heartbeat() {

@@ -5,9 +5,14 @@
 
 namespace fl::internal {
 
-EncodedSplitSession::EncodedSplitSession(int64_t tokens, int64_t width, Encoding encoding,
+EncodedSplitSession::EncodedSplitSession(int64_t tokens, int64_t width,
+                                         const SplitTokenRanges& ranges, Encoding encoding,
                                          std::unique_ptr<SplitChannel> channel)
-    : tokens_(tokens), width_(width), encoding_(encoding), channel_(std::move(channel)) {
+    : tokens_(tokens),
+      width_(width),
+      ranges_(ranges),
+      encoding_(encoding),
+      channel_(std::move(channel)) {
   traffic_.bytes_up = kSplitFramingBytes;
   traffic_.bytes_down = kSplitFramingBytes;
 }
@@ -44,13 +49,15 @@ Result<TokenTensor> EncodedSplitSession::Exchange(SplitStepKind kind, const Toke
   FL_ASSIGN_OR_RETURN(EncodedTokens got, channel_->Exchange(kind, sent));
   traffic_.bytes_down += SplitMessageBytes(got);
   ++traffic_.steps;
-  if (got.batch != sent.batch || got.tokens != tokens_ || got.width != width_ ||
+  const int64_t tokens =
+      kind == SplitStepKind::kForward ? ranges_.output : ranges_.grad_end - ranges_.grad_begin;
+  if (got.batch != sent.batch || got.tokens != tokens || got.width != width_ ||
       got.encoding != encoding_) {
-    return Status::DataLoss("the server answered a [" + std::to_string(sent.batch) + ", " +
-                            std::to_string(tokens_) + ", " + std::to_string(width_) +
-                            "] split step with [" + std::to_string(got.batch) + ", " +
-                            std::to_string(got.tokens) + ", " + std::to_string(got.width) + "] " +
-                            EncodingName(got.encoding));
+    return Status::DataLoss("the server answered a split step with [" + std::to_string(got.batch) +
+                            ", " + std::to_string(got.tokens) + ", " + std::to_string(got.width) +
+                            "] " + EncodingName(got.encoding) + ", not [" +
+                            std::to_string(sent.batch) + ", " + std::to_string(tokens) + ", " +
+                            std::to_string(width_) + "] " + EncodingName(encoding_));
   }
   Result<TokenTensor> decoded = DecodeTokens(got);
   if (!decoded.ok()) {

@@ -35,10 +35,11 @@ class SplitChannel {
 
 class EncodedSplitSession final : public SplitSession {
  public:
-  // `tokens`, `width`: what the server announced when the session opened; the open
-  // exchange counts kSplitFramingBytes each way.
-  EncodedSplitSession(int64_t tokens, int64_t width, Encoding encoding,
-                      std::unique_ptr<SplitChannel> channel);
+  // `tokens`, `width` and `ranges`: what the server announced when the session opened
+  // (the answers must have exactly those tokens); the open exchange counts
+  // kSplitFramingBytes each way.
+  EncodedSplitSession(int64_t tokens, int64_t width, const SplitTokenRanges& ranges,
+                      Encoding encoding, std::unique_ptr<SplitChannel> channel);
   // Abandons the channel unless Finish was called.
   ~EncodedSplitSession() override;
 
@@ -57,6 +58,7 @@ class EncodedSplitSession final : public SplitSession {
 
   const int64_t tokens_;
   const int64_t width_;
+  const SplitTokenRanges ranges_;
   const Encoding encoding_;
   std::unique_ptr<SplitChannel> channel_;
   bool ended_ = false;

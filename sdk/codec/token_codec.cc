@@ -1,5 +1,6 @@
 #include "codec/token_codec.h"
 
+#include <algorithm>
 #include <span>
 #include <utility>
 
@@ -11,6 +12,21 @@ namespace {
 std::string ShapeString(int64_t batch, int64_t tokens, int64_t width) {
   return "[" + std::to_string(batch) + ", " + std::to_string(tokens) + ", " +
          std::to_string(width) + "]";
+}
+
+// Every sample's tokens [begin, begin + tokens) of `tensor`, zeros where beyond its own.
+TokenTensor ResizeTokens(const TokenTensor& tensor, int64_t begin, int64_t tokens) {
+  const int64_t copied = std::min(tokens, tensor.tokens - begin);
+  const size_t row = static_cast<size_t>(tensor.width);
+  TokenTensor out{tensor.batch, tokens, tensor.width,
+                  std::vector<float>(static_cast<size_t>(tensor.batch * tokens) * row, 0.0f)};
+  for (int64_t b = 0; b < tensor.batch; ++b) {
+    auto from =
+        tensor.values.begin() + static_cast<ptrdiff_t>((b * tensor.tokens + begin) * tensor.width);
+    std::copy(from, from + static_cast<ptrdiff_t>(copied * tensor.width),
+              out.values.begin() + static_cast<ptrdiff_t>(b * tokens * tensor.width));
+  }
+  return out;
 }
 
 }  // namespace
@@ -70,6 +86,31 @@ Result<TokenTensor> DecodeTokens(const EncodedTokens& encoded) {
                                    ")");
   }
   return out;
+}
+
+Result<SplitTokenRanges> ResolveTokenRanges(const SplitSessionOptions& options, int64_t tokens) {
+  if (options.output_tokens < 0 || options.output_tokens > tokens) {
+    return Status::InvalidArgument("split output_tokens " + std::to_string(options.output_tokens) +
+                                   " outside [0, " + std::to_string(tokens) + "]");
+  }
+  const bool all_grad = options.grad_begin == 0 && options.grad_end == 0;
+  if (!all_grad && (options.grad_begin < 0 || options.grad_begin >= options.grad_end ||
+                    options.grad_end > tokens)) {
+    return Status::InvalidArgument("split gradient tokens [" + std::to_string(options.grad_begin) +
+                                   ", " + std::to_string(options.grad_end) +
+                                   ") are not a non-empty range within [0, " +
+                                   std::to_string(tokens) + ") (or both 0: all)");
+  }
+  return SplitTokenRanges{options.output_tokens == 0 ? tokens : options.output_tokens,
+                          all_grad ? 0 : options.grad_begin, all_grad ? tokens : options.grad_end};
+}
+
+TokenTensor SliceTokens(const TokenTensor& tensor, int64_t begin, int64_t end) {
+  return ResizeTokens(tensor, begin, end - begin);
+}
+
+TokenTensor PadTokens(const TokenTensor& tensor, int64_t tokens) {
+  return ResizeTokens(tensor, 0, tokens);
 }
 
 Result<TokenTensor> RoundThroughWire(const TokenTensor& tensor, Encoding encoding) {

@@ -52,6 +52,28 @@ Result<TokenTensor> DecodeTokens(const EncodedTokens& encoded);
 // Errors as EncodeTokens and DecodeTokens.
 Result<TokenTensor> RoundThroughWire(const TokenTensor& tensor, Encoding encoding);
 
+// The tokens a split session moves (SplitSessionOptions' output_tokens, grad_begin and
+// grad_end with their 0s resolved against the body's T): Forward answers output tokens
+// [0, output), Backward takes those and answers input tokens [grad_begin, grad_end).
+struct SplitTokenRanges {
+  int64_t output = 0;
+  int64_t grad_begin = 0;
+  int64_t grad_end = 0;
+  bool operator==(const SplitTokenRanges&) const = default;
+};
+
+// `options`' ranges against a body of `tokens` tokens. InvalidArgument unless
+// 0 <= output_tokens <= tokens and either grad_begin = grad_end = 0 or
+// 0 <= grad_begin < grad_end <= tokens (they come from the network).
+Result<SplitTokenRanges> ResolveTokenRanges(const SplitSessionOptions& options, int64_t tokens);
+
+// Tokens [begin, end) of every sample of `tensor`. REQUIRES 0 <= begin < end <= tokens.
+TokenTensor SliceTokens(const TokenTensor& tensor, int64_t begin, int64_t end);
+
+// `tensor` with zeros appended to every sample up to `tokens` tokens: the gradient at
+// tokens the client did not read. REQUIRES tokens >= tensor.tokens.
+TokenTensor PadTokens(const TokenTensor& tensor, int64_t tokens);
+
 // What one split message carrying `encoded` counts in SplitTraffic.
 inline uint64_t SplitMessageBytes(const EncodedTokens& encoded) {
   return encoded.values.size() + kSplitFramingBytes;

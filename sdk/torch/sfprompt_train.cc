@@ -87,8 +87,12 @@ class SfPromptRound {
   // tail. The same for the local and the split phase (the body is the server's).
   double ClientTrainFlops() const;
   double ClientForwardFlops() const;
-  Status SplitStep(SplitSession& session, const torch::Tensor& x, const torch::Tensor& y,
-                   torch::Tensor* loss_sum);
+  // Only the tokens this client reads travel: a tail without blocks reads CLS alone, and
+  // without head blocks the gradient reaches the client's parameters only through the
+  // prompts (patch embedding, CLS and positions are frozen).
+  SplitSessionOptions SplitOptions() const;
+  Status SplitStep(SplitSession& session, const SplitSessionOptions& options,
+                   const torch::Tensor& x, const torch::Tensor& y, torch::Tensor* loss_sum);
 
   const SfPromptJob& job_;
   TinyVit vit_;  // job_.vit, non-const: the ViT's forward pieces are non-const methods
@@ -165,14 +169,27 @@ std::vector<int64_t> SfPromptRound::PrunePhase() {
   return kept;
 }
 
-Status SfPromptRound::SplitStep(SplitSession& session, const torch::Tensor& x,
-                                const torch::Tensor& y, torch::Tensor* loss_sum) {
+SplitSessionOptions SfPromptRound::SplitOptions() const {
+  SplitSessionOptions options{config_.round, settings_.wire};
+  if (job_.cut->tail_blocks == 0) options.output_tokens = 1;
+  if (job_.cut->head_blocks == 0) {
+    options.grad_begin = 1;  // the prompts follow CLS (TinyVit::Embed)
+    options.grad_end = 1 + vit_->options().prompts;
+  }
+  return options;
+}
+
+Status SfPromptRound::SplitStep(SplitSession& session, const SplitSessionOptions& options,
+                                const torch::Tensor& x, const torch::Tensor& y,
+                                torch::Tensor* loss_sum) {
   optimizer_.zero_grad();
   torch::Tensor a = Head(x);
   Clock::time_point wait = Clock::now();
   Result<TokenTensor> body_out = session.Forward(ToTokens(a));
   wait_seconds_ += SecondsSince(wait);
   if (!body_out.ok()) return body_out.status().WithContext("sfprompt: split forward");
+  // z: the output tokens asked for; with a tail of no blocks, [b, 1, D], and the
+  // pooling reads its CLS all the same.
   torch::Tensor z = FromTokens(*body_out, device_).requires_grad_(true);
   torch::Tensor ce = torch::nn::functional::cross_entropy(Tail(z, /*mean_pool=*/false), y);
   ce.backward();
@@ -180,7 +197,10 @@ Status SfPromptRound::SplitStep(SplitSession& session, const torch::Tensor& x,
   Result<TokenTensor> grad_a = session.Backward(ToTokens(z.grad()));
   wait_seconds_ += SecondsSince(wait);
   if (!grad_a.ok()) return grad_a.status().WithContext("sfprompt: split backward");
-  a.backward(FromTokens(*grad_a, device_));
+  // The tokens outside the returned range lead to frozen parameters only.
+  torch::Tensor full = torch::zeros_like(a);
+  full.narrow(1, options.grad_begin, grad_a->tokens).copy_(FromTokens(*grad_a, device_));
+  a.backward(full);
   optimizer_.step();
   loss_sum->add_(ce.detach(), static_cast<double>(x.size(0)));
   return Status::Ok();
@@ -193,8 +213,8 @@ Status SfPromptRound::SplitPhase(const std::vector<int64_t>& kept) {
   const int64_t steps = config_.local_steps > 0 ? config_.local_steps
                                                 : config_.local_epochs * ((n + batch - 1) / batch);
   Clock::time_point wait = Clock::now();
-  Result<std::unique_ptr<SplitSession>> opened =
-      job_.cut->open_split_session(SplitSessionOptions{config_.round, settings_.wire});
+  const SplitSessionOptions options = SplitOptions();
+  Result<std::unique_ptr<SplitSession>> opened = job_.cut->open_split_session(options);
   wait_seconds_ += SecondsSince(wait);
   if (!opened.ok()) return opened.status().WithContext("sfprompt: open split session");
   std::unique_ptr<SplitSession> session = std::move(opened).value();
@@ -224,7 +244,8 @@ Status SfPromptRound::SplitPhase(const std::vector<int64_t>& kept) {
     const int64_t b = std::min(batch, n - pos);
     torch::Tensor indices;
     torch::Tensor x = SelectBatch(*job_.train, order, pos, b, &indices);
-    status = SplitStep(*session, x, job_.train->labels.index_select(0, indices), &loss_sum);
+    status =
+        SplitStep(*session, options, x, job_.train->labels.index_select(0, indices), &loss_sum);
     pos += b;
     if (status.ok()) stats_.num_examples += static_cast<uint64_t>(b);
   }

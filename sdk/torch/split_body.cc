@@ -326,4 +326,24 @@ BodyPassCounts SplitBodyServer::counts() const {
   return counts;
 }
 
+Result<TokenTensor> ForwardTokens(SplitBodyServer& body, uint64_t session,
+                                  const TokenTensor& activations, const SplitTokenRanges& ranges) {
+  FL_ASSIGN_OR_RETURN(TokenTensor z, body.Forward(session, activations));
+  if (ranges.output == z.tokens) return z;
+  return SliceTokens(z, 0, ranges.output);
+}
+
+Result<TokenTensor> BackwardTokens(SplitBodyServer& body, uint64_t session,
+                                   const TokenTensor& grad_output, const SplitTokenRanges& ranges) {
+  if (grad_output.tokens != ranges.output) {
+    return Status::InvalidArgument("split output gradient has " +
+                                   std::to_string(grad_output.tokens) + " tokens, not " +
+                                   std::to_string(ranges.output));
+  }
+  const int64_t tokens = body.tokens();
+  FL_ASSIGN_OR_RETURN(TokenTensor grad_a, body.Backward(session, PadTokens(grad_output, tokens)));
+  if (ranges.grad_begin == 0 && ranges.grad_end == tokens) return grad_a;
+  return SliceTokens(grad_a, ranges.grad_begin, ranges.grad_end);
+}
+
 }  // namespace fl::internal

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "codec/token_codec.h"
 #include "fl/param_set.h"
 #include "fl/split_session.h"
 #include "fl/status.h"
@@ -99,6 +100,17 @@ class SplitBodyServer {
   explicit SplitBodyServer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// One session's step through `body` moving only the session's tokens (`ranges`): the
+// body's output cut to tokens [0, ranges.output); the output gradient of those tokens
+// zero-padded to the body's tokens (the client read no others) before its Backward, and
+// the input gradient cut to [ranges.grad_begin, ranges.grad_end). The server's sessions
+// step through these, and so do tests standing in for them. Errors as the body's;
+// BackwardTokens: InvalidArgument for a grad_output of other than ranges.output tokens.
+Result<TokenTensor> ForwardTokens(SplitBodyServer& body, uint64_t session,
+                                  const TokenTensor& activations, const SplitTokenRanges& ranges);
+Result<TokenTensor> BackwardTokens(SplitBodyServer& body, uint64_t session,
+                                   const TokenTensor& grad_output, const SplitTokenRanges& ranges);
 
 }  // namespace fl::internal
 

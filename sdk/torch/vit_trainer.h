@@ -103,8 +103,11 @@ using SplitSessionOpener =
 //   3. split training on the kept examples for local_epochs (or local_steps), one
 //      session per Train: the head's output goes to SplitSession::Forward, the body's
 //      output through the tail and the loss, its gradient to Backward, and the returned
-//      gradient back through the head to the prompts. "sfprompt.wire" ("f32" default,
-//      "f16", "bf16") encodes activations and gradients.
+//      gradient back through the head to the prompts. Only the tokens the client reads
+//      travel (SplitSessionOptions): with tail_blocks == 0 the body returns CLS alone
+//      (output_tokens 1), with head_blocks == 0 the input gradient only at the prompts
+//      (tokens [1, 1 + prompts)); the SGD step is the same. "sfprompt.wire" ("f32"
+//      default, "f16", "bf16") encodes activations and gradients.
 // One SGD optimizer (lr, momentum, weight_decay) trains the prompts and the tail in all
 // phases. Evaluation and prediction run the whole model locally (backbone body, learned
 // prompts and tail, CLS pooling): the same computation as the split path.

@@ -46,6 +46,17 @@ void ExpectNear(const Result<TokenTensor>& got, const torch::Tensor& want, doubl
   EXPECT_LE(diff, tol) << what;
 }
 
+// One f32 session of all tokens on `link`: one step answers `ref`'s output and input
+// gradient (within 1e-5), then Finish.
+void ExpectWholeModelStep(ServerLink* link, uint64_t round, const SplitReference& ref) {
+  Result<std::unique_ptr<SplitSession>> session =
+      link->OpenSplitSession({round, Encoding::kDenseF32});
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  ExpectNear((*session)->Forward(FromTensor(ref.a)), ref.z, 1e-5, "body output");
+  ExpectNear((*session)->Backward(FromTensor(ref.grad_z)), ref.grad_a, 1e-5, "input gradient");
+  EXPECT_TRUE((*session)->Finish().ok());
+}
+
 // A SplitStep stream written by hand, for messages GrpcLink never sends.
 class RawSplit {
  public:
@@ -190,6 +201,116 @@ TEST_F(SplitGrpcTest, F32StepsMatchTheWholeModelWhenBatched) {
   EXPECT_TRUE(Ledger(rounds[0]).empty());
 }
 
+// The token ranges of a client without head or tail blocks: CLS out, the prompts'
+// input gradient back.
+SplitSessionOptions Reduced(uint64_t round, Encoding encoding = Encoding::kDenseF32) {
+  SplitSessionOptions o{round, encoding};
+  o.output_tokens = 1;
+  o.grad_begin = 1;
+  o.grad_end = 3;
+  return o;
+}
+
+// (a) A session with reduced token ranges (CLS out, the prompts' gradient back) batched
+// with a full one into one body pass each way: each gets its slices of the whole
+// model's answers (f32, within 1e-5), and the reduced one moves only those tokens.
+// The reference's tail reads only CLS, so its output gradient at CLS is all of it.
+TEST_F(SplitGrpcTest, ReducedTokenRangesMatchTheWholeModelsSlices) {
+  StartSplit(2, SplitOptions(/*pass_samples=*/5));
+  std::unique_ptr<GrpcLink> reduced = Joined("reduced");
+  std::unique_ptr<GrpcLink> full = Joined("full");
+  const uint64_t round = TrainTask(*reduced).round;
+  EXPECT_EQ(TrainTask(*full).round, round);
+  SplitReference r3 = WholeModelStep(vit_, 3, 11);
+  SplitReference r2 = WholeModelStep(vit_, 2, 12);
+
+  Result<TokenTensor> z3 = Status::Unknown("not run"), g3 = Status::Unknown("not run");
+  SplitTraffic traffic;
+  std::thread first([&] {
+    Result<std::unique_ptr<SplitSession>> session = reduced->OpenSplitSession(Reduced(round));
+    ASSERT_TRUE(session.ok()) << session.status().ToString();
+    EXPECT_EQ((*session)->tokens(), kTokens);
+    z3 = (*session)->Forward(FromTensor(r3.a));
+    if (z3.ok()) g3 = (*session)->Backward(FromTensor(r3.grad_z.narrow(1, 0, 1)));
+    EXPECT_TRUE((*session)->Finish().ok());
+    traffic = (*session)->traffic();
+  });
+  WaitUntil([&] { return split_->Stats().steps_running == 1; });  // queued in the body
+  ExpectWholeModelStep(full.get(), round, r2);
+  first.join();
+
+  ExpectNear(z3, r3.z.narrow(1, 0, 1), 1e-5, "CLS of the body output");
+  ExpectNear(g3, r3.grad_a.narrow(1, 1, 2), 1e-5, "input gradient at the prompts");
+  ASSERT_TRUE(z3.ok() && g3.ok());
+  EXPECT_EQ(z3->tokens, 1);
+  EXPECT_EQ(g3->tokens, 2);
+  const uint64_t token = 3 * kWidth * 4;  // one token of the batch, f32
+  EXPECT_EQ(traffic.bytes_up, kSplitFramingBytes + (kTokens * token + kSplitFramingBytes) +
+                                  (1 * token + kSplitFramingBytes));
+  EXPECT_EQ(traffic.bytes_down, kSplitFramingBytes + (1 * token + kSplitFramingBytes) +
+                                    (2 * token + kSplitFramingBytes));
+  SplitServiceStats stats = split_->Stats();
+  EXPECT_EQ(stats.body.forward_passes, 1);
+  EXPECT_EQ(stats.body.backward_passes, 1);
+  EXPECT_EQ(stats.body.max_requests_in_a_pass, 2);
+  EXPECT_EQ(stats.sessions_failed, 0);
+  EXPECT_TRUE(Ledger(round).empty());
+}
+
+// (b) Token ranges outside the body's 19 tokens are refused on open with
+// INVALID_ARGUMENT (no session, no ledger row). A negative value travels as a uint64
+// beyond int64.
+TEST_F(SplitGrpcTest, BadTokenRangesAreRefusedOnOpen) {
+  StartSplit(1, SplitOptions(/*pass_samples=*/0));
+  std::unique_ptr<GrpcLink> link = Joined("ranges");
+  const uint64_t round = TrainTask(*link).round;
+  struct Bad {
+    int64_t output, begin, end;
+    std::string message;
+  };
+  const std::vector<Bad> bad = {
+      {20, 0, 0, "output_tokens 20 outside [0, 19]"},
+      {-1, 0, 0, "split token range beyond int64"},
+      {0, 3, 3, "gradient tokens [3, 3) are not a non-empty range within [0, 19)"},
+      {0, 2, 1, "gradient tokens [2, 1)"},
+      {0, 0, 20, "gradient tokens [0, 20)"},
+      {0, -1, 2, "split token range beyond int64"},
+      {0, 1, 0, "gradient tokens [1, 0)"}};
+  for (const Bad& b : bad) {
+    SplitSessionOptions o{round, Encoding::kDenseF32, b.output, b.begin, b.end};
+    Result<std::unique_ptr<SplitSession>> session = link->OpenSplitSession(o);
+    ASSERT_FALSE(session.ok()) << b.message;
+    EXPECT_EQ(session.status().code(), StatusCode::kInvalidArgument) << session.status().ToString();
+    EXPECT_THAT(session.status().message(), ::testing::HasSubstr(b.message));
+  }
+  EXPECT_EQ(split_->Stats().sessions_opened, 0);
+  EXPECT_TRUE(Ledger(round).empty());
+}
+
+// (b) A session that asked for the CLS output only sends a Backward of all 19 tokens:
+// INVALID_ARGUMENT, the session ends and has one ledger row.
+TEST_F(SplitGrpcTest, FullTokenBackwardOnAReducedSessionIsRefused) {
+  StartSplit(1, SplitOptions(/*pass_samples=*/0));
+  std::unique_ptr<GrpcLink> link = Joined("full-backward");
+  const uint64_t round = TrainTask(*link).round;
+  SplitReference ref = WholeModelStep(vit_, 2, 13);
+  Result<std::unique_ptr<SplitSession>> session = link->OpenSplitSession(Reduced(round));
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  ExpectNear((*session)->Forward(FromTensor(ref.a)), ref.z.narrow(1, 0, 1), 1e-5, "CLS output");
+  Result<TokenTensor> g = (*session)->Backward(FromTensor(ref.grad_z));
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), StatusCode::kInvalidArgument) << g.status().ToString();
+  EXPECT_THAT(g.status().message(),
+              ::testing::HasSubstr("has 19 tokens of width 32; the session's output takes 1 of "
+                                   "width 32"));
+  EXPECT_EQ((*session)->Forward(FromTensor(ref.a)).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(split_->Stats().sessions_failed, 1);
+  std::vector<LedgerEntry> rows = Ledger(round);
+  ExpectSplitRows(rows, 1, StatusCode::kInvalidArgument);
+  EXPECT_EQ(rows[0].client_id, link->client_id());
+}
+
 // (a) f16 and bf16: both ways rounded, so the answers are the whole model's within the
 // encodings' rounding: max |error| <= 2e-3 (f16, 11-bit significand) and 2e-2 (bf16,
 // 8-bit) for this model's activations and gradients (magnitudes below ~4).
@@ -226,15 +347,7 @@ TEST_F(SplitGrpcTest, BadInputEndsOnlyItsSession) {
   SplitReference r1 = WholeModelStep(vit_, 2, 1);
   SplitReference r2 = WholeModelStep(vit_, 2, 2);
 
-  auto step = [&](GrpcLink* link, const SplitReference& ref) {
-    Result<std::unique_ptr<SplitSession>> session =
-        link->OpenSplitSession({round, Encoding::kDenseF32});
-    ASSERT_TRUE(session.ok()) << session.status().ToString();
-    ExpectNear((*session)->Forward(FromTensor(ref.a)), ref.z, 1e-5, "body output");
-    ExpectNear((*session)->Backward(FromTensor(ref.grad_z)), ref.grad_a, 1e-5, "input gradient");
-    EXPECT_TRUE((*session)->Finish().ok());
-  };
-  std::thread first([&] { step(good1.get(), r1); });
+  std::thread first([&] { ExpectWholeModelStep(good1.get(), round, r1); });
   WaitUntil([&] { return split_->Stats().steps_running == 1; });  // queued in the body
 
   EncodedTokens short_tokens = Encoded(r1.a.narrow(1, 0, 18));
@@ -259,7 +372,7 @@ TEST_F(SplitGrpcTest, BadInputEndsOnlyItsSession) {
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
     EXPECT_THAT(status.error_message(), ::testing::HasSubstr(bad[k].second));
   }
-  std::thread second([&] { step(good2.get(), r2); });
+  std::thread second([&] { ExpectWholeModelStep(good2.get(), round, r2); });
   first.join();
   second.join();
 
@@ -421,7 +534,7 @@ TEST_F(SplitGrpcTest, IdleSessionIsAbortedAndFreed) {
 }
 
 // (c) InProcessLink's sessions answer bit for bit what GrpcLink's do, and count the same
-// traffic, for f32 and f16.
+// traffic, for f32 and f16, with all tokens and with reduced token ranges.
 TEST_F(SplitGrpcTest, InProcessLinkMatchesGrpcLinkBitwise) {
   StartSplit(2, SplitOptions(/*pass_samples=*/0));
   std::unique_ptr<GrpcLink> remote = Joined("remote");
@@ -430,25 +543,33 @@ TEST_F(SplitGrpcTest, InProcessLinkMatchesGrpcLinkBitwise) {
   const uint64_t round = TrainTask(*remote).round;
   EXPECT_EQ(TrainTask(local).round, round);
   SplitReference ref = WholeModelStep(vit_, 3, 5);
-  for (Encoding encoding : {Encoding::kDenseF32, Encoding::kDenseF16}) {
-    std::vector<std::vector<float>> answers[2];
-    SplitTraffic traffic[2];
-    ServerLink* links[2] = {remote.get(), &local};
-    for (int k = 0; k < 2; ++k) {
-      Result<std::unique_ptr<SplitSession>> session = links[k]->OpenSplitSession({round, encoding});
-      ASSERT_TRUE(session.ok()) << session.status().ToString();
-      Result<TokenTensor> z = (*session)->Forward(FromTensor(ref.a));
-      ASSERT_TRUE(z.ok()) << z.status().ToString();
-      Result<TokenTensor> g = (*session)->Backward(FromTensor(ref.grad_z));
-      ASSERT_TRUE(g.ok()) << g.status().ToString();
-      answers[k] = {z->values, g->values};
-      EXPECT_TRUE((*session)->Finish().ok());
-      traffic[k] = (*session)->traffic();
+  for (bool reduced : {false, true}) {
+    for (Encoding encoding : {Encoding::kDenseF32, Encoding::kDenseF16}) {
+      SCOPED_TRACE(std::string(EncodingName(encoding)) + (reduced ? ", reduced" : ", all"));
+      const SplitSessionOptions options =
+          reduced ? Reduced(round, encoding) : SplitSessionOptions{round, encoding};
+      const torch::Tensor grad_z = reduced ? ref.grad_z.narrow(1, 0, 1) : ref.grad_z;
+      std::vector<std::vector<float>> answers[2];
+      SplitTraffic traffic[2];
+      ServerLink* links[2] = {remote.get(), &local};
+      for (int k = 0; k < 2; ++k) {
+        Result<std::unique_ptr<SplitSession>> session = links[k]->OpenSplitSession(options);
+        ASSERT_TRUE(session.ok()) << session.status().ToString();
+        Result<TokenTensor> z = (*session)->Forward(FromTensor(ref.a));
+        ASSERT_TRUE(z.ok()) << z.status().ToString();
+        EXPECT_EQ(z->tokens, reduced ? 1 : kTokens);
+        Result<TokenTensor> g = (*session)->Backward(FromTensor(grad_z));
+        ASSERT_TRUE(g.ok()) << g.status().ToString();
+        EXPECT_EQ(g->tokens, reduced ? 2 : kTokens);
+        answers[k] = {z->values, g->values};
+        EXPECT_TRUE((*session)->Finish().ok());
+        traffic[k] = (*session)->traffic();
+      }
+      EXPECT_EQ(answers[0], answers[1]);
+      EXPECT_EQ(traffic[0].bytes_up, traffic[1].bytes_up);
+      EXPECT_EQ(traffic[0].bytes_down, traffic[1].bytes_down);
+      EXPECT_EQ(traffic[0].steps, traffic[1].steps);
     }
-    EXPECT_EQ(answers[0], answers[1]) << EncodingName(encoding);
-    EXPECT_EQ(traffic[0].bytes_up, traffic[1].bytes_up);
-    EXPECT_EQ(traffic[0].bytes_down, traffic[1].bytes_down);
-    EXPECT_EQ(traffic[0].steps, traffic[1].steps);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <set>
 #include <vector>
 
+#include "codec/token_codec.h"
 #include "torch/models.h"
 #include "torch/sfprompt_train.h"
 #include "torch/split_body.h"
@@ -50,26 +51,28 @@ torch::Tensor ToTensor(const TokenTensor& t) {
 
 uint64_t Bytes(const TokenTensor& t) { return t.values.size() * sizeof(float); }
 
-// An in-process SplitSession over a SplitBodyServer (float32 on the "wire"), counting
-// the tensor bytes each way; `fail_forward` makes every Forward fail with Aborted.
+// An in-process SplitSession over a SplitBodyServer (float32 on the "wire") moving only
+// the session's tokens as the server does, counting the tensor bytes each way;
+// `fail_forward` makes every Forward fail with Aborted.
 class BodySession final : public SplitSession {
  public:
-  BodySession(SplitBodyServer* server, uint64_t id, Seen* seen, bool fail_forward)
-      : server_(server), id_(id), seen_(seen), fail_forward_(fail_forward) {}
+  BodySession(SplitBodyServer* server, uint64_t id, const SplitTokenRanges& ranges, Seen* seen,
+              bool fail_forward)
+      : server_(server), id_(id), ranges_(ranges), seen_(seen), fail_forward_(fail_forward) {}
   int64_t tokens() const override { return server_->tokens(); }
   int64_t width() const override { return server_->width(); }
   Result<TokenTensor> Forward(const TokenTensor& a) override {
     if (fail_forward_) return Status::Aborted("injected body failure");
     seen_->bytes_up += Bytes(a);
     seen_->activations.push_back(ToTensor(a));
-    Result<TokenTensor> z = server_->Forward(id_, a);
+    Result<TokenTensor> z = ForwardTokens(*server_, id_, a, ranges_);
     if (z.ok()) seen_->bytes_down += Bytes(*z);
     traffic_.steps++;
     return z;
   }
   Result<TokenTensor> Backward(const TokenTensor& g) override {
     seen_->bytes_up += Bytes(g);
-    Result<TokenTensor> ga = server_->Backward(id_, g);
+    Result<TokenTensor> ga = BackwardTokens(*server_, id_, g, ranges_);
     if (ga.ok()) seen_->bytes_down += Bytes(*ga);
     traffic_.steps++;
     return ga;
@@ -85,6 +88,7 @@ class BodySession final : public SplitSession {
  private:
   SplitBodyServer* server_;
   uint64_t id_;
+  SplitTokenRanges ranges_;
   Seen* seen_;
   bool fail_forward_;
   SplitTraffic traffic_;
@@ -126,8 +130,9 @@ class SfPromptTrainerTest : public ::testing::Test {
       if (server_ == nullptr) return Status::Unavailable("no body server");
       seen_.options = options;
       seen_.opened++;
-      return std::unique_ptr<SplitSession>(
-          new BodySession(server_.get(), static_cast<uint64_t>(seen_.opened), &seen_, fail_forward));
+      FL_ASSIGN_OR_RETURN(SplitTokenRanges ranges, ResolveTokenRanges(options, server_->tokens()));
+      return std::unique_ptr<SplitSession>(new BodySession(
+          server_.get(), static_cast<uint64_t>(seen_.opened), ranges, &seen_, fail_forward));
     };
     o.eval_batch_size = 7;
     Result<std::unique_ptr<VitTrainer>> t = VitTrainer::Create(o, &backbone_, data_, data_);
@@ -160,6 +165,31 @@ class SfPromptTrainerTest : public ::testing::Test {
         .clone();
   }
 
+  // `t`'s whole model equals reference_ after one SGD step at `lr` on the mean CE of
+  // examples [0, 8) (order-free), on the trainable tensors only, and that step moved
+  // the prompts and the classifier head.
+  void ExpectOneSgdStep(VitTrainer& t, double lr) {
+    torch::Tensor x = data_->images.narrow(0, 0, 8), y = data_->labels.narrow(0, 0, 8);
+    torch::nn::functional::cross_entropy(reference_->forward(x), y).backward();
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& p : reference_->named_parameters()) {
+        if (t.layout().Find(p.key()) >= 0) p.value().sub_(p.value().grad() * lr);
+      }
+    }
+    ParamSet want, got;
+    ASSERT_TRUE(ParamBridge(*reference_).Read(&want).ok());
+    ASSERT_TRUE(t.GetFullModel(&got).ok());
+    ASSERT_EQ(want.layout().hash(), got.layout().hash());
+    for (const TensorSpec& s : want.layout().tensors()) {
+      torch::Tensor w = Tensor(want, s.name), g = Tensor(got, s.name);
+      EXPECT_TRUE(torch::allclose(g, w, 1e-5, 1e-5))
+          << s.name << ": max diff " << (g - w).abs().max().item<float>();
+    }
+    EXPECT_FALSE(torch::equal(Tensor(got, "prompts"), Tensor(backbone_, "prompts")));
+    EXPECT_FALSE(torch::equal(Tensor(got, "head.weight"), Tensor(backbone_, "head.weight")));
+  }
+
   std::shared_ptr<TensorImageData> data_;
   TinyVit reference_{nullptr};
   ParamSet backbone_;
@@ -190,38 +220,42 @@ TEST_F(SfPromptTrainerTest, TrainsPromptsAndTailUnderTheViTsNames) {
   EXPECT_NEAR(e->loss, want, 1e-5);
 }
 
+// For every cut, so with every token range the trainer asks for: all tokens (1, 1),
+// the CLS output only (1, 0), the prompts' input gradient only (0, 1), both (0, 0).
 TEST_F(SfPromptTrainerTest, OneSplitStepIsOneSgdStepOfTheWholeModel) {
-  std::unique_ptr<VitTrainer> t = New(/*head_blocks=*/1, /*tail_blocks=*/1);
-  TrainConfig c = Config(/*local_epochs=*/0, /*keep_ratio=*/1.0);
-  c.local_steps = 1;
-  Result<TrainStats> stats = TrainOn(*t, 8, c);
-  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
-  EXPECT_EQ(stats->num_examples, 8u);
-  EXPECT_EQ(stats->dataset_size, 8u);
-  EXPECT_EQ(seen_.options.round, 9u);
-  EXPECT_EQ(seen_.options.encoding, Encoding::kDenseF32);
-
-  // The same step in process: the mean CE of the 8 examples (order-free), SGD on the
-  // trainable tensors only.
-  torch::Tensor x = data_->images.narrow(0, 0, 8), y = data_->labels.narrow(0, 0, 8);
-  torch::nn::functional::cross_entropy(reference_->forward(x), y).backward();
-  {
-    torch::NoGradGuard no_grad;
-    for (const auto& p : reference_->named_parameters()) {
-      if (t->layout().Find(p.key()) >= 0) p.value().sub_(p.value().grad() * c.lr);
-    }
+  struct Cut {
+    int64_t head, tail;
+    SplitSessionOptions want;  // the ranges asked for (round and encoding as below)
+  };
+  const std::vector<Cut> cuts = {{1, 1, {9, Encoding::kDenseF32, 0, 0, 0}},
+                                 {1, 0, {9, Encoding::kDenseF32, 1, 0, 0}},
+                                 {0, 1, {9, Encoding::kDenseF32, 0, 1, 3}},
+                                 {0, 0, {9, Encoding::kDenseF32, 1, 1, 3}}};
+  for (const Cut& cut : cuts) {
+    SCOPED_TRACE("head_blocks " + std::to_string(cut.head) + ", tail_blocks " +
+                 std::to_string(cut.tail));
+    reference_ = *CreateTinyVit(SmallVit(), kBackboneSeed);
+    seen_ = Seen();
+    std::unique_ptr<VitTrainer> t = New(cut.head, cut.tail);
+    TrainConfig c = Config(/*local_epochs=*/0, /*keep_ratio=*/1.0);
+    c.local_steps = 1;
+    Result<TrainStats> stats = TrainOn(*t, 8, c);
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    EXPECT_EQ(stats->num_examples, 8u);
+    EXPECT_EQ(stats->dataset_size, 8u);
+    EXPECT_EQ(seen_.options.round, cut.want.round);
+    EXPECT_EQ(seen_.options.encoding, cut.want.encoding);
+    EXPECT_EQ(seen_.options.output_tokens, cut.want.output_tokens);
+    EXPECT_EQ(seen_.options.grad_begin, cut.want.grad_begin);
+    EXPECT_EQ(seen_.options.grad_end, cut.want.grad_end);
+    // Activations, then the gradient at the output tokens returned; the body's output
+    // and the input gradient at the tokens asked for.
+    const double up_tokens = 19 + (cut.tail == 0 ? 1 : 19);
+    const double down_tokens = (cut.tail == 0 ? 1 : 19) + (cut.head == 0 ? 2 : 19);
+    EXPECT_EQ(seen_.bytes_up, static_cast<uint64_t>(8 * up_tokens * 32 * sizeof(float)));
+    EXPECT_EQ(seen_.bytes_down, static_cast<uint64_t>(8 * down_tokens * 32 * sizeof(float)));
+    ExpectOneSgdStep(*t, c.lr);
   }
-  ParamSet want, got;
-  ASSERT_TRUE(ParamBridge(*reference_).Read(&want).ok());
-  ASSERT_TRUE(t->GetFullModel(&got).ok());
-  ASSERT_EQ(want.layout().hash(), got.layout().hash());
-  for (const TensorSpec& s : want.layout().tensors()) {
-    torch::Tensor w = Tensor(want, s.name), g = Tensor(got, s.name);
-    EXPECT_TRUE(torch::allclose(g, w, 1e-5, 1e-5))
-        << s.name << ": max diff " << (g - w).abs().max().item<float>();
-  }
-  EXPECT_FALSE(torch::equal(Tensor(got, "prompts"), Tensor(backbone_, "prompts")));
-  EXPECT_FALSE(torch::equal(Tensor(got, "blocks.2.fc2.weight"), Tensor(backbone_, "blocks.2.fc2.weight")));
 }
 
 TEST(SfPromptKeepHardestTest, KeepsTheHighestScoresTiesToTheLowerIndex) {
@@ -339,9 +373,12 @@ TEST_F(SfPromptTrainerTest, MetricsCountBytesAndFlops) {
   const std::map<std::string, double>& m = stats->metrics;
   EXPECT_EQ(m.at("sfprompt.split.bytes_up"), static_cast<double>(seen_.bytes_up));
   EXPECT_EQ(m.at("sfprompt.split.bytes_down"), static_cast<double>(seen_.bytes_down));
-  // 12 kept examples, each sent once as activations and once as a gradient.
-  const double per_sample = 19.0 * 32 * sizeof(float);
-  EXPECT_EQ(m.at("sfprompt.split.bytes_up"), 2 * 12 * per_sample);
+  // 12 kept examples, each sent once as activations (19 tokens) and once as the
+  // gradient at CLS (tail_blocks 0); back come CLS and the input gradient at the 2
+  // prompts (head_blocks 0).
+  const double per_token = 32 * sizeof(float);
+  EXPECT_EQ(m.at("sfprompt.split.bytes_up"), 12 * (19 + 1) * per_token);
+  EXPECT_EQ(m.at("sfprompt.split.bytes_down"), 12 * (1 + 2) * per_token);
   EXPECT_EQ(stats->num_examples, 12u);
   for (const char* phase : {"local", "prune", "split"}) {
     EXPECT_GT(m.at(std::string("sfprompt.") + phase + ".flops"), 0) << phase;

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "codec/dense_codec.h"
@@ -104,6 +106,34 @@ TEST(TokenCodecTest, DecodeRefusesNonFiniteValues) {
   ExpectRefused(RoundThroughWire(big, Encoding::kDenseF16).status(),
                 "non-finite value at index 2 (as f16)");
   EXPECT_TRUE(RoundThroughWire(big, Encoding::kDenseBF16).ok());
+}
+
+TEST(TokenCodecTest, TokenRangesResolveZerosToAllAndRefuseWhatDoesNotFit) {
+  auto resolve = [](int64_t output, int64_t begin, int64_t end) {
+    return ResolveTokenRanges({1, Encoding::kDenseF32, output, begin, end}, 19);
+  };
+  EXPECT_EQ(*resolve(0, 0, 0), (SplitTokenRanges{19, 0, 19}));
+  EXPECT_EQ(*resolve(1, 1, 3), (SplitTokenRanges{1, 1, 3}));
+  EXPECT_EQ(*resolve(19, 0, 19), (SplitTokenRanges{19, 0, 19}));
+  ExpectRefused(resolve(20, 0, 0).status(), "output_tokens 20 outside [0, 19]");
+  ExpectRefused(resolve(-1, 0, 0).status(), "output_tokens -1");
+  for (auto [begin, end] : {std::pair{3, 3}, {2, 1}, {0, 20}, {-1, 2}, {1, 0}, {0, -1}}) {
+    ExpectRefused(resolve(0, begin, end).status(),
+                  "gradient tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ")");
+  }
+}
+
+TEST(TokenCodecTest, SliceAndPadTokensKeepEverySamplesRows) {
+  const TokenTensor t = Ramp(2, 3, 2);  // sample b, token k, column c at (3b + k) * 2 + c
+  const TokenTensor slice = SliceTokens(t, 1, 3);
+  EXPECT_EQ(slice.tokens, 2);
+  EXPECT_EQ(slice.values,
+            (std::vector<float>{t.values[2], t.values[3], t.values[4], t.values[5], t.values[8],
+                                t.values[9], t.values[10], t.values[11]}));
+  const TokenTensor padded = PadTokens(SliceTokens(t, 0, 1), 3);
+  EXPECT_EQ(padded.tokens, 3);
+  EXPECT_EQ(padded.values, (std::vector<float>{t.values[0], t.values[1], 0, 0, 0, 0, t.values[6],
+                                               t.values[7], 0, 0, 0, 0}));
 }
 
 }  // namespace

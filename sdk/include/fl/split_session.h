@@ -38,6 +38,17 @@ struct SplitSessionOptions {
   uint64_t round = 0;
   // How activations and gradients travel, both ways: kDenseF32, kDenseF16 or kDenseBF16.
   Encoding encoding = Encoding::kDenseF32;
+  // Only the tokens the client reads travel (with T = tokens()). Forward returns the
+  // body's output at tokens [0, output_tokens) only, and Backward takes the gradient at
+  // those tokens only (the server takes the others' as zero): a tail without blocks
+  // reads only CLS (output_tokens = 1). 0: all T. Otherwise 1 <= output_tokens <= T.
+  int64_t output_tokens = 0;
+  // Backward returns the gradient at the body's input tokens [grad_begin, grad_end)
+  // only: a client without head blocks needs it at its prompts alone. Both 0: all T;
+  // otherwise 0 <= grad_begin < grad_end <= T. The server refuses other values of
+  // these three on open (InvalidArgument).
+  int64_t grad_begin = 0;
+  int64_t grad_end = 0;
 };
 
 // What a session has moved so far: encoded tensor bytes plus message framing.
@@ -53,18 +64,21 @@ struct SplitTraffic {
 class FL_EXPORT SplitSession {
  public:
   virtual ~SplitSession() = default;
-  // The body's token count and width: what Forward takes and returns per sample.
+  // The body's token count T and width D: what Forward takes per sample.
   virtual int64_t tokens() const = 0;
   virtual int64_t width() const = 0;
-  // The body's output at `activations` [b, tokens(), width()] (b >= 1, at most the
-  // server's batch limit). InvalidArgument for another shape or a non-finite value;
-  // ResourceExhausted for a batch over the server's limit; FailedPrecondition once the
-  // round closed or the session ended; Aborted if the server shut the session down
-  // (idle too long, server stopping).
+  // The body's output at `activations` [b, T, D] (b >= 1, at most the server's batch
+  // limit): its tokens [0, output_tokens), [b, output_tokens, D] (all: [b, T, D]).
+  // InvalidArgument for another shape or a non-finite value; ResourceExhausted for a
+  // batch over the server's limit; FailedPrecondition once the round closed or the
+  // session ended; Aborted if the server shut the session down (idle too long, server
+  // stopping).
   virtual Result<TokenTensor> Forward(const TokenTensor& activations) = 0;
-  // The gradient at the body's input, given `grad_output` at its output, for the last
-  // Forward's activations. InvalidArgument unless grad_output has that Forward's shape
-  // and finite values; FailedPrecondition without a Forward since the last Backward.
+  // The gradient at the body's input tokens [grad_begin, grad_end), [b, grad_end -
+  // grad_begin, D] (all: [b, T, D]), given `grad_output` [b, output_tokens, D] at the
+  // output tokens Forward returned, for the last Forward's activations. InvalidArgument
+  // unless grad_output has the shape of the last Forward's answer and finite values;
+  // FailedPrecondition without a Forward since the last Backward.
   virtual Result<TokenTensor> Backward(const TokenTensor& grad_output) = 0;
   // Ends the session cleanly (the server forgets its activations). Idempotent.
   virtual Status Finish() = 0;
