@@ -302,8 +302,8 @@ TEST(AlgorithmRegistryTest, OutOfRangeValuesNameTheKey) {
 TEST(AlgorithmRegistryTest, RegistryRefusesDuplicatesAndIncompleteEntries) {
   AlgorithmRegistry r;
   ASSERT_TRUE(RegisterBuiltinAlgorithms(&r).ok());
-  EXPECT_EQ(r.Names(),
-            (std::vector<std::string>{"fedavg", "fedprox", "fedadam", "ferret", "fedins"}));
+  EXPECT_EQ(r.Names(), (std::vector<std::string>{"fedavg", "fedprox", "fedadam", "ferret",
+                                                 "fedins", "sfprompt"}));
   AlgorithmDefinition dup = *r.Find("fedavg");
   EXPECT_EQ(r.Register(dup).code(), StatusCode::kAlreadyExists);
   AlgorithmDefinition empty;
