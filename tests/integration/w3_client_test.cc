@@ -142,6 +142,80 @@ class W3ClientTest : public ProcessTest {
     ASSERT_EQ(RunToCompletion("fl-sim", args), 0);
   }
 
+  // fl-server on loopback with TLS (dev certificates in certs/, made here): two rounds of
+  // `algorithm` on the W3 ViT `model` from `initial`, all kClients every round, plus
+  // `extra` flags. Sets *port; the server answers after the last round until stopped.
+  Subprocess* StartW3Server(const std::string& algorithm, const std::string& model,
+                            const std::string& initial, const std::vector<std::string>& extra,
+                            int* port) {
+    if (RunToCompletion("certs", {Binary("server/fl-server"), "certs", "--out", Path("certs")}) !=
+        0) {
+      return nullptr;
+    }
+    // clang-format off
+    std::vector<std::string> args = {
+        Binary("server/fl-server"),
+        "--listen", "127.0.0.1:0",
+        "--tls-cert", Path("certs/server.pem"),
+        "--tls-key", Path("certs/server.key"),
+        "--init-model", initial,
+        "--model", model,
+        "--rounds", "2",
+        "--seed", std::to_string(kSeed),
+        "--state-dir", Path("state"),
+        "--enrollment-token", kToken,
+        "--min-clients", std::to_string(kClients),
+        "--clients-per-round", std::to_string(kClients),
+        "--set", "algorithm.name=" + algorithm,
+        // Answers after the last round until the test stops it, however slow the machine.
+        "--set", "server.drain_s=3600",
+    };
+    // clang-format on
+    args.insert(args.end(), extra.begin(), extra.end());
+    return StartServer("fl-server", args, port);
+  }
+
+  // kClients fl-client processes on fl-sim's W3 shards, tuning `tuning` of `model` on
+  // `backbone`, against the server at `port`, plus `extra` flags.
+  std::vector<Subprocess*> SpawnW3Clients(int port, const std::string& model,
+                                          const std::string& tuning, const std::string& backbone,
+                                          const std::vector<std::string>& extra) {
+    std::vector<Subprocess*> clients;
+    for (int i = 0; i < kClients; ++i) {
+      // clang-format off
+      std::vector<std::string> args = {
+          Binary("client/fl-client"),
+          "--server", "127.0.0.1:" + std::to_string(port),
+          "--tls-ca", Path("certs/ca.pem"),
+          "--enrollment-token", kToken,
+          "--dataset", "fashion-mnist-shift",
+          "--model", model,
+          "--tuning", tuning,
+          "--backbone", backbone,
+          "--data-dir", FL_FASHION_MNIST_DIR,
+          "--num-partitions", std::to_string(kClients),
+          "--partition-index", std::to_string(i),
+          "--seed", std::to_string(kSeed),
+          "--train-examples", kTrainExamples,
+          "--device", "cpu",
+          "--threads", "1",
+          "--set", "client.poll_wait_s=2"};
+      // clang-format on
+      args.insert(args.end(), extra.begin(), extra.end());
+      clients.push_back(Spawn("client-" + std::to_string(i), args));
+    }
+    return clients;
+  }
+
+  // Stops the server with SIGTERM and expects a clean exit.
+  void StopServer(Subprocess* server) {
+    ASSERT_TRUE(server->Running()) << server->Log();
+    server->Kill(SIGTERM);
+    std::optional<int> code = server->Wait(seconds(60));
+    ASSERT_TRUE(code.has_value()) << server->Log();
+    EXPECT_EQ(*code, 0) << server->Log();
+  }
+
   std::unique_ptr<Store> OpenStore(const std::string& path) {
     Result<std::unique_ptr<Store>> store = Store::Open({.path = path, .durable = false});
     EXPECT_TRUE(store.ok()) << store.status().ToString();
@@ -225,57 +299,14 @@ TEST_F(W3ClientTest, FedInsOverGrpcLeavesUntrainedPoolEntriesBitwiseUnchanged) {
   Result<ParamSet> initial = ReadModelFile(initial_path);
   ASSERT_TRUE(initial.ok()) << initial.status().ToString();
 
-  ASSERT_EQ(RunToCompletion("certs", {Binary("server/fl-server"), "certs", "--out", Path("certs")}),
-            0);
-  // clang-format off
-  std::vector<std::string> server_args = {
-      Binary("server/fl-server"),
-      "--listen", "127.0.0.1:0",
-      "--tls-cert", Path("certs/server.pem"),
-      "--tls-key", Path("certs/server.key"),
-      "--init-model", initial_path,
-      "--model", kTinyVit,
-      "--rounds", "2",
-      "--seed", std::to_string(kSeed),
-      "--state-dir", Path("state"),
-      "--enrollment-token", kToken,
-      "--min-clients", std::to_string(kClients),
-      "--clients-per-round", std::to_string(kClients),
-      "--set", "algorithm.name=fedins",
-      // Answers after the last round until the test stops it, however slow the machine.
-      "--set", "server.drain_s=3600",
-  };
-  // clang-format on
-  for (const std::vector<std::string>& flags : {TrainFlags(1, 8), pool_flags}) {
-    server_args.insert(server_args.end(), flags.begin(), flags.end());
-  }
+  std::vector<std::string> server_flags = TrainFlags(1, 8);
+  server_flags.insert(server_flags.end(), pool_flags.begin(), pool_flags.end());
   int port = 0;
-  Subprocess* server = StartServer("fl-server", server_args, &port);
+  Subprocess* server = StartW3Server("fedins", kTinyVit, initial_path, server_flags, &port);
+  ASSERT_NE(server, nullptr);
   ASSERT_NE(port, 0);
-
-  std::vector<Subprocess*> clients;
-  for (int i = 0; i < kClients; ++i) {
-    // clang-format off
-    clients.push_back(Spawn("client-" + std::to_string(i), {
-        Binary("client/fl-client"),
-        "--server", "127.0.0.1:" + std::to_string(port),
-        "--tls-ca", Path("certs/ca.pem"),
-        "--enrollment-token", kToken,
-        "--dataset", "fashion-mnist-shift",
-        "--model", kTinyVit,
-        "--tuning", "fedins",
-        "--backbone", backbone_,
-        "--pool-entries", std::to_string(kPoolEntries),
-        "--data-dir", FL_FASHION_MNIST_DIR,
-        "--num-partitions", std::to_string(kClients),
-        "--partition-index", std::to_string(i),
-        "--seed", std::to_string(kSeed),
-        "--train-examples", kTrainExamples,
-        "--device", "cpu",
-        "--threads", "1",
-        "--set", "client.poll_wait_s=2"}));
-    // clang-format on
-  }
+  std::vector<Subprocess*> clients = SpawnW3Clients(
+      port, kTinyVit, "fedins", backbone_, {"--pool-entries", std::to_string(kPoolEntries)});
   // The entries each task trained and uploaded, from the clients' logs.
   std::set<int> trained;
   const std::regex trained_line("uploads pool entries ([0-9,]+)");
@@ -294,11 +325,7 @@ TEST_F(W3ClientTest, FedInsOverGrpcLeavesUntrainedPoolEntriesBitwiseUnchanged) {
     }
     EXPECT_EQ(tasks, 2) << log;
   }
-  ASSERT_TRUE(server->Running()) << server->Log();
-  server->Kill(SIGTERM);
-  std::optional<int> server_code = server->Wait(seconds(60));
-  ASSERT_TRUE(server_code.has_value()) << server->Log();
-  EXPECT_EQ(*server_code, 0) << server->Log();
+  StopServer(server);
   ASSERT_FALSE(trained.empty());
   ASSERT_LT(trained.size(), static_cast<size_t>(kPoolEntries));
 
@@ -409,62 +436,27 @@ TEST_F(W3ClientTest, SfPromptOverGrpcBeatsRoundZero) {
       "--model", model, "--set", "model.backbone=" + backbone,
       "--set", "model.tuning=sfprompt", "--set", "algorithm.name=sfprompt",
       "--seed", std::to_string(kSeed), "--out", initial_path}), 0);
-  ASSERT_EQ(RunToCompletion("certs", {Binary("server/fl-server"), "certs", "--out", Path("certs")}),
-            0);
-  std::vector<std::string> server_args = {
-      Binary("server/fl-server"),
-      "--listen", "127.0.0.1:0",
-      "--tls-cert", Path("certs/server.pem"),
-      "--tls-key", Path("certs/server.key"),
-      "--init-model", initial_path,
-      "--model", model,
-      "--rounds", "2",
-      "--seed", std::to_string(kSeed),
-      "--state-dir", Path("state"),
-      "--enrollment-token", kToken,
-      "--min-clients", std::to_string(kClients),
-      "--clients-per-round", std::to_string(kClients),
-      "--set", "algorithm.name=sfprompt",
+  // clang-format off
+  std::vector<std::string> server_flags = {
       // Split training alone: on this tiny ViT the local-loss update and EL2N pruning
       // cost the two rounds their gain (README's SFPrompt ablation), and the test is
       // about the split path over the wire.
       "--set", "sfprompt.local_epochs=0",
       "--set", "sfprompt.keep_ratio=1",
+      "--set", "train.lr=1.0",
       // The body: the whole depth-1 ViT between the clients' embedding and head.
       "--split-model", model,
       "--split-backbone", backbone,
       "--split-cut", "0,1",
-      "--set", "server.drain_s=3600",
   };
   // clang-format on
-  for (const std::string& flag : TrainFlags(100, 16)) server_args.push_back(flag);
-  server_args.insert(server_args.end(), {"--set", "train.lr=1.0"});
+  const std::vector<std::string> train = TrainFlags(100, 16);
+  server_flags.insert(server_flags.begin(), train.begin(), train.end());
   int port = 0;
-  Subprocess* server = StartServer("fl-server", server_args, &port);
+  Subprocess* server = StartW3Server("sfprompt", model, initial_path, server_flags, &port);
+  ASSERT_NE(server, nullptr);
   ASSERT_NE(port, 0);
-
-  std::vector<Subprocess*> clients;
-  for (int i = 0; i < kClients; ++i) {
-    // clang-format off
-    clients.push_back(Spawn("client-" + std::to_string(i), {
-        Binary("client/fl-client"),
-        "--server", "127.0.0.1:" + std::to_string(port),
-        "--tls-ca", Path("certs/ca.pem"),
-        "--enrollment-token", kToken,
-        "--dataset", "fashion-mnist-shift",
-        "--model", model,
-        "--tuning", "sfprompt",
-        "--backbone", backbone,
-        "--data-dir", FL_FASHION_MNIST_DIR,
-        "--num-partitions", std::to_string(kClients),
-        "--partition-index", std::to_string(i),
-        "--seed", std::to_string(kSeed),
-        "--train-examples", kTrainExamples,
-        "--device", "cpu",
-        "--threads", "1",
-        "--set", "client.poll_wait_s=2"}));
-    // clang-format on
-  }
+  std::vector<Subprocess*> clients = SpawnW3Clients(port, model, "sfprompt", backbone, {});
   const std::regex split_bytes("sfprompt\\.split\\.bytes_up=([0-9.e+]+)");
   for (Subprocess* c : clients) {
     std::optional<int> code = c->Wait(seconds(300));
@@ -480,11 +472,7 @@ TEST_F(W3ClientTest, SfPromptOverGrpcBeatsRoundZero) {
     }
     EXPECT_EQ(tasks, 2) << log;
   }
-  ASSERT_TRUE(server->Running()) << server->Log();
-  server->Kill(SIGTERM);
-  std::optional<int> server_code = server->Wait(seconds(60));
-  ASSERT_TRUE(server_code.has_value()) << server->Log();
-  EXPECT_EQ(*server_code, 0) << server->Log();
+  StopServer(server);
 
   // Every round: one accepted upload per client and no failed split session.
   std::unique_ptr<Store> store = OpenStore(Path("state/state.db"));
