@@ -78,6 +78,7 @@ void ToProto(const SplitSessionOptions& options, v1::SplitOpen* out) {
   out->set_output_tokens(static_cast<uint64_t>(options.output_tokens));
   out->set_grad_begin(static_cast<uint64_t>(options.grad_begin));
   out->set_grad_end(static_cast<uint64_t>(options.grad_end));
+  out->set_body(options.body);
 }
 
 Result<SplitSessionOptions> FromProto(const v1::SplitOpen& open) {
@@ -89,6 +90,7 @@ Result<SplitSessionOptions> FromProto(const v1::SplitOpen& open) {
   out.output_tokens = static_cast<int64_t>(open.output_tokens());
   out.grad_begin = static_cast<int64_t>(open.grad_begin());
   out.grad_end = static_cast<int64_t>(open.grad_end());
+  out.body = open.body();
   return out;
 }
 

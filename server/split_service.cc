@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "codec/dense_codec.h"
+#include "torch/vit_trainer.h"
 
 namespace fl::internal {
 namespace {
@@ -44,6 +45,7 @@ struct Core {
   Env* env = nullptr;
   Coordinator* coordinator = nullptr;
   std::unique_ptr<SplitBodyServer> body;
+  std::string body_name;  // VitBodyName of the body served
 
   mutable std::mutex mu;
   uint64_t next_id = 1;                                    // guarded by mu
@@ -220,6 +222,18 @@ class SplitServiceImpl final : public SplitService {
     }
   }
 
+  // The body a client's cut expects must be the one served (empty: any).
+  Status CheckBody(const std::string& expected) const {
+    constexpr size_t kMaxBodyName = 256;
+    if (expected.size() > kMaxBodyName) {
+      return Status::InvalidArgument("split body name of " + std::to_string(expected.size()) +
+                                     " bytes (at most " + std::to_string(kMaxBodyName) + ")");
+    }
+    if (expected.empty() || expected == core_->body_name) return Status::Ok();
+    return Status::FailedPrecondition("this server's split body is " + core_->body_name +
+                                      "; the client was cut for " + expected);
+  }
+
   Result<std::unique_ptr<SplitServerSession>> Open(const Session& who,
                                                    const SplitSessionOptions& options) override {
     if (!IsDenseEncoding(options.encoding)) {
@@ -228,6 +242,7 @@ class SplitServiceImpl final : public SplitService {
     }
     FL_ASSIGN_OR_RETURN(SplitTokenRanges ranges,
                         ResolveTokenRanges(options, core_->body->tokens()));
+    FL_RETURN_IF_ERROR(CheckBody(options.body));
     FL_RETURN_IF_ERROR(core_->coordinator->CheckTrainingFor(who.client_id, options.round));
     auto state = std::make_shared<SessionState>();
     state->ranges = ranges;
@@ -332,6 +347,7 @@ Result<std::unique_ptr<SplitService>> SplitService::Create(const SplitServiceOpt
   core->env = options.env != nullptr ? options.env : Env::Default();
   core->coordinator = coordinator;
   FL_ASSIGN_OR_RETURN(core->body, SplitBodyServer::Create(options.body, backbone));
+  core->body_name = VitBodyName(options.body.vit, options.body.begin, options.body.end);
   return std::unique_ptr<SplitService>(new SplitServiceImpl(std::move(core)));
 }
 

@@ -171,10 +171,12 @@ std::vector<int64_t> SfPromptRound::PrunePhase() {
 
 SplitSessionOptions SfPromptRound::SplitOptions() const {
   SplitSessionOptions options{config_.round, settings_.wire};
+  const VitOptions& vit = vit_->options();
+  options.body = VitBodyName(vit, job_.cut->head_blocks, vit.depth - job_.cut->tail_blocks);
   if (job_.cut->tail_blocks == 0) options.output_tokens = 1;
   if (job_.cut->head_blocks == 0) {
     options.grad_begin = 1;  // the prompts follow CLS (TinyVit::Embed)
-    options.grad_end = 1 + vit_->options().prompts;
+    options.grad_end = 1 + vit.prompts;
   }
   return options;
 }

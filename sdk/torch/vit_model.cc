@@ -240,6 +240,13 @@ Result<VitOptions> ParseVitModelName(const std::string& name) {
   return o;
 }
 
+std::string VitBodyName(const VitOptions& o, int64_t begin, int64_t end) {
+  return "vit:width=" + std::to_string(o.width) + ",depth=" + std::to_string(o.depth) +
+         ",heads=" + std::to_string(o.heads) + ",mlp_ratio=" + std::to_string(o.mlp_ratio) +
+         ",prompts=" + std::to_string(o.prompts) + " blocks [" + std::to_string(begin) + ", " +
+         std::to_string(end) + ")";
+}
+
 bool IsVitModelName(const std::string& name) {
   return name == "vit-tiny" || name.starts_with("vit:");
 }

@@ -48,6 +48,10 @@ struct VitOptions {
 // "vit-tiny" (the defaults) or "vit:key=value,..." with keys patch, width, depth, heads,
 // mlp_ratio, prompts; missing keys keep vit-tiny's values. InvalidArgument otherwise.
 Result<VitOptions> ParseVitModelName(const std::string& name);
+// The name of blocks [begin, end) of a ViT of `options`, as a split body announces itself
+// (SplitSessionOptions::body): "vit:width=..,depth=..,heads=..,mlp_ratio=..,prompts=..
+// blocks [begin, end)".
+std::string VitBodyName(const VitOptions& options, int64_t begin, int64_t end);
 bool IsVitModelName(const std::string& name);
 
 enum class VitTuning { kFull, kHead, kSsf, kSsfPool, kPrompt };

@@ -484,8 +484,17 @@ TEST_F(SplitGrpcTest, OpenRefusesClientsOutsideTheRoundAndSecondSessions) {
             StatusCode::kFailedPrecondition);
   EXPECT_EQ(code(selected->OpenSplitSession({round, Encoding::kFerret})),
             StatusCode::kInvalidArgument);
-  Result<std::unique_ptr<SplitSession>> first =
-      selected->OpenSplitSession({round, Encoding::kDenseF32});
+  // A client cut for another body (here: one block fewer) is refused, naming both.
+  SplitSessionOptions other_cut{round, Encoding::kDenseF32};
+  other_cut.body = VitBodyName(SmallSplitVit(), 1, 2);
+  Result<std::unique_ptr<SplitSession>> wrong_body = selected->OpenSplitSession(other_cut);
+  EXPECT_EQ(code(wrong_body), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(wrong_body.status().message(), ::testing::HasSubstr("blocks [1, 3)"));
+  other_cut.body = std::string(300, 'v');
+  EXPECT_EQ(code(selected->OpenSplitSession(other_cut)), StatusCode::kInvalidArgument);
+  SplitSessionOptions this_cut{round, Encoding::kDenseF32};
+  this_cut.body = VitBodyName(SmallSplitVit(), 1, 3);
+  Result<std::unique_ptr<SplitSession>> first = selected->OpenSplitSession(this_cut);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   Result<std::unique_ptr<SplitSession>> second =
       selected->OpenSplitSession({round, Encoding::kDenseF32});

@@ -248,6 +248,8 @@ TEST_F(SfPromptTrainerTest, OneSplitStepIsOneSgdStepOfTheWholeModel) {
     EXPECT_EQ(seen_.options.output_tokens, cut.want.output_tokens);
     EXPECT_EQ(seen_.options.grad_begin, cut.want.grad_begin);
     EXPECT_EQ(seen_.options.grad_end, cut.want.grad_end);
+    // The body it was cut for: blocks [head, depth - tail) of the test ViT.
+    EXPECT_EQ(seen_.options.body, VitBodyName(SmallVit(), cut.head, SmallVit().depth - cut.tail));
     // Activations, then the gradient at the output tokens returned; the body's output
     // and the input gradient at the tokens asked for.
     const double up_tokens = 19 + (cut.tail == 0 ? 1 : 19);

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "fl/export.h"
@@ -49,6 +50,12 @@ struct SplitSessionOptions {
   // these three on open (InvalidArgument).
   int64_t grad_begin = 0;
   int64_t grad_end = 0;
+  // The body the client's head and tail were cut for, in the server's naming (a ViT:
+  // "vit:width=128,depth=4,heads=4,mlp_ratio=4,prompts=8 blocks [0, 4)"): tensors of the
+  // right shape through another body would train silently wrong, so the server refuses a
+  // body other than its own with FailedPrecondition naming both (InvalidArgument beyond
+  // 256 bytes). Empty: any body.
+  std::string body;
 };
 
 // What a session has moved so far: encoded tensor bytes plus message framing.
