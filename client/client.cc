@@ -81,6 +81,12 @@ Result<ServerStatusInfo> Client::GetStatus() {
   return impl_->link->GetStatus();
 }
 
+Result<std::unique_ptr<SplitSession>> Client::OpenSplitSession(
+    const SplitSessionOptions& options) {
+  FL_RETURN_IF_ERROR(impl_->EnsureJoined());
+  return impl_->link->OpenSplitSession(options);
+}
+
 Result<ParamSet> Client::FetchGlobalModel() {
   FL_RETURN_IF_ERROR(impl_->EnsureJoined());
   FL_ASSIGN_OR_RETURN(ServerStatusInfo status, impl_->link->GetStatus());

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "codec/token_codec.h"
+#include "fl/client.h"
 #include "grpc_fixture.h"
 #include "server/running_server.h"
 #include "server/split_config.h"
@@ -652,6 +653,64 @@ TEST_F(SplitGrpcTest, FlServerHostsTheConfiguredBody) {
   EXPECT_EQ(z->batch, 2);
   EXPECT_TRUE((*session)->Finish().ok());
   (*server)->Shutdown(milliseconds(2000));
+}
+
+// An app's own Trainer, reaching the server's body through the public fl::Client: one
+// split step per task on the client's connection, the answers kept for the test.
+class SplitStepTrainer final : public Trainer {
+ public:
+  SplitStepTrainer(Client* client, ParamSet params, const SplitReference* ref)
+      : client_(client), params_(std::move(params)), ref_(ref) {}
+  const Layout& layout() const override { return params_.layout(); }
+  Status GetParameters(ParamSet* out) override {
+    *out = params_;
+    return Status::Ok();
+  }
+  Status SetParameters(const ParamSet& params) override {
+    params_ = params;
+    return Status::Ok();
+  }
+  Result<TrainStats> Train(const TrainConfig& config, const CancelToken&) override {
+    FL_ASSIGN_OR_RETURN(std::unique_ptr<SplitSession> session,
+                        client_->OpenSplitSession({config.round, Encoding::kDenseF32}));
+    output = session->Forward(FromTensor(ref_->a));
+    if (output.ok()) grad = session->Backward(FromTensor(ref_->grad_z));
+    FL_RETURN_IF_ERROR(session->Finish());
+    TrainStats stats;
+    stats.num_examples = stats.dataset_size = 1;
+    return stats;
+  }
+  Result<EvalStats> Evaluate() override { return EvalStats{}; }
+
+  Result<TokenTensor> output = Status::Unknown("not trained");
+  Result<TokenTensor> grad = Status::Unknown("not trained");
+
+ private:
+  Client* client_;
+  ParamSet params_;
+  const SplitReference* ref_;
+};
+
+TEST_F(SplitGrpcTest, PublicClientOpensSplitSessionsForItsTrainer) {
+  StartSplit(1, SplitOptions(/*pass_samples=*/0));
+  const SplitReference ref = WholeModelStep(vit_, 2, 7);
+  ClientOptions options;
+  options.server = Target();
+  options.tls_ca_file = certs_.ca_cert;
+  options.enrollment_token = kEnrollment;
+  options.name = "app";
+  Result<std::unique_ptr<Client>> client = Client::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  Result<ParamSet> initial = SyntheticModel(kParams, Options().seed);
+  ASSERT_TRUE(initial.ok());
+  SplitStepTrainer trainer(client->get(), *initial, &ref);
+  ClientRunOptions run;
+  run.max_tasks = 1;
+  Status ran = (*client)->Run(trainer, run);
+  ASSERT_TRUE(ran.ok()) << ran.ToString();
+  ExpectNear(trainer.output, ref.z, 1e-5, "body output");
+  ExpectNear(trainer.grad, ref.grad_a, 1e-5, "input gradient");
+  EXPECT_EQ(split_->Stats().sessions_opened, 1);
 }
 
 }  // namespace

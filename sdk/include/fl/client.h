@@ -100,6 +100,11 @@ class FL_EXPORT Client {
   Result<ServerStatusInfo> GetStatus();
   // Downloads the server's current global model.
   Result<ParamSet> FetchGlobalModel();
+  // Split learning (fl/split_session.h): a session with the server's body on this
+  // client's connection, for the app's Trainer to open inside Train (options.round =
+  // TrainConfig::round). Errors as ServerLink::OpenSplitSession. The session must not
+  // outlive the Client.
+  Result<std::unique_ptr<SplitSession>> OpenSplitSession(const SplitSessionOptions& options);
   // The id the server assigned at join (0 before the first join).
   uint64_t client_id() const;
 
