@@ -147,10 +147,13 @@ Status SfPromptRound::LocalPhase() {
 }
 
 std::vector<int64_t> SfPromptRound::PrunePhase() {
-  const Clock::time_point start = Clock::now();
-  torch::NoGradGuard no_grad;
   const std::vector<int64_t>& bound = *job_.bound;
   const int64_t n = static_cast<int64_t>(bound.size());
+  stats_.metrics["sfprompt.kept_examples"] = static_cast<double>(n);
+  // Keeping everything needs no scores: the phase costs nothing.
+  if (settings_.keep_ratio >= 1) return bound;
+  const Clock::time_point start = Clock::now();
+  torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> parts;
   for (int64_t pos = 0; pos < n; pos += job_.score_batch) {
     const int64_t b = std::min<int64_t>(job_.score_batch, n - pos);

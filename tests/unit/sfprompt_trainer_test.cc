@@ -243,6 +243,9 @@ TEST_F(SfPromptTrainerTest, OneSplitStepIsOneSgdStepOfTheWholeModel) {
     ASSERT_TRUE(stats.ok()) << stats.status().ToString();
     EXPECT_EQ(stats->num_examples, 8u);
     EXPECT_EQ(stats->dataset_size, 8u);
+    // Keeping every example needs no EL2N scores.
+    EXPECT_EQ(stats->metrics.at("sfprompt.prune.flops"), 0);
+    EXPECT_EQ(stats->metrics.at("sfprompt.kept_examples"), 8);
     EXPECT_EQ(seen_.options.round, cut.want.round);
     EXPECT_EQ(seen_.options.encoding, cut.want.encoding);
     EXPECT_EQ(seen_.options.output_tokens, cut.want.output_tokens);
