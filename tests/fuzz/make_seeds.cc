@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "tests/fuzz/fuzz_common.h"
 #ifdef FL_FUZZ_HAVE_WIRE
+#include "codec/token_codec.h"
 #include "fl/v1/fl.pb.h"
 #include "proto/wire.h"
 #endif
@@ -238,6 +239,29 @@ void WireMessages() {
     Write("wire", "upload_" + EncodingName(e), input + header + bytes);
   }
 }
+
+// SplitStep requests: an open with token ranges, and a forward tensor per encoding.
+void SplitMessages() {
+  v1::SplitRequest open;
+  SplitSessionOptions options;
+  options.round = 3;
+  options.encoding = Encoding::kDenseF16;
+  options.output_tokens = 1;
+  options.grad_begin = 1;
+  options.grad_end = 9;
+  options.body = "vit:width=128,depth=4,heads=4,mlp_ratio=4,prompts=8 blocks [0, 4)";
+  ToProto(options, open.mutable_open());
+  Write("split_step", "open", open.SerializeAsString());
+  TokenTensor tensor{2, 3, 4, std::vector<float>(24)};
+  for (size_t i = 0; i < tensor.values.size(); ++i) tensor.values[i] = 0.25f * i - 2;
+  for (Encoding e : {Encoding::kDenseF32, Encoding::kDenseF16, Encoding::kDenseBF16}) {
+    Result<EncodedTokens> encoded = EncodeTokens(tensor, e);
+    if (!encoded.ok()) continue;
+    v1::SplitRequest forward;
+    ToProto(*encoded, forward.mutable_forward());
+    Write("split_step", "forward_" + EncodingName(e), forward.SerializeAsString());
+  }
+}
 #endif
 
 }  // namespace
@@ -256,6 +280,7 @@ int main(int argc, char** argv) {
   Configs();
 #ifdef FL_FUZZ_HAVE_WIRE
   WireMessages();
+  SplitMessages();
 #endif
   return 0;
 }
