@@ -68,16 +68,6 @@ class AsyncFederationTest : public ProcessTest {
               0);
   }
 
-  // Exit status, or -1 if the process did not finish within `timeout`.
-  int RunToCompletion(const std::string& name, const std::vector<std::string>& argv) {
-    Subprocess* p = Spawn(name, argv);
-    if (p == nullptr) return -1;
-    std::optional<int> code = p->Wait(seconds(60));
-    EXPECT_TRUE(code.has_value()) << name << " did not finish:\n" << p->Log();
-    if (code.has_value() && *code != 0) ADD_FAILURE() << name << " failed:\n" << p->Log();
-    return code.value_or(-1);
-  }
-
   std::vector<std::string> ServerArgs(const std::string& listen, const AsyncSetup& setup) {
     auto set = [](const std::string& key, int value) {
       return key + "=" + std::to_string(value);

@@ -80,17 +80,6 @@ class FederationE2eTest : public ProcessTest {
               0);
   }
 
-  // Exit status, or -1 if the process did not finish within `timeout`.
-  int RunToCompletion(const std::string& name, const std::vector<std::string>& argv,
-                      milliseconds timeout = seconds(60)) {
-    Subprocess* p = Spawn(name, argv);
-    if (p == nullptr) return -1;
-    std::optional<int> code = p->Wait(timeout);
-    EXPECT_TRUE(code.has_value()) << name << " did not finish:\n" << p->Log();
-    if (code.has_value() && *code != 0) ADD_FAILURE() << name << " failed:\n" << p->Log();
-    return code.value_or(-1);
-  }
-
   // `fl-sim export-model`: the seeded initial parameters of a zoo model.
   std::string ExportModel(const std::string& model) {
     const std::string out = Path("init-" + model + ".flps");

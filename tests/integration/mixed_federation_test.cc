@@ -70,17 +70,6 @@ std::optional<GlobalAccuracy> ParseGlobalAccuracy(const std::string& log) {
 class MixedFederationTest : public ProcessTest {
  protected:
   MixedFederationTest() : ProcessTest("fl_mixed") {}
-
-  // Runs a command to its exit; its exit status, or -1 if it hung.
-  int RunToCompletion(const std::string& name, const std::vector<std::string>& argv) {
-    Subprocess* p = Spawn(name, argv);
-    if (p == nullptr) return -1;
-    std::optional<int> code = p->Wait(kProcessBound);
-    EXPECT_TRUE(code.has_value()) << name << " hung:\n" << p->Log();
-    EXPECT_EQ(code.value_or(-1), 0) << name << " failed:\n" << p->Log();
-    return code.value_or(-1);
-  }
-
 };
 
 TEST_F(MixedFederationTest, CPythonAndCppClientsTrainOneModelOverTls) {

@@ -168,6 +168,18 @@ class ProcessTest : public ::testing::Test {
     return raw;
   }
 
+  // Runs a command to its exit: its exit status (a failure if not 0), or -1 if it is
+  // still running after `bound` (a hang guard, far above any healthy run).
+  int RunToCompletion(const std::string& name, const std::vector<std::string>& argv,
+                      std::chrono::milliseconds bound = std::chrono::seconds(120)) {
+    Subprocess* p = Spawn(name, argv);
+    if (p == nullptr) return -1;
+    std::optional<int> code = p->Wait(bound);
+    EXPECT_TRUE(code.has_value()) << name << " did not finish:\n" << p->Log();
+    if (code.has_value() && *code != 0) ADD_FAILURE() << name << " failed:\n" << p->Log();
+    return code.value_or(-1);
+  }
+
   // Starts fl-server and waits for its "ready on port N" line; sets *port to N (0 on
   // failure).
   Subprocess* StartServer(const std::string& name, const std::vector<std::string>& args,

@@ -114,15 +114,6 @@ class W3ClientTest : public ProcessTest {
         0);
   }
 
-  int RunToCompletion(const std::string& name, const std::vector<std::string>& argv) {
-    Subprocess* p = Spawn(name, argv);
-    if (p == nullptr) return -1;
-    std::optional<int> code = p->Wait(seconds(120));
-    EXPECT_TRUE(code.has_value()) << name << " did not finish:\n" << p->Log();
-    if (code.has_value() && *code != 0) ADD_FAILURE() << name << " failed:\n" << p->Log();
-    return code.value_or(-1);
-  }
-
   // fl-sim's W3 FedIns run into `out`, scored on the first kTestImages shifted test images.
   void RunFlSim(const std::string& out, int rounds, int clients,
                 const std::vector<std::string>& extra) {
