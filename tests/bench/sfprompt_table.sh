@@ -23,14 +23,8 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="${1:-$root/build}"
 runs="${2:-$root/runs/sfprompt-table}"
 shift $(( $# > 2 ? 2 : $# ))
-fl_sim="$build/simulations/fl-sim"
-[ -x "$fl_sim" ] || { echo "no fl-sim at $fl_sim (build it first)" >&2; exit 1; }
-mkdir -p "$runs"
-backbone="$runs/backbone.flps"
-if [ ! -f "$backbone" ]; then
-  "$fl_sim" pretrain --preset fmnist-vit-shift --out "$backbone" > "$runs/pretrain.log" 2>&1 ||
-    { echo "pretraining failed: $(tail -1 "$runs/pretrain.log")" >&2; exit 1; }
-fi
+# shellcheck source=w3_backbone.sh
+source "$root/tests/bench/w3_backbone.sh"
 
 methods="${METHODS:-head full sfprompt}"
 declare -A tuned_lr=([head]=0.2 [full]=0.05)
