@@ -270,17 +270,36 @@ struct Coordinator::Impl {
     return out;
   }
 
-  // Orders candidates by a seeded hash of (round, name): independent of join order
-  // and of client ids, so fl-sim and fl-server select the same clients.
-  std::vector<uint64_t> ShuffleForRound(std::vector<uint64_t> ids, uint64_t round_number) {
-    auto key = [&](uint64_t id) {
-      return SplitMix64(opt.seed ^ SplitMix64(round_number ^ Fnv1a64(clients[id].name)));
+  // The first `n` of `ids` (all if fewer) in the round's order, in that order. The order
+  // sorts by a seeded hash of (round, name), then by name: independent of join order and
+  // of client ids, so fl-sim and fl-server select the same clients. Each key is computed
+  // once and only the first n are sorted: O(ids) time, for a million clients too.
+  std::vector<uint64_t> FirstForRound(const std::vector<uint64_t>& ids, uint64_t round_number,
+                                      size_t n) {
+    struct Keyed {
+      uint64_t key;
+      const ClientState* client;
+      uint64_t id;
     };
-    std::sort(ids.begin(), ids.end(), [&](uint64_t a, uint64_t b) {
-      uint64_t ka = key(a), kb = key(b);
-      return ka != kb ? ka < kb : clients[a].name < clients[b].name;
-    });
-    return ids;
+    std::vector<Keyed> keyed;
+    keyed.reserve(ids.size());
+    for (uint64_t id : ids) {
+      const ClientState& c = clients[id];
+      keyed.push_back(
+          {SplitMix64(opt.seed ^ SplitMix64(round_number ^ Fnv1a64(c.name))), &c, id});
+    }
+    auto before = [](const Keyed& a, const Keyed& b) {
+      return a.key != b.key ? a.key < b.key : a.client->name < b.client->name;
+    };
+    n = std::min(n, keyed.size());
+    std::nth_element(keyed.begin(), keyed.begin() + static_cast<std::ptrdiff_t>(n), keyed.end(),
+                     before);
+    keyed.resize(n);
+    std::sort(keyed.begin(), keyed.end(), before);
+    std::vector<uint64_t> out;
+    out.reserve(n);
+    for (const Keyed& k : keyed) out.push_back(k.id);
+    return out;
   }
 
   size_t SelectionSize(size_t available) const {
@@ -315,10 +334,13 @@ struct Coordinator::Impl {
   void MaybeOpenRoundLocked() {
     if (Async()) return MaybeOpenBufferLocked();
     if (round_open || finished || shutdown || FinishedAllLocked()) return;
+    // Cheap before the scan: fl-sim registers its clients in batches, each of which
+    // asks for the round.
+    if (clients.size() < std::max<uint32_t>(opt.min_clients, 1)) return;
     std::vector<uint64_t> available = AvailableClientsLocked();
     if (available.size() < std::max<uint32_t>(opt.min_clients, 1)) return;
-    std::vector<uint64_t> order = ShuffleForRound(std::move(available), next_round);
-    order.resize(SelectionSize(order.size()));
+    std::vector<uint64_t> order =
+        FirstForRound(available, next_round, SelectionSize(available.size()));
     std::sort(order.begin(), order.end());
 
     RoundRecord r;
@@ -1429,6 +1451,27 @@ Result<JoinReply> Coordinator::Join(const std::string& enrollment_token,
   return reply;
 }
 
+Result<std::vector<uint64_t>> Coordinator::RegisterClients(const std::vector<std::string>& names) {
+  Impl& d = *impl_;
+  for (const std::string& name : names) FL_RETURN_IF_ERROR(ValidateClientName(name));
+  std::unique_lock<std::mutex> lock(d.mu);
+  FL_ASSIGN_OR_RETURN(std::vector<ClientRecord> records,
+                      d.store->UpsertClients(names, d.env->NowUnixSeconds()));
+  const uint64_t now_us = std::max<uint64_t>(1, d.NowUs());
+  std::vector<uint64_t> ids;
+  ids.reserve(records.size());
+  for (ClientRecord& r : records) {
+    d.names[r.name] = r.id;
+    Impl::ClientState& c = d.clients[r.id];
+    c.name = std::move(r.name);
+    c.last_seen_us = now_us;
+    ids.push_back(r.id);
+  }
+  d.MaybeOpenRoundLocked();
+  d.DeliverCallbacks(lock);
+  return ids;
+}
+
 Result<Session> Coordinator::Authenticate(const std::string& session_token) {
   Impl& d = *impl_;
   if (session_token.empty()) return Status::Unauthenticated("missing session token");
@@ -1742,6 +1785,19 @@ Coordinator::Refusals Coordinator::GetRefusals() {
   return d.refusals;
 }
 
+std::vector<uint64_t> Coordinator::SelectedClients() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (d.Async() || !d.round_open) return {};
+  return std::vector<uint64_t>(d.selected.begin(), d.selected.end());
+}
+
+uint64_t Coordinator::StoreTransactions() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  return d.store->committed_transactions();
+}
+
 ServerStatusInfo Coordinator::GetStatus() {
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mu);
@@ -1785,10 +1841,9 @@ void Coordinator::Poll() {
       for (uint64_t id : d.AvailableClientsLocked()) {
         if (d.selected.count(id) == 0) extra.push_back(id);
       }
-      extra = d.ShuffleForRound(std::move(extra), d.round.round);
       // Replace the silent clients: as many newcomers as updates are still missing.
       const size_t missing = std::max<uint32_t>(d.opt.min_updates, 1) - d.aggregator->count();
-      if (extra.size() > missing) extra.resize(missing);
+      extra = d.FirstForRound(extra, d.round.round, missing);
       d.selected.insert(extra.begin(), extra.end());
       d.round.selected.assign(d.selected.begin(), d.selected.end());
       Status s = d.store->UpdateRoundSelection(d.round.round, d.round.selected);

@@ -6,6 +6,7 @@
 // the same codes (fl/server_link.h); every call but Join needs the session of a Join,
 // as over gRPC. It never retries a call.
 
+#include <optional>
 #include <string>
 
 #include "fl/server_link.h"
@@ -20,6 +21,11 @@ class InProcessLink : public ServerLink {
   // outlive the link and its sessions.
   explicit InProcessLink(Coordinator* coordinator, SplitService* split = nullptr)
       : coordinator_(coordinator), split_(split) {}
+  // A link for a client registered with Coordinator::RegisterClients (fl-sim's virtual
+  // clients): it holds `registered` from the start, so Join answers with its client id
+  // without calling the coordinator, and calls skip the session token check.
+  InProcessLink(Coordinator* coordinator, SplitService* split, Session registered)
+      : coordinator_(coordinator), split_(split), registered_(registered) {}
 
   Result<JoinReply> Join(const std::string& enrollment_token,
                          const std::string& client_name) override;
@@ -44,6 +50,7 @@ class InProcessLink : public ServerLink {
   Coordinator* coordinator_;
   SplitService* split_;
   std::string session_token_;
+  std::optional<Session> registered_;
 };
 
 }  // namespace fl::internal

@@ -91,7 +91,9 @@ std::vector<FlagAlias> RunAliases() {
       {"--mode", "coordinator.mode", "sync (rounds) | async (buffered, staleness-weighted)"},
       {"--overlap", "client.overlap",
        "async: virtual clients upload each update while the next task trains (CO2)"},
-      {"--partition", "data.partition", "iid | dirichlet:<alpha> | shards:<k>"},
+      {"--partition", "data.partition",
+       "iid | dirichlet:<alpha> | shards:<k> | sample:<m> (m examples drawn per client; any "
+       "number of clients)"},
       {"--data-dir", "data.dir", "dataset folder (Fashion-MNIST IDX files, fortune files)"},
       {"--train-examples", "data.train_examples", "use only the first N training images (0 = all)"},
       {"--test-examples", "data.test_examples", "use only the first N test images (0 = all)"},
@@ -450,18 +452,21 @@ int ExportPartition(int argc, char** argv) {
   }
   const int64_t limit = config.GetInt("data.train_examples");
   if (limit > 0 && limit < train->size()) train->labels.resize(static_cast<size_t>(limit));
-  Result<Partition> partition = PartitionFromConfig(config, train->labels);
+  Result<ClientShards> partition = PartitionFromConfig(config, train->labels);
   if (!partition.ok()) return Fail(partition.status(), 2);
+  // sample:<m> writes each client's drawn examples.
+  nlohmann::json clients = nlohmann::json::array();
+  for (size_t c = 0; c < partition->num_clients(); ++c) clients.push_back(partition->Indices(c));
   nlohmann::json doc = {
       {"partition", config.GetString("data.partition")},
       {"seed", config.GetInt("run.seed")},
-      {"num_clients", partition->size()},
+      {"num_clients", partition->num_clients()},
       {"num_examples", train->labels.size()},
-      {"clients", *partition},
+      {"clients", std::move(clients)},
   };
   Status s = Env::Default()->WriteFileAtomic(out, doc.dump() + "\n", false);
   if (!s.ok()) return Fail(s, 1);
-  std::cout << "wrote " << partition->size() << " clients (" << config.GetString("data.partition")
+  std::cout << "wrote " << partition->num_clients() << " clients (" << config.GetString("data.partition")
             << ", seed " << config.GetInt("run.seed") << ") to " << out << std::endl;
   return 0;
 }

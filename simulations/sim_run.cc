@@ -60,7 +60,7 @@ Result<SimulationResult> SimulationRun::Run() {
   FL_RETURN_IF_ERROR(StartSplitService());
   // Device profiles of the whole population, drawn from the seed.
   clock_ = std::make_unique<const VirtualClock>(clock_options_, num_clients_);
-  FL_RETURN_IF_ERROR(JoinClients());
+  FL_RETURN_IF_ERROR(RegisterClients());
 
   result_.out_dir = out_dir_;
   result_.metric = workload_->metric();
@@ -182,26 +182,56 @@ Status SimulationRun::StartSplitService() {
   return Status::Ok();
 }
 
-Status SimulationRun::JoinClients() {
-  clients_ = std::vector<VirtualClient>(num_clients_);
-  for (size_t i = 0; i < num_clients_; ++i) {
-    VirtualClient& c = clients_[i];
-    c.link = std::make_unique<InProcessLink>(coordinator_.get(), split_.get());
-    ClientRuntimeOptions ro;
-    ro.client_name = ClientName(i);
-    ro.enrollment_token = options_.enrollment_token;
-    ro.poll_wait = std::chrono::milliseconds(0);
-    ServerLink* link = c.link.get();
-    if (async_) {
-      c.deferred = std::make_unique<DeferredPushLink>(c.link.get());
-      link = c.deferred.get();
+Status SimulationRun::RegisterClients() {
+  // Batches bound the names held at once; each is one store transaction.
+  constexpr size_t kBatch = 1 << 16;
+  for (size_t begin = 0; begin < num_clients_; begin += kBatch) {
+    std::vector<std::string> names;
+    for (size_t i = begin; i < std::min(num_clients_, begin + kBatch); ++i) {
+      names.push_back(ClientName(i));
     }
-    c.runtime = std::make_unique<ClientRuntime>(link, std::move(ro));
-    c.runtime->set_keep_model_cache(false);
-    FL_RETURN_IF_ERROR(c.runtime->Join().WithContext(ClientName(i)));
+    FL_ASSIGN_OR_RETURN(std::vector<uint64_t> ids, coordinator_->RegisterClients(names));
+    if (begin == 0) first_client_id_ = ids.front();
+    // The run record is new (OpenCoordinator), so the store numbers the clients in
+    // order; ClientId relies on it.
+    for (size_t k = 0; k < ids.size(); ++k) {
+      if (ids[k] != ClientId(begin + k)) {
+        return Status::Internal("virtual client " + std::to_string(begin + k) + " got id " +
+                                std::to_string(ids[k]) + ", not " +
+                                std::to_string(ClientId(begin + k)));
+      }
+    }
   }
   return Status::Ok();
 }
+
+ClientRuntimeOptions SimulationRun::RuntimeOptions(size_t client) const {
+  ClientRuntimeOptions ro;
+  ro.client_name = ClientName(client);
+  ro.poll_wait = std::chrono::milliseconds(0);
+  return ro;
+}
+
+VirtualClient& SimulationRun::Materialise(size_t client) {
+  auto [it, added] = active_.try_emplace(client);
+  VirtualClient& c = it->second;
+  if (!added) return c;
+  c.link = std::make_unique<InProcessLink>(coordinator_.get(), split_.get(),
+                                           Session{ClientId(client)});
+  ServerLink* link = c.link.get();
+  if (async_) {
+    c.deferred = std::make_unique<DeferredPushLink>(c.link.get());
+    link = c.deferred.get();
+  }
+  c.runtime = std::make_unique<ClientRuntime>(link, RuntimeOptions(client));
+  c.runtime->set_keep_model_cache(false);
+  // Answered from the registration: no call reaches the coordinator.
+  Status joined = c.runtime->Join();
+  if (!joined.ok()) FL_LOG(ERROR) << ClientName(client) << ": " << joined.ToString();
+  return c;
+}
+
+void SimulationRun::Release(size_t client) { active_.erase(client); }
 
 // ---- synchronous rounds ----
 
@@ -222,15 +252,18 @@ Status SimulationRun::RunSyncRounds() {
 }
 
 Status SimulationRun::PullAll(Work* work, bool* finished) {
-  // Every client asks for work, as a real client's poll would.
-  size_t done = 0;
-  for (size_t i = 0; i < num_clients_; ++i) {
-    Result<Task> task = clients_[i].runtime->Pull(std::chrono::milliseconds(0));
+  // Opens the next round when it is due. Then the clients selected for it ask for their
+  // tasks, as their polls would; the rest of the population would only hear "wait".
+  coordinator_->Poll();
+  *finished = coordinator_->GetStatus().finished;
+  if (*finished) return Status::Ok();
+  for (uint64_t id : coordinator_->SelectedClients()) {
+    const size_t i = ClientIndex(id);
+    InProcessLink link(coordinator_.get(), split_.get(), Session{id});
+    Result<Task> task = link.PullTask(std::chrono::milliseconds(0));
     if (!task.ok()) return task.status().WithContext(ClientName(i) + " pull");
     if (task->kind == TaskKind::kTrain) work->emplace_back(i, std::move(*task));
-    if (task->kind == TaskKind::kDone) ++done;
   }
-  *finished = done == num_clients_;
   return Status::Ok();
 }
 
@@ -310,8 +343,15 @@ Status SimulationRun::TrainSyncRound(const Work& work, std::vector<TaskWork>* ta
 Status SimulationRun::ExecuteSyncTask(int worker, size_t client, const Task& task,
                                       TaskWork* task_work, std::atomic<uint64_t>* samples) {
   FL_ASSIGN_OR_RETURN(Trainer * trainer, byzantine_->Bind(*trainers_[worker], worker, client));
-  trainers_[worker]->UseLink(clients_[client].link.get());
-  FL_ASSIGN_OR_RETURN(ExecuteReport r, clients_[client].runtime->Execute(task, *trainer, cancel_));
+  // The client materialises for this task only: its link, runtime and data binding.
+  InProcessLink link(coordinator_.get(), split_.get(), Session{ClientId(client)});
+  ClientRuntime runtime(&link, RuntimeOptions(client));
+  runtime.set_keep_model_cache(false);
+  FL_RETURN_IF_ERROR(runtime.Join());
+  trainers_[worker]->UseLink(&link);
+  Result<ExecuteReport> executed = runtime.Execute(task, *trainer, cancel_);
+  trainers_[worker]->UseLink(nullptr);
+  FL_ASSIGN_OR_RETURN(ExecuteReport r, std::move(executed));
   *samples += r.train.num_examples;
   *task_work = TaskWork{r.bytes_down, r.train.num_examples, r.bytes_up};
   AddClientMetrics(r.train);

@@ -56,7 +56,7 @@ Result<nlohmann::json> PresetValues(const std::string& preset);
 
 // Splits the training examples among data.num_clients clients with data.partition,
 // seeded by run.seed. Shared by `fl-sim run` and `fl-sim export-partition`.
-Result<Partition> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels);
+Result<ClientShards> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels);
 
 // The output directory of a run: sim.out_dir, or runs/<preset>-<seed> when empty.
 std::string OutputDirectory(const Config& config);
