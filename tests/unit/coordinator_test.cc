@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "algorithms/registry.h"
 #include "client/client_runtime.h"
@@ -414,6 +415,100 @@ TEST_F(CoordinatorTest, JoinChecksTheEnrollmentToken) {
   // A re-join revokes the name's earlier session.
   EXPECT_EQ((*c)->Authenticate(ok->session_token).status().code(), StatusCode::kUnauthenticated);
   EXPECT_TRUE((*c)->Authenticate(again->session_token).ok());
+}
+
+std::vector<std::string> ClientNames(size_t n) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < n; ++i) names.push_back("client-" + std::to_string(i));
+  return names;
+}
+
+TEST_F(CoordinatorTest, RegisteringManyClientsIsOneStoreTransaction) {
+  CoordinatorOptions o = Options(1);
+  constexpr size_t kClients = 20000;
+  o.min_clients = kClients + 1;  // no round opens, so only the registration writes
+  auto c = Coordinator::Create(o, FedAvg(), Initial());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  // The counter sees every commit: joining costs a transaction per statement.
+  const uint64_t before_joins = (*c)->StoreTransactions();
+  JoinedLinks(c->get(), 10);
+  EXPECT_GE((*c)->StoreTransactions() - before_joins, 10u);
+
+  const uint64_t before = (*c)->StoreTransactions();
+  Result<std::vector<uint64_t>> ids = (*c)->RegisterClients(ClientNames(kClients));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  EXPECT_EQ((*c)->StoreTransactions() - before, 1u);
+  ASSERT_EQ(ids->size(), kClients);
+  EXPECT_EQ((*c)->GetStatus().clients_known, kClients);
+
+  // The store holds every client under its returned id; the ten that joined first
+  // keep theirs.
+  StoreOptions so;
+  so.path = (dir_ / "state.db").string();
+  auto store = Store::Open(so);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Result<std::vector<ClientRecord>> rows = (*store)->ListClients();
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), kClients);
+  std::map<std::string, uint64_t> stored;
+  for (const ClientRecord& r : *rows) stored[r.name] = r.id;
+  for (size_t i = 0; i < kClients; ++i) {
+    ASSERT_EQ(stored.at("client-" + std::to_string(i)), (*ids)[i]) << i;
+  }
+  // A network Join of a registered name is the same client.
+  Result<JoinReply> joined = (*c)->Join("", "client-12345");
+  ASSERT_TRUE(joined.ok());
+  EXPECT_EQ(joined->client_id, (*ids)[12345]);
+  // One bad name registers nothing.
+  std::vector<std::string> bad = {"fine-1", "not fine"};
+  EXPECT_EQ((*c)->RegisterClients(bad).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->GetStatus().clients_known, kClients);
+}
+
+TEST_F(CoordinatorTest, RegisteredClientsAreSelectedAndTrainLikeJoinedOnes) {
+  constexpr size_t kClients = 300;
+  auto selected_names = [&](bool registered) {
+    std::filesystem::remove_all(dir_);
+    CoordinatorOptions o = Options(1);
+    o.min_clients = kClients;
+    o.clients_per_round = 7;
+    auto c = Coordinator::Create(o, FedAvg(), Initial());
+    EXPECT_TRUE(c.ok());
+    std::vector<std::unique_ptr<InProcessLink>> links;
+    if (registered) {
+      EXPECT_TRUE((*c)->RegisterClients(ClientNames(kClients)).ok());
+    } else {
+      links = JoinedLinks(c->get(), static_cast<int>(kClients));
+    }
+    std::vector<uint64_t> ids = (*c)->SelectedClients();
+    EXPECT_EQ(ids.size(), 7u);
+    std::set<std::string> names;
+    for (uint64_t id : ids) names.insert("client-" + std::to_string(id - 1));
+    if (registered) {
+      // A registered client's link needs no token: it pulls, trains and pushes.
+      InProcessLink link(c->get(), nullptr, Session{ids.front()});
+      Result<JoinReply> join = link.Join("", "ignored");
+      EXPECT_TRUE(join.ok());
+      EXPECT_EQ(join->client_id, ids.front());
+      std::unique_ptr<examples::LinearTrainer> trainer = MakeTrainer(1);
+      Payload update = TrainUpdate(link, *trainer);
+      update.meta.client_id = ids.front();
+      EXPECT_TRUE(link.PushUpdate(update).ok());
+      EXPECT_EQ((*c)->GetStatus().updates_in_round, 1u);
+      // Not selected: told to wait, as a joined client would be.
+      uint64_t other = 1;
+      while (std::count(ids.begin(), ids.end(), other) > 0) ++other;
+      InProcessLink idle(c->get(), nullptr, Session{other});
+      Result<Task> wait = idle.PullTask(std::chrono::milliseconds(0));
+      EXPECT_TRUE(wait.ok());
+      EXPECT_EQ(wait->kind, TaskKind::kWait);
+    }
+    return names;
+  };
+  const std::set<std::string> joined = selected_names(false);
+  const std::set<std::string> registered = selected_names(true);
+  EXPECT_EQ(joined.size(), 7u);
+  EXPECT_EQ(joined, registered);
 }
 
 }  // namespace
