@@ -136,7 +136,8 @@ struct Coordinator::Impl {
     int64_t created_at = 0;  // unix seconds (Env clock)
   };
   std::map<std::string, SessionState> sessions;  // token hash hex -> session
-  std::map<std::string, uint64_t> names;         // client name -> id
+  // Names are looked up in the store (Join), not held twice: a million registered
+  // clients would cost a map node and a string copy each.
 
   // Join rate limit (token bucket) and refusal counters.
   double join_tokens = 0;
@@ -1311,7 +1312,6 @@ struct Coordinator::Impl {
     FL_ASSIGN_OR_RETURN(std::vector<ClientRecord> known, store->ListClients());
     for (const ClientRecord& c : known) {
       clients[c.id] = ClientState{c.name, 0};
-      names[c.name] = c.id;
     }
 
     FL_ASSIGN_OR_RETURN(std::vector<RoundRecord> rounds, store->ListRounds());
@@ -1418,8 +1418,9 @@ Result<JoinReply> Coordinator::Join(const std::string& enrollment_token,
       return Status::Unavailable("too many joins; retry after " + std::to_string(retry_ms) + " ms");
     }
   }
-  const bool known = d.names.count(client_name) > 0;
-  if (limited && !known && d.opt.max_clients > 0 && d.names.size() >= d.opt.max_clients) {
+  FL_ASSIGN_OR_RETURN(std::optional<ClientRecord> existing, d.store->FindClient(client_name));
+  const bool known = existing.has_value();
+  if (limited && !known && d.opt.max_clients > 0 && d.clients.size() >= d.opt.max_clients) {
     ++d.refusals.joins_over_max_clients;
     FL_LOG(WARNING) << "join refused for new client '" << client_name << "': "
                     << d.opt.max_clients << " clients already enrolled ("
@@ -1443,7 +1444,6 @@ Result<JoinReply> Coordinator::Join(const std::string& enrollment_token,
   }
   FL_RETURN_IF_ERROR(d.store->SaveSession(token_hash, record.id, now));
   d.sessions[token_hash] = Impl::SessionState{record.id, now};
-  d.names[client_name] = record.id;
   d.clients[record.id].name = client_name;
   d.Touch(record.id);
   d.MaybeOpenRoundLocked();
@@ -1461,8 +1461,8 @@ Result<std::vector<uint64_t>> Coordinator::RegisterClients(const std::vector<std
   std::vector<uint64_t> ids;
   ids.reserve(records.size());
   for (ClientRecord& r : records) {
-    d.names[r.name] = r.id;
-    Impl::ClientState& c = d.clients[r.id];
+    // New ids come in increasing order: the hint makes each insertion O(1).
+    Impl::ClientState& c = d.clients.try_emplace(d.clients.end(), r.id)->second;
     c.name = std::move(r.name);
     c.last_seen_us = now_us;
     ids.push_back(r.id);

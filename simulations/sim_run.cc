@@ -185,6 +185,7 @@ Status SimulationRun::StartSplitService() {
 Status SimulationRun::RegisterClients() {
   // Batches bound the names held at once; each is one store transaction.
   constexpr size_t kBatch = 1 << 16;
+  const auto start = std::chrono::steady_clock::now();
   for (size_t begin = 0; begin < num_clients_; begin += kBatch) {
     std::vector<std::string> names;
     for (size_t i = begin; i < std::min(num_clients_, begin + kBatch); ++i) {
@@ -202,6 +203,8 @@ Status SimulationRun::RegisterClients() {
       }
     }
   }
+  FL_LOG(INFO) << "registered " << num_clients_ << " virtual clients in " << SecondsSince(start)
+               << " s";
   return Status::Ok();
 }
 

@@ -532,6 +532,18 @@ class SqliteStore final : public Store {
     std::vector<ClientRecord> records;
     records.reserve(names.size());
     for (const std::string& name : names) {
+      if (name.empty()) return Status::InvalidArgument("Store::UpsertClients: empty client name");
+      // A new name is a plain insert, half the cost of an upsert returning its row.
+      FL_ASSIGN_OR_RETURN(Query q, Prepare(
+          "INSERT OR IGNORE INTO clients (name, joined_at, last_seen) VALUES (?1, ?2, ?2)", kOp));
+      q.BindText(1, name);
+      q.BindInt(2, now);
+      FL_RETURN_IF_ERROR(q.Run());
+      if (sqlite3_changes(db_.get()) == 1) {
+        records.push_back(ClientRecord{static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.get())),
+                                       name, now, now});
+        continue;
+      }
       FL_ASSIGN_OR_RETURN(ClientRecord record, UpsertClientRow(name, now, kOp));
       records.push_back(std::move(record));
     }
@@ -545,6 +557,15 @@ class SqliteStore final : public Store {
     FL_ASSIGN_OR_RETURN(Query q, Prepare(
         "SELECT " FL_CLIENT_COLUMNS " FROM clients WHERE id = ?1", "Store::GetClient"));
     q.BindU64(1, id);
+    FL_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<ClientRecord>();
+    return std::optional<ClientRecord>(ReadClient(q));
+  }
+
+  Result<std::optional<ClientRecord>> FindClient(const std::string& name) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT " FL_CLIENT_COLUMNS " FROM clients WHERE name = ?1", "Store::FindClient"));
+    q.BindText(1, name);
     FL_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<ClientRecord>();
     return std::optional<ClientRecord>(ReadClient(q));

@@ -142,6 +142,7 @@ class Store {
   virtual Result<std::vector<ClientRecord>> UpsertClients(const std::vector<std::string>& names,
                                                           int64_t now) = 0;
   virtual Result<std::optional<ClientRecord>> GetClient(uint64_t id) = 0;
+  virtual Result<std::optional<ClientRecord>> FindClient(const std::string& name) = 0;
   virtual Result<std::vector<ClientRecord>> ListClients() = 0;
   virtual Status TouchClient(uint64_t id, int64_t now) = 0;
   // Sessions are stored by the SHA-256 (hex) of their token, never the token itself.
