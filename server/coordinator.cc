@@ -17,6 +17,7 @@
 #include "crypto/sha256.h"
 #include "crypto/update_digest.h"
 #include "rng/splitmix64.h"
+#include "server/client_table.h"
 #include "server/update_spool.h"
 
 namespace fl::internal {
@@ -108,10 +109,7 @@ std::string_view CoordinatorModeName(CoordinatorMode mode) {
 }
 
 struct Coordinator::Impl {
-  struct ClientState {
-    std::string name;
-    uint64_t last_seen_us = 0;  // 0: not heard from since this process started
-  };
+  using ClientState = ClientTable::Client;
 
   CoordinatorOptions opt;
   Env* env = nullptr;
@@ -130,7 +128,7 @@ struct Coordinator::Impl {
   std::map<uint64_t, std::shared_ptr<const std::string>> replay_cache;
 
   // Clients and sessions.
-  std::map<uint64_t, ClientState> clients;
+  ClientTable clients;
   struct SessionState {
     uint64_t client_id = 0;
     int64_t created_at = 0;  // unix seconds (Env clock)
@@ -255,19 +253,19 @@ struct Coordinator::Impl {
   }
 
   void Touch(uint64_t client_id) {
-    auto it = clients.find(client_id);
-    if (it != clients.end()) it->second.last_seen_us = std::max<uint64_t>(1, NowUs());
+    ClientState* c = clients.Find(client_id);
+    if (c != nullptr) c->last_seen_us = std::max<uint64_t>(1, NowUs());
   }
 
   std::vector<uint64_t> AvailableClientsLocked() {
     std::vector<uint64_t> out;
     const uint64_t now = NowUs();
     const uint64_t timeout_us = static_cast<uint64_t>(opt.client_timeout.count()) * 1000;
-    for (const auto& [id, c] : clients) {
+    clients.ForEach([&](uint64_t id, const ClientState& c) {
       if (c.last_seen_us != 0 && now - std::min(now, c.last_seen_us) <= timeout_us) {
         out.push_back(id);
       }
-    }
+    });
     return out;
   }
 
@@ -1460,9 +1458,9 @@ Result<std::vector<uint64_t>> Coordinator::RegisterClients(const std::vector<std
   const uint64_t now_us = std::max<uint64_t>(1, d.NowUs());
   std::vector<uint64_t> ids;
   ids.reserve(records.size());
+  if (!records.empty()) d.clients.Reserve(records.back().id);
   for (ClientRecord& r : records) {
-    // New ids come in increasing order: the hint makes each insertion O(1).
-    Impl::ClientState& c = d.clients.try_emplace(d.clients.end(), r.id)->second;
+    Impl::ClientState& c = d.clients[r.id];
     c.name = std::move(r.name);
     c.last_seen_us = now_us;
     ids.push_back(r.id);
