@@ -83,7 +83,8 @@ Result<bool> AsyncLoop::HandOut(bool* done) {
 }
 
 Result<AsyncLoop::Grant> AsyncLoop::Offer(size_t client) {
-  Result<Task> task = run_.Materialise(client).runtime->Pull(std::chrono::milliseconds(0));
+  FL_ASSIGN_OR_RETURN(VirtualClient * c, run_.Materialise(client));
+  Result<Task> task = c->runtime->Pull(std::chrono::milliseconds(0));
   if (!task.ok()) return task.status().WithContext(ClientName(client) + " pull");
   if (task->kind != TaskKind::kTrain) {
     if (!HoldsTask(client)) run_.Release(client);
@@ -94,7 +95,8 @@ Result<AsyncLoop::Grant> AsyncLoop::Offer(size_t client) {
 }
 
 Status AsyncLoop::Start(size_t client, Task task) {
-  VirtualClient& c = run_.Materialise(client);
+  FL_ASSIGN_OR_RETURN(VirtualClient * held, run_.Materialise(client));
+  VirtualClient& c = *held;
   Result<ModelSnapshot> base = c.link->FetchModel(task.model_version);
   if (!base.ok()) return base.status().WithContext(ClientName(client) + " fetch");
   const TaskWork work = EstimateTaskWork(*base, task.config, run_.workload_->ClientSize(client));
@@ -163,7 +165,7 @@ Status AsyncLoop::Deliver(uint64_t task) {
   const Held h = std::move(held_.at(task));
   held_.erase(task);
   if (!run_.overlap_) busy_[h.client] = false;
-  Result<PushAck> ack = run_.Materialise(h.client).deferred->Deliver(task);
+  Result<PushAck> ack = run_.active_.at(h.client).deferred->Deliver(task);
   if (!HoldsTask(h.client)) run_.Release(h.client);
   if (ack.ok()) {
     since_samples_ += h.examples;

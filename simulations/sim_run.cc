@@ -1,5 +1,7 @@
 #include "simulations/sim_run.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <limits>
 #include <optional>
@@ -203,22 +205,17 @@ Status SimulationRun::RegisterClients() {
       }
     }
   }
+  // Peak resident memory before any training: the data, the model replicas and the
+  // registry (tests/bench/registry_scale.sh reads it).
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
   FL_LOG(INFO) << "registered " << num_clients_ << " virtual clients in " << SecondsSince(start)
-               << " s";
+               << " s; peak resident " << usage.ru_maxrss << " kB";
   return Status::Ok();
 }
 
-ClientRuntimeOptions SimulationRun::RuntimeOptions(size_t client) const {
-  ClientRuntimeOptions ro;
-  ro.client_name = ClientName(client);
-  ro.poll_wait = std::chrono::milliseconds(0);
-  return ro;
-}
-
-VirtualClient& SimulationRun::Materialise(size_t client) {
-  auto [it, added] = active_.try_emplace(client);
-  VirtualClient& c = it->second;
-  if (!added) return c;
+Result<VirtualClient> SimulationRun::NewVirtualClient(size_t client) const {
+  VirtualClient c;
   c.link = std::make_unique<InProcessLink>(coordinator_.get(), split_.get(),
                                            Session{ClientId(client)});
   ServerLink* link = c.link.get();
@@ -226,12 +223,23 @@ VirtualClient& SimulationRun::Materialise(size_t client) {
     c.deferred = std::make_unique<DeferredPushLink>(c.link.get());
     link = c.deferred.get();
   }
-  c.runtime = std::make_unique<ClientRuntime>(link, RuntimeOptions(client));
+  ClientRuntimeOptions ro;
+  ro.client_name = ClientName(client);
+  ro.poll_wait = std::chrono::milliseconds(0);
+  c.runtime = std::make_unique<ClientRuntime>(link, std::move(ro));
   c.runtime->set_keep_model_cache(false);
   // Answered from the registration: no call reaches the coordinator.
-  Status joined = c.runtime->Join();
-  if (!joined.ok()) FL_LOG(ERROR) << ClientName(client) << ": " << joined.ToString();
+  FL_RETURN_IF_ERROR(c.runtime->Join().WithContext(ClientName(client)));
   return c;
+}
+
+Result<VirtualClient*> SimulationRun::Materialise(size_t client) {
+  auto it = active_.find(client);
+  if (it == active_.end()) {
+    FL_ASSIGN_OR_RETURN(VirtualClient c, NewVirtualClient(client));
+    it = active_.emplace(client, std::move(c)).first;
+  }
+  return &it->second;
 }
 
 void SimulationRun::Release(size_t client) { active_.erase(client); }
@@ -347,12 +355,9 @@ Status SimulationRun::ExecuteSyncTask(int worker, size_t client, const Task& tas
                                       TaskWork* task_work, std::atomic<uint64_t>* samples) {
   FL_ASSIGN_OR_RETURN(Trainer * trainer, byzantine_->Bind(*trainers_[worker], worker, client));
   // The client materialises for this task only: its link, runtime and data binding.
-  InProcessLink link(coordinator_.get(), split_.get(), Session{ClientId(client)});
-  ClientRuntime runtime(&link, RuntimeOptions(client));
-  runtime.set_keep_model_cache(false);
-  FL_RETURN_IF_ERROR(runtime.Join());
-  trainers_[worker]->UseLink(&link);
-  Result<ExecuteReport> executed = runtime.Execute(task, *trainer, cancel_);
+  FL_ASSIGN_OR_RETURN(VirtualClient c, NewVirtualClient(client));
+  trainers_[worker]->UseLink(c.link.get());
+  Result<ExecuteReport> executed = c.runtime->Execute(task, *trainer, cancel_);
   trainers_[worker]->UseLink(nullptr);
   FL_ASSIGN_OR_RETURN(ExecuteReport r, std::move(executed));
   *samples += r.train.num_examples;

@@ -100,10 +100,12 @@ class SimulationRun {
   // RegisterClients) and back.
   uint64_t ClientId(size_t client) const { return first_client_id_ + client; }
   size_t ClientIndex(uint64_t id) const { return static_cast<size_t>(id - first_client_id_); }
-  ClientRuntimeOptions RuntimeOptions(size_t client) const;
+  // Client `client`'s runtime over a link bound to its registered id, joined (without
+  // a call to the coordinator).
+  Result<VirtualClient> NewVirtualClient(size_t client) const;
   // Asynchronous mode: the client's materialised state, built on first use; Release
   // drops it once the client holds no task. Main thread only.
-  VirtualClient& Materialise(size_t client);
+  Result<VirtualClient*> Materialise(size_t client);
   void Release(size_t client);
 
   // ---- synchronous rounds ----

@@ -11,7 +11,10 @@
 #   start-up:  process start to the coordinator's "round 1 opened" log line (INFO);
 #   tasks/s:   updates of all rounds / (round 1 opened -> last round closed), evaluation
 #              of each round's model included;
-#   peak RSS:  /usr/bin/time -v "Maximum resident set size".
+#   peak RSS:  /usr/bin/time -v "Maximum resident set size";
+#   registered RSS: peak resident memory once every client is registered, before any
+#              training (fl-sim's INFO line "registered N virtual clients"): what the
+#              registry adds, without the allocator's noise of the training rounds.
 # The first N is the baseline of the ratios: memory beyond it is what the extra clients
 # cost (the registry), since every run trains the same number of clients per round.
 set -euo pipefail
@@ -36,10 +39,10 @@ day_seconds() { awk -v t="$1" 'BEGIN { n = split(t, a, ":"); print a[1] * 3600 +
 
 echo "fl-sim fmnist-cnn, sample:32, 1000 clients per round, $rounds rounds, $(nproc) cores," \
      "load $(cut -d' ' -f1 /proc/loadavg)"
-printf '| %s | %s | %s | %s | %s |\n' "N" "start-up (s)" "client tasks/s" "peak RSS (MB)" \
-       "RSS - first N (bytes per extra client)"
-printf '|---|---|---|---|---|\n'
-base_rss="" base_n=""
+printf '| %s | %s | %s | %s | %s | %s |\n' "N" "start-up (s)" "client tasks/s" "peak RSS (MB)" \
+       "registered RSS (MB)" "registered RSS - first N's, per extra client (bytes)"
+printf '|---|---|---|---|---|---|\n'
+base_reg="" base_n=""
 for n in "${sizes[@]}"; do
   log="$work/run-$n.log"
   start="$(date -u +%H:%M:%S.%N)"
@@ -50,10 +53,11 @@ for n in "${sizes[@]}"; do
   closed="$(grep 'closed:' "$log" | tail -1 | awk '{print $2}')"
   updates="$(grep 'closed:' "$log" | awk '{ s += $7 } END { print s }')"
   rss_kb="$(grep 'Maximum resident' "$log" | awk '{print $NF}')"
+  reg_kb="$(grep -m1 'virtual clients in' "$log" | sed 's/.*peak resident \([0-9]*\) kB.*/\1/')"
   s0="$(day_seconds "$start")" s1="$(day_seconds "$opened")" s2="$(day_seconds "$closed")"
-  if [ -z "$base_rss" ]; then base_rss="$rss_kb" base_n="$n"; fi
+  if [ -z "$base_reg" ]; then base_reg="$reg_kb" base_n="$n"; fi
   awk -v n="$n" -v s0="$s0" -v s1="$s1" -v s2="$s2" -v u="$updates" -v r="$rss_kb" \
-      -v br="$base_rss" -v bn="$base_n" 'BEGIN {
-    extra = n > bn ? sprintf("%.0f", (r - br) * 1024 / (n - bn)) : "-";
-    printf "| %d | %.1f | %.0f | %.0f | %s |\n", n, s1 - s0, u / (s2 - s1), r / 1024, extra }'
+      -v g="$reg_kb" -v bg="$base_reg" -v bn="$base_n" 'BEGIN {
+    extra = n > bn ? sprintf("%.0f", (g - bg) * 1024 / (n - bn)) : "-";
+    printf "| %d | %.1f | %.0f | %.0f | %.0f | %s |\n", n, s1 - s0, u / (s2 - s1), r / 1024, g / 1024, extra }'
 done
