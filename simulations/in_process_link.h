@@ -4,7 +4,9 @@
 // A ServerLink that calls a Coordinator in the same process: fl-sim's transport and the
 // tests' fake network. Same validation path as gRPC (the Coordinator does it all), so
 // the same codes (fl/server_link.h); every call but Join needs the session of a Join,
-// as over gRPC. It never retries a call.
+// as over gRPC, except on a link made for a registered client (fl-sim's virtual
+// clients, Coordinator::RegisterClients), which holds its session from the start. It
+// never retries a call.
 
 #include <optional>
 #include <string>
