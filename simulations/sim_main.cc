@@ -203,6 +203,7 @@ int Run(int argc, char** argv) {
   Result<SimulationResult> result = RunSimulation(config, progress);
   if (line_open) std::cerr << "\n";
   if (!result.ok()) return Fail(result.status(), 1);
+  if (result->mpi_worker) return 0;
   std::cerr << kProgram << ": wrote metrics.csv, metrics.jsonl, accuracy_bytes.svg, run.db in "
             << result->out_dir << "\n";
   char line[256];

@@ -34,6 +34,7 @@
 #include "simulations/byzantine.h"
 #include "simulations/deferred_push_link.h"
 #include "simulations/in_process_link.h"
+#include "simulations/mpi_backend.h"
 #include "simulations/simulator.h"
 #include "simulations/virtual_clock.h"
 #include "simulations/worker_pool.h"
@@ -144,6 +145,9 @@ class SimulationRun {
   VirtualClockOptions clock_options_;
   bool async_ = false;
   bool overlap_ = false;  // client.overlap, asynchronous mode only
+
+  // Under mpirun with several ranks (mpi_backend.h); null otherwise. Destroyed last.
+  std::unique_ptr<MpiBackend> mpi_;
 
   // ---- the federation (declared in setup order; destroyed in reverse) ----
   std::unique_ptr<Workload> workload_;

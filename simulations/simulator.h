@@ -93,6 +93,9 @@ struct SimulationResult {
   uint64_t byzantine_updates = 0;  // sent by attacking clients (byzantine.h), all rounds
   double sim_time_s = 0;         // simulated seconds of the whole run (0 without the clock)
   std::string out_dir;
+  // Under mpirun: this process is a rank other than 0, which trained its share of every
+  // round; rank 0 holds the results (everything above is empty here).
+  bool mpi_worker = false;
 };
 
 // Progress reports while the simulation runs. Calls are serialized but may come from
