@@ -308,7 +308,10 @@ class OpenMpiBackend final : public MpiBackend {
 
   Status CheckSupport(const Config& config, Strategy* strategy, const ParamSet& initial,
                       bool split_body) const override {
-    const std::string algorithm = config.GetString("algorithm.name");
+    std::string algorithm = config.GetString("algorithm.name");
+    if (config.Has("algorithm.aggregator") && config.GetString("algorithm.aggregator") != "mean") {
+      algorithm += " (aggregator " + config.GetString("algorithm.aggregator") + ")";
+    }
     const std::string prefix = "mpirun -np " + std::to_string(size_) + ": ";
     FL_ASSIGN_OR_RETURN(CoordinatorOptions options, CoordinatorOptionsFromConfig(config));
     if (options.mode != CoordinatorMode::kSync) {

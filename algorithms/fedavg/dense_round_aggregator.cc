@@ -109,6 +109,7 @@ Status DenseRoundAggregator::MergeSerializedPartial(std::string_view partial) {
               n * sizeof(double));
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(sums[i])) return BadPartial("non-finite sum at index " + std::to_string(i));
+    if (count == 0 && sums[i] != 0) return BadPartial("nonzero sum in an empty partial");
   }
   FL_RETURN_IF_ERROR(acc.MergeSums(sums, count, weight));
   fold_.AddLossSum(loss_sum);
