@@ -343,6 +343,8 @@ class OpenMpiBackend final : public MpiBackend {
       return Status::Internal("StartRound: no work, or a model other than the round's");
     }
     round_ = work.front().second.round;
+    round_clients_.clear();
+    for (const auto& item : work) round_clients_.push_back(item.first);
     std::string message = EncodeRound(work, model);
     return Broadcast(&message);
   }
@@ -356,7 +358,11 @@ class OpenMpiBackend final : public MpiBackend {
       FL_RETURN_IF_ERROR(DecodePartial(message, &partial, &records));
       std::vector<Coordinator::RemoteUpdate> updates;
       for (RemoteRecord& r : records) {
-        if (r.k >= task_work->size()) return Status::DataLoss("rank reported an unknown task");
+        if (r.k >= round_clients_.size() || r.update.client_name != ClientName(round_clients_[r.k])) {
+          return Status::DataLoss("rank " + std::to_string(child) + " reported work item " +
+                                  std::to_string(r.k) + " for \"" + r.update.client_name +
+                                  "\", which is not this round's");
+        }
         (*task_work)[r.k] = r.work;
         *samples += r.work.examples;
         r.update.bytes_down = r.work.bytes_down;
@@ -481,6 +487,7 @@ class OpenMpiBackend final : public MpiBackend {
   const int rank_;
   const int size_;
   uint64_t round_ = 0;  // rank 0: the round StartRound sent
+  std::vector<size_t> round_clients_;  // ... and its clients, by work item
   bool clean_ = false;  // MPI is finalized only after a run that ended in order
 };
 
