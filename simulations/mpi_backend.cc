@@ -2,12 +2,15 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "algorithms/registry.h"
 #include "client/client_runtime.h"
@@ -48,6 +51,19 @@ Status MpiError(const char* call, int code) {
     const int fl_mpi_code = (call);                                        \
     if (fl_mpi_code != MPI_SUCCESS) return MpiError(#call, fl_mpi_code);   \
   } while (0)
+
+// Waits for a nonblocking operation by testing it every 100 us instead of spinning in a
+// blocking call: a rank waits through whole rounds (rank 0 evaluating, slower ranks
+// training), and OpenMPI's blocking calls busy-poll, taking a core from the ranks that
+// work when ranks share or oversubscribe the machine.
+Status Await(MPI_Request* request) {
+  while (true) {
+    int done = 0;
+    FL_MPI_CALL(MPI_Test(request, &done, MPI_STATUS_IGNORE));
+    if (done) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
 
 Status CheckMessageSize(size_t bytes) {
   if (bytes <= static_cast<size_t>(INT_MAX)) return Status::Ok();
@@ -124,10 +140,32 @@ struct RoundMessage {
   uint64_t round = 0;
   ModelSnapshot model;
   MpiBackend::Work work;
+  std::vector<uint32_t> rank_of;  // by work item
 };
 
-// kind, round, version, wire bytes, LP(model), count, then per work item its client and LP(task).
-std::string EncodeRound(const MpiBackend::Work& work, const ModelSnapshot& model) {
+// Work item k's rank: largest clients first, each to the rank with the fewest examples
+// so far (ties: the lowest rank), a greedy schedule within 4/3 of the best makespan.
+std::vector<uint32_t> AssignRanks(const MpiBackend::Work& work, const Workload& workload,
+                                  int ranks) {
+  std::vector<size_t> order(work.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return workload.ClientSize(work[a].first) > workload.ClientSize(work[b].first);
+  });
+  std::vector<uint64_t> load(static_cast<size_t>(ranks), 0);
+  std::vector<uint32_t> rank_of(work.size(), 0);
+  for (size_t k : order) {
+    const auto least = std::min_element(load.begin(), load.end());
+    rank_of[k] = static_cast<uint32_t>(least - load.begin());
+    *least += std::max<uint64_t>(workload.ClientSize(work[k].first), 1);
+  }
+  return rank_of;
+}
+
+// kind, round, version, wire bytes, LP(model), count, then per work item its client,
+// its rank and LP(task).
+std::string EncodeRound(const MpiBackend::Work& work, const std::vector<uint32_t>& rank_of,
+                        const ModelSnapshot& model) {
   std::string out;
   PutU32(&out, kRoundMessage);
   PutU64(&out, work.front().second.round);
@@ -135,10 +173,11 @@ std::string EncodeRound(const MpiBackend::Work& work, const ModelSnapshot& model
   PutU64(&out, model.wire_bytes);
   PutLengthPrefixed(&out, SerializeParamSet(*model.params));
   PutU64(&out, work.size());
-  for (const auto& [client, task] : work) {
+  for (size_t k = 0; k < work.size(); ++k) {
     v1::Task proto;
-    ToProto(task, &proto);
-    PutU64(&out, client);
+    ToProto(work[k].second, &proto);
+    PutU64(&out, work[k].first);
+    PutU32(&out, rank_of[k]);
     PutLengthPrefixed(&out, proto.SerializeAsString());
   }
   return out;
@@ -163,13 +202,15 @@ Result<RoundMessage> DecodeRound(std::string_view bytes) {
   m.model.params = std::make_shared<const ParamSet>(std::move(params));
   for (uint64_t i = 0; i < n; ++i) {
     uint64_t client = 0;
+    uint32_t rank = 0;
     std::string task_bytes;
     v1::Task proto;
-    if (!in.U64(&client) || !in.LengthPrefixed(&task_bytes) || !proto.ParseFromString(task_bytes)) {
+    if (!in.U64(&client) || !in.U32(&rank) || !in.LengthPrefixed(&task_bytes) || !proto.ParseFromString(task_bytes)) {
       return Status::DataLoss("round message: task " + std::to_string(i) + " does not parse");
     }
     FL_ASSIGN_OR_RETURN(Task task, FromProto(proto));
     m.work.emplace_back(client, std::move(task));
+    m.rank_of.push_back(rank);
   }
   return m;
 }
@@ -338,14 +379,20 @@ class OpenMpiBackend final : public MpiBackend {
     return partial.status();
   }
 
-  Status StartRound(const Work& work, const ModelSnapshot& model) override {
+  bool Trains(size_t k) const override {
+    return k < rank_of_.size() && rank_of_[k] == static_cast<uint32_t>(rank_);
+  }
+
+  Status StartRound(const Work& work, const Workload& workload,
+                    const ModelSnapshot& model) override {
     if (work.empty() || model.params == nullptr || model.version != work.front().second.model_version) {
       return Status::Internal("StartRound: no work, or a model other than the round's");
     }
     round_ = work.front().second.round;
     round_clients_.clear();
     for (const auto& item : work) round_clients_.push_back(item.first);
-    std::string message = EncodeRound(work, model);
+    rank_of_ = AssignRanks(work, workload, size_);
+    std::string message = EncodeRound(work, rank_of_, model);
     return Broadcast(&message);
   }
 
@@ -389,6 +436,7 @@ class OpenMpiBackend final : public MpiBackend {
       FL_RETURN_IF_ERROR(Broadcast(&bytes));
       FL_ASSIGN_OR_RETURN(RoundMessage m, DecodeRound(bytes));
       if (m.end) break;
+      rank_of_ = m.rank_of;
       FL_RETURN_IF_ERROR(ServeRound(m, &t).WithContext("rank " + std::to_string(rank_) +
                                                        " round " + std::to_string(m.round)));
     }
@@ -441,9 +489,10 @@ class OpenMpiBackend final : public MpiBackend {
     }
     FL_ASSIGN_OR_RETURN(std::string message, fold.Message());
     FL_RETURN_IF_ERROR(CheckMessageSize(message.size()));
-    FL_MPI_CALL(MPI_Send(message.data(), static_cast<int>(message.size()), MPI_BYTE,
-                         TreeParent(rank_), kPartialTag, MPI_COMM_WORLD));
-    return Status::Ok();
+    MPI_Request sent;
+    FL_MPI_CALL(MPI_Isend(message.data(), static_cast<int>(message.size()), MPI_BYTE,
+                          TreeParent(rank_), kPartialTag, MPI_COMM_WORLD, &sent));
+    return Await(&sent);
   }
 
   Status TrainClient(size_t k, const RoundMessage& m, RankFold* fold, WorkloadWorker* worker,
@@ -466,21 +515,29 @@ class OpenMpiBackend final : public MpiBackend {
   // Rank 0 sends *message; every other rank receives into it.
   Status Broadcast(std::string* message) const {
     uint64_t size = message->size();
-    FL_MPI_CALL(MPI_Bcast(&size, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD));
+    MPI_Request request;
+    FL_MPI_CALL(MPI_Ibcast(&size, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD, &request));
+    FL_RETURN_IF_ERROR(Await(&request));
     FL_RETURN_IF_ERROR(CheckMessageSize(size));
     message->resize(size);
-    FL_MPI_CALL(MPI_Bcast(message->data(), static_cast<int>(size), MPI_BYTE, 0, MPI_COMM_WORLD));
-    return Status::Ok();
+    FL_MPI_CALL(MPI_Ibcast(message->data(), static_cast<int>(size), MPI_BYTE, 0, MPI_COMM_WORLD,
+                           &request));
+    return Await(&request);
   }
 
   Result<std::string> Receive(int from) const {
     MPI_Status status;
-    FL_MPI_CALL(MPI_Probe(from, kPartialTag, MPI_COMM_WORLD, &status));
+    for (int arrived = 0; !arrived;) {
+      FL_MPI_CALL(MPI_Iprobe(from, kPartialTag, MPI_COMM_WORLD, &arrived, &status));
+      if (!arrived) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
     int count = 0;
     FL_MPI_CALL(MPI_Get_count(&status, MPI_BYTE, &count));
     std::string message(static_cast<size_t>(count), '\0');
-    FL_MPI_CALL(MPI_Recv(message.data(), count, MPI_BYTE, from, kPartialTag, MPI_COMM_WORLD,
-                         MPI_STATUS_IGNORE));
+    MPI_Request request;
+    FL_MPI_CALL(MPI_Irecv(message.data(), count, MPI_BYTE, from, kPartialTag, MPI_COMM_WORLD,
+                          &request));
+    FL_RETURN_IF_ERROR(Await(&request));
     return message;
   }
 
@@ -488,6 +545,7 @@ class OpenMpiBackend final : public MpiBackend {
   const int size_;
   uint64_t round_ = 0;  // rank 0: the round StartRound sent
   std::vector<size_t> round_clients_;  // ... and its clients, by work item
+  std::vector<uint32_t> rank_of_;       // the current round's rank of each work item
   bool clean_ = false;  // MPI is finalized only after a run that ended in order
 };
 

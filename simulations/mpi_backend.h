@@ -11,9 +11,10 @@
 // children and sends the result to its parent, along a binomial tree over the ranks with
 // children received in a fixed order (not MPI_Reduce, whose order is unspecified).
 //
-// Client k of a round (in the order fl-sim sorts the round's work) trains on rank
-// k mod P, with the seed the Coordinator gave its task and sim.threads_per_worker
-// threads, so every client's update is the one a single process computes. Sums are fp64
+// Rank 0 assigns a round's clients to ranks largest first, each to the rank with the
+// fewest examples so far (so the round does not wait on one overloaded rank). A client
+// trains with the seed the Coordinator gave its task and sim.threads_per_worker threads
+// wherever it runs, so every client's update is the one a single process computes. Sums are fp64
 // (agg/weighted_accumulator.h): the global model is bitwise the single-process one
 // except when a mean lies within fp64 rounding of a float32 rounding boundary.
 //
@@ -37,6 +38,7 @@
 #include "fl/task.h"
 #include "server/coordinator.h"
 #include "simulations/virtual_clock.h"
+#include "simulations/workload.h"
 
 namespace fl::internal {
 
@@ -44,7 +46,7 @@ namespace fl::internal {
 // (MPI is initialized with MPI_THREAD_FUNNELED).
 class MpiBackend {
  public:
-  // A round's tasks, by client index, in the order their index k assigns them to ranks.
+  // A round's tasks, by client index.
   using Work = std::vector<std::pair<size_t, Task>>;
 
   // Initializes MPI when this process was started by mpirun with more than one rank and
@@ -65,12 +67,14 @@ class MpiBackend {
   // workload with a split body (`split_body`). Every rank checks.
   virtual Status CheckSupport(const Config& config, Strategy* strategy, const ParamSet& initial,
                               bool split_body) const = 0;
-  // Whether work item k of a round trains on this rank.
-  bool Trains(size_t k) const { return k % static_cast<size_t>(size()) == static_cast<size_t>(rank()); }
+  // Whether work item k of the current round trains on this rank.
+  virtual bool Trains(size_t k) const = 0;
 
   // ---- rank 0 ----
-  // Sends round `work` and the model it is based on to every rank.
-  virtual Status StartRound(const Work& work, const ModelSnapshot& model) = 0;
+  // Assigns round `work` to the ranks by the sizes of its clients in `workload` and sends
+  // it, with the model it is based on, to every rank.
+  virtual Status StartRound(const Work& work, const Workload& workload,
+                            const ModelSnapshot& model) = 0;
   // Receives the partial aggregates of rank 0's children in order and merges each into
   // the coordinator's open round; fills task_work for the work items other ranks trained
   // and adds their examples to *samples.

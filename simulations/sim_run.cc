@@ -298,7 +298,9 @@ Status SimulationRun::TrainSyncRound(const Work& work, std::vector<TaskWork>* ta
   std::atomic<uint64_t> finished{0};
   Status first_error;
   std::mutex error_mu;
-  if (mpi_ != nullptr) FL_RETURN_IF_ERROR(mpi_->StartRound(work, coordinator_->CurrentModel()));
+  if (mpi_ != nullptr) {
+    FL_RETURN_IF_ERROR(mpi_->StartRound(work, *workload_, coordinator_->CurrentModel()));
+  }
   pool_->Run(work.size(), [&](int w, size_t k) {
     if (cancel_.cancelled() || (mpi_ != nullptr && !mpi_->Trains(k))) return;
     const auto& [client, task] = work[k];
