@@ -5,18 +5,16 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
-#include <cstdlib>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "algorithms/registry.h"
 #include "client/client_runtime.h"
 #include "codec/byte_io.h"
 #include "codec/param_io.h"
-#include "core/logging.h"
 #include "crypto/update_digest.h"
 #include "fl/server_link.h"
 #include "fl/v1/fl.pb.h"
@@ -37,7 +35,6 @@ constexpr uint32_t kRoundMessage = 1;
 constexpr uint32_t kEndMessage = 2;
 // Tag of a partial aggregate sent up the tree.
 constexpr int kPartialTag = 7;
-
 
 Status MpiError(const char* call, int code) {
   char text[MPI_MAX_ERROR_STRING];
