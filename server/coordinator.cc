@@ -1852,9 +1852,9 @@ Status Coordinator::MergeRemotePartial(uint64_t round, const std::vector<RemoteU
     const uint64_t id = named == d.names.end() ? 0 : named->second;
     if (id == 0 || d.selected.count(id) == 0 || d.accepted_sha.count(id) > 0 ||
         std::find(ids.begin(), ids.end(), id) != ids.end()) {
-      return Status::FailedPrecondition("client \"" + u.client_name +
-                                        "\" is unknown, not selected for round " +
-                                        std::to_string(round) + ", already reported, or listed twice");
+      return Status::FailedPrecondition(
+          "client \"" + u.client_name + "\" is unknown, not selected for round " +
+          std::to_string(round) + ", already reported, or listed twice");
     }
     ids.push_back(id);
   }
@@ -1872,7 +1872,9 @@ Status Coordinator::MergeRemotePartial(uint64_t round, const std::vector<RemoteU
     entry.sha256_hex = HexEncode(u.sha256);
     entry.created_at = d.env->NowUnixSeconds();
     Status stored = d.store->AppendLedger(entry).status();
-    if (!stored.ok()) FL_LOG(ERROR) << "ledger row of " << u.client_name << ": " << stored.ToString();
+    if (!stored.ok()) {
+      FL_LOG(ERROR) << "ledger row of " << u.client_name << ": " << stored.ToString();
+    }
     d.accepted_sha[id] = u.sha256;
     d.bytes_up += u.bytes;
     d.bytes_down += u.bytes_down;

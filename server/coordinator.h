@@ -240,12 +240,12 @@ class Coordinator {
   // One client's update of a synchronous round, folded into a partial aggregate outside
   // the coordinator (fl-sim's MPI ranks, simulations/mpi_backend.h).
   struct RemoteUpdate {
-    std::string client_name;     // as it joined
-    uint64_t bytes = 0;          // payload bytes
-    uint64_t bytes_down = 0;     // model bytes it downloaded (from its rank)
-    double weight = 0;           // the weight folded (after update_policy)
-    bool weight_clipped = false; // update_policy clipped the claimed weight
-    std::string sha256;          // of the payload (32 raw bytes)
+    std::string client_name;      // as it joined
+    uint64_t bytes = 0;           // payload bytes
+    uint64_t bytes_down = 0;      // model bytes it downloaded (from its rank)
+    double weight = 0;            // the weight folded (after update_policy)
+    bool weight_clipped = false;  // update_policy clipped the claimed weight
+    std::string sha256;           // of the payload (32 raw bytes)
   };
   // Merges `partial` (RoundAggregator::SerializePartial of round `round`'s algorithm),
   // which folded exactly `updates`, into the open round, and accepts each update as

@@ -43,10 +43,10 @@ Status MpiError(const char* call, int code) {
   return Status::Internal(std::string(call) + ": " + std::string(text, length));
 }
 
-#define FL_MPI_CALL(call)                                                  \
-  do {                                                                     \
-    const int fl_mpi_code = (call);                                        \
-    if (fl_mpi_code != MPI_SUCCESS) return MpiError(#call, fl_mpi_code);   \
+#define FL_MPI_CALL(call)                                                \
+  do {                                                                   \
+    const int fl_mpi_code = (call);                                      \
+    if (fl_mpi_code != MPI_SUCCESS) return MpiError(#call, fl_mpi_code); \
   } while (0)
 
 // Waits for a nonblocking operation by testing it every 100 us instead of spinning in a
@@ -202,7 +202,8 @@ Result<RoundMessage> DecodeRound(std::string_view bytes) {
     uint32_t rank = 0;
     std::string task_bytes;
     v1::Task proto;
-    if (!in.U64(&client) || !in.U32(&rank) || !in.LengthPrefixed(&task_bytes) || !proto.ParseFromString(task_bytes)) {
+    if (!in.U64(&client) || !in.U32(&rank) || !in.LengthPrefixed(&task_bytes) ||
+        !proto.ParseFromString(task_bytes)) {
       return Status::DataLoss("round message: task " + std::to_string(i) + " does not parse");
     }
     FL_ASSIGN_OR_RETURN(Task task, FromProto(proto));
@@ -224,10 +225,9 @@ class RankFold {
   // work item k. The aggregator validates the content.
   Status Fold(uint64_t k, const std::string& client_name, const Payload& payload) {
     if (payload.meta.base_version != version_) {
-      return Status::FailedPrecondition("update computed against version " +
-                                        std::to_string(payload.meta.base_version) +
-                                        " but the round is based on version " +
-                                        std::to_string(version_));
+      return Status::FailedPrecondition(
+          "update computed against version " + std::to_string(payload.meta.base_version) +
+          " but the round is based on version " + std::to_string(version_));
     }
     RemoteRecord r;
     r.k = k;
@@ -359,12 +359,13 @@ class OpenMpiBackend final : public MpiBackend {
       return Status::InvalidArgument(prefix + "byzantine.fraction > 0 is not spread over ranks");
     }
     if (options.norm_bound > 0 || options.norm_bound_quantile > 0) {
-      return Status::InvalidArgument(
-          prefix + "norm bounding needs every update's norm at the coordinator");
+      return Status::InvalidArgument(prefix +
+                                     "norm bounding needs every update's norm at the coordinator");
     }
     if (split_body) {
-      return Status::InvalidArgument(prefix + "a split-learning workload needs the server's "
-                                              "body in every client's process");
+      return Status::InvalidArgument(prefix +
+                                     "a split-learning workload needs the server's "
+                                     "body in every client's process");
     }
     std::unique_ptr<RoundAggregator> probe = strategy->NewRoundAggregator(initial, 1);
     Result<std::string> partial = probe->SerializePartial();
@@ -382,7 +383,8 @@ class OpenMpiBackend final : public MpiBackend {
 
   Status StartRound(const Work& work, const Workload& workload,
                     const ModelSnapshot& model) override {
-    if (work.empty() || model.params == nullptr || model.version != work.front().second.model_version) {
+    if (work.empty() || model.params == nullptr ||
+        model.version != work.front().second.model_version) {
       return Status::Internal("StartRound: no work, or a model other than the round's");
     }
     round_ = work.front().second.round;
@@ -402,7 +404,8 @@ class OpenMpiBackend final : public MpiBackend {
       FL_RETURN_IF_ERROR(DecodePartial(message, &partial, &records));
       std::vector<Coordinator::RemoteUpdate> updates;
       for (RemoteRecord& r : records) {
-        if (r.k >= round_clients_.size() || r.update.client_name != ClientName(round_clients_[r.k])) {
+        if (r.k >= round_clients_.size() ||
+            r.update.client_name != ClientName(round_clients_[r.k])) {
           return Status::DataLoss("rank " + std::to_string(child) + " reported work item " +
                                   std::to_string(r.k) + " for \"" + r.update.client_name +
                                   "\", which is not this round's");
@@ -434,8 +437,8 @@ class OpenMpiBackend final : public MpiBackend {
       FL_ASSIGN_OR_RETURN(RoundMessage m, DecodeRound(bytes));
       if (m.end) break;
       rank_of_ = m.rank_of;
-      FL_RETURN_IF_ERROR(ServeRound(m, &t).WithContext("rank " + std::to_string(rank_) +
-                                                       " round " + std::to_string(m.round)));
+      FL_RETURN_IF_ERROR(ServeRound(m, &t).WithContext("rank " + std::to_string(rank_) + " round " +
+                                                       std::to_string(m.round)));
     }
     clean_ = true;
     return Status::Ok();
@@ -481,8 +484,8 @@ class OpenMpiBackend final : public MpiBackend {
     for (const Status& s : outcome) FL_RETURN_IF_ERROR(s);
     for (int child : TreeChildren(rank_, size_)) {
       FL_ASSIGN_OR_RETURN(std::string message, Receive(child));
-      FL_RETURN_IF_ERROR(fold.MergeChild(message).WithContext("partial of rank " +
-                                                              std::to_string(child)));
+      FL_RETURN_IF_ERROR(
+          fold.MergeChild(message).WithContext("partial of rank " + std::to_string(child)));
     }
     FL_ASSIGN_OR_RETURN(std::string message, fold.Message());
     FL_RETURN_IF_ERROR(CheckMessageSize(message.size()));
@@ -517,8 +520,8 @@ class OpenMpiBackend final : public MpiBackend {
     FL_RETURN_IF_ERROR(Await(&request));
     FL_RETURN_IF_ERROR(CheckMessageSize(size));
     message->resize(size);
-    FL_MPI_CALL(MPI_Ibcast(message->data(), static_cast<int>(size), MPI_BYTE, 0, MPI_COMM_WORLD,
-                           &request));
+    FL_MPI_CALL(
+        MPI_Ibcast(message->data(), static_cast<int>(size), MPI_BYTE, 0, MPI_COMM_WORLD, &request));
     return Await(&request);
   }
 
@@ -532,18 +535,18 @@ class OpenMpiBackend final : public MpiBackend {
     FL_MPI_CALL(MPI_Get_count(&status, MPI_BYTE, &count));
     std::string message(static_cast<size_t>(count), '\0');
     MPI_Request request;
-    FL_MPI_CALL(MPI_Irecv(message.data(), count, MPI_BYTE, from, kPartialTag, MPI_COMM_WORLD,
-                          &request));
+    FL_MPI_CALL(
+        MPI_Irecv(message.data(), count, MPI_BYTE, from, kPartialTag, MPI_COMM_WORLD, &request));
     FL_RETURN_IF_ERROR(Await(&request));
     return message;
   }
 
   const int rank_;
   const int size_;
-  uint64_t round_ = 0;  // rank 0: the round StartRound sent
+  uint64_t round_ = 0;                 // rank 0: the round StartRound sent
   std::vector<size_t> round_clients_;  // ... and its clients, by work item
-  std::vector<uint32_t> rank_of_;       // the current round's rank of each work item
-  bool clean_ = false;  // MPI is finalized only after a run that ended in order
+  std::vector<uint32_t> rank_of_;      // the current round's rank of each work item
+  bool clean_ = false;                 // MPI is finalized only after a run that ended in order
 };
 
 }  // namespace

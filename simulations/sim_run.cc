@@ -62,8 +62,8 @@ Result<SimulationResult> SimulationRun::Run() {
   FL_RETURN_IF_ERROR(ReadOptions());
   FL_ASSIGN_OR_RETURN(ParamSet initial, LoadData());
   if (mpi_ != nullptr) {
-    FL_RETURN_IF_ERROR(mpi_->CheckSupport(config_, strategy_.get(), initial,
-                                          workload_->SplitBody().has_value()));
+    FL_RETURN_IF_ERROR(
+        mpi_->CheckSupport(config_, strategy_.get(), initial, workload_->SplitBody().has_value()));
   }
   FL_RETURN_IF_ERROR(OpenCoordinator(initial));
   FL_RETURN_IF_ERROR(OpenRunRecord());

@@ -105,8 +105,7 @@ Status DenseRoundAggregator::MergeSerializedPartial(std::string_view partial) {
                       " are not a fold's");
   }
   std::vector<double> sums(n);
-  std::memcpy(sums.data(), partial.data() + (partial.size() - in.remaining()),
-              n * sizeof(double));
+  std::memcpy(sums.data(), partial.data() + (partial.size() - in.remaining()), n * sizeof(double));
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(sums[i])) return BadPartial("non-finite sum at index " + std::to_string(i));
     if (count == 0 && sums[i] != 0) return BadPartial("nonzero sum in an empty partial");

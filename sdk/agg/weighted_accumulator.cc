@@ -58,9 +58,9 @@ Status WeightedAccumulator::MergeWith(WeightedAccumulator&& other) {
 Status WeightedAccumulator::MergeSums(std::span<const double> sums, uint64_t count,
                                       double total_weight) {
   if (sums.size() != sums_.size()) {
-    return Status::InvalidArgument("WeightedAccumulator::MergeSums: " +
-                                   std::to_string(sums.size()) + " sums, expected " +
-                                   std::to_string(sums_.size()));
+    return Status::InvalidArgument(
+        "WeightedAccumulator::MergeSums: " + std::to_string(sums.size()) + " sums, expected " +
+        std::to_string(sums_.size()));
   }
   double* a = sums_.data();
   for (size_t i = 0; i < sums_.size(); ++i) a[i] += sums[i];

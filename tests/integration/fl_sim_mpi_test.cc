@@ -2,6 +2,8 @@
 // and spread over 2 and 4 ranks (4 oversubscribe a 2-core machine) ends with the same
 // global model, bit for bit, and the same per-round records; an algorithm without
 // partial aggregates is refused by name.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -12,8 +14,6 @@
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "subprocess.h"
 
 namespace fl::internal {
@@ -21,10 +21,9 @@ namespace {
 
 // 8 clients on 2,000 images, 4 per round, 3 rounds: a few seconds per run.
 const std::vector<std::string> kRunArgs = {
-    "run",          "--preset",     "fmnist-cnn", "--clients",         "8",
-    "--clients-per-round", "4",     "--rounds",   "3",                 "--train-examples",
-    "2000",         "--test-examples", "1000",    "--partition",       "iid",
-    "--progress",   "none"};
+    "run",  "--preset",    "fmnist-cnn", "--clients",        "8",    "--clients-per-round",
+    "4",    "--rounds",    "3",          "--train-examples", "2000", "--test-examples",
+    "1000", "--partition", "iid",        "--progress",       "none"};
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -431,10 +431,12 @@ TEST_F(CoordinatorTest, RemotePartialMergesLikePushedUpdates) {
   auto pushed_links = JoinedLinks(pushed->get(), 3);
   auto merged_links = JoinedLinks(merged->get(), 3);
   std::vector<Payload> updates;
-  for (int i = 0; i < 3; ++i) updates.push_back(TrainUpdate(*pushed_links[i], *MakeTrainer(50 + i)));
+  for (int i = 0; i < 3; ++i)
+    updates.push_back(TrainUpdate(*pushed_links[i], *MakeTrainer(50 + i)));
   std::vector<RoundSummary> summaries;
   for (Coordinator* c : {pushed->get(), merged->get()}) {
-    c->SetRoundCallback([&](const RoundSummary& s, const ModelSnapshot&) { summaries.push_back(s); });
+    c->SetRoundCallback(
+        [&](const RoundSummary& s, const ModelSnapshot&) { summaries.push_back(s); });
   }
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(pushed_links[i]->PushUpdate(updates[i]).ok());
 
