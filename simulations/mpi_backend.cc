@@ -336,9 +336,12 @@ struct RankTrainers {
 
 class OpenMpiBackend final : public MpiBackend {
  public:
-  OpenMpiBackend(int rank, int size) : rank_(rank), size_(size) {}
+  // `owns_mpi`: this backend initialized MPI (and finalizes it), rather than the program
+  // that embeds the simulation (fl/simulation.h).
+  OpenMpiBackend(int rank, int size, bool owns_mpi)
+      : rank_(rank), size_(size), owns_mpi_(owns_mpi) {}
   ~OpenMpiBackend() override {
-    if (clean_) MPI_Finalize();
+    if (clean_ && owns_mpi_) MPI_Finalize();
   }
 
   int rank() const override { return rank_; }
@@ -546,6 +549,7 @@ class OpenMpiBackend final : public MpiBackend {
   uint64_t round_ = 0;                 // rank 0: the round StartRound sent
   std::vector<size_t> round_clients_;  // ... and its clients, by work item
   std::vector<uint32_t> rank_of_;      // the current round's rank of each work item
+  const bool owns_mpi_;
   bool clean_ = false;                 // MPI is finalized only after a run that ended in order
 };
 
@@ -553,12 +557,16 @@ class OpenMpiBackend final : public MpiBackend {
 
 Result<std::unique_ptr<MpiBackend>> MpiBackend::StartIfLaunched() {
   if (LaunchedWorldSize() <= 1) return std::unique_ptr<MpiBackend>();
-  int provided = 0;
-  FL_MPI_CALL(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+  int initialized = 0;
+  FL_MPI_CALL(MPI_Initialized(&initialized));
+  if (!initialized) {
+    int provided = 0;
+    FL_MPI_CALL(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+  }
   int rank = 0, size = 1;
   FL_MPI_CALL(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   FL_MPI_CALL(MPI_Comm_size(MPI_COMM_WORLD, &size));
-  return std::unique_ptr<MpiBackend>(new OpenMpiBackend(rank, size));
+  return std::unique_ptr<MpiBackend>(new OpenMpiBackend(rank, size, !initialized));
 }
 
 }  // namespace fl::internal

@@ -49,14 +49,16 @@ class MpiBackend {
   // A round's tasks, by client index.
   using Work = std::vector<std::pair<size_t, Task>>;
 
-  // Initializes MPI when this process was started by mpirun with more than one rank and
-  // returns its backend; null when fl-sim runs alone. FailedPrecondition if mpirun
+  // Initializes MPI (unless the program did) when this process was started by mpirun
+  // with more than one rank and returns its backend; null when fl-sim runs alone. Under
+  // mpirun, fl::RunSimulation (fl/simulation.h) returns the results on rank 0 only. FailedPrecondition if mpirun
   // started several ranks of an fl-sim built without MPI (each would run the whole
   // simulation into the same directory).
   static Result<std::unique_ptr<MpiBackend>> StartIfLaunched();
 
-  // Finalizes MPI after EndRun (rank 0) or ServeRounds (other ranks) succeeded; a rank
-  // that failed exits without it, which makes mpirun end the others.
+  // Finalizes MPI (if it initialized it) after EndRun (rank 0) or ServeRounds (other
+  // ranks) succeeded; a rank that failed exits without it, which makes mpirun end the
+  // others.
   virtual ~MpiBackend() = default;
 
   virtual int rank() const = 0;
