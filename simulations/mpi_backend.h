@@ -14,9 +14,12 @@
 // Rank 0 assigns a round's clients to ranks largest first, each to the rank with the
 // fewest examples so far (so the round does not wait on one overloaded rank). A client
 // trains with the seed the Coordinator gave its task and sim.threads_per_worker threads
-// wherever it runs, so every client's update is the one a single process computes. Sums are fp64
-// (agg/weighted_accumulator.h): the global model is bitwise the single-process one
-// except when a mean lies within fp64 rounding of a float32 rounding boundary.
+// wherever it runs, so every client's update is the one a single process computes.
+// Sums are fp64 (agg/weighted_accumulator.h): the global model is bitwise the
+// single-process one except when a mean lies within fp64 rounding of a float32 rounding
+// boundary. Rank 0 counts the other ranks' clients as the Coordinator's own (ledger rows,
+// bytes up and down, simulated time); their TrainStats::metrics are not forwarded (only
+// SFPrompt reports any, and it is refused).
 //
 // Needs an algorithm whose RoundAggregator implements SerializePartial (FedAvg, FedProx,
 // FedAdam), synchronous rounds, no Byzantine clients, no norm bounding and no split
