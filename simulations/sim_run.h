@@ -146,7 +146,8 @@ class SimulationRun {
   bool async_ = false;
   bool overlap_ = false;  // client.overlap, asynchronous mode only
 
-  // Under mpirun with several ranks (mpi_backend.h); null otherwise. Destroyed last.
+  // Under mpirun with several ranks (mpi_backend.h); null otherwise. Destroyed after
+  // the federation below, so MPI outlives every worker.
   std::unique_ptr<MpiBackend> mpi_;
 
   // ---- the federation (declared in setup order; destroyed in reverse) ----

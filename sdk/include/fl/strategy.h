@@ -59,7 +59,7 @@ class FL_EXPORT RoundAggregator {
   // hostile: InvalidArgument, with the aggregator unchanged, for a truncated or
   // oversized partial, another format, round or layout hash, or a non-finite or
   // negative sum or weight. Unimplemented by default; FailedPrecondition once consumed.
-  virtual Status MergeSerializedPartial(std::string_view partial) {
+  virtual Status MergeSerializedPartial(std::string_view /*partial*/) {
     return Status::Unimplemented("this aggregator cannot merge serialized partial state");
   }
 };
