@@ -1,0 +1,377 @@
+// Simulator efficiency: fl-sim's training samples per second on the fmnist-cnn preset
+// against centralised LibTorch training of the same model (the limit a simulator can
+// approach), in one binary and one run, and where fl-sim's remaining time goes.
+//
+//   sim_efficiency_bench [--rounds=5] [--workers=2] [--repeats=1] [--data_dir=DIR]
+//                        [--out=DIR] [--intra_cap=1] [--train_examples=0]
+//
+// fl-sim side: RunSimulation with fmnist-cnn's preset (100 clients, Dirichlet 0.5, 10 per
+// round, one local epoch of SGD, batch 32, lr 0.1, momentum 0.5), --workers workers x 1
+// LibTorch thread, evaluation only after the last round (it is outside train_seconds
+// anyway; the test set is cut to 1,000 images so the run's wall time is training).
+// Its rate is fl-sim's own: train_samples / sum of train_seconds, where a round's
+// train_seconds runs from the clients' polls to the round's close (pull, train, push,
+// aggregation, server step).
+//
+// Centralised side, the same number of examples, the same model (CreateImageClassifier,
+// the same initialization code and seed), batch size, SGD settings and total threads:
+//   data-parallel  --workers independent loops, one LibTorch thread each, each training
+//                  its own model on its share of the examples (no synchronisation: an
+//                  upper bound for any parallel trainer on these cores);
+//   intra-op       one loop with --workers LibTorch threads (stopped after --intra_cap
+//                  times the data-parallel time: on a shared machine its spinning
+//                  threads can collapse);
+//   TorchTrainer   --workers of fl-sim's own trainers, each bound to all 60,000 images
+//                  and trained once for the same share: the trainer's inner loop without
+//                  the federation, which separates the trainer's cost from the
+//                  federation's.
+// Every loop draws full batches from a per-epoch shuffle of all images, gathered with
+// index_select as fl-sim's trainer does. The baseline is the fastest of the first two;
+// ratio = fl-sim / baseline (target >= 0.9).
+//
+// The breakdown splits the workers' time (workers x train_seconds) with the phase times
+// of every executed task (client/client_runtime.h TaskTimes); "idle" is what no task
+// used: workers waiting for a round's last task, the polls that open a round, dispatch.
+// Batch gathering is timed inside the centralised data-parallel loop (fl-sim's trainer
+// gathers the same way, so it is part of "local training" there).
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "data/idx_reader.h"
+#include "simulations/simulator.h"
+#include "torch/models.h"
+#include "torch/tensor_image_data.h"
+#include "torch/torch_trainer.h"
+
+#ifndef FL_FASHION_MNIST_DIR
+#define FL_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+#endif
+
+namespace fl::internal {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+struct Flags {
+  int rounds = 5;
+  int workers = 2;
+  int repeats = 1;
+  int64_t train_examples = 0;  // fl-sim's data.train_examples (0 = all; smoke runs)
+  double intra_cap = 1;
+  std::string data_dir = FL_FASHION_MNIST_DIR;
+  std::string out;
+};
+
+bool Take(const std::string& arg, const std::string& name, std::string* value) {
+  const std::string prefix = "--" + name + "=";
+  if (arg.rfind(prefix, 0) != 0) return false;
+  *value = arg.substr(prefix.size());
+  return true;
+}
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags f;
+  f.out = (std::filesystem::temp_directory_path() /
+           ("sim_efficiency_bench_" + std::to_string(::getpid())))
+              .string();
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], v;
+    if (Take(arg, "rounds", &v)) f.rounds = std::stoi(v);
+    else if (Take(arg, "workers", &v)) f.workers = std::stoi(v);
+    else if (Take(arg, "repeats", &v)) f.repeats = std::stoi(v);
+    else if (Take(arg, "intra_cap", &v)) f.intra_cap = std::stod(v);
+    else if (Take(arg, "train_examples", &v)) f.train_examples = std::stoll(v);
+    else if (Take(arg, "data_dir", &v)) f.data_dir = v;
+    else if (Take(arg, "out", &v)) f.out = v;
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
+      std::exit(2);
+    }
+  }
+  return f;
+}
+
+void Check(const Status& s, const char* what) {
+  if (s.ok()) return;
+  std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
+  std::exit(1);
+}
+
+Config SimConfig(const Flags& f) {
+  nlohmann::json defaults = SimulatorConfigDefaults();
+  Result<nlohmann::json> preset = PresetValues("fmnist-cnn");
+  Check(preset.status(), "preset");
+  defaults.merge_patch(*preset);
+  Result<Config> config = Config::Build(
+      defaults, "",
+      {"data.dir=" + f.data_dir, "data.test_examples=1000",
+       "data.train_examples=" + std::to_string(f.train_examples),
+       "run.rounds=" + std::to_string(f.rounds),
+       "sim.workers=" + std::to_string(f.workers), "sim.threads_per_worker=1",
+       "sim.eval_every=1000000", "sim.progress=none", "sim.out_dir=" + f.out});
+  Check(config.status(), "config");
+  return *config;
+}
+
+// What a centralised run of one model trained with.
+struct Hyper {
+  int64_t batch = 32;
+  double lr = 0.1;
+  double momentum = 0.5;
+  double weight_decay = 0;
+  uint64_t seed = 1;
+};
+
+Hyper HyperOf(const Config& c) {
+  Hyper h;
+  h.batch = c.GetInt("train.batch_size");
+  h.lr = c.GetDouble("train.lr");
+  h.momentum = c.GetDouble("train.momentum");
+  h.weight_decay = c.GetDouble("train.weight_decay");
+  h.seed = static_cast<uint64_t>(c.GetInt("run.seed"));
+  return h;
+}
+
+struct LoopTimes {
+  uint64_t samples = 0;
+  double gather_seconds = 0;  // index_select of the batches
+};
+
+// The plain LibTorch loop: a fresh model trained with SGD on `samples` examples in full
+// batches from a per-epoch shuffle of `data`, on `threads` intra-op threads; stops early
+// once `deadline` passes.
+LoopTimes TrainCentralised(const TensorImageData& data, const Hyper& h, uint64_t samples,
+                           uint64_t seed, int threads, Clock::time_point deadline) {
+  SetTorchThreads(threads);
+  Result<std::shared_ptr<ImageClassifier>> created = CreateImageClassifier("cnn", h.seed);
+  Check(created.status(), "model");
+  std::shared_ptr<ImageClassifier> model = *created;
+  model->train();
+  torch::optim::SGD optimizer(
+      model->parameters(),
+      torch::optim::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay));
+  const int64_t n = data.size();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  LoopTimes t;
+  int64_t pos = n;
+  while (t.samples + static_cast<uint64_t>(h.batch) <= samples && Clock::now() < deadline) {
+    if (pos + h.batch > n) {
+      std::shuffle(order.begin(), order.end(), rng);
+      pos = 0;
+    }
+    const Clock::time_point gather = Clock::now();
+    torch::Tensor idx = torch::from_blob(order.data() + pos, {h.batch}, torch::kLong);
+    torch::Tensor x = data.images.index_select(0, idx);
+    torch::Tensor y = data.labels.index_select(0, idx);
+    t.gather_seconds += Since(gather);
+    optimizer.zero_grad();
+    torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    loss.backward();
+    optimizer.step();
+    pos += h.batch;
+    t.samples += static_cast<uint64_t>(h.batch);
+  }
+  return t;
+}
+
+// fl-sim's TorchTrainer bound to every image, trained once for `samples` examples.
+LoopTimes TrainWithTorchTrainer(std::shared_ptr<const TensorImageData> data, const Hyper& h,
+                                uint64_t samples, uint64_t seed) {
+  SetTorchThreads(1);
+  TorchTrainerOptions options;
+  options.init_seed = h.seed;
+  Result<std::unique_ptr<TorchTrainer>> trainer = TorchTrainer::Create(options, data, nullptr);
+  Check(trainer.status(), "trainer");
+  std::vector<int64_t> all(static_cast<size_t>(data->size()));
+  std::iota(all.begin(), all.end(), 0);
+  Check((*trainer)->BindExamples(std::move(all)), "bind");
+  TrainConfig tc;
+  tc.batch_size = static_cast<int>(h.batch);
+  tc.lr = h.lr;
+  tc.momentum = h.momentum;
+  tc.weight_decay = h.weight_decay;
+  tc.local_steps = static_cast<int>(static_cast<int64_t>(samples) / h.batch);
+  tc.seed = seed;
+  CancelToken cancel;
+  Result<TrainStats> stats = (*trainer)->Train(tc, cancel);
+  Check(stats.status(), "TorchTrainer::Train");
+  LoopTimes t;
+  t.samples = stats->num_examples;
+  return t;
+}
+
+struct Rate {
+  uint64_t samples = 0;
+  double seconds = 0;
+  double gather_seconds = 0;  // summed over threads
+  double per_sec() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
+};
+
+// Runs `loop(k)` on `threads` threads at once; the wall time from a common start to the
+// last one's end.
+template <typename Loop>
+Rate RunParallel(int threads, const Loop& loop) {
+  std::vector<LoopTimes> parts(static_cast<size_t>(threads));
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> pool;
+  for (int k = 0; k < threads; ++k) {
+    pool.emplace_back([&, k] {
+      ++ready;
+      while (!go.load()) std::this_thread::yield();
+      parts[static_cast<size_t>(k)] = loop(k);
+    });
+  }
+  while (ready.load() < threads) std::this_thread::yield();
+  const Clock::time_point start = Clock::now();
+  go = true;
+  for (std::thread& t : pool) t.join();
+  Rate r;
+  r.seconds = Since(start);
+  for (const LoopTimes& p : parts) {
+    r.samples += p.samples;
+    r.gather_seconds += p.gather_seconds;
+  }
+  return r;
+}
+
+struct SimFigures {
+  Rate rate;                 // fl-sim's train_samples over its train_seconds
+  double wall_seconds = 0;   // the whole RunSimulation, setup and evaluation included
+  TaskTimes times;
+};
+
+SimFigures RunFlSim(const Config& config) {
+  Result<SimulationResult> r = RunSimulation(config, nullptr);
+  Check(r.status(), "fl-sim");
+  SimFigures f;
+  f.rate.samples = r->train_samples;
+  for (const SimRoundRecord& round : r->rounds) f.rate.seconds += round.train_seconds;
+  f.wall_seconds = r->wall_seconds;
+  f.times = r->task_times;
+  return f;
+}
+
+struct Repeat {
+  SimFigures sim;
+  Rate data_parallel;
+  Rate intra_op;
+  Rate trainer;
+  double ratio() const {
+    return sim.rate.per_sec() / std::max(data_parallel.per_sec(), intra_op.per_sec());
+  }
+};
+
+void PrintRow(const char* name, const Rate& r, double sim_rate) {
+  std::printf("| %s | %llu | %.2f | %.0f | %.3f |\n", name,
+              static_cast<unsigned long long>(r.samples), r.seconds, r.per_sec(),
+              r.per_sec() > 0 ? sim_rate / r.per_sec() : 0.0);
+}
+
+void PrintBreakdown(const Repeat& r, int workers) {
+  const TaskTimes& t = r.sim.times;
+  const double capacity = r.sim.rate.seconds * workers;
+  const double gather_share =
+      r.data_parallel.seconds > 0 ? r.data_parallel.gather_seconds / (r.data_parallel.seconds * workers)
+                                  : 0;
+  std::printf("\nWhere fl-sim's worker time goes (%d workers x %.2f s train_seconds = %.2f "
+              "worker-seconds):\n\n",
+              workers, r.sim.rate.seconds, capacity);
+  std::printf("| phase | seconds | share |\n|---|---|---|\n");
+  auto row = [&](const char* name, double s) {
+    std::printf("| %s | %.3f | %.2f%% |\n", name, s, 100 * s / capacity);
+  };
+  row("model fetch (in process)", t.fetch);
+  row("SetParameters (ParamSet -> LibTorch)", t.set_params);
+  row("local training (TorchTrainer::Train)", t.train);
+  std::printf("| of which batch gather (index_select, as timed centrally: %.1f%%) | %.3f | %.2f%% |\n",
+              100 * gather_share, t.train * gather_share, 100 * t.train * gather_share / capacity);
+  row("GetParameters (LibTorch -> ParamSet)", t.get_params);
+  row("delta, checks, encode, SHA-256", t.encode);
+  row("push: verify, decode, fold, round close", t.push);
+  row("idle: round tail, polls, dispatch", std::max(0.0, capacity - t.total()));
+}
+
+int Main(int argc, char** argv) {
+  const Flags flags = ParseFlags(argc, argv);
+  const Config config = SimConfig(flags);
+  const Hyper hyper = HyperOf(config);
+  Result<ImageDataset> images =
+      LoadMnistFormat(flags.data_dir, DatasetSplit::kTrain);
+  Check(images.status(), "Fashion-MNIST");
+  Result<std::shared_ptr<const TensorImageData>> data = MakeTensorImageData(*images, "cpu");
+  Check(data.status(), "tensors");
+  const int w = flags.workers;
+
+  // Warm-up: LibTorch's first passes allocate and pick kernels.
+  RunParallel(w, [&](int k) {
+    return TrainCentralised(**data, hyper, 20 * hyper.batch, 99 + k, 1, Clock::time_point::max());
+  });
+
+  std::vector<Repeat> repeats;
+  for (int rep = 0; rep < flags.repeats; ++rep) {
+    Repeat r;
+    r.sim = RunFlSim(config);
+    const uint64_t share = r.sim.rate.samples / static_cast<uint64_t>(w);
+    r.data_parallel = RunParallel(w, [&](int k) {
+      return TrainCentralised(**data, hyper, share, hyper.seed + k, 1, Clock::time_point::max());
+    });
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(
+                                                 flags.intra_cap * r.data_parallel.seconds));
+    r.intra_op = RunParallel(1, [&](int) {
+      return TrainCentralised(**data, hyper, share * w, hyper.seed, w, deadline);
+    });
+    r.trainer = RunParallel(w, [&](int k) {
+      return TrainWithTorchTrainer(*data, hyper, share, hyper.seed + k);
+    });
+    repeats.push_back(r);
+
+    const double sim_rate = r.sim.rate.per_sec();
+    std::printf("\n## repeat %d: fmnist-cnn, %d rounds, %d workers x 1 thread\n\n", rep + 1,
+                flags.rounds, w);
+    std::printf("| run | samples | seconds | samples/s | fl-sim / this |\n|---|---|---|---|---|\n");
+    PrintRow("fl-sim (train_samples / train_seconds)", r.sim.rate, sim_rate);
+    const std::string dp = "centralised, " + std::to_string(w) + " loops x 1 thread";
+    const std::string io = "centralised, 1 loop x " + std::to_string(w) + " threads";
+    const std::string tt = "TorchTrainer, " + std::to_string(w) + " x 1 thread, no federation";
+    PrintRow(dp.c_str(), r.data_parallel, sim_rate);
+    PrintRow(io.c_str(), r.intra_op, sim_rate);
+    PrintRow(tt.c_str(), r.trainer, sim_rate);
+    std::printf("\nfl-sim wall %.2f s (setup, training, final evaluation); "
+                "ratio fl-sim / best centralised = %.3f (target >= 0.9)\n",
+                r.sim.wall_seconds, r.ratio());
+    PrintBreakdown(r, w);
+    std::fflush(stdout);
+  }
+  std::printf("\nratios:");
+  for (const Repeat& r : repeats) std::printf(" %.3f", r.ratio());
+  std::printf("\n");
+  std::filesystem::remove_all(flags.out);
+  return 0;
+}
+
+}  // namespace
+}  // namespace fl::internal
+
+int main(int argc, char** argv) { return fl::internal::Main(argc, argv); }
