@@ -4,6 +4,7 @@
 //
 //   sim_efficiency_bench [--rounds=5] [--workers=2] [--repeats=1] [--data_dir=DIR]
 //                        [--out=DIR] [--intra_cap=1] [--train_examples=0]
+//                        [--clients=100] [--clients_per_round=10]
 //
 // fl-sim side: RunSimulation with fmnist-cnn's preset (100 clients, Dirichlet 0.5, 10 per
 // round, one local epoch of SGD, batch 32, lr 0.1, momentum 0.5), --workers workers x 1
@@ -35,6 +36,7 @@
 // Batch gathering is timed inside the centralised data-parallel loop (fl-sim's trainer
 // gathers the same way, so it is part of "local training" there).
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,11 +72,21 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// CPU seconds (user + system) this process has used, all threads.
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec * 1e-6; };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
 struct Flags {
   int rounds = 5;
   int workers = 2;
   int repeats = 1;
   int64_t train_examples = 0;  // fl-sim's data.train_examples (0 = all; smoke runs)
+  int64_t clients = 100;           // data.num_clients (the preset's 100)
+  int64_t clients_per_round = 10;  // coordinator.clients_per_round (the preset's 10)
   double intra_cap = 1;
   std::string data_dir = FL_FASHION_MNIST_DIR;
   std::string out;
@@ -99,6 +111,8 @@ Flags ParseFlags(int argc, char** argv) {
     else if (Take(arg, "repeats", &v)) f.repeats = std::stoi(v);
     else if (Take(arg, "intra_cap", &v)) f.intra_cap = std::stod(v);
     else if (Take(arg, "train_examples", &v)) f.train_examples = std::stoll(v);
+    else if (Take(arg, "clients", &v)) f.clients = std::stoll(v);
+    else if (Take(arg, "clients_per_round", &v)) f.clients_per_round = std::stoll(v);
     else if (Take(arg, "data_dir", &v)) f.data_dir = v;
     else if (Take(arg, "out", &v)) f.out = v;
     else {
@@ -124,6 +138,8 @@ Config SimConfig(const Flags& f) {
       defaults, "",
       {"data.dir=" + f.data_dir, "data.test_examples=1000",
        "data.train_examples=" + std::to_string(f.train_examples),
+       "data.num_clients=" + std::to_string(f.clients),
+       "coordinator.clients_per_round=" + std::to_string(f.clients_per_round),
        "run.rounds=" + std::to_string(f.rounds),
        "sim.workers=" + std::to_string(f.workers), "sim.threads_per_worker=1",
        "sim.eval_every=1000000", "sim.progress=none", "sim.out_dir=" + f.out});
@@ -223,8 +239,19 @@ LoopTimes TrainWithTorchTrainer(std::shared_ptr<const TensorImageData> data, con
 struct Rate {
   uint64_t samples = 0;
   double seconds = 0;
+  double cpu_seconds = 0;     // the process's, all threads
   double gather_seconds = 0;  // summed over threads
   double per_sec() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
+  double per_cpu_sec() const {
+    return cpu_seconds > 0 ? static_cast<double>(samples) / cpu_seconds : 0;
+  }
+  Rate& operator+=(const Rate& o) {
+    samples += o.samples;
+    seconds += o.seconds;
+    cpu_seconds += o.cpu_seconds;
+    gather_seconds += o.gather_seconds;
+    return *this;
+  }
 };
 
 // Runs `loop(k)` on `threads` threads at once; the wall time from a common start to the
@@ -244,10 +271,12 @@ Rate RunParallel(int threads, const Loop& loop) {
   }
   while (ready.load() < threads) std::this_thread::yield();
   const Clock::time_point start = Clock::now();
+  const double cpu_start = ProcessCpuSeconds();
   go = true;
   for (std::thread& t : pool) t.join();
   Rate r;
   r.seconds = Since(start);
+  r.cpu_seconds = ProcessCpuSeconds() - cpu_start;
   for (const LoopTimes& p : parts) {
     r.samples += p.samples;
     r.gather_seconds += p.gather_seconds;
@@ -256,17 +285,22 @@ Rate RunParallel(int threads, const Loop& loop) {
 }
 
 struct SimFigures {
-  Rate rate;                 // fl-sim's train_samples over its train_seconds
+  // fl-sim's train_samples over its train_seconds; its CPU seconds are the whole run's
+  // (setup and the final evaluation too, so its rate per CPU second is understated).
+  Rate rate;
   double wall_seconds = 0;   // the whole RunSimulation, setup and evaluation included
   TaskTimes times;
 };
 
 SimFigures RunFlSim(const Config& config) {
+  const double cpu_start = ProcessCpuSeconds();
   Result<SimulationResult> r = RunSimulation(config, nullptr);
+  const double cpu_seconds = ProcessCpuSeconds() - cpu_start;
   Check(r.status(), "fl-sim");
   SimFigures f;
   f.rate.samples = r->train_samples;
   for (const SimRoundRecord& round : r->rounds) f.rate.seconds += round.train_seconds;
+  f.rate.cpu_seconds = cpu_seconds;
   f.wall_seconds = r->wall_seconds;
   f.times = r->task_times;
   return f;
@@ -282,10 +316,11 @@ struct Repeat {
   }
 };
 
-void PrintRow(const char* name, const Rate& r, double sim_rate) {
-  std::printf("| %s | %llu | %.2f | %.0f | %.3f |\n", name,
+void PrintRow(const char* name, const Rate& r, const Rate& sim) {
+  std::printf("| %s | %llu | %.2f | %.0f | %.3f | %.2f | %.0f | %.3f |\n", name,
               static_cast<unsigned long long>(r.samples), r.seconds, r.per_sec(),
-              r.per_sec() > 0 ? sim_rate / r.per_sec() : 0.0);
+              r.per_sec() > 0 ? sim.per_sec() / r.per_sec() : 0.0, r.cpu_seconds,
+              r.per_cpu_sec(), r.per_cpu_sec() > 0 ? sim.per_cpu_sec() / r.per_cpu_sec() : 0.0);
 }
 
 void PrintBreakdown(const Repeat& r, int workers) {
@@ -331,11 +366,24 @@ int Main(int argc, char** argv) {
   std::vector<Repeat> repeats;
   for (int rep = 0; rep < flags.repeats; ++rep) {
     Repeat r;
+    // The data-parallel baseline runs half before fl-sim and half after, so a change in
+    // the machine's load during the repeat weighs on both sides alike.
+    const int64_t used = flags.train_examples > 0
+                             ? std::min(flags.train_examples, images->size())
+                             : images->size();
+    const uint64_t planned = static_cast<uint64_t>(flags.rounds * used) *
+                             static_cast<uint64_t>(flags.clients_per_round) /
+                             static_cast<uint64_t>(flags.clients) / static_cast<uint64_t>(w);
+    auto data_parallel = [&](uint64_t samples, uint64_t seed) {
+      return RunParallel(w, [&](int k) {
+        return TrainCentralised(**data, hyper, samples, seed + k, 1, Clock::time_point::max());
+      });
+    };
+    r.data_parallel = data_parallel(planned / 2, hyper.seed);
     r.sim = RunFlSim(config);
     const uint64_t share = r.sim.rate.samples / static_cast<uint64_t>(w);
-    r.data_parallel = RunParallel(w, [&](int k) {
-      return TrainCentralised(**data, hyper, share, hyper.seed + k, 1, Clock::time_point::max());
-    });
+    r.data_parallel += data_parallel(share - std::min(share, r.data_parallel.samples / w),
+                                     hyper.seed + 1000);
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(
                                                  flags.intra_cap * r.data_parallel.seconds));
@@ -347,17 +395,17 @@ int Main(int argc, char** argv) {
     });
     repeats.push_back(r);
 
-    const double sim_rate = r.sim.rate.per_sec();
     std::printf("\n## repeat %d: fmnist-cnn, %d rounds, %d workers x 1 thread\n\n", rep + 1,
                 flags.rounds, w);
-    std::printf("| run | samples | seconds | samples/s | fl-sim / this |\n|---|---|---|---|---|\n");
-    PrintRow("fl-sim (train_samples / train_seconds)", r.sim.rate, sim_rate);
+    std::printf("| run | samples | seconds | samples/s | fl-sim / this | CPU s | samples/CPU s | "
+                "fl-sim / this (CPU) |\n|---|---|---|---|---|---|---|---|\n");
+    PrintRow("fl-sim (train_samples / train_seconds)", r.sim.rate, r.sim.rate);
     const std::string dp = "centralised, " + std::to_string(w) + " loops x 1 thread";
     const std::string io = "centralised, 1 loop x " + std::to_string(w) + " threads";
     const std::string tt = "TorchTrainer, " + std::to_string(w) + " x 1 thread, no federation";
-    PrintRow(dp.c_str(), r.data_parallel, sim_rate);
-    PrintRow(io.c_str(), r.intra_op, sim_rate);
-    PrintRow(tt.c_str(), r.trainer, sim_rate);
+    PrintRow(dp.c_str(), r.data_parallel, r.sim.rate);
+    PrintRow(io.c_str(), r.intra_op, r.sim.rate);
+    PrintRow(tt.c_str(), r.trainer, r.sim.rate);
     std::printf("\nfl-sim wall %.2f s (setup, training, final evaluation); "
                 "ratio fl-sim / best centralised = %.3f (target >= 0.9)\n",
                 r.sim.wall_seconds, r.ratio());
