@@ -73,6 +73,12 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// The 1-minute load average: how busy the machine was around a measurement.
+double LoadAverage() {
+  double load = 0;
+  return getloadavg(&load, 1) == 1 ? load : -1;
+}
+
 // CPU seconds (user + system) this process has used, all threads.
 double ProcessCpuSeconds() {
   rusage u{};
@@ -326,10 +332,22 @@ struct Repeat {
   Rate data_parallel;
   Rate intra_op;
   Rate trainer;
+  double load_before = 0, load_after = 0;
   double ratio() const {
     return sim.rate.per_sec() / std::max(data_parallel.per_sec(), intra_op.per_sec());
   }
+  double cpu_ratio() const {
+    return sim.rate.per_cpu_sec() / std::max(data_parallel.per_cpu_sec(), intra_op.per_cpu_sec());
+  }
+  double train_share() const { return sim.times.train / (sim.rate.seconds * workers); }
+  int workers = 1;
 };
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
 
 void PrintRow(const char* name, const Rate& r, const Rate& sim) {
   std::printf("| %s | %llu | %.2f | %.0f | %.3f | %.2f | %.0f | %.3f |\n", name,
@@ -363,7 +381,7 @@ void PrintBreakdown(const Repeat& r, int workers) {
   // ratio = (share of the workers' time in local training) x (fl-sim's rate while
   // training / the centralised rate): the federation's cost, and the host's load on
   // fl-sim's training against the baseline's (noise where the machine is shared).
-  const double train_share = t.train / capacity;
+  const double train_share = r.train_share();
   const double training_rate = t.train > 0 ? r.sim.rate.samples * workers / t.train : 0;
   const double best = std::max(r.data_parallel.per_sec(), r.intra_op.per_sec());
   std::printf("\nratio %.3f = local training's share %.3f x fl-sim's rate while training "
@@ -390,6 +408,8 @@ int Main(int argc, char** argv) {
   std::vector<Repeat> repeats;
   for (int rep = 0; rep < flags.repeats; ++rep) {
     Repeat r;
+    r.workers = w;
+    r.load_before = LoadAverage();
     // The data-parallel baseline runs half before fl-sim and half after, so a change in
     // the machine's load during the repeat weighs on both sides alike.
     const int64_t used = flags.train_examples > 0
@@ -417,10 +437,13 @@ int Main(int argc, char** argv) {
     r.trainer = RunParallel(w, [&](int k) {
       return TrainWithTorchTrainer(*data, hyper, share, hyper.seed + k);
     });
+    r.load_after = LoadAverage();
     repeats.push_back(r);
 
-    std::printf("\n## repeat %d: fmnist-cnn, %d rounds, %d workers x 1 thread\n\n", rep + 1,
-                flags.rounds, w);
+    std::printf("\n## repeat %d: fmnist-cnn, %d rounds, %lld clients (%lld per round), %d "
+                "workers x 1 thread; load average %.1f -> %.1f\n\n",
+                rep + 1, flags.rounds, static_cast<long long>(flags.clients),
+                static_cast<long long>(flags.clients_per_round), w, r.load_before, r.load_after);
     std::printf("| run | samples | seconds | samples/s | fl-sim / this | CPU s | samples/CPU s | "
                 "fl-sim / this (CPU) |\n|---|---|---|---|---|---|---|---|\n");
     PrintRow("fl-sim (train_samples / train_seconds)", r.sim.rate, r.sim.rate);
@@ -436,9 +459,17 @@ int Main(int argc, char** argv) {
     PrintBreakdown(r, w);
     std::fflush(stdout);
   }
-  std::printf("\nratios:");
-  for (const Repeat& r : repeats) std::printf(" %.3f", r.ratio());
-  std::printf("\n");
+  std::vector<double> ratios, cpu_ratios, shares;
+  std::printf("\n| repeat | ratio (wall) | ratio (CPU) | local training's share |\n|---|---|---|---|\n");
+  for (size_t i = 0; i < repeats.size(); ++i) {
+    const Repeat& r = repeats[i];
+    std::printf("| %zu | %.3f | %.3f | %.3f |\n", i + 1, r.ratio(), r.cpu_ratio(), r.train_share());
+    ratios.push_back(r.ratio());
+    cpu_ratios.push_back(r.cpu_ratio());
+    shares.push_back(r.train_share());
+  }
+  std::printf("| median | %.3f | %.3f | %.3f |\n", Median(ratios), Median(cpu_ratios),
+              Median(shares));
   std::filesystem::remove_all(flags.out);
   return 0;
 }
