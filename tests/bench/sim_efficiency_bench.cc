@@ -2,24 +2,25 @@
 // against centralised LibTorch training of the same model (the limit a simulator can
 // approach), in one binary and one run, and where fl-sim's remaining time goes.
 //
-//   sim_efficiency_bench [--rounds=5] [--workers=2] [--repeats=1] [--data_dir=DIR]
-//                        [--out=DIR] [--intra_cap=1] [--train_examples=0]
-//                        [--clients=100] [--clients_per_round=10]
+//   sim_efficiency_bench [--rounds 5] [--workers 2] [--repeats 1] [--clients 100]
+//                        [--clients-per-round 10] [--train-examples 0] [--intra-cap 1]
+//                        [--set key=value ...] [--help]
 //
 // fl-sim side: RunSimulation with fmnist-cnn's preset (100 clients, Dirichlet 0.5, 10 per
-// round, one local epoch of SGD, batch 32, lr 0.1, momentum 0.5), --workers workers x 1
-// LibTorch thread, evaluation only after the last round (it is outside train_seconds
-// anyway; the test set is cut to 200 images so the run's time is training).
+// round, one local epoch of SGD, batch 32, lr 0.1, momentum 0.5), --workers workers x
+// sim.threads_per_worker (1) LibTorch threads, on the CPU, evaluation only after the last
+// round (it is outside train_seconds anyway; the test set is cut to 200 images so the
+// run's time is training). Any fl-sim key can be changed with --set.
 // Its rate is fl-sim's own: train_samples / sum of train_seconds, where a round's
 // train_seconds runs from the clients' polls to the round's close (pull, train, push,
 // aggregation, server step).
 //
 // Centralised side, the same number of examples, the same model (CreateImageClassifier,
 // the same initialization code and seed), batch size, SGD settings and total threads:
-//   data-parallel  --workers independent loops, one LibTorch thread each, each training
+//   data-parallel  --workers independent loops, threads_per_worker threads each, each training
 //                  its own model on its share of the examples (no synchronisation: an
 //                  upper bound for any parallel trainer on these cores);
-//   intra-op       one loop with --workers LibTorch threads (stopped after --intra_cap
+//   intra-op       one loop with all the threads (stopped after --intra-cap
 //                  times the data-parallel time: on a shared machine its spinning
 //                  threads can collapse);
 //   TorchTrainer   --workers of fl-sim's own trainers, each bound to all 60,000 images
@@ -27,10 +28,15 @@
 //                  the federation, which separates the trainer's cost from the
 //                  federation's.
 // Every loop draws full batches from a per-epoch shuffle of all images, gathered with
-// index_select as fl-sim's trainer does. The baseline is the fastest of the first two;
+// index_select as fl-sim's trainer does (fl-sim's last batch of each local epoch is
+// smaller, a cost the federation's partition brings). The baseline is the fastest of the first two;
 // ratio = fl-sim / baseline (target >= 0.9).
+// The sides alternate round by round: after each fl-sim round (in its progress callback,
+// outside train_seconds) every baseline trains as many examples as that round did, each
+// loop keeping its model and optimizer from one round to the next. Rates per CPU second
+// (the process's user + system time) are printed beside the wall-time ones, as they
+// depend less on what else the machine runs.
 //
-// fl-sim runs on the CPU (sim.device=cpu) like the baselines.
 // The breakdown splits the workers' time (workers x train_seconds) with the phase times
 // of every executed task (client/client_runtime.h TaskTimes); "idle" is what no task
 // used: workers waiting for a round's last task, the polls that open a round, dispatch.
@@ -87,72 +93,73 @@ double ProcessCpuSeconds() {
   return seconds(u.ru_utime) + seconds(u.ru_stime);
 }
 
-struct Flags {
-  int rounds = 5;
-  int workers = 2;
-  int repeats = 1;
-  int64_t train_examples = 0;  // fl-sim's data.train_examples (0 = all; smoke runs)
-  int64_t clients = 100;           // data.num_clients (the preset's 100)
-  int64_t clients_per_round = 10;  // coordinator.clients_per_round (the preset's 10)
-  double intra_cap = 1;
-  std::string data_dir = FL_FASHION_MNIST_DIR;
-  std::string out;
-};
-
-bool Take(const std::string& arg, const std::string& name, std::string* value) {
-  const std::string prefix = "--" + name + "=";
-  if (arg.rfind(prefix, 0) != 0) return false;
-  *value = arg.substr(prefix.size());
-  return true;
-}
-
-Flags ParseFlags(int argc, char** argv) {
-  Flags f;
-  f.out = (std::filesystem::temp_directory_path() /
-           ("sim_efficiency_bench_" + std::to_string(::getpid())))
-              .string();
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i], v;
-    if (Take(arg, "rounds", &v)) f.rounds = std::stoi(v);
-    else if (Take(arg, "workers", &v)) f.workers = std::stoi(v);
-    else if (Take(arg, "repeats", &v)) f.repeats = std::stoi(v);
-    else if (Take(arg, "intra_cap", &v)) f.intra_cap = std::stod(v);
-    else if (Take(arg, "train_examples", &v)) f.train_examples = std::stoll(v);
-    else if (Take(arg, "clients", &v)) f.clients = std::stoll(v);
-    else if (Take(arg, "clients_per_round", &v)) f.clients_per_round = std::stoll(v);
-    else if (Take(arg, "data_dir", &v)) f.data_dir = v;
-    else if (Take(arg, "out", &v)) f.out = v;
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
-      std::exit(2);
-    }
-  }
-  return f;
-}
-
 void Check(const Status& s, const char* what) {
   if (s.ok()) return;
   std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
   std::exit(1);
 }
 
-Config SimConfig(const Flags& f) {
-  nlohmann::json defaults = SimulatorConfigDefaults();
+// The bench's settings, from a Config of BenchDefaults() (every fl-sim key can be set
+// with --set key=value; Aliases() name the usual ones).
+struct Flags {
+  int rounds = 0;
+  int workers = 0;
+  int threads = 0;  // LibTorch threads per worker (sim.threads_per_worker)
+  int repeats = 0;
+  double intra_cap = 0;
+  int64_t clients = 0;
+  int64_t clients_per_round = 0;
+  int64_t train_examples = 0;  // 0 = all
+  std::string data_dir;
+  std::string out;
+};
+
+// fmnist-cnn's preset, 5 rounds, evaluation only at the end on 200 test images, on the
+// CPU, into a temporary folder; plus the bench's own keys.
+nlohmann::json BenchDefaults() {
+  nlohmann::json d = SimulatorConfigDefaults();
   Result<nlohmann::json> preset = PresetValues("fmnist-cnn");
   Check(preset.status(), "preset");
-  defaults.merge_patch(*preset);
-  Result<Config> config = Config::Build(
-      defaults, "",
-      {"data.dir=" + f.data_dir, "data.test_examples=200",
-       "data.train_examples=" + std::to_string(f.train_examples),
-       "data.num_clients=" + std::to_string(f.clients),
-       "coordinator.clients_per_round=" + std::to_string(f.clients_per_round),
-       "run.rounds=" + std::to_string(f.rounds),
-       "sim.workers=" + std::to_string(f.workers), "sim.threads_per_worker=1",
-       "sim.eval_every=1000000", "sim.progress=none", "sim.device=cpu",
-       "sim.out_dir=" + f.out});
-  Check(config.status(), "config");
-  return *config;
+  d.merge_patch(*preset);
+  const std::string out = (std::filesystem::temp_directory_path() /
+                           ("sim_efficiency_bench_" + std::to_string(::getpid())))
+                              .string();
+  d.merge_patch({{"run", {{"rounds", 5}}},
+                 {"data", {{"test_examples", 200}}},
+                 {"sim",
+                  {{"eval_every", 1000000}, {"progress", "none"}, {"device", "cpu"},
+                   {"out_dir", out}}},
+                 {"bench", {{"repeats", 1}, {"intra_cap", 1.0}}}});
+  return d;
+}
+
+std::vector<FlagAlias> Aliases() {
+  return {
+      {"--rounds", "run.rounds", "fl-sim rounds per repeat"},
+      {"--workers", "sim.workers", "fl-sim workers; the baselines' loops or threads"},
+      {"--clients", "data.num_clients", "virtual clients"},
+      {"--clients-per-round", "coordinator.clients_per_round", "clients selected per round"},
+      {"--train-examples", "data.train_examples", "use only the first N training images"},
+      {"--data-dir", "data.dir", "Fashion-MNIST folder"},
+      {"--repeats", "bench.repeats", "measurements, each fl-sim against the baselines"},
+      {"--intra-cap", "bench.intra_cap",
+       "stop the intra-op loop after this many times the data-parallel time"},
+  };
+}
+
+Flags FlagsOf(const Config& c) {
+  Flags f;
+  f.rounds = static_cast<int>(c.GetInt("run.rounds"));
+  f.workers = static_cast<int>(c.GetInt("sim.workers"));
+  f.threads = static_cast<int>(c.GetInt("sim.threads_per_worker"));
+  f.repeats = static_cast<int>(c.GetInt("bench.repeats"));
+  f.intra_cap = c.GetDouble("bench.intra_cap");
+  f.clients = c.GetInt("data.num_clients");
+  f.clients_per_round = c.GetInt("coordinator.clients_per_round");
+  f.train_examples = c.GetInt("data.train_examples");
+  f.data_dir = c.GetString("data.dir");
+  f.out = c.GetString("sim.out_dir");
+  return f;
 }
 
 // What a centralised run of one model trained with.
@@ -179,70 +186,106 @@ struct LoopTimes {
   double gather_seconds = 0;  // index_select of the batches
 };
 
-// The plain LibTorch loop: a fresh model trained with SGD on `samples` examples in full
-// batches from a per-epoch shuffle of `data`, on `threads` intra-op threads; stops early
-// once `deadline` passes.
-LoopTimes TrainCentralised(const TensorImageData& data, const Hyper& h, uint64_t samples,
-                           uint64_t seed, int threads, Clock::time_point deadline) {
-  SetTorchThreads(threads);
-  Result<std::shared_ptr<ImageClassifier>> created = CreateImageClassifier("cnn", h.seed);
-  Check(created.status(), "model");
-  std::shared_ptr<ImageClassifier> model = *created;
-  model->train();
-  torch::optim::SGD optimizer(
-      model->parameters(),
-      torch::optim::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay));
-  const int64_t n = data.size();
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(seed);
-  LoopTimes t;
-  int64_t pos = n;
-  while (t.samples + static_cast<uint64_t>(h.batch) <= samples && Clock::now() < deadline) {
-    if (pos + h.batch > n) {
-      std::shuffle(order.begin(), order.end(), rng);
-      pos = 0;
-    }
-    const Clock::time_point gather = Clock::now();
-    torch::Tensor idx = torch::from_blob(order.data() + pos, {h.batch}, torch::kLong);
-    torch::Tensor x = data.images.index_select(0, idx);
-    torch::Tensor y = data.labels.index_select(0, idx);
-    t.gather_seconds += Since(gather);
-    optimizer.zero_grad();
-    torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
-    loss.backward();
-    optimizer.step();
-    pos += h.batch;
-    t.samples += static_cast<uint64_t>(h.batch);
+// The plain LibTorch loop: one model trained with SGD in full batches from a per-epoch
+// shuffle of every image; its model, optimizer and shuffle carry over from one Train call
+// to the next, as if it never stopped.
+class CentralisedLoop {
+ public:
+  CentralisedLoop(const TensorImageData& data, const Hyper& h, uint64_t seed)
+      : data_(data), h_(h), rng_(seed), order_(static_cast<size_t>(data.size())) {
+    Result<std::shared_ptr<ImageClassifier>> created = CreateImageClassifier("cnn", h.seed);
+    Check(created.status(), "model");
+    model_ = *created;
+    model_->train();
+    optimizer_ = std::make_unique<torch::optim::SGD>(
+        model_->parameters(),
+        torch::optim::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay));
+    std::iota(order_.begin(), order_.end(), 0);
+    pos_ = data.size();
   }
-  return t;
-}
 
-// fl-sim's TorchTrainer bound to every image, trained once for `samples` examples.
-LoopTimes TrainWithTorchTrainer(std::shared_ptr<const TensorImageData> data, const Hyper& h,
-                                uint64_t samples, uint64_t seed) {
-  SetTorchThreads(1);
-  TorchTrainerOptions options;
-  options.init_seed = h.seed;
-  Result<std::unique_ptr<TorchTrainer>> trainer = TorchTrainer::Create(options, data, nullptr);
-  Check(trainer.status(), "trainer");
-  std::vector<int64_t> all(static_cast<size_t>(data->size()));
-  std::iota(all.begin(), all.end(), 0);
-  Check((*trainer)->BindExamples(std::move(all)), "bind");
-  TrainConfig tc;
-  tc.batch_size = static_cast<int>(h.batch);
-  tc.lr = h.lr;
-  tc.momentum = h.momentum;
-  tc.weight_decay = h.weight_decay;
-  tc.local_steps = static_cast<int>(static_cast<int64_t>(samples) / h.batch);
-  tc.seed = seed;
-  CancelToken cancel;
-  Result<TrainStats> stats = (*trainer)->Train(tc, cancel);
-  Check(stats.status(), "TorchTrainer::Train");
-  LoopTimes t;
-  t.samples = stats->num_examples;
-  return t;
-}
+  // Trains `samples` more examples (whole batches; the rest is owed to the next call) on
+  // `threads` intra-op threads, or fewer once `deadline` passes.
+  LoopTimes Train(uint64_t samples, int threads, Clock::time_point deadline) {
+    SetTorchThreads(threads);
+    owed_ += samples;
+    const uint64_t batch = static_cast<uint64_t>(h_.batch);
+    LoopTimes t;
+    while (owed_ >= batch && Clock::now() < deadline) {
+      if (pos_ + h_.batch > data_.size()) {
+        std::shuffle(order_.begin(), order_.end(), rng_);
+        pos_ = 0;
+      }
+      const Clock::time_point gather = Clock::now();
+      torch::Tensor idx = torch::from_blob(order_.data() + pos_, {h_.batch}, torch::kLong);
+      torch::Tensor x = data_.images.index_select(0, idx);
+      torch::Tensor y = data_.labels.index_select(0, idx);
+      t.gather_seconds += Since(gather);
+      optimizer_->zero_grad();
+      torch::Tensor loss = torch::nn::functional::cross_entropy(model_->forward(x), y);
+      loss.backward();
+      optimizer_->step();
+      pos_ += h_.batch;
+      owed_ -= batch;
+      t.samples += batch;
+    }
+    if (owed_ >= batch) owed_ = 0;  // stopped by the deadline: what is left is dropped
+    return t;
+  }
+
+ private:
+  const TensorImageData& data_;
+  Hyper h_;
+  std::mt19937_64 rng_;
+  std::vector<int64_t> order_;
+  int64_t pos_ = 0;
+  uint64_t owed_ = 0;
+  std::shared_ptr<ImageClassifier> model_;
+  std::unique_ptr<torch::optim::SGD> optimizer_;
+};
+
+// fl-sim's TorchTrainer bound to every image: each Train call is one local training of
+// the examples owed, in whole batches.
+class TrainerLoop {
+ public:
+  TrainerLoop(std::shared_ptr<const TensorImageData> data, const Hyper& h, uint64_t seed)
+      : h_(h), seed_(seed) {
+    TorchTrainerOptions options;
+    options.init_seed = h.seed;
+    Result<std::unique_ptr<TorchTrainer>> trainer = TorchTrainer::Create(options, data, nullptr);
+    Check(trainer.status(), "trainer");
+    trainer_ = std::move(*trainer);
+    std::vector<int64_t> all(static_cast<size_t>(data->size()));
+    std::iota(all.begin(), all.end(), 0);
+    Check(trainer_->BindExamples(std::move(all)), "bind");
+  }
+
+  LoopTimes Train(uint64_t samples, int threads) {
+    SetTorchThreads(threads);
+    owed_ += samples;
+    TrainConfig tc;
+    tc.batch_size = static_cast<int>(h_.batch);
+    tc.lr = h_.lr;
+    tc.momentum = h_.momentum;
+    tc.weight_decay = h_.weight_decay;
+    tc.local_steps = static_cast<int>(owed_ / static_cast<uint64_t>(h_.batch));
+    tc.seed = seed_++;
+    LoopTimes t;
+    if (tc.local_steps == 0) return t;
+    CancelToken cancel;
+    Result<TrainStats> stats = trainer_->Train(tc, cancel);
+    Check(stats.status(), "TorchTrainer::Train");
+    owed_ -= stats->num_examples;
+    t.samples = stats->num_examples;
+    return t;
+  }
+
+ private:
+  Hyper h_;
+  uint64_t seed_;
+  uint64_t owed_ = 0;
+  std::unique_ptr<TorchTrainer> trainer_;
+};
 
 struct Rate {
   uint64_t samples = 0;
@@ -299,33 +342,12 @@ Rate RunParallel(int threads, const Loop& loop) {
 
 struct SimFigures {
   // fl-sim's train_samples over its train_seconds; per CPU second, the samples of rounds
-  // 2 to the last over the CPU time from round 1's record to the last one's (so without
-  // the setup, but with the final evaluation of the cut test set).
+  // 2 to the last over fl-sim's CPU time between round 1's record and the last one's
+  // (without the setup and the baselines, with the final evaluation of 200 images).
   Rate rate;
-  double wall_seconds = 0;   // the whole RunSimulation, setup and evaluation included
+  double wall_seconds = 0;  // RunSimulation without the baselines: setup, training, evaluation
   TaskTimes times;
 };
-
-SimFigures RunFlSim(const Config& config) {
-  SimFigures f;
-  double cpu_after_first = 0;
-  Result<SimulationResult> r = RunSimulation(config, [&](const SimProgress& p) {
-    if (!p.round_finished) return;
-    const double now = ProcessCpuSeconds();
-    if (p.round == 1) {
-      cpu_after_first = now;
-    } else {
-      f.rate.cpu_samples += p.record->train_samples;
-      f.rate.cpu_seconds = now - cpu_after_first;
-    }
-  });
-  Check(r.status(), "fl-sim");
-  f.rate.samples = r->train_samples;
-  for (const SimRoundRecord& round : r->rounds) f.rate.seconds += round.train_seconds;
-  f.wall_seconds = r->wall_seconds;
-  f.times = r->task_times;
-  return f;
-}
 
 struct Repeat {
   SimFigures sim;
@@ -347,6 +369,58 @@ double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n == 0 ? 0 : n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// One repeat: an fl-sim run in which every round is followed, in the progress callback
+// (which train_seconds leaves out; fl-sim's workers are idle then), by each baseline
+// training as many examples as that round did. The two sides alternate every few seconds,
+// so a change in the machine's load weighs on both alike.
+Repeat Measure(const Config& config, const Flags& flags,
+               std::shared_ptr<const TensorImageData> data, const Hyper& hyper, uint64_t seed) {
+  const int w = flags.workers, threads = flags.threads;
+  std::vector<std::unique_ptr<CentralisedLoop>> loops;
+  std::vector<std::unique_ptr<TrainerLoop>> trainers;
+  for (int k = 0; k < w; ++k) {
+    loops.push_back(std::make_unique<CentralisedLoop>(*data, hyper, seed + k));
+    trainers.push_back(std::make_unique<TrainerLoop>(data, hyper, seed + k));
+  }
+  CentralisedLoop intra(*data, hyper, seed + w);
+  Repeat r;
+  r.workers = w;
+  r.load_before = LoadAverage();
+  auto baselines = [&](uint64_t samples) {
+    const uint64_t share = samples / static_cast<uint64_t>(w);
+    const Rate dp = RunParallel(w, [&](int k) {
+      return loops[k]->Train(share, threads, Clock::time_point::max());
+    });
+    r.data_parallel += dp;
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(
+                                                 flags.intra_cap * dp.seconds));
+    r.intra_op += RunParallel(1, [&](int) {
+      return intra.Train(share * static_cast<uint64_t>(w), w * threads, deadline);
+    });
+    r.trainer += RunParallel(w, [&](int k) { return trainers[k]->Train(share, threads); });
+  };
+  double cpu_mark = 0, baseline_seconds = 0;
+  Result<SimulationResult> result = RunSimulation(config, [&](const SimProgress& p) {
+    if (!p.round_finished) return;
+    if (p.round > 1) {
+      r.sim.rate.cpu_samples += p.record->train_samples;
+      r.sim.rate.cpu_seconds += ProcessCpuSeconds() - cpu_mark;
+    }
+    const Clock::time_point start = Clock::now();
+    baselines(p.record->train_samples);
+    baseline_seconds += Since(start);
+    cpu_mark = ProcessCpuSeconds();
+  });
+  Check(result.status(), "fl-sim");
+  r.sim.rate.samples = result->train_samples;
+  for (const SimRoundRecord& round : result->rounds) r.sim.rate.seconds += round.train_seconds;
+  r.sim.wall_seconds = result->wall_seconds - baseline_seconds;
+  r.sim.times = result->task_times;
+  r.load_after = LoadAverage();
+  return r;
 }
 
 void PrintRow(const char* name, const Rate& r, const Rate& sim) {
@@ -390,8 +464,18 @@ void PrintBreakdown(const Repeat& r, int workers) {
 }
 
 int Main(int argc, char** argv) {
-  const Flags flags = ParseFlags(argc, argv);
-  const Config config = SimConfig(flags);
+  Result<CommandLine> cl = ParseCommandLine(
+      "sim_efficiency_bench",
+      "fl-sim's training samples per second on fmnist-cnn against centralised LibTorch "
+      "training of the same model and threads, and where fl-sim's time goes.",
+      BenchDefaults(), Aliases(), argc, argv);
+  if (!cl.ok()) {
+    std::fprintf(stderr, "%s\n", cl.status().ToString().c_str());
+    return 2;
+  }
+  if (cl->exit_now) return cl->exit_code;
+  const Config& config = cl->config;
+  const Flags flags = FlagsOf(config);
   const Hyper hyper = HyperOf(config);
   Result<ImageDataset> images =
       LoadMnistFormat(flags.data_dir, DatasetSplit::kTrain);
@@ -402,58 +486,31 @@ int Main(int argc, char** argv) {
 
   // Warm-up: LibTorch's first passes allocate and pick kernels.
   RunParallel(w, [&](int k) {
-    return TrainCentralised(**data, hyper, 20 * hyper.batch, 99 + k, 1, Clock::time_point::max());
+    CentralisedLoop warm(**data, hyper, 99 + k);
+    return warm.Train(20 * hyper.batch, flags.threads, Clock::time_point::max());
   });
 
   std::vector<Repeat> repeats;
   for (int rep = 0; rep < flags.repeats; ++rep) {
-    Repeat r;
-    r.workers = w;
-    r.load_before = LoadAverage();
-    // The data-parallel baseline runs half before fl-sim and half after, so a change in
-    // the machine's load during the repeat weighs on both sides alike.
-    const int64_t used = flags.train_examples > 0
-                             ? std::min(flags.train_examples, images->size())
-                             : images->size();
-    const uint64_t planned = static_cast<uint64_t>(flags.rounds * used) *
-                             static_cast<uint64_t>(flags.clients_per_round) /
-                             static_cast<uint64_t>(flags.clients) / static_cast<uint64_t>(w);
-    auto data_parallel = [&](uint64_t samples, uint64_t seed) {
-      return RunParallel(w, [&](int k) {
-        return TrainCentralised(**data, hyper, samples, seed + k, 1, Clock::time_point::max());
-      });
-    };
-    r.data_parallel = data_parallel(planned / 2, hyper.seed);
-    r.sim = RunFlSim(config);
-    const uint64_t share = r.sim.rate.samples / static_cast<uint64_t>(w);
-    r.data_parallel += data_parallel(share - std::min(share, r.data_parallel.samples / w),
-                                     hyper.seed + 1000);
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(
-                                                 flags.intra_cap * r.data_parallel.seconds));
-    r.intra_op = RunParallel(1, [&](int) {
-      return TrainCentralised(**data, hyper, share * w, hyper.seed, w, deadline);
-    });
-    r.trainer = RunParallel(w, [&](int k) {
-      return TrainWithTorchTrainer(*data, hyper, share, hyper.seed + k);
-    });
-    r.load_after = LoadAverage();
+    const Repeat r = Measure(config, flags, *data, hyper, hyper.seed + 1000 * rep);
     repeats.push_back(r);
 
     std::printf("\n## repeat %d: fmnist-cnn, %d rounds, %lld clients (%lld per round), %d "
-                "workers x 1 thread; load average %.1f -> %.1f\n\n",
+                "workers x %d thread(s); load average %.1f -> %.1f\n\n",
                 rep + 1, flags.rounds, static_cast<long long>(flags.clients),
-                static_cast<long long>(flags.clients_per_round), w, r.load_before, r.load_after);
+                static_cast<long long>(flags.clients_per_round), w, flags.threads, r.load_before,
+                r.load_after);
     std::printf("| run | samples | seconds | samples/s | fl-sim / this | CPU s | samples/CPU s | "
                 "fl-sim / this (CPU) |\n|---|---|---|---|---|---|---|---|\n");
     PrintRow("fl-sim (train_samples / train_seconds)", r.sim.rate, r.sim.rate);
-    const std::string dp = "centralised, " + std::to_string(w) + " loops x 1 thread";
-    const std::string io = "centralised, 1 loop x " + std::to_string(w) + " threads";
-    const std::string tt = "TorchTrainer, " + std::to_string(w) + " x 1 thread, no federation";
+    const std::string t = std::to_string(flags.threads);
+    const std::string dp = "centralised, " + std::to_string(w) + " loops x " + t + " thread(s)";
+    const std::string io = "centralised, 1 loop x " + std::to_string(w * flags.threads) + " threads";
+    const std::string tt = "TorchTrainer, " + std::to_string(w) + " x " + t + ", no federation";
     PrintRow(dp.c_str(), r.data_parallel, r.sim.rate);
     PrintRow(io.c_str(), r.intra_op, r.sim.rate);
     PrintRow(tt.c_str(), r.trainer, r.sim.rate);
-    std::printf("\nfl-sim wall %.2f s (setup, training, final evaluation); "
+    std::printf("\nfl-sim wall %.2f s (setup, training, final evaluation; baselines left out); "
                 "ratio fl-sim / best centralised = %.3f (target >= 0.9)\n",
                 r.sim.wall_seconds, r.ratio());
     PrintBreakdown(r, w);
