@@ -60,6 +60,7 @@
 
 #include <torch/torch.h>
 
+#include "algorithms/registry.h"
 #include "data/idx_reader.h"
 #include "simulations/simulator.h"
 #include "torch/models.h"
@@ -162,21 +163,20 @@ Flags FlagsOf(const Config& c) {
   return f;
 }
 
-// What a centralised run of one model trained with.
+// What every centralised loop trains with: fl-sim's local training (batch size, SGD
+// settings) and its model seed.
 struct Hyper {
-  int64_t batch = 32;
-  double lr = 0.1;
-  double momentum = 0.5;
-  double weight_decay = 0;
-  uint64_t seed = 1;
+  TrainConfig train;
+  int64_t batch = 0;
+  uint64_t seed = 0;
 };
 
 Hyper HyperOf(const Config& c) {
+  Result<TrainConfig> train = ConfigView(c).LocalTraining();
+  Check(train.status(), "train");
   Hyper h;
-  h.batch = c.GetInt("train.batch_size");
-  h.lr = c.GetDouble("train.lr");
-  h.momentum = c.GetDouble("train.momentum");
-  h.weight_decay = c.GetDouble("train.weight_decay");
+  h.train = *train;
+  h.batch = train->batch_size;
   h.seed = static_cast<uint64_t>(c.GetInt("run.seed"));
   return h;
 }
@@ -199,7 +199,9 @@ class CentralisedLoop {
     model_->train();
     optimizer_ = std::make_unique<torch::optim::SGD>(
         model_->parameters(),
-        torch::optim::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay));
+        torch::optim::SGDOptions(h.train.lr)
+            .momentum(h.train.momentum)
+            .weight_decay(h.train.weight_decay));
     std::iota(order_.begin(), order_.end(), 0);
     pos_ = data.size();
   }
@@ -263,11 +265,7 @@ class TrainerLoop {
   LoopTimes Train(uint64_t samples, int threads) {
     SetTorchThreads(threads);
     owed_ += samples;
-    TrainConfig tc;
-    tc.batch_size = static_cast<int>(h_.batch);
-    tc.lr = h_.lr;
-    tc.momentum = h_.momentum;
-    tc.weight_decay = h_.weight_decay;
+    TrainConfig tc = h_.train;
     tc.local_steps = static_cast<int>(owed_ / static_cast<uint64_t>(h_.batch));
     tc.seed = seed_++;
     LoopTimes t;
