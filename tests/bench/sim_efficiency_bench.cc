@@ -17,19 +17,19 @@
 //
 // Centralised side, the same number of examples, the same model (CreateImageClassifier,
 // the same initialization code and seed), batch size, SGD settings and total threads:
-//   data-parallel  --workers independent loops, threads_per_worker threads each, each training
-//                  its own model on its share of the examples (no synchronisation: an
-//                  upper bound for any parallel trainer on these cores);
-//   intra-op       one loop with all the threads (stopped after --intra-cap
-//                  times the data-parallel time: on a shared machine its spinning
-//                  threads can collapse);
-//   TorchTrainer   --workers of fl-sim's own trainers, each bound to all 60,000 images
-//                  and trained once for the same share: the trainer's inner loop without
-//                  the federation, which separates the trainer's cost from the
-//                  federation's.
+//   data-parallel  --workers independent loops, threads_per_worker threads each, each
+//                  training its own model on its share of the examples (no
+//                  synchronisation: an upper bound for any parallel trainer on these
+//                  cores);
+//   intra-op       one loop with all the threads (each round's part stopped after
+//                  --intra-cap times the data-parallel part's time: on a shared machine
+//                  its spinning threads can collapse);
+//   TorchTrainer   --workers of fl-sim's own trainers, each bound to all 60,000 images:
+//                  the trainer's inner loop without the federation, which separates the
+//                  trainer's cost from the federation's.
 // Every loop draws full batches from a per-epoch shuffle of all images, gathered with
 // index_select as fl-sim's trainer does (fl-sim's last batch of each local epoch is
-// smaller, a cost the federation's partition brings). The baseline is the fastest of the first two;
+// smaller, a cost of the partition). The baseline is the faster of the first two;
 // ratio = fl-sim / baseline (target >= 0.9).
 // The sides alternate round by round: after each fl-sim round (in its progress callback,
 // outside train_seconds) every baseline trains as many examples as that round did, each
