@@ -332,7 +332,7 @@ Status SimulationRun::ExecuteSyncTask(int worker, size_t client, const Task& tas
   FL_ASSIGN_OR_RETURN(ExecuteReport r, clients_[client].runtime->Execute(task, *trainer, cancel_));
   *samples += r.train.num_examples;
   *task_work = TaskWork{r.bytes_down, r.train.num_examples, r.bytes_up};
-  AddClientMetrics(r.train);
+  AddClientMetrics(r);
   return Status::Ok();
 }
 
@@ -345,9 +345,10 @@ SimulationRun::ClosedRounds SimulationRun::TakeClosedRounds() {
   return closed;
 }
 
-void SimulationRun::AddClientMetrics(const TrainStats& train) {
+void SimulationRun::AddClientMetrics(const ExecuteReport& report) {
   std::lock_guard<std::mutex> lock(client_metrics_mu_);
-  for (const auto& [name, value] : train.metrics) client_metrics_[name] += value;
+  for (const auto& [name, value] : report.train.metrics) client_metrics_[name] += value;
+  result_.task_times += report.times;
 }
 
 std::map<std::string, double> SimulationRun::TakeClientMetrics() {

@@ -112,8 +112,9 @@ class SimulationRun {
 
   // ---- every round ----
   ClosedRounds TakeClosedRounds();
-  // Adds a finished task's TrainStats::metrics to the sums of the next record.
-  void AddClientMetrics(const TrainStats& train);
+  // Adds a finished task's TrainStats::metrics to the sums of the next record, and its
+  // phase times to the run's.
+  void AddClientMetrics(const ExecuteReport& report);
   // The sums since the last record, as "client.<name>", and starts new ones.
   std::map<std::string, double> TakeClientMetrics();
   // Records a closed round (asynchronous mode: a flush): evaluates its model when due,
