@@ -1886,4 +1886,56 @@ uint64_t Coordinator::TrainingSeed(uint64_t run_seed, const std::string& client_
   return SplitMix64(SplitMix64(run_seed ^ Fnv1a64(client_name)) + round);
 }
 
+Status Coordinator::MergeRemotePartial(uint64_t round, const std::vector<RemoteUpdate>& updates,
+                                       std::string_view partial) {
+  Impl& d = *impl_;
+  std::unique_lock<std::mutex> lock(d.mu);
+  if (d.opt.durable || d.Async() || d.NormBoundingOn()) {
+    return Status::FailedPrecondition(
+        "remote partial aggregates need a non-durable synchronous coordinator without norm "
+        "bounding");
+  }
+  if (!d.round_open || d.round.round != round) {
+    return Status::FailedPrecondition("partial for round " + std::to_string(round) +
+                                      " but it is not the open round");
+  }
+  std::vector<uint64_t> ids;
+  for (const RemoteUpdate& u : updates) {
+    FL_ASSIGN_OR_RETURN(std::optional<ClientRecord> named, d.store->FindClient(u.client_name));
+    const uint64_t id = named.has_value() ? named->id : 0;
+    if (id == 0 || d.selected.count(id) == 0 || d.accepted_sha.count(id) > 0 ||
+        std::find(ids.begin(), ids.end(), id) != ids.end()) {
+      return Status::FailedPrecondition(
+          "client \"" + u.client_name + "\" is unknown, not selected for round " +
+          std::to_string(round) + ", already reported, or listed twice");
+    }
+    ids.push_back(id);
+  }
+  FL_RETURN_IF_ERROR(d.aggregator->MergeSerializedPartial(partial));
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const RemoteUpdate& u = updates[i];
+    const uint64_t id = ids[i];
+    LedgerEntry entry;
+    entry.round = round;
+    entry.client_id = id;
+    entry.base_version = d.version;
+    entry.status_code = 0;
+    entry.bytes = u.bytes;
+    entry.weight = u.weight;
+    entry.sha256_hex = HexEncode(u.sha256);
+    entry.created_at = d.env->NowUnixSeconds();
+    Status stored = d.store->AppendLedger(entry).status();
+    if (!stored.ok()) {
+      FL_LOG(ERROR) << "ledger row of " << u.client_name << ": " << stored.ToString();
+    }
+    d.accepted_sha[id] = u.sha256;
+    d.bytes_up += u.bytes;
+    d.bytes_down += u.bytes_down;
+    if (u.weight_clipped) ++d.clipped_weight;
+  }
+  if (d.accepted_sha.size() == d.selected.size()) d.FinishRoundLocked();
+  d.DeliverCallbacks(lock);
+  return Status::Ok();
+}
+
 }  // namespace fl::internal

@@ -250,6 +250,29 @@ class Coordinator {
   // give a client the same seed, so their runs agree.
   static uint64_t TrainingSeed(uint64_t run_seed, const std::string& client_name, uint64_t round);
 
+  // One client's update of a synchronous round, folded into a partial aggregate outside
+  // the coordinator (fl-sim's MPI ranks, simulations/mpi_backend.h).
+  struct RemoteUpdate {
+    std::string client_name;      // as it joined
+    uint64_t bytes = 0;           // payload bytes
+    uint64_t bytes_down = 0;      // model bytes it downloaded (from its rank)
+    double weight = 0;            // the weight folded (after update_policy)
+    bool weight_clipped = false;  // update_policy clipped the claimed weight
+    std::string sha256;           // of the payload (32 raw bytes)
+  };
+  // Merges `partial` (RoundAggregator::SerializePartial of round `round`'s algorithm),
+  // which folded exactly `updates`, into the open round, and accepts each update as
+  // PushUpdate would (ledger row, counts); the round closes once every selected client
+  // has reported. On error nothing changed (a ledger row the store fails to write is
+  // logged: the update is folded already). FailedPrecondition if the
+  // coordinator is durable (a remote update has no spool file to refold from), in
+  // asynchronous mode, uses norm bounding (which needs every update's norm here), if
+  // `round` is not the open round, or a client is unknown, not selected, already
+  // reported or listed twice; InvalidArgument if the aggregator refuses the partial; Unimplemented
+  // if the round's aggregator has no partial state.
+  Status MergeRemotePartial(uint64_t round, const std::vector<RemoteUpdate>& updates,
+                            std::string_view partial);
+
  private:
   struct Impl;
   explicit Coordinator(std::unique_ptr<Impl> impl);

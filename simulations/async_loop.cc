@@ -241,7 +241,7 @@ Status AsyncLoop::TrainTask(int worker, uint64_t task) {
   c.deferred->BeginTraining(task);
   FL_ASSIGN_OR_RETURN(ExecuteReport r, c.runtime->Execute(h.task, *trainer, run_.cancel_));
   h.examples = r.train.num_examples;
-  run_.AddClientMetrics(r.train);
+  run_.AddClientMetrics(r);
   return Status::Ok();
 }
 

@@ -26,6 +26,7 @@
 #include "data/shifted_split_config.h"
 #include "fl/env.h"
 #include "simulations/fortunes_workload.h"
+#include "simulations/mpi_launch.h"
 #include "simulations/run_comparison.h"
 #include "simulations/simulator.h"
 #include "simulations/vit_pretrain.h"
@@ -184,13 +185,16 @@ int Run(int argc, char** argv) {
   Result<std::string> device = ResolveTorchDevice(config.GetString("sim.device"));
   if (!device.ok()) return Fail(device.status(), UsageOr1(device.status()));
   const int64_t threads = config.GetInt("sim.threads_per_worker");
-  std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
-            << config.GetString("algorithm.name") << ", " << DescribeClients(config) << ", "
-            << config.GetInt("coordinator.clients_per_round") << " per round, "
-            << config.GetInt("run.rounds") << " rounds, model " << config.GetString("model.name")
-            << ", device " << *device << ", " << config.GetInt("sim.workers") << " workers x "
-            << threads << (threads == 1 ? " thread" : " threads") << " -> "
-            << OutputDirectory(config) << "\n";
+  // Under mpirun, rank 0 speaks for the run.
+  if (LaunchedRank() == 0) {
+    std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
+              << config.GetString("algorithm.name") << ", " << DescribeClients(config) << ", "
+              << config.GetInt("coordinator.clients_per_round") << " per round, "
+              << config.GetInt("run.rounds") << " rounds, model " << config.GetString("model.name")
+              << ", device " << *device << ", " << config.GetInt("sim.workers") << " workers x "
+              << threads << (threads == 1 ? " thread" : " threads") << " -> "
+              << OutputDirectory(config) << "\n";
+  }
 
   bool line_open = false;
   auto progress = [&](const SimProgress& p) {
@@ -205,6 +209,7 @@ int Run(int argc, char** argv) {
   Result<SimulationResult> result = RunSimulation(config, progress);
   if (line_open) std::cerr << "\n";
   if (!result.ok()) return Fail(result.status(), 1);
+  if (result->mpi_worker) return 0;
   std::cerr << kProgram << ": wrote metrics.csv, metrics.jsonl, accuracy_bytes.svg, run.db in "
             << result->out_dir << "\n";
   char line[256];

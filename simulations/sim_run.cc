@@ -54,8 +54,19 @@ SimulationRun::SimulationRun(const Config& config, const ProgressFn& progress)
 Result<SimulationResult> SimulationRun::Run() {
   start_ = std::chrono::steady_clock::now();
   env_ = Env::Default();
+  // Under mpirun, ranks other than 0 only train their share of each round.
+  FL_ASSIGN_OR_RETURN(mpi_, MpiBackend::StartIfLaunched());
+  if (mpi_ != nullptr && mpi_->rank() != 0) {
+    FL_RETURN_IF_ERROR(mpi_->ServeRounds(config_));
+    result_.mpi_worker = true;
+    return std::move(result_);
+  }
   FL_RETURN_IF_ERROR(ReadOptions());
   FL_ASSIGN_OR_RETURN(ParamSet initial, LoadData());
+  if (mpi_ != nullptr) {
+    FL_RETURN_IF_ERROR(
+        mpi_->CheckSupport(config_, strategy_.get(), initial, workload_->SplitBody().has_value()));
+  }
   FL_RETURN_IF_ERROR(OpenCoordinator(initial));
   FL_RETURN_IF_ERROR(OpenRunRecord());
   FL_RETURN_IF_ERROR(StartWorkers());
@@ -74,6 +85,7 @@ Result<SimulationResult> SimulationRun::Run() {
   } else {
     FL_RETURN_IF_ERROR(RunSyncRounds());
   }
+  if (mpi_ != nullptr) FL_RETURN_IF_ERROR(mpi_->EndRun());
   FL_RETURN_IF_ERROR(Finish());
   return std::move(result_);
 }
@@ -330,8 +342,11 @@ Status SimulationRun::TrainSyncRound(const Work& work, std::vector<TaskWork>* ta
   std::atomic<uint64_t> finished{0};
   Status first_error;
   std::mutex error_mu;
+  if (mpi_ != nullptr) {
+    FL_RETURN_IF_ERROR(mpi_->StartRound(work, *workload_, coordinator_->CurrentModel()));
+  }
   pool_->Run(work.size(), [&](int w, size_t k) {
-    if (cancel_.cancelled()) return;
+    if (cancel_.cancelled() || (mpi_ != nullptr && !mpi_->Trains(k))) return;
     const auto& [client, task] = work[k];
     Status s = ExecuteSyncTask(w, client, task, &(*task_work)[k], samples);
     if (!s.ok()) {
@@ -348,6 +363,9 @@ Status SimulationRun::TrainSyncRound(const Work& work, std::vector<TaskWork>* ta
     p.clients_selected = work.size();
     Report(p);
   });
+  if (first_error.ok() && mpi_ != nullptr) {
+    first_error = mpi_->FinishRound(coordinator_.get(), task_work, samples);
+  }
   return first_error;
 }
 
@@ -362,7 +380,7 @@ Status SimulationRun::ExecuteSyncTask(int worker, size_t client, const Task& tas
   FL_ASSIGN_OR_RETURN(ExecuteReport r, std::move(executed));
   *samples += r.train.num_examples;
   *task_work = TaskWork{r.bytes_down, r.train.num_examples, r.bytes_up};
-  AddClientMetrics(r.train);
+  AddClientMetrics(r);
   return Status::Ok();
 }
 
@@ -375,9 +393,10 @@ SimulationRun::ClosedRounds SimulationRun::TakeClosedRounds() {
   return closed;
 }
 
-void SimulationRun::AddClientMetrics(const TrainStats& train) {
+void SimulationRun::AddClientMetrics(const ExecuteReport& report) {
   std::lock_guard<std::mutex> lock(client_metrics_mu_);
-  for (const auto& [name, value] : train.metrics) client_metrics_[name] += value;
+  for (const auto& [name, value] : report.train.metrics) client_metrics_[name] += value;
+  result_.task_times += report.times;
 }
 
 std::map<std::string, double> SimulationRun::TakeClientMetrics() {

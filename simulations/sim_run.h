@@ -34,6 +34,7 @@
 #include "simulations/byzantine.h"
 #include "simulations/deferred_push_link.h"
 #include "simulations/in_process_link.h"
+#include "simulations/mpi_backend.h"
 #include "simulations/simulator.h"
 #include "simulations/virtual_clock.h"
 #include "simulations/worker_pool.h"
@@ -126,8 +127,9 @@ class SimulationRun {
 
   // ---- every round ----
   ClosedRounds TakeClosedRounds();
-  // Adds a finished task's TrainStats::metrics to the sums of the next record.
-  void AddClientMetrics(const TrainStats& train);
+  // Adds a finished task's TrainStats::metrics to the sums of the next record, and its
+  // phase times to the run's.
+  void AddClientMetrics(const ExecuteReport& report);
   // The sums since the last record, as "client.<name>", and starts new ones.
   std::map<std::string, double> TakeClientMetrics();
   // Records a closed round (asynchronous mode: a flush): evaluates its model when due,
@@ -159,6 +161,10 @@ class SimulationRun {
   VirtualClockOptions clock_options_;
   bool async_ = false;
   bool overlap_ = false;  // client.overlap, asynchronous mode only
+
+  // Under mpirun with several ranks (mpi_backend.h); null otherwise. Destroyed after
+  // the federation below, so MPI outlives every worker.
+  std::unique_ptr<MpiBackend> mpi_;
 
   // ---- the federation (declared in setup order; destroyed in reverse) ----
   std::unique_ptr<Workload> workload_;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -509,6 +510,78 @@ TEST_F(CoordinatorTest, RegisteredClientsAreSelectedAndTrainLikeJoinedOnes) {
   const std::set<std::string> registered = selected_names(true);
   EXPECT_EQ(joined.size(), 7u);
   EXPECT_EQ(joined, registered);
+}
+
+// fl-sim under mpirun: updates folded into a partial aggregate elsewhere, merged into the
+// open round, give the round every client pushing would; a bad merge changes nothing.
+TEST_F(CoordinatorTest, RemotePartialMergesLikePushedUpdates) {
+  CoordinatorOptions pushed_options = Options(1);
+  pushed_options.durable = false;
+  pushed_options.state_dir = (dir_ / "pushed").string();
+  CoordinatorOptions merged_options = pushed_options;
+  merged_options.state_dir = (dir_ / "merged").string();
+  auto pushed = Coordinator::Create(pushed_options, FedAvg(), Initial());
+  auto merged = Coordinator::Create(merged_options, FedAvg(), Initial());
+  ASSERT_TRUE(pushed.ok() && merged.ok());
+  auto pushed_links = JoinedLinks(pushed->get(), 3);
+  auto merged_links = JoinedLinks(merged->get(), 3);
+  std::vector<Payload> updates;
+  for (int i = 0; i < 3; ++i)
+    updates.push_back(TrainUpdate(*pushed_links[i], *MakeTrainer(50 + i)));
+  std::vector<RoundSummary> summaries;
+  for (Coordinator* c : {pushed->get(), merged->get()}) {
+    c->SetRoundCallback(
+        [&](const RoundSummary& s, const ModelSnapshot&) { summaries.push_back(s); });
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(pushed_links[i]->PushUpdate(updates[i]).ok());
+
+  // Clients 1 and 2 fold on "another rank"; client 0 pushes as usual.
+  ASSERT_TRUE(merged_links[0]->PushUpdate(updates[0]).ok());
+  std::unique_ptr<RoundAggregator> rank = FedAvg()->NewRoundAggregator(Initial(), 1);
+  std::vector<Coordinator::RemoteUpdate> remote;
+  for (int i = 1; i < 3; ++i) {
+    ASSERT_TRUE(rank->Accumulate(updates[i]).ok());
+    Coordinator::RemoteUpdate u;
+    u.client_name = "client-" + std::to_string(i);
+    u.bytes = updates[i].bytes.size();
+    u.weight = updates[i].meta.weight;
+    u.sha256 = updates[i].meta.sha256;
+    remote.push_back(u);
+  }
+  Result<std::string> partial = rank->SerializePartial();
+  ASSERT_TRUE(partial.ok());
+  Coordinator& c = **merged;
+  EXPECT_EQ(c.MergeRemotePartial(2, remote, *partial).code(), StatusCode::kFailedPrecondition);
+  std::vector<Coordinator::RemoteUpdate> twice = {remote[0], remote[0]};
+  EXPECT_EQ(c.MergeRemotePartial(1, twice, *partial).code(), StatusCode::kFailedPrecondition);
+  std::vector<Coordinator::RemoteUpdate> again = {remote[0]};
+  again[0].client_name = "client-0";  // already pushed
+  EXPECT_EQ(c.MergeRemotePartial(1, again, *partial).code(), StatusCode::kFailedPrecondition);
+  again[0].client_name = "client-9";  // never joined
+  EXPECT_EQ(c.MergeRemotePartial(1, again, *partial).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.MergeRemotePartial(1, remote, partial->substr(1)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.GetStatus().updates_in_round, 1u);
+  EXPECT_TRUE(summaries.size() == 1) << "only the pushed coordinator closed its round";
+
+  ASSERT_TRUE(c.MergeRemotePartial(1, remote, *partial).ok());
+  ASSERT_EQ(summaries.size(), 2u);
+  EXPECT_EQ(summaries[1].num_updates, summaries[0].num_updates);
+  EXPECT_EQ(summaries[1].bytes_up, summaries[0].bytes_up);
+  EXPECT_EQ(summaries[1].total_weight, summaries[0].total_weight);
+  const ModelSnapshot a = (*pushed)->CurrentModel(), b = c.CurrentModel();
+  ASSERT_EQ(a.version, 1u);
+  ASSERT_EQ(b.version, 1u);
+  EXPECT_EQ(std::memcmp(a.params->data(), b.params->data(), a.params->size() * sizeof(float)), 0);
+}
+
+TEST_F(CoordinatorTest, RemotePartialNeedsANonDurableCoordinator) {
+  auto c = Coordinator::Create(Options(1), FedAvg(), Initial());  // durable
+  ASSERT_TRUE(c.ok());
+  auto links = JoinedLinks(c->get(), 3);
+  Result<std::string> partial = FedAvg()->NewRoundAggregator(Initial(), 1)->SerializePartial();
+  ASSERT_TRUE(partial.ok());
+  EXPECT_EQ((*c)->MergeRemotePartial(1, {}, *partial).code(), StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
