@@ -234,9 +234,6 @@ struct Coordinator::Impl {
   std::set<uint64_t> folding_clients;  // one fold per client at a time
   // Threads waiting for the folds in flight to finish; no fold starts meanwhile.
   uint32_t quiescing = 0;
-  // Threads inside FlushBufferLocked (it may wait for the previous flush's model file
-  // without the lock); the full buffer takes no further fold meanwhile.
-  uint32_t flushers = 0;
   // A fold landed in a leaf but its update could not be made durable: the tree must be
   // rebuilt from the ledger before anything else reads it.
   bool refold_needed = false;
@@ -951,16 +948,16 @@ struct Coordinator::Impl {
 
   // Whether client `id` may start a fold now: not while the folds are being drained
   // (QuiesceFoldsLocked), not while its own previous update is folding (a retry then
-  // finds it acknowledged), and only onto a free leaf. In asynchronous mode a buffer
-  // takes exactly buffer_size updates: folds in flight count towards it, and a full
-  // buffer waits for its flush (one whose flush could not be committed takes more, as
-  // it always did, rather than stop the federation).
+  // finds it acknowledged), and only onto a free leaf. In asynchronous mode folds in
+  // flight count towards the buffer's buffer_size, so parallel folds do not overfill it
+  // (pushes arriving while its flush waits for the previous version's model file still
+  // fold into it, as they always did).
   bool MayStartFoldLocked(uint64_t id) const {
     if (quiescing > 0 || folding_clients.count(id) > 0) return false;
     if (!round_open || tree == nullptr) return true;  // refused by the checks that follow
     if (!tree->HasFreeLeaf()) return false;
-    const bool full = acked + folds_in_flight >= opt.async.buffer_size;
-    return !(Async() && full && (folds_in_flight > 0 || flushers > 0));
+    return !(Async() && folds_in_flight > 0 &&
+             acked + folds_in_flight >= opt.async.buffer_size);
   }
 
   // Prepares (PrepareForFold) and folds an admitted update into a free leaf, without the
@@ -1168,13 +1165,6 @@ struct Coordinator::Impl {
   // the model unchanged: the buffer's updates are consumed either way, so each applies at
   // most once.
   void FlushBufferLocked(std::unique_lock<std::mutex>* lock) {
-    ++flushers;
-    FlushFullBufferLocked(lock);
-    --flushers;
-    changed.notify_all();
-  }
-
-  void FlushFullBufferLocked(std::unique_lock<std::mutex>* lock) {
     CompletePendingFlushLocked(lock);
     if (pending_flush.has_value()) return;  // its commit failed; retried at the next push
     QuiesceFoldsLocked(lock);

@@ -313,12 +313,14 @@ class TreeCoordinatorTest : public ::testing::Test {
       });
     }
     for (std::thread& t : pool) t.join();
+    open_buffer_ = coordinator.GetStatus().updates_in_round;
     return run;
   }
 
   Layout layout_ = TestLayout();
   std::filesystem::path dir_;
   std::vector<Payload> updates_;
+  uint64_t open_buffer_ = 0;  // updates in the open round or buffer after Federate
 };
 
 TEST_F(TreeCoordinatorTest, ConcurrentPushesFoldEachUpdateOnceWithTheSerialMean) {
@@ -339,16 +341,21 @@ TEST_F(TreeCoordinatorTest, ConcurrentPushesFoldEachUpdateOnceWithTheSerialMean)
   }
 }
 
-TEST_F(TreeCoordinatorTest, AsyncBuffersTakeExactlyBufferSizeUpdatesUnderConcurrentPushes) {
+// Every acknowledged update is in exactly one flush or in the open buffer, and parallel
+// folds do not overfill a buffer (only pushes arriving while a flush waits for the
+// previous model file join the full buffer, by design).
+TEST_F(TreeCoordinatorTest, AsyncFlushesHoldEveryUpdateOnceUnderConcurrentPushes) {
   for (uint32_t leaves : {1, 4}) {
+    SCOPED_TRACE(std::to_string(leaves) + " leaves");
     Run run = Federate(Options(CoordinatorMode::kAsync, leaves, "async" + std::to_string(leaves)), 8);
-    ASSERT_EQ(run.summaries.size(), static_cast<size_t>(kClients / 6)) << leaves << " leaves";
-    double weight = 0;
+    ASSERT_FALSE(run.summaries.empty());
+    uint64_t flushed = 0;
     for (const RoundSummary& s : run.summaries) {
-      EXPECT_EQ(s.num_updates, 6u) << leaves << " leaves, buffer " << s.round;
-      weight += s.total_weight;
+      EXPECT_GE(s.num_updates, 6u) << "buffer " << s.round;
+      EXPECT_GT(s.total_weight, 0);
+      flushed += s.num_updates;
     }
-    EXPECT_GT(weight, 0);
+    EXPECT_EQ(flushed + open_buffer_, static_cast<uint64_t>(kClients));
   }
 }
 
