@@ -86,7 +86,11 @@ std::vector<double> StepNorms(const ParamSet& before, const ParamSet& after) {
 
 // An update as the update policy turned it into what the aggregator folds.
 struct PreparedUpdate {
-  // The modified copy (weight replaced, delta scaled), if modified: the scratch payload
+  // The metadata it is folded with (the server's weight; in asynchronous mode the
+  // buffer's number as its round): RoundAggregator::AccumulateWithMeta reads the values
+  // in place, so rewriting the metadata copies nothing.
+  UpdateMeta meta;
+  // A copy with scaled values (norm bound, gap penalty), if scaled: the scratch payload
   // given to PrepareForFold, valid until it is reused.
   Payload* owned = nullptr;
   double weight = 0;                 // the weight folded
@@ -114,8 +118,7 @@ struct FoldPlan {
   std::shared_ptr<const ParamSet> global;  // the layout the tensor scales refer to
 };
 
-// Makes p's payload a modifiable copy of `in` in *scratch (once). The scratch buffer is
-// reused: re-weighting an update costs a memcpy of its bytes, not a fresh allocation.
+// Makes p's payload a modifiable copy of `in` in *scratch (once), to scale its values.
 void Own(const Payload& in, Payload* scratch, PreparedUpdate* p) {
   if (p->owned != nullptr) return;
   scratch->meta = in.meta;
@@ -125,17 +128,15 @@ void Own(const Payload& in, Payload* scratch, PreparedUpdate* p) {
 
 // Carries out `plan` on `in`: the policy's weight, the norm bound on a dense delta and,
 // in asynchronous mode, weight x s(staleness), the buffer's number and the gap penalty.
-// A copy is made into *scratch only if the update must change. Malformed content passes
+// The metadata is rewritten in p.meta; a copy is made into *scratch only if the values
+// must be scaled (norm bound, gap penalty). Malformed content passes
 // through unchanged for the aggregator to refuse. Thread-safe (touches only its
 // arguments).
 Result<PreparedUpdate> PrepareForFold(const Payload& in, const FoldPlan& plan, Payload* scratch) {
   PreparedUpdate p;
+  p.meta = in.meta;
   p.weight = plan.weight;
   p.weight_clipped = plan.weight_clipped;
-  if (!(p.weight == in.meta.weight)) {
-    Own(in, scratch, &p);
-    p.owned->meta.weight = p.weight;
-  }
   if (plan.measure_norm) {
     Result<std::optional<double>> norm = UpdateNorm(in);
     if (norm.ok() && norm->has_value() && std::isfinite(**norm)) {
@@ -146,18 +147,25 @@ Result<PreparedUpdate> PrepareForFold(const Payload& in, const FoldPlan& plan, P
       }
     }
   }
-  if (!plan.async) return p;
-  Own(in, scratch, &p);
-  p.weight *= plan.staleness_factor;
-  p.owned->meta.weight = p.weight;
-  p.owned->meta.round = plan.buffer;
+  if (plan.async) {
+    p.weight *= plan.staleness_factor;
+    p.meta.round = plan.buffer;
+  }
+  p.meta.weight = p.weight;
   if (plan.tensor_scales.empty()) return p;
   const Layout& layout = plan.global->layout();
   // A payload that does not fit the layout is left for the aggregator to refuse.
-  if (p.owned->meta.layout_hash != layout.hash()) return p;
+  if (in.meta.layout_hash != layout.hash()) return p;
+  Own(in, scratch, &p);
   Status scaled = ScaleDenseUpdateTensors(layout, plan.tensor_scales, p.owned);
   if (!scaled.ok() && scaled.code() != StatusCode::kInvalidArgument) return scaled;
   return p;
+}
+
+// Folds a prepared update into `agg`: its values (scaled copy or as received) with the
+// metadata the server gave it.
+Status FoldPrepared(RoundAggregator& agg, const Payload& in, const PreparedUpdate& p) {
+  return agg.AccumulateWithMeta(p.meta, p.Get(in));
 }
 
 }  // namespace
@@ -566,7 +574,7 @@ struct Coordinator::Impl {
     if (!plan.ok()) return plan.status();
     FL_ASSIGN_OR_RETURN(PreparedUpdate prepared, PrepareForFold(*p, *plan, &scratch_payload));
     FL_RETURN_IF_ERROR(
-        tree->AccumulateSerial(prepared.Get(*p)).WithContext("refolding " + e.spool_path));
+        tree->AccumulateSerial(prepared.meta, prepared.Get(*p)).WithContext("refolding " + e.spool_path));
     CountPreparedLocked(prepared);
     return true;
   }
@@ -660,7 +668,7 @@ struct Coordinator::Impl {
         Result<Payload> p = ReadSpooledLocked(entries[i]);
         if (!p.ok()) return p.status();
         Result<PreparedUpdate> prepared = PrepareSpooledLocked(entries[i], *p);
-        if (!prepared.ok() || !agg->Accumulate(prepared->Get(*p)).ok()) drop[i] = true;
+        if (!prepared.ok() || !FoldPrepared(*agg, *p, *prepared).ok()) drop[i] = true;
       }
       if (!agg->CanReport()) break;
       Result<AggregateReport> report = std::move(*agg).Report();
@@ -975,7 +983,7 @@ struct Coordinator::Impl {
     Payload scratch;  // filled only if the policy changes the update
     Result<PreparedUpdate> prepared = PrepareForFold(payload, plan, &scratch);
     Status folded =
-        prepared.ok() ? t->leaf(leaf).Accumulate(prepared->Get(payload)) : prepared.status();
+        prepared.ok() ? FoldPrepared(t->leaf(leaf), payload, *prepared) : prepared.status();
     lock->lock();
     t->Release(leaf);
     if (!folded.ok()) return folded;

@@ -32,9 +32,9 @@ void AggregatorTree::Release(size_t i) {
   --busy_;
 }
 
-Status AggregatorTree::AccumulateSerial(const Payload& payload) {
+Status AggregatorTree::AccumulateSerial(const UpdateMeta& meta, const Payload& payload) {
   RoundAggregator& leaf = LeafAt(serial_folds_ % leaves_.size());
-  FL_RETURN_IF_ERROR(leaf.Accumulate(payload));
+  FL_RETURN_IF_ERROR(leaf.AccumulateWithMeta(meta, payload));
   ++serial_folds_;
   return Status::Ok();
 }
