@@ -179,7 +179,11 @@ Result<CoordinatorMode> ParseCoordinatorMode(std::string_view name) {
 
 uint32_t AggregationLeaves(const CoordinatorOptions& options) {
   if (options.aggregation_leaves > 0) return std::min(options.aggregation_leaves, kMaxAggregationLeaves);
-  return std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, 4);
+  // Leaves pay off only with cores to spare beside the pushes' own hashing and decoding:
+  // on 2 cores, 10 concurrent 10M-parameter pushes ran slower with 2 or 4 leaves than
+  // with 1 (fold_bench BM_FoldConcurrent), each extra leaf costing an fp64 buffer and a
+  // merge per round.
+  return std::clamp<uint32_t>(std::thread::hardware_concurrency() / 2, 1, 4);
 }
 
 std::string_view CoordinatorModeName(CoordinatorMode mode) {

@@ -102,7 +102,7 @@ struct CoordinatorOptions {
   // (or buffer flush) the leaves merge in a fixed order. Each leaf is one aggregator of
   // the strategy (FedAvg: 8 bytes per parameter, fp64 sums), created on first use, so
   // memory is O(d * leaves), never O(d * clients). 1 folds every update into one
-  // aggregator, in acknowledgement order. 0: min(4, hardware threads).
+  // aggregator, in acknowledgement order. 0: min(4, hardware threads / 2), at least 1.
   uint32_t aggregation_leaves = 0;
   // Seed for client selection and per-client training seeds.
   uint64_t seed = 1;

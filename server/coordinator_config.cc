@@ -100,7 +100,7 @@ nlohmann::json CoordinatorConfigDefaults() {
            {"norm_bound", d.norm_bound},                    // 0: off
            {"norm_bound_quantile", d.norm_bound_quantile},  // 0: off
            {"norm_bound_warmup", d.norm_bound_warmup},
-           {"aggregation_leaves", d.aggregation_leaves},  // 0: min(4, hardware threads)
+           {"aggregation_leaves", d.aggregation_leaves},  // 0: min(4, hardware threads / 2)
        }},
       // Asynchronous mode only (coordinator.mode = async; server/staleness.h).
       {"async",
