@@ -90,6 +90,7 @@ struct PreparedUpdate {
   // buffer's number as its round): RoundAggregator::AccumulateWithMeta reads the values
   // in place, so rewriting the metadata copies nothing.
   UpdateMeta meta;
+  bool meta_rewritten = false;  // meta differs from the update's own
   // A copy with scaled values (norm bound, gap penalty), if scaled: the scratch payload
   // given to PrepareForFold, valid until it is reused.
   Payload* owned = nullptr;
@@ -151,6 +152,7 @@ Result<PreparedUpdate> PrepareForFold(const Payload& in, const FoldPlan& plan, P
     p.weight *= plan.staleness_factor;
     p.meta.round = plan.buffer;
   }
+  p.meta_rewritten = plan.async || !(p.weight == in.meta.weight);
   p.meta.weight = p.weight;
   if (plan.tensor_scales.empty()) return p;
   const Layout& layout = plan.global->layout();
@@ -165,6 +167,7 @@ Result<PreparedUpdate> PrepareForFold(const Payload& in, const FoldPlan& plan, P
 // Folds a prepared update into `agg`: its values (scaled copy or as received) with the
 // metadata the server gave it.
 Status FoldPrepared(RoundAggregator& agg, const Payload& in, const PreparedUpdate& p) {
+  if (!p.meta_rewritten) return agg.Accumulate(p.Get(in));
   return agg.AccumulateWithMeta(p.meta, p.Get(in));
 }
 
@@ -578,7 +581,9 @@ struct Coordinator::Impl {
     if (!plan.ok()) return plan.status();
     FL_ASSIGN_OR_RETURN(PreparedUpdate prepared, PrepareForFold(*p, *plan, &scratch_payload));
     FL_RETURN_IF_ERROR(
-        tree->AccumulateSerial(prepared.meta, prepared.Get(*p)).WithContext("refolding " + e.spool_path));
+        tree->AccumulateSerial([&](RoundAggregator& leaf) {
+              return FoldPrepared(leaf, *p, prepared);
+            }).WithContext("refolding " + e.spool_path));
     CountPreparedLocked(prepared);
     return true;
   }

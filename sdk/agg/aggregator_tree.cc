@@ -32,9 +32,8 @@ void AggregatorTree::Release(size_t i) {
   --busy_;
 }
 
-Status AggregatorTree::AccumulateSerial(const UpdateMeta& meta, const Payload& payload) {
-  RoundAggregator& leaf = LeafAt(serial_folds_ % leaves_.size());
-  FL_RETURN_IF_ERROR(leaf.AccumulateWithMeta(meta, payload));
+Status AggregatorTree::AccumulateSerial(const std::function<Status(RoundAggregator&)>& fold) {
+  FL_RETURN_IF_ERROR(fold(LeafAt(serial_folds_ % leaves_.size())));
   ++serial_folds_;
   return Status::Ok();
 }

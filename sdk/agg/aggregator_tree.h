@@ -58,10 +58,10 @@ class AggregatorTree {
   // True when Acquire would succeed.
   bool HasFreeLeaf() const { return busy_ < leaves_.size(); }
 
-  // Folds `payload` (with `meta` in place of its own, RoundAggregator::AccumulateWithMeta)
-  // into leaf (n mod L) for the n-th call since construction: serial folds (recovery
-  // refold) spread over the leaves as live folds do, in a fixed way. REQUIRES: idle().
-  Status AccumulateSerial(const UpdateMeta& meta, const Payload& payload);
+  // Runs `fold` (which folds one update) on leaf (n mod L) for the n-th successful call
+  // since construction: serial folds (recovery refold) spread over the leaves as live
+  // folds do, in a fixed way. Returns fold's status. REQUIRES: idle().
+  Status AccumulateSerial(const std::function<Status(RoundAggregator&)>& fold);
   // Merges `partial` (an aggregator of the same strategy and round, e.g. a remote
   // rank's partial sums) into leaf 0, consuming it. REQUIRES: idle().
   Status MergeIn(RoundAggregator&& partial);

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -107,6 +108,11 @@ int UnexplainedDifferences(const ParamSet& got, const ReferenceMean& ref, int* a
   return bad;
 }
 
+// Folds `p` into the leaf AccumulateSerial picks.
+std::function<Status(RoundAggregator&)> Fold(const Payload& p) {
+  return [&p](RoundAggregator& leaf) { return leaf.Accumulate(p); };
+}
+
 class AggregatorTreeTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -146,7 +152,7 @@ TEST_F(AggregatorTreeTest, MeanDoesNotDependOnArrivalOrderOrLeafCount) {
       for (size_t i = 0; i < order.size(); ++i) order[i] = i;
       if (order_seed > 0) std::shuffle(order.begin(), order.end(), std::mt19937_64(order_seed));
       AggregatorTree tree = MakeTree(leaves);
-      for (size_t i : order) ASSERT_TRUE(tree.AccumulateSerial(updates_[i].meta, updates_[i]).ok());
+      for (size_t i : order) ASSERT_TRUE(tree.AccumulateSerial(Fold(updates_[i])).ok());
       EXPECT_EQ(tree.count(), updates_.size());
       ExpectReference(tree, "leaves " + std::to_string(leaves) + ", order " +
                                 std::to_string(order_seed));
@@ -193,8 +199,8 @@ TEST_F(AggregatorTreeTest, ARefusedUpdateLeavesTheTreeUnchanged) {
   Payload bad = updates_[0];
   float nan = std::nanf("");
   std::memcpy(bad.bytes.data() + 40, &nan, 4);
-  EXPECT_EQ(tree.AccumulateSerial(bad.meta, bad).code(), StatusCode::kInvalidArgument);
-  for (const Payload& p : updates_) ASSERT_TRUE(tree.AccumulateSerial(p.meta, p).ok());
+  EXPECT_EQ(tree.AccumulateSerial(Fold(bad)).code(), StatusCode::kInvalidArgument);
+  for (const Payload& p : updates_) ASSERT_TRUE(tree.AccumulateSerial(Fold(p)).ok());
   ExpectReference(tree, "after a refused update");
 }
 
