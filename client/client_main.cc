@@ -126,7 +126,7 @@ std::vector<FlagAlias> ClientAliases() {
       {"--device", "client.device", "auto | cpu | cuda"},
       {"--threads", "client.threads", "LibTorch intra-op threads (0 = LibTorch's default)"},
       {"--data-dir", "data.dir", "folder with the Fashion-MNIST IDX files"},
-      {"--partition", "data.partition", "iid | dirichlet:<alpha> | shards:<k>"},
+      {"--partition", "data.partition", "iid | dirichlet:<alpha> | shards:<k> | sample:<m>"},
       {"--num-partitions", "data.num_partitions", "shards the training set is split into"},
       {"--partition-index", "data.partition_index", "this client's shard, in [0, num_partitions)"},
       {"--seed", "data.seed", "partition seed (the federation's run seed)"},
@@ -248,10 +248,10 @@ Result<ImageDataset> LoadShard(const ClientSettings& s) {
     all.labels.resize(static_cast<size_t>(s.train_examples));
     all.images.resize(static_cast<size_t>(s.train_examples * all.rows * all.cols));
   }
-  Result<Partition> partition =
-      PartitionExamples(s.partition, all.labels, s.num_partitions, s.seed);
+  Result<ClientShards> partition =
+      ShardExamples(s.partition, all.labels, s.num_partitions, s.seed);
   if (!partition.ok()) return partition.status().WithContext("data.partition");
-  const std::vector<int64_t>& mine = (*partition)[static_cast<size_t>(s.partition_index)];
+  const std::vector<int64_t> mine = partition->Indices(static_cast<size_t>(s.partition_index));
   ImageDataset shard;
   shard.rows = all.rows;
   shard.cols = all.cols;

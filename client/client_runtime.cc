@@ -1,5 +1,6 @@
 #include "client/client_runtime.h"
 
+#include <chrono>
 #include <future>
 #include <map>
 #include <optional>
@@ -9,6 +10,29 @@
 #include "core/logging.h"
 
 namespace fl::internal {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Seconds from `start` to now, and `start` moved to now: consecutive phases of one task.
+double Lap(Clock::time_point* start) {
+  const Clock::time_point now = Clock::now();
+  const double seconds = std::chrono::duration<double>(now - *start).count();
+  *start = now;
+  return seconds;
+}
+
+}  // namespace
+
+TaskTimes& TaskTimes::operator+=(const TaskTimes& o) {
+  fetch += o.fetch;
+  set_params += o.set_params;
+  train += o.train;
+  get_params += o.get_params;
+  encode += o.encode;
+  push += o.push;
+  return *this;
+}
 
 ClientRuntime::ClientRuntime(ServerLink* link, ClientRuntimeOptions options)
     : link_(link), options_(std::move(options)) {}
@@ -40,7 +64,9 @@ Status ClientRuntime::Prepare(const Task& task, Trainer& trainer, ExecuteReport*
   if (task.kind != TaskKind::kTrain) return Status::InvalidArgument("Execute: not a training task");
   report->round = task.round;
   if (cached_model_.params == nullptr || cached_model_.version != task.model_version) {
+    Clock::time_point start = Clock::now();
     FL_RETURN_IF_ERROR(UpdateCachedModel(task, report));
+    report->times.fetch += Lap(&start);
   }
   if (cached_model_.params->layout().hash() != trainer.layout().hash()) {
     return Status::FailedPrecondition("the server's model layout differs from the trainer's");
@@ -54,16 +80,29 @@ Status ClientRuntime::Prepare(const Task& task, Trainer& trainer, ExecuteReport*
 
 namespace {
 
-// The user's trainer, keeping the TrainStats::metrics of its last Train: the Learner
-// returns only the payload, and the task's report carries the trainer's own figures.
+// The user's trainer, keeping the TrainStats::metrics of its last Train (the Learner
+// returns only the payload, and the task's report carries the trainer's own figures) and
+// the time the Learner spent in each of its calls.
 class MetricsRecorder final : public Trainer {
  public:
-  explicit MetricsRecorder(Trainer& target) : target_(target) {}
+  MetricsRecorder(Trainer& target, TaskTimes* times) : target_(target), times_(times) {}
   const Layout& layout() const override { return target_.layout(); }
-  Status GetParameters(ParamSet* out) override { return target_.GetParameters(out); }
-  Status SetParameters(const ParamSet& params) override { return target_.SetParameters(params); }
+  Status GetParameters(ParamSet* out) override {
+    Clock::time_point start = Clock::now();
+    Status s = target_.GetParameters(out);
+    times_->get_params += Lap(&start);
+    return s;
+  }
+  Status SetParameters(const ParamSet& params) override {
+    Clock::time_point start = Clock::now();
+    Status s = target_.SetParameters(params);
+    times_->set_params += Lap(&start);
+    return s;
+  }
   Result<TrainStats> Train(const TrainConfig& config, const CancelToken& cancel) override {
+    Clock::time_point start = Clock::now();
     Result<TrainStats> stats = target_.Train(config, cancel);
+    times_->train += Lap(&start);
     if (stats.ok()) metrics_ = stats->metrics;
     return stats;
   }
@@ -72,6 +111,7 @@ class MetricsRecorder final : public Trainer {
 
  private:
   Trainer& target_;
+  TaskTimes* times_;
   std::map<std::string, double> metrics_;
 };
 
@@ -80,8 +120,12 @@ class MetricsRecorder final : public Trainer {
 Result<ClientRuntime::TrainedUpdate> ClientRuntime::Train(const Task& task, Trainer& trainer,
                                                           const CancelToken& cancel,
                                                           ExecuteReport report) {
-  MetricsRecorder recorder(trainer);
+  TaskTimes& times = report.times;  // Prepare timed only the fetch
+  MetricsRecorder recorder(trainer, &times);
+  Clock::time_point start = Clock::now();
   Result<Payload> payload = learner_->Train(task, *cached_model_.params, recorder, cancel);
+  // What the Learner did around the trainer's calls.
+  times.encode = Lap(&start) - times.set_params - times.train - times.get_params;
   if (!keep_model_cache_) cached_model_ = {};
   if (!payload.ok()) return payload.status();
   payload->meta.client_id = client_id_;
@@ -94,7 +138,9 @@ Result<ClientRuntime::TrainedUpdate> ClientRuntime::Train(const Task& task, Trai
 }
 
 Result<ExecuteReport> ClientRuntime::Send(TrainedUpdate update) {
+  Clock::time_point start = Clock::now();
   FL_ASSIGN_OR_RETURN(PushAck ack, link_->PushUpdate(update.payload));
+  update.report.times.push += Lap(&start);
   update.report.duplicate = ack.duplicate;
   return update.report;
 }

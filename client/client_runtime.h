@@ -41,6 +41,22 @@ struct ClientRuntimeOptions {
   bool overlap = false;
 };
 
+// Host seconds one executed task spent in each phase, on the thread that ran it: where
+// a simulator's time goes besides local training (tests/bench/sim_efficiency_bench.cc).
+struct TaskTimes {
+  double fetch = 0;       // the task's model: download or replay (0 when cached)
+  double set_params = 0;  // Trainer::SetParameters: the global model into the trainer
+  double train = 0;       // Trainer::Train: local training
+  double get_params = 0;  // Trainer::GetParameters: the trained model out of the trainer
+  double encode = 0;      // the Learner's own work: delta, checks, encoding, digest
+  // PushUpdate: the server's checks, decoding and fold; for the update that completes a
+  // round, also its close (aggregation, the server step, the new model).
+  double push = 0;
+
+  double total() const { return fetch + set_params + train + get_params + encode + push; }
+  TaskTimes& operator+=(const TaskTimes& o);
+};
+
 // What one executed training task cost and produced.
 struct ExecuteReport {
   uint64_t round = 0;
@@ -53,6 +69,7 @@ struct ExecuteReport {
   // trainer's own TrainStats::metrics.
   TrainStats train;
   bool duplicate = false;   // server had already acknowledged this update
+  TaskTimes times;
 };
 
 // Bounds and observation of ClientRuntime::Run.

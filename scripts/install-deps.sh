@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   zlib1g-dev
+  libopenmpi-dev openmpi-bin  # fl-sim's MPI backend (mpirun -np P fl-sim run ...)
   dataset-fashion-mnist
   fortunes fortunes-de fortunes-es fortunes-it
   python3 python3-numpy python3-torch

@@ -19,6 +19,7 @@
 #include "crypto/sha256.h"
 #include "crypto/update_digest.h"
 #include "rng/splitmix64.h"
+#include "server/client_table.h"
 #include "server/update_spool.h"
 
 namespace fl::internal {
@@ -194,10 +195,7 @@ std::string_view CoordinatorModeName(CoordinatorMode mode) {
 }
 
 struct Coordinator::Impl {
-  struct ClientState {
-    std::string name;
-    uint64_t last_seen_us = 0;  // 0: not heard from since this process started
-  };
+  using ClientState = ClientTable::Client;
 
   CoordinatorOptions opt;
   Env* env = nullptr;
@@ -216,13 +214,14 @@ struct Coordinator::Impl {
   std::map<uint64_t, std::shared_ptr<const std::string>> replay_cache;
 
   // Clients and sessions.
-  std::map<uint64_t, ClientState> clients;
+  ClientTable clients;
   struct SessionState {
     uint64_t client_id = 0;
     int64_t created_at = 0;  // unix seconds (Env clock)
   };
   std::map<std::string, SessionState> sessions;  // token hash hex -> session
-  std::map<std::string, uint64_t> names;         // client name -> id
+  // Names are looked up in the store (Join), not held twice: a million registered
+  // clients would cost a map node and a string copy each.
 
   // Join rate limit (token bucket) and refusal counters.
   double join_tokens = 0;
@@ -353,33 +352,52 @@ struct Coordinator::Impl {
   }
 
   void Touch(uint64_t client_id) {
-    auto it = clients.find(client_id);
-    if (it != clients.end()) it->second.last_seen_us = std::max<uint64_t>(1, NowUs());
+    ClientState* c = clients.Find(client_id);
+    if (c != nullptr) c->last_seen_us = std::max<uint64_t>(1, NowUs());
   }
 
   std::vector<uint64_t> AvailableClientsLocked() {
     std::vector<uint64_t> out;
     const uint64_t now = NowUs();
     const uint64_t timeout_us = static_cast<uint64_t>(opt.client_timeout.count()) * 1000;
-    for (const auto& [id, c] : clients) {
+    clients.ForEach([&](uint64_t id, const ClientState& c) {
       if (c.last_seen_us != 0 && now - std::min(now, c.last_seen_us) <= timeout_us) {
         out.push_back(id);
       }
-    }
+    });
     return out;
   }
 
-  // Orders candidates by a seeded hash of (round, name): independent of join order
-  // and of client ids, so fl-sim and fl-server select the same clients.
-  std::vector<uint64_t> ShuffleForRound(std::vector<uint64_t> ids, uint64_t round_number) {
-    auto key = [&](uint64_t id) {
-      return SplitMix64(opt.seed ^ SplitMix64(round_number ^ Fnv1a64(clients[id].name)));
+  // The first `n` of `ids` (all if fewer) in the round's order, in that order. The order
+  // sorts by a seeded hash of (round, name), then by name: independent of join order and
+  // of client ids, so fl-sim and fl-server select the same clients. Each key is computed
+  // once and only the first n are sorted: O(ids) time, for a million clients too.
+  std::vector<uint64_t> FirstForRound(const std::vector<uint64_t>& ids, uint64_t round_number,
+                                      size_t n) {
+    struct Keyed {
+      uint64_t key;
+      const ClientState* client;
+      uint64_t id;
     };
-    std::sort(ids.begin(), ids.end(), [&](uint64_t a, uint64_t b) {
-      uint64_t ka = key(a), kb = key(b);
-      return ka != kb ? ka < kb : clients[a].name < clients[b].name;
-    });
-    return ids;
+    std::vector<Keyed> keyed;
+    keyed.reserve(ids.size());
+    for (uint64_t id : ids) {
+      const ClientState& c = clients[id];
+      keyed.push_back(
+          {SplitMix64(opt.seed ^ SplitMix64(round_number ^ Fnv1a64(c.name))), &c, id});
+    }
+    auto before = [](const Keyed& a, const Keyed& b) {
+      return a.key != b.key ? a.key < b.key : a.client->name < b.client->name;
+    };
+    n = std::min(n, keyed.size());
+    std::nth_element(keyed.begin(), keyed.begin() + static_cast<std::ptrdiff_t>(n), keyed.end(),
+                     before);
+    keyed.resize(n);
+    std::sort(keyed.begin(), keyed.end(), before);
+    std::vector<uint64_t> out;
+    out.reserve(n);
+    for (const Keyed& k : keyed) out.push_back(k.id);
+    return out;
   }
 
   size_t SelectionSize(size_t available) const {
@@ -414,10 +432,13 @@ struct Coordinator::Impl {
   void MaybeOpenRoundLocked() {
     if (Async()) return MaybeOpenBufferLocked();
     if (round_open || finished || shutdown || FinishedAllLocked()) return;
+    // Cheap before the scan: fl-sim registers its clients in batches, each of which
+    // asks for the round.
+    if (clients.size() < std::max<uint32_t>(opt.min_clients, 1)) return;
     std::vector<uint64_t> available = AvailableClientsLocked();
     if (available.size() < std::max<uint32_t>(opt.min_clients, 1)) return;
-    std::vector<uint64_t> order = ShuffleForRound(std::move(available), next_round);
-    order.resize(SelectionSize(order.size()));
+    std::vector<uint64_t> order =
+        FirstForRound(available, next_round, SelectionSize(available.size()));
     std::sort(order.begin(), order.end());
 
     RoundRecord r;
@@ -1024,17 +1045,6 @@ struct Coordinator::Impl {
     }
   }
 
-  // Merges `partial`, an aggregator of the open round built elsewhere (e.g. another
-  // process's partial sums of its clients' updates), into the round's tree: into leaf 0,
-  // so it joins the fixed merge order like a leaf. Waits for the folds in flight. The
-  // caller accounts for the updates it carries (acked, ledger rows). FailedPrecondition
-  // if no round or buffer is open; the aggregator's MergeWith errors otherwise.
-  Status MergeIntoRoundLocked(RoundAggregator&& partial, std::unique_lock<std::mutex>* lock) {
-    QuiesceFoldsLocked(lock);
-    if (!round_open || tree == nullptr) return Status::FailedPrecondition("no round is open");
-    return tree->MergeIn(std::move(partial));
-  }
-
   // Was this exact update already acknowledged for `task_number`? (a retry)
   bool AcknowledgedLocked(uint64_t task_number, uint64_t client_id, const std::string& sha) {
     Result<std::vector<LedgerEntry>> rows = store->AcceptedUpdates(task_number);
@@ -1464,7 +1474,6 @@ struct Coordinator::Impl {
     FL_ASSIGN_OR_RETURN(std::vector<ClientRecord> known, store->ListClients());
     for (const ClientRecord& c : known) {
       clients[c.id] = ClientState{c.name, 0};
-      names[c.name] = c.id;
     }
 
     FL_ASSIGN_OR_RETURN(std::vector<RoundRecord> rounds, store->ListRounds());
@@ -1571,8 +1580,9 @@ Result<JoinReply> Coordinator::Join(const std::string& enrollment_token,
       return Status::Unavailable("too many joins; retry after " + std::to_string(retry_ms) + " ms");
     }
   }
-  const bool known = d.names.count(client_name) > 0;
-  if (limited && !known && d.opt.max_clients > 0 && d.names.size() >= d.opt.max_clients) {
+  FL_ASSIGN_OR_RETURN(std::optional<ClientRecord> existing, d.store->FindClient(client_name));
+  const bool known = existing.has_value();
+  if (limited && !known && d.opt.max_clients > 0 && d.clients.size() >= d.opt.max_clients) {
     ++d.refusals.joins_over_max_clients;
     FL_LOG(WARNING) << "join refused for new client '" << client_name << "': "
                     << d.opt.max_clients << " clients already enrolled ("
@@ -1596,12 +1606,32 @@ Result<JoinReply> Coordinator::Join(const std::string& enrollment_token,
   }
   FL_RETURN_IF_ERROR(d.store->SaveSession(token_hash, record.id, now));
   d.sessions[token_hash] = Impl::SessionState{record.id, now};
-  d.names[client_name] = record.id;
   d.clients[record.id].name = client_name;
   d.Touch(record.id);
   d.MaybeOpenRoundLocked();
   d.DeliverCallbacks(lock);
   return reply;
+}
+
+Result<std::vector<uint64_t>> Coordinator::RegisterClients(const std::vector<std::string>& names) {
+  Impl& d = *impl_;
+  for (const std::string& name : names) FL_RETURN_IF_ERROR(ValidateClientName(name));
+  std::unique_lock<std::mutex> lock(d.mu);
+  FL_ASSIGN_OR_RETURN(std::vector<ClientRecord> records,
+                      d.store->UpsertClients(names, d.env->NowUnixSeconds()));
+  const uint64_t now_us = std::max<uint64_t>(1, d.NowUs());
+  std::vector<uint64_t> ids;
+  ids.reserve(records.size());
+  if (!records.empty()) d.clients.Reserve(records.back().id);
+  for (ClientRecord& r : records) {
+    Impl::ClientState& c = d.clients[r.id];
+    c.name = std::move(r.name);
+    c.last_seen_us = now_us;
+    ids.push_back(r.id);
+  }
+  d.MaybeOpenRoundLocked();
+  d.DeliverCallbacks(lock);
+  return ids;
 }
 
 Result<Session> Coordinator::Authenticate(const std::string& session_token) {
@@ -1928,6 +1958,19 @@ Coordinator::Refusals Coordinator::GetRefusals() {
   return d.refusals;
 }
 
+std::vector<uint64_t> Coordinator::SelectedClients() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (d.Async() || !d.round_open) return {};
+  return std::vector<uint64_t>(d.selected.begin(), d.selected.end());
+}
+
+uint64_t Coordinator::StoreTransactions() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  return d.store->committed_transactions();
+}
+
 ServerStatusInfo Coordinator::GetStatus() {
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mu);
@@ -1973,10 +2016,9 @@ void Coordinator::Poll() {
       for (uint64_t id : d.AvailableClientsLocked()) {
         if (d.selected.count(id) == 0) extra.push_back(id);
       }
-      extra = d.ShuffleForRound(std::move(extra), d.round.round);
       // Replace the silent clients: as many newcomers as updates are still missing.
       const size_t missing = std::max<uint32_t>(d.opt.min_updates, 1) - d.acked;
-      if (extra.size() > missing) extra.resize(missing);
+      extra = d.FirstForRound(extra, d.round.round, missing);
       d.selected.insert(extra.begin(), extra.end());
       d.round.selected.assign(d.selected.begin(), d.selected.end());
       Status s = d.store->UpdateRoundSelection(d.round.round, d.round.selected);
@@ -2019,6 +2061,62 @@ void Coordinator::SetRoundCallback(
 uint64_t Coordinator::TrainingSeed(uint64_t run_seed, const std::string& client_name,
                                    uint64_t round) {
   return SplitMix64(SplitMix64(run_seed ^ Fnv1a64(client_name)) + round);
+}
+
+Status Coordinator::MergeRemotePartial(uint64_t round, const std::vector<RemoteUpdate>& updates,
+                                       std::string_view partial) {
+  Impl& d = *impl_;
+  std::unique_lock<std::mutex> lock(d.mu);
+  // The lock is then held to the end: no fold starts while the partial merges.
+  d.QuiesceFoldsLocked(&lock);
+  if (d.opt.durable || d.Async() || d.NormBoundingOn()) {
+    return Status::FailedPrecondition(
+        "remote partial aggregates need a non-durable synchronous coordinator without norm "
+        "bounding");
+  }
+  if (!d.round_open || d.round.round != round) {
+    return Status::FailedPrecondition("partial for round " + std::to_string(round) +
+                                      " but it is not the open round");
+  }
+  std::vector<uint64_t> ids;
+  for (const RemoteUpdate& u : updates) {
+    FL_ASSIGN_OR_RETURN(std::optional<ClientRecord> named, d.store->FindClient(u.client_name));
+    const uint64_t id = named.has_value() ? named->id : 0;
+    if (id == 0 || d.selected.count(id) == 0 || d.accepted_sha.count(id) > 0 ||
+        std::find(ids.begin(), ids.end(), id) != ids.end()) {
+      return Status::FailedPrecondition(
+          "client \"" + u.client_name + "\" is unknown, not selected for round " +
+          std::to_string(round) + ", already reported, or listed twice");
+    }
+    ids.push_back(id);
+  }
+  FL_RETURN_IF_ERROR(d.tree->MergeIn(
+      [&](RoundAggregator& leaf) { return leaf.MergeSerializedPartial(partial); }));
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const RemoteUpdate& u = updates[i];
+    const uint64_t id = ids[i];
+    LedgerEntry entry;
+    entry.round = round;
+    entry.client_id = id;
+    entry.base_version = d.version;
+    entry.status_code = 0;
+    entry.bytes = u.bytes;
+    entry.weight = u.weight;
+    entry.sha256_hex = HexEncode(u.sha256);
+    entry.created_at = d.env->NowUnixSeconds();
+    Status stored = d.store->AppendLedger(entry).status();
+    if (!stored.ok()) {
+      FL_LOG(ERROR) << "ledger row of " << u.client_name << ": " << stored.ToString();
+    }
+    d.accepted_sha[id] = u.sha256;
+    ++d.acked;
+    d.bytes_up += u.bytes;
+    d.bytes_down += u.bytes_down;
+    if (u.weight_clipped) ++d.clipped_weight;
+  }
+  if (d.accepted_sha.size() == d.selected.size()) d.FinishRoundLocked();
+  d.DeliverCallbacks(lock);
+  return Status::Ok();
 }
 
 }  // namespace fl::internal

@@ -66,7 +66,8 @@ struct CoordinatorOptions {
   uint64_t num_rounds = 10;
   // Clients selected per round: clients_per_round when > 0, otherwise
   // max(1, round(client_fraction * available)); never more than are available.
-  // Selection is a seeded shuffle by client name, so it does not depend on join order.
+  // Selection is a seeded shuffle by client name, so it does not depend on join order;
+  // it costs O(available) time per round (no sort of all clients).
   double client_fraction = 1.0;
   uint32_t clients_per_round = 0;
   // A round opens only once this many clients are available (joined, and heard from
@@ -182,6 +183,13 @@ class Coordinator {
   // max_clients; Unavailable when the join rate limit is exhausted. Re-joining with the
   // same name keeps the client id and revokes the name's earlier session tokens.
   Result<JoinReply> Join(const std::string& enrollment_token, const std::string& client_name);
+  // In-process registration of many clients at once (fl-sim's virtual clients): every
+  // name is checked as Join checks it, then all are recorded in one store transaction
+  // and are available at once; a known name keeps its id. No enrollment token, join rate
+  // limit or max_clients (they bound what network clients may cost), and no session
+  // token: in-process callers use Session{id} with the returned ids, in the order of
+  // `names`. InvalidArgument for a bad name (nothing is registered); the store's errors.
+  Result<std::vector<uint64_t>> RegisterClients(const std::vector<std::string>& names);
   // The one place session tokens are checked. Unauthenticated if unknown, revoked by a
   // later Join of the same name, or older than session_ttl.
   Result<Session> Authenticate(const std::string& session_token);
@@ -231,6 +239,11 @@ class Coordinator {
     uint64_t rejected_rows_suppressed = 0;
   };
   Refusals GetRefusals();
+  // The clients selected for the open synchronous round, ascending (those that already
+  // sent their update included); empty while no round is open and in asynchronous mode.
+  std::vector<uint64_t> SelectedClients();
+  // Transactions the coordinator's store committed so far (Store::committed_transactions).
+  uint64_t StoreTransactions();
 
   // Handles deadlines; called periodically by the transport's ticker and by fl-sim.
   void Poll();
@@ -248,6 +261,29 @@ class Coordinator {
   // Deterministic per-(run seed, client name, round) training seed; fl-sim and fl-server
   // give a client the same seed, so their runs agree.
   static uint64_t TrainingSeed(uint64_t run_seed, const std::string& client_name, uint64_t round);
+
+  // One client's update of a synchronous round, folded into a partial aggregate outside
+  // the coordinator (fl-sim's MPI ranks, simulations/mpi_backend.h).
+  struct RemoteUpdate {
+    std::string client_name;      // as it joined
+    uint64_t bytes = 0;           // payload bytes
+    uint64_t bytes_down = 0;      // model bytes it downloaded (from its rank)
+    double weight = 0;            // the weight folded (after update_policy)
+    bool weight_clipped = false;  // update_policy clipped the claimed weight
+    std::string sha256;           // of the payload (32 raw bytes)
+  };
+  // Merges `partial` (RoundAggregator::SerializePartial of round `round`'s algorithm),
+  // which folded exactly `updates`, into the open round, and accepts each update as
+  // PushUpdate would (ledger row, counts); the round closes once every selected client
+  // has reported. On error nothing changed (a ledger row the store fails to write is
+  // logged: the update is folded already). FailedPrecondition if the
+  // coordinator is durable (a remote update has no spool file to refold from), in
+  // asynchronous mode, uses norm bounding (which needs every update's norm here), if
+  // `round` is not the open round, or a client is unknown, not selected, already
+  // reported or listed twice; InvalidArgument if the aggregator refuses the partial; Unimplemented
+  // if the round's aggregator has no partial state.
+  Status MergeRemotePartial(uint64_t round, const std::vector<RemoteUpdate>& updates,
+                            std::string_view partial);
 
  private:
   struct Impl;

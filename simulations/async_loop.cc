@@ -83,16 +83,20 @@ Result<bool> AsyncLoop::HandOut(bool* done) {
 }
 
 Result<AsyncLoop::Grant> AsyncLoop::Offer(size_t client) {
-  Result<Task> task = run_.clients_[client].runtime->Pull(std::chrono::milliseconds(0));
+  FL_ASSIGN_OR_RETURN(VirtualClient * c, run_.Materialise(client));
+  Result<Task> task = c->runtime->Pull(std::chrono::milliseconds(0));
   if (!task.ok()) return task.status().WithContext(ClientName(client) + " pull");
-  if (task->kind == TaskKind::kDone) return Grant::kDone;
-  if (task->kind != TaskKind::kTrain) return Grant::kRefused;
+  if (task->kind != TaskKind::kTrain) {
+    if (!HoldsTask(client)) run_.Release(client);
+    return task->kind == TaskKind::kDone ? Grant::kDone : Grant::kRefused;
+  }
   FL_RETURN_IF_ERROR(Start(client, std::move(*task)));
   return Grant::kTask;
 }
 
 Status AsyncLoop::Start(size_t client, Task task) {
-  VirtualClient& c = run_.clients_[client];
+  FL_ASSIGN_OR_RETURN(VirtualClient * held, run_.Materialise(client));
+  VirtualClient& c = *held;
   Result<ModelSnapshot> base = c.link->FetchModel(task.model_version);
   if (!base.ok()) return base.status().WithContext(ClientName(client) + " fetch");
   const TaskWork work = EstimateTaskWork(*base, task.config, run_.workload_->ClientSize(client));
@@ -108,6 +112,13 @@ Status AsyncLoop::Start(size_t client, Task task) {
   untrained_.push_back(number);
   held_[number] = Held{client, std::move(task)};
   return Status::Ok();
+}
+
+bool AsyncLoop::HoldsTask(size_t client) const {
+  for (const auto& [number, held] : held_) {
+    if (held.client == client) return true;
+  }
+  return false;
 }
 
 double AsyncLoop::NextIdleOnline() const {
@@ -154,7 +165,8 @@ Status AsyncLoop::Deliver(uint64_t task) {
   const Held h = std::move(held_.at(task));
   held_.erase(task);
   if (!run_.overlap_) busy_[h.client] = false;
-  Result<PushAck> ack = run_.clients_[h.client].deferred->Deliver(task);
+  Result<PushAck> ack = run_.active_.at(h.client).deferred->Deliver(task);
+  if (!HoldsTask(h.client)) run_.Release(h.client);
   if (ack.ok()) {
     since_samples_ += h.examples;
     const uint64_t attacker = run_.byzantine_->attacks(h.client) ? 1 : 0;
@@ -224,12 +236,12 @@ Status AsyncLoop::TrainTask(int worker, uint64_t task) {
   Held& h = held_.at(task);
   FL_ASSIGN_OR_RETURN(Trainer * trainer,
                       run_.byzantine_->Bind(*run_.trainers_[worker], worker, h.client));
-  VirtualClient& c = run_.clients_[h.client];
+  VirtualClient& c = run_.active_.at(h.client);  // materialised at hand-out
   run_.trainers_[worker]->UseLink(c.link.get());
   c.deferred->BeginTraining(task);
   FL_ASSIGN_OR_RETURN(ExecuteReport r, c.runtime->Execute(h.task, *trainer, run_.cancel_));
   h.examples = r.train.num_examples;
-  run_.AddClientMetrics(r.train);
+  run_.AddClientMetrics(r);
   return Status::Ok();
 }
 

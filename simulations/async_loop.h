@@ -55,6 +55,9 @@ class AsyncLoop {
   // refused one (every slot is held). *done once the coordinator says the run is over.
   Result<bool> HandOut(bool* done);
   Result<Grant> Offer(size_t client);
+  // Whether `client` holds a task handed out and not yet delivered (then it stays
+  // materialised).
+  bool HoldsTask(size_t client) const;
   // Holds `task`'s base model for `client` and queues its simulated completion.
   Status Start(size_t client, Task task);
   // The first instant after now at which an idle client comes online (inf if none).

@@ -29,12 +29,14 @@ class DirectSplitChannel final : public SplitChannel {
 
 Result<JoinReply> InProcessLink::Join(const std::string& enrollment_token,
                                       const std::string& client_name) {
+  if (registered_.has_value()) return JoinReply{registered_->client_id, std::string()};
   FL_ASSIGN_OR_RETURN(JoinReply reply, coordinator_->Join(enrollment_token, client_name));
   session_token_ = reply.session_token;
   return reply;
 }
 
 Result<Session> InProcessLink::Authenticated() {
+  if (registered_.has_value()) return *registered_;
   return coordinator_->Authenticate(session_token_);
 }
 

@@ -4,8 +4,11 @@
 // A ServerLink that calls a Coordinator in the same process: fl-sim's transport and the
 // tests' fake network. Same validation path as gRPC (the Coordinator does it all), so
 // the same codes (fl/server_link.h); every call but Join needs the session of a Join,
-// as over gRPC. It never retries a call.
+// as over gRPC, except on a link made for a registered client (fl-sim's virtual
+// clients, Coordinator::RegisterClients), which holds its session from the start. It
+// never retries a call.
 
+#include <optional>
 #include <string>
 
 #include "fl/server_link.h"
@@ -20,6 +23,11 @@ class InProcessLink : public ServerLink {
   // outlive the link and its sessions.
   explicit InProcessLink(Coordinator* coordinator, SplitService* split = nullptr)
       : coordinator_(coordinator), split_(split) {}
+  // A link for a client registered with Coordinator::RegisterClients (fl-sim's virtual
+  // clients): it holds `registered` from the start, so Join answers with its client id
+  // without calling the coordinator, and calls skip the session token check.
+  InProcessLink(Coordinator* coordinator, SplitService* split, Session registered)
+      : coordinator_(coordinator), split_(split), registered_(registered) {}
 
   Result<JoinReply> Join(const std::string& enrollment_token,
                          const std::string& client_name) override;
@@ -44,6 +52,7 @@ class InProcessLink : public ServerLink {
   Coordinator* coordinator_;
   SplitService* split_;
   std::string session_token_;
+  std::optional<Session> registered_;
 };
 
 }  // namespace fl::internal

@@ -26,6 +26,7 @@
 #include "data/shifted_split_config.h"
 #include "fl/env.h"
 #include "simulations/fortunes_workload.h"
+#include "simulations/mpi_launch.h"
 #include "simulations/run_comparison.h"
 #include "simulations/simulator.h"
 #include "simulations/vit_pretrain.h"
@@ -91,7 +92,9 @@ std::vector<FlagAlias> RunAliases() {
       {"--mode", "coordinator.mode", "sync (rounds) | async (buffered, staleness-weighted)"},
       {"--overlap", "client.overlap",
        "async: virtual clients upload each update while the next task trains (CO2)"},
-      {"--partition", "data.partition", "iid | dirichlet:<alpha> | shards:<k>"},
+      {"--partition", "data.partition",
+       "iid | dirichlet:<alpha> | shards:<k> | sample:<m> (m examples drawn per client; any "
+       "number of clients)"},
       {"--data-dir", "data.dir", "dataset folder (Fashion-MNIST IDX files, fortune files)"},
       {"--train-examples", "data.train_examples", "use only the first N training images (0 = all)"},
       {"--test-examples", "data.test_examples", "use only the first N test images (0 = all)"},
@@ -182,13 +185,16 @@ int Run(int argc, char** argv) {
   Result<std::string> device = ResolveTorchDevice(config.GetString("sim.device"));
   if (!device.ok()) return Fail(device.status(), UsageOr1(device.status()));
   const int64_t threads = config.GetInt("sim.threads_per_worker");
-  std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
-            << config.GetString("algorithm.name") << ", " << DescribeClients(config) << ", "
-            << config.GetInt("coordinator.clients_per_round") << " per round, "
-            << config.GetInt("run.rounds") << " rounds, model " << config.GetString("model.name")
-            << ", device " << *device << ", " << config.GetInt("sim.workers") << " workers x "
-            << threads << (threads == 1 ? " thread" : " threads") << " -> "
-            << OutputDirectory(config) << "\n";
+  // Under mpirun, rank 0 speaks for the run.
+  if (LaunchedRank() == 0) {
+    std::cerr << kProgram << ": preset " << config.GetString("sim.preset") << ", "
+              << config.GetString("algorithm.name") << ", " << DescribeClients(config) << ", "
+              << config.GetInt("coordinator.clients_per_round") << " per round, "
+              << config.GetInt("run.rounds") << " rounds, model " << config.GetString("model.name")
+              << ", device " << *device << ", " << config.GetInt("sim.workers") << " workers x "
+              << threads << (threads == 1 ? " thread" : " threads") << " -> "
+              << OutputDirectory(config) << "\n";
+  }
 
   bool line_open = false;
   auto progress = [&](const SimProgress& p) {
@@ -203,6 +209,7 @@ int Run(int argc, char** argv) {
   Result<SimulationResult> result = RunSimulation(config, progress);
   if (line_open) std::cerr << "\n";
   if (!result.ok()) return Fail(result.status(), 1);
+  if (result->mpi_worker) return 0;
   std::cerr << kProgram << ": wrote metrics.csv, metrics.jsonl, accuracy_bytes.svg, run.db in "
             << result->out_dir << "\n";
   char line[256];
@@ -450,18 +457,21 @@ int ExportPartition(int argc, char** argv) {
   }
   const int64_t limit = config.GetInt("data.train_examples");
   if (limit > 0 && limit < train->size()) train->labels.resize(static_cast<size_t>(limit));
-  Result<Partition> partition = PartitionFromConfig(config, train->labels);
+  Result<ClientShards> partition = PartitionFromConfig(config, train->labels);
   if (!partition.ok()) return Fail(partition.status(), 2);
+  // sample:<m> writes each client's drawn examples.
+  nlohmann::json clients = nlohmann::json::array();
+  for (size_t c = 0; c < partition->num_clients(); ++c) clients.push_back(partition->Indices(c));
   nlohmann::json doc = {
       {"partition", config.GetString("data.partition")},
       {"seed", config.GetInt("run.seed")},
-      {"num_clients", partition->size()},
+      {"num_clients", partition->num_clients()},
       {"num_examples", train->labels.size()},
-      {"clients", *partition},
+      {"clients", std::move(clients)},
   };
   Status s = Env::Default()->WriteFileAtomic(out, doc.dump() + "\n", false);
   if (!s.ok()) return Fail(s, 1);
-  std::cout << "wrote " << partition->size() << " clients (" << config.GetString("data.partition")
+  std::cout << "wrote " << partition->num_clients() << " clients (" << config.GetString("data.partition")
             << ", seed " << config.GetInt("run.seed") << ") to " << out << std::endl;
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "simulations/sim_run.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <limits>
 #include <optional>
@@ -52,15 +54,26 @@ SimulationRun::SimulationRun(const Config& config, const ProgressFn& progress)
 Result<SimulationResult> SimulationRun::Run() {
   start_ = std::chrono::steady_clock::now();
   env_ = Env::Default();
+  // Under mpirun, ranks other than 0 only train their share of each round.
+  FL_ASSIGN_OR_RETURN(mpi_, MpiBackend::StartIfLaunched());
+  if (mpi_ != nullptr && mpi_->rank() != 0) {
+    FL_RETURN_IF_ERROR(mpi_->ServeRounds(config_));
+    result_.mpi_worker = true;
+    return std::move(result_);
+  }
   FL_RETURN_IF_ERROR(ReadOptions());
   FL_ASSIGN_OR_RETURN(ParamSet initial, LoadData());
+  if (mpi_ != nullptr) {
+    FL_RETURN_IF_ERROR(
+        mpi_->CheckSupport(config_, strategy_.get(), initial, workload_->SplitBody().has_value()));
+  }
   FL_RETURN_IF_ERROR(OpenCoordinator(initial));
   FL_RETURN_IF_ERROR(OpenRunRecord());
   FL_RETURN_IF_ERROR(StartWorkers());
   FL_RETURN_IF_ERROR(StartSplitService());
   // Device profiles of the whole population, drawn from the seed.
   clock_ = std::make_unique<const VirtualClock>(clock_options_, num_clients_);
-  FL_RETURN_IF_ERROR(JoinClients());
+  FL_RETURN_IF_ERROR(RegisterClients());
 
   result_.out_dir = out_dir_;
   result_.metric = workload_->metric();
@@ -72,6 +85,7 @@ Result<SimulationResult> SimulationRun::Run() {
   } else {
     FL_RETURN_IF_ERROR(RunSyncRounds());
   }
+  if (mpi_ != nullptr) FL_RETURN_IF_ERROR(mpi_->EndRun());
   FL_RETURN_IF_ERROR(Finish());
   return std::move(result_);
 }
@@ -182,26 +196,65 @@ Status SimulationRun::StartSplitService() {
   return Status::Ok();
 }
 
-Status SimulationRun::JoinClients() {
-  clients_ = std::vector<VirtualClient>(num_clients_);
-  for (size_t i = 0; i < num_clients_; ++i) {
-    VirtualClient& c = clients_[i];
-    c.link = std::make_unique<InProcessLink>(coordinator_.get(), split_.get());
-    ClientRuntimeOptions ro;
-    ro.client_name = ClientName(i);
-    ro.enrollment_token = options_.enrollment_token;
-    ro.poll_wait = std::chrono::milliseconds(0);
-    ServerLink* link = c.link.get();
-    if (async_) {
-      c.deferred = std::make_unique<DeferredPushLink>(c.link.get());
-      link = c.deferred.get();
+Status SimulationRun::RegisterClients() {
+  // Batches bound the names held at once; each is one store transaction.
+  constexpr size_t kBatch = 1 << 16;
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t begin = 0; begin < num_clients_; begin += kBatch) {
+    std::vector<std::string> names;
+    for (size_t i = begin; i < std::min(num_clients_, begin + kBatch); ++i) {
+      names.push_back(ClientName(i));
     }
-    c.runtime = std::make_unique<ClientRuntime>(link, std::move(ro));
-    c.runtime->set_keep_model_cache(false);
-    FL_RETURN_IF_ERROR(c.runtime->Join().WithContext(ClientName(i)));
+    FL_ASSIGN_OR_RETURN(std::vector<uint64_t> ids, coordinator_->RegisterClients(names));
+    if (begin == 0) first_client_id_ = ids.front();
+    // The run record is new (OpenCoordinator), so the store numbers the clients in
+    // order; ClientId relies on it.
+    for (size_t k = 0; k < ids.size(); ++k) {
+      if (ids[k] != ClientId(begin + k)) {
+        return Status::Internal("virtual client " + std::to_string(begin + k) + " got id " +
+                                std::to_string(ids[k]) + ", not " +
+                                std::to_string(ClientId(begin + k)));
+      }
+    }
   }
+  // Peak resident memory before any training: the data, the model replicas and the
+  // registry (tests/bench/registry_scale.sh reads it).
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  FL_LOG(INFO) << "registered " << num_clients_ << " virtual clients in " << SecondsSince(start)
+               << " s; peak resident " << usage.ru_maxrss << " kB";
   return Status::Ok();
 }
+
+Result<VirtualClient> SimulationRun::NewVirtualClient(size_t client) const {
+  VirtualClient c;
+  c.link = std::make_unique<InProcessLink>(coordinator_.get(), split_.get(),
+                                           Session{ClientId(client)});
+  ServerLink* link = c.link.get();
+  if (async_) {
+    c.deferred = std::make_unique<DeferredPushLink>(c.link.get());
+    link = c.deferred.get();
+  }
+  ClientRuntimeOptions ro;
+  ro.client_name = ClientName(client);
+  ro.poll_wait = std::chrono::milliseconds(0);
+  c.runtime = std::make_unique<ClientRuntime>(link, std::move(ro));
+  c.runtime->set_keep_model_cache(false);
+  // Answered from the registration: no call reaches the coordinator.
+  FL_RETURN_IF_ERROR(c.runtime->Join().WithContext(ClientName(client)));
+  return c;
+}
+
+Result<VirtualClient*> SimulationRun::Materialise(size_t client) {
+  auto it = active_.find(client);
+  if (it == active_.end()) {
+    FL_ASSIGN_OR_RETURN(VirtualClient c, NewVirtualClient(client));
+    it = active_.emplace(client, std::move(c)).first;
+  }
+  return &it->second;
+}
+
+void SimulationRun::Release(size_t client) { active_.erase(client); }
 
 // ---- synchronous rounds ----
 
@@ -222,15 +275,18 @@ Status SimulationRun::RunSyncRounds() {
 }
 
 Status SimulationRun::PullAll(Work* work, bool* finished) {
-  // Every client asks for work, as a real client's poll would.
-  size_t done = 0;
-  for (size_t i = 0; i < num_clients_; ++i) {
-    Result<Task> task = clients_[i].runtime->Pull(std::chrono::milliseconds(0));
+  // Opens the next round when it is due. Then the clients selected for it ask for their
+  // tasks, as their polls would; the rest of the population would only hear "wait".
+  coordinator_->Poll();
+  *finished = coordinator_->GetStatus().finished;
+  if (*finished) return Status::Ok();
+  for (uint64_t id : coordinator_->SelectedClients()) {
+    const size_t i = ClientIndex(id);
+    InProcessLink link(coordinator_.get(), split_.get(), Session{id});
+    Result<Task> task = link.PullTask(std::chrono::milliseconds(0));
     if (!task.ok()) return task.status().WithContext(ClientName(i) + " pull");
     if (task->kind == TaskKind::kTrain) work->emplace_back(i, std::move(*task));
-    if (task->kind == TaskKind::kDone) ++done;
   }
-  *finished = done == num_clients_;
   return Status::Ok();
 }
 
@@ -286,8 +342,11 @@ Status SimulationRun::TrainSyncRound(const Work& work, std::vector<TaskWork>* ta
   std::atomic<uint64_t> finished{0};
   Status first_error;
   std::mutex error_mu;
+  if (mpi_ != nullptr) {
+    FL_RETURN_IF_ERROR(mpi_->StartRound(work, *workload_, coordinator_->CurrentModel()));
+  }
   pool_->Run(work.size(), [&](int w, size_t k) {
-    if (cancel_.cancelled()) return;
+    if (cancel_.cancelled() || (mpi_ != nullptr && !mpi_->Trains(k))) return;
     const auto& [client, task] = work[k];
     Status s = ExecuteSyncTask(w, client, task, &(*task_work)[k], samples);
     if (!s.ok()) {
@@ -304,17 +363,24 @@ Status SimulationRun::TrainSyncRound(const Work& work, std::vector<TaskWork>* ta
     p.clients_selected = work.size();
     Report(p);
   });
+  if (first_error.ok() && mpi_ != nullptr) {
+    first_error = mpi_->FinishRound(coordinator_.get(), task_work, samples);
+  }
   return first_error;
 }
 
 Status SimulationRun::ExecuteSyncTask(int worker, size_t client, const Task& task,
                                       TaskWork* task_work, std::atomic<uint64_t>* samples) {
   FL_ASSIGN_OR_RETURN(Trainer * trainer, byzantine_->Bind(*trainers_[worker], worker, client));
-  trainers_[worker]->UseLink(clients_[client].link.get());
-  FL_ASSIGN_OR_RETURN(ExecuteReport r, clients_[client].runtime->Execute(task, *trainer, cancel_));
+  // The client materialises for this task only: its link, runtime and data binding.
+  FL_ASSIGN_OR_RETURN(VirtualClient c, NewVirtualClient(client));
+  trainers_[worker]->UseLink(c.link.get());
+  Result<ExecuteReport> executed = c.runtime->Execute(task, *trainer, cancel_);
+  trainers_[worker]->UseLink(nullptr);
+  FL_ASSIGN_OR_RETURN(ExecuteReport r, std::move(executed));
   *samples += r.train.num_examples;
   *task_work = TaskWork{r.bytes_down, r.train.num_examples, r.bytes_up};
-  AddClientMetrics(r.train);
+  AddClientMetrics(r);
   return Status::Ok();
 }
 
@@ -327,9 +393,10 @@ SimulationRun::ClosedRounds SimulationRun::TakeClosedRounds() {
   return closed;
 }
 
-void SimulationRun::AddClientMetrics(const TrainStats& train) {
+void SimulationRun::AddClientMetrics(const ExecuteReport& report) {
   std::lock_guard<std::mutex> lock(client_metrics_mu_);
-  for (const auto& [name, value] : train.metrics) client_metrics_[name] += value;
+  for (const auto& [name, value] : report.train.metrics) client_metrics_[name] += value;
+  result_.task_times += report.times;
 }
 
 std::map<std::string, double> SimulationRun::TakeClientMetrics() {

@@ -34,6 +34,7 @@
 #include "simulations/byzantine.h"
 #include "simulations/deferred_push_link.h"
 #include "simulations/in_process_link.h"
+#include "simulations/mpi_backend.h"
 #include "simulations/simulator.h"
 #include "simulations/virtual_clock.h"
 #include "simulations/worker_pool.h"
@@ -51,7 +52,10 @@ std::string ClientName(size_t client);
 // Host seconds since `t`.
 double SecondsSince(std::chrono::steady_clock::time_point t);
 
-// One virtual client: a ClientRuntime over an in-process link to the coordinator.
+// One materialised virtual client: a ClientRuntime over an in-process link bound to its
+// registered id. The registry itself is only the coordinator's client table; a client
+// is materialised when it has work: synchronous rounds build one per task on the
+// worker that trains it, asynchronous mode keeps one per client while it holds tasks.
 struct VirtualClient {
   std::unique_ptr<InProcessLink> link;
   std::unique_ptr<DeferredPushLink> deferred;  // asynchronous mode only
@@ -91,7 +95,19 @@ class SimulationRun {
   Status StartWorkers();
   // Hosts the workload's split body for the virtual clients' sessions, if it has one.
   Status StartSplitService();
-  Status JoinClients();
+  // Registers every virtual client with the coordinator in a few store transactions.
+  Status RegisterClients();
+  // The coordinator's id of virtual client `client` (ids are consecutive, see
+  // RegisterClients) and back.
+  uint64_t ClientId(size_t client) const { return first_client_id_ + client; }
+  size_t ClientIndex(uint64_t id) const { return static_cast<size_t>(id - first_client_id_); }
+  // Client `client`'s runtime over a link bound to its registered id, joined (without
+  // a call to the coordinator).
+  Result<VirtualClient> NewVirtualClient(size_t client) const;
+  // Asynchronous mode: the client's materialised state, built on first use; Release
+  // drops it once the client holds no task. Main thread only.
+  Result<VirtualClient*> Materialise(size_t client);
+  void Release(size_t client);
 
   // ---- synchronous rounds ----
   Status RunSyncRounds();
@@ -111,8 +127,9 @@ class SimulationRun {
 
   // ---- every round ----
   ClosedRounds TakeClosedRounds();
-  // Adds a finished task's TrainStats::metrics to the sums of the next record.
-  void AddClientMetrics(const TrainStats& train);
+  // Adds a finished task's TrainStats::metrics to the sums of the next record, and its
+  // phase times to the run's.
+  void AddClientMetrics(const ExecuteReport& report);
   // The sums since the last record, as "client.<name>", and starts new ones.
   std::map<std::string, double> TakeClientMetrics();
   // Records a closed round (asynchronous mode: a flush): evaluates its model when due,
@@ -145,6 +162,10 @@ class SimulationRun {
   bool async_ = false;
   bool overlap_ = false;  // client.overlap, asynchronous mode only
 
+  // Under mpirun with several ranks (mpi_backend.h); null otherwise. Destroyed after
+  // the federation below, so MPI outlives every worker.
+  std::unique_ptr<MpiBackend> mpi_;
+
   // ---- the federation (declared in setup order; destroyed in reverse) ----
   std::unique_ptr<Workload> workload_;
   size_t num_clients_ = 0;
@@ -161,7 +182,8 @@ class SimulationRun {
   std::unique_ptr<ByzantineClients> byzantine_;
   std::unique_ptr<const VirtualClock> clock_;
   double sim_now_ = 0;  // simulated seconds at the close of the last round
-  std::vector<VirtualClient> clients_;
+  uint64_t first_client_id_ = 0;  // the coordinator's id of virtual client 0
+  std::map<size_t, VirtualClient> active_;  // asynchronous mode: see Materialise
 
   // ---- progress and results ----
   SimulationResult result_;

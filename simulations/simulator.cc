@@ -187,12 +187,12 @@ Result<nlohmann::json> PresetValues(const std::string& preset) {
   return Status::InvalidArgument("unknown preset \"" + preset + "\" (known: " + known + ")");
 }
 
-Result<Partition> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels) {
+Result<ClientShards> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels) {
   Result<PartitionSpec> spec = ParsePartitionSpec(config.GetString("data.partition"));
   if (!spec.ok()) return spec.status().WithContext("data.partition");
   FL_RETURN_IF_ERROR(CheckRange(config, "data.num_clients", 1, 10000000));
-  Result<Partition> p =
-      PartitionExamples(*spec, labels, static_cast<int>(config.GetInt("data.num_clients")),
+  Result<ClientShards> p =
+      ShardExamples(*spec, labels, static_cast<int>(config.GetInt("data.num_clients")),
                         static_cast<uint64_t>(config.GetInt("run.seed")));
   if (!p.ok()) return p.status().WithContext("data.partition");
   return p;

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "client/client_runtime.h"
 #include "core/config.h"
 #include "data/partition.h"
 #include "fl/status.h"
@@ -56,7 +57,7 @@ Result<nlohmann::json> PresetValues(const std::string& preset);
 
 // Splits the training examples among data.num_clients clients with data.partition,
 // seeded by run.seed. Shared by `fl-sim run` and `fl-sim export-partition`.
-Result<Partition> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels);
+Result<ClientShards> PartitionFromConfig(const Config& config, std::span<const uint8_t> labels);
 
 // The output directory of a run: sim.out_dir, or runs/<preset>-<seed> when empty.
 std::string OutputDirectory(const Config& config);
@@ -92,7 +93,13 @@ struct SimulationResult {
   double train_samples_per_sec = 0;
   uint64_t byzantine_updates = 0;  // sent by attacking clients (byzantine.h), all rounds
   double sim_time_s = 0;         // simulated seconds of the whole run (0 without the clock)
+  // Host seconds of every executed client task by phase, summed over the tasks (so over
+  // the workers): with the rounds' train_seconds, where the workers' time went.
+  TaskTimes task_times;
   std::string out_dir;
+  // Under mpirun: this process is a rank other than 0, which trained its share of every
+  // round; rank 0 holds the results (everything above is empty here).
+  bool mpi_worker = false;
 };
 
 // Progress reports while the simulation runs. Calls are serialized but may come from

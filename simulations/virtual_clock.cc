@@ -144,19 +144,7 @@ Result<VirtualClockOptions> VirtualClockOptionsFromConfig(const Config& config) 
 }
 
 VirtualClock::VirtualClock(const VirtualClockOptions& options, size_t num_clients)
-    : options_(options), profiles_(num_clients) {
-  const uint64_t profile_key = SplitMix64(options.seed ^ kProfileTag);
-  for (size_t i = 0; i < num_clients; ++i) {
-    // One stream per client: a client's speed and bandwidth do not depend on how many
-    // clients there are.
-    SeededRng rng(SplitMix64(profile_key + i));
-    DeviceProfile& p = profiles_[i];
-    p.speed = std::exp(options.compute_sigma * rng.Normal());
-    p.uplink_bps = options.uplink_mbps * 1e6 / 8 * std::exp(options.bandwidth_sigma * rng.Normal());
-    p.downlink_bps =
-        options.downlink_mbps * 1e6 / 8 * std::exp(options.bandwidth_sigma * rng.Normal());
-    p.latency_s = options.latency_ms / 1000;
-  }
+    : options_(options), stragglers_(num_clients, false) {
   // Exactly round(fraction * n) stragglers, so a small federation gets the share it
   // asked for rather than a binomial draw around it.
   const size_t stragglers =
@@ -166,11 +154,24 @@ VirtualClock::VirtualClock(const VirtualClockOptions& options, size_t num_client
   std::iota(order.begin(), order.end(), 0);
   SeededRng rng(SplitMix64(options.seed ^ kStragglerTag));
   rng.Shuffle(std::span<size_t>(order));
-  for (size_t k = 0; k < stragglers; ++k) {
-    DeviceProfile& p = profiles_[order[k]];
+  for (size_t k = 0; k < stragglers; ++k) stragglers_[order[k]] = true;
+}
+
+DeviceProfile VirtualClock::profile(size_t client) const {
+  // One stream per client: a client's speed and bandwidth do not depend on how many
+  // clients there are.
+  SeededRng rng(SplitMix64(SplitMix64(options_.seed ^ kProfileTag) + client));
+  DeviceProfile p;
+  p.speed = std::exp(options_.compute_sigma * rng.Normal());
+  p.uplink_bps = options_.uplink_mbps * 1e6 / 8 * std::exp(options_.bandwidth_sigma * rng.Normal());
+  p.downlink_bps =
+      options_.downlink_mbps * 1e6 / 8 * std::exp(options_.bandwidth_sigma * rng.Normal());
+  p.latency_s = options_.latency_ms / 1000;
+  if (stragglers_[client]) {
     p.straggler = true;
-    p.speed /= options.straggler_slowdown;
+    p.speed /= options_.straggler_slowdown;
   }
+  return p;
 }
 
 bool VirtualClock::IsOnline(size_t client, double t) const {
@@ -204,16 +205,16 @@ double VirtualClock::AdvanceOnline(size_t client, double t, double work) const {
 }
 
 double VirtualClock::DownloadSeconds(size_t client, uint64_t bytes) const {
-  const DeviceProfile& p = profiles_[client];
+  const DeviceProfile p = profile(client);
   return p.latency_s + static_cast<double>(bytes) / p.downlink_bps;
 }
 
 double VirtualClock::TrainSeconds(size_t client, uint64_t examples) const {
-  return static_cast<double>(examples) * options_.seconds_per_example / profiles_[client].speed;
+  return static_cast<double>(examples) * options_.seconds_per_example / profile(client).speed;
 }
 
 double VirtualClock::UploadSeconds(size_t client, uint64_t bytes) const {
-  const DeviceProfile& p = profiles_[client];
+  const DeviceProfile p = profile(client);
   return p.latency_s + static_cast<double>(bytes) / p.uplink_bps;
 }
 

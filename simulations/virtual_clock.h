@@ -101,14 +101,15 @@ struct TaskTimeline {
 
 class VirtualClock {
  public:
-  // Draws the profiles of `num_clients` clients. REQUIRES: options validated (see
+  // Picks the stragglers among `num_clients` clients. REQUIRES: options validated (see
   // VirtualClockOptionsFromConfig).
   VirtualClock(const VirtualClockOptions& options, size_t num_clients);
 
   const VirtualClockOptions& options() const { return options_; }
-  size_t num_clients() const { return profiles_.size(); }
-  // REQUIRES: client < num_clients().
-  const DeviceProfile& profile(size_t client) const { return profiles_[client]; }
+  size_t num_clients() const { return stragglers_.size(); }
+  // Drawn from (seed, client) when asked for, so the clock holds one bit per client (a
+  // million clients start in milliseconds). REQUIRES: client < num_clients().
+  DeviceProfile profile(size_t client) const;
 
   // Availability. Pure functions of (seed, client, t); t >= 0 in seconds.
   bool IsOnline(size_t client, double t) const;
@@ -136,7 +137,7 @@ class VirtualClock {
 
  private:
   VirtualClockOptions options_;
-  std::vector<DeviceProfile> profiles_;
+  std::vector<bool> stragglers_;  // by client
 };
 
 }  // namespace fl::internal

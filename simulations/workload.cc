@@ -40,15 +40,15 @@ class FashionMnistWorkload final : public Workload {
         : workload_(workload), trainer_(std::move(trainer)) {}
 
     Result<Trainer*> BindClient(size_t client) override {
-      if (client >= workload_->partition_.size()) {
+      if (client >= workload_->partition_.num_clients()) {
         return Status::InvalidArgument("client index " + std::to_string(client) + " out of range");
       }
-      FL_RETURN_IF_ERROR(trainer_->BindExamples(workload_->partition_[client]));
+      FL_RETURN_IF_ERROR(trainer_->BindExamples(workload_->partition_.Indices(client)));
       return static_cast<Trainer*>(trainer_.get());
     }
 
     Result<Trainer*> BindClientFlippedLabels(size_t client) override {
-      if (client >= workload_->partition_.size()) {
+      if (client >= workload_->partition_.num_clients()) {
         return Status::InvalidArgument("client index " + std::to_string(client) + " out of range");
       }
       if (flipped_trainer_ == nullptr) {  // built on first use: honest runs never pay for it
@@ -57,7 +57,7 @@ class FashionMnistWorkload final : public Workload {
         FL_ASSIGN_OR_RETURN(flipped_trainer_,
                             TorchTrainer::Create(workload_->options_, flipped, workload_->test_));
       }
-      FL_RETURN_IF_ERROR(flipped_trainer_->BindExamples(workload_->partition_[client]));
+      FL_RETURN_IF_ERROR(flipped_trainer_->BindExamples(workload_->partition_.Indices(client)));
       return static_cast<Trainer*>(flipped_trainer_.get());
     }
 
@@ -83,7 +83,7 @@ class FashionMnistWorkload final : public Workload {
     Truncate(&train, config.GetInt("data.train_examples"));
     Truncate(&test, config.GetInt("data.test_examples"));
     FL_ASSIGN_OR_RETURN(partition_, PartitionFromConfig(config, train.labels));
-    describe_ = std::to_string(partition_.size()) + " clients (" +
+    describe_ = std::to_string(partition_.num_clients()) + " clients (" +
                 config.GetString("data.partition") + " over " + std::to_string(train.size()) +
                 " images)";
     FL_ASSIGN_OR_RETURN(train_, MakeTensorImageData(train, device));
@@ -94,8 +94,8 @@ class FashionMnistWorkload final : public Workload {
     return Status::Ok();
   }
 
-  size_t num_clients() const override { return partition_.size(); }
-  uint64_t ClientSize(size_t client) const override { return partition_[client].size(); }
+  size_t num_clients() const override { return partition_.num_clients(); }
+  uint64_t ClientSize(size_t client) const override { return partition_.size(client); }
   std::string Describe() const override { return describe_; }
   const WorkloadMetric& metric() const override { return metric_; }
   double MetricOf(const EvalStats& pooled) const override { return pooled.accuracy; }
@@ -114,7 +114,7 @@ class FashionMnistWorkload final : public Workload {
   }
 
  private:
-  Partition partition_;
+  ClientShards partition_;
   std::string describe_;
   std::shared_ptr<const TensorImageData> train_;
   std::shared_ptr<const TensorImageData> test_;

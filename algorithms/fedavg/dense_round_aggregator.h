@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 
 #include "agg/weighted_accumulator.h"
 #include "algorithms/fedavg/round_fold.h"
@@ -43,6 +45,12 @@ class DenseRoundAggregator : public RoundAggregator {
   bool CanReport() const final { return fold_.CanReport(); }
   // mean_delta = sum w_i d_i / sum w_i; mean_train_loss is weighted the same way.
   Result<AggregateReport> Report() && final;
+  // The fp64 sums, total weight, count and loss sum, tagged with the round and the
+  // layout hash (format in dense_round_aggregator.cc). Merging partials adds fp64 sums,
+  // so the reported mean equals a single aggregator's up to fp64 rounding (see
+  // agg/weighted_accumulator.h).
+  Result<std::string> SerializePartial() const final;
+  Status MergeSerializedPartial(std::string_view partial) final;
 
   uint64_t round() const { return fold_.round(); }
   bool consumed() const { return fold_.consumed(); }

@@ -48,6 +48,10 @@ class RoundFold {
 
   // After the accumulator took an update of `weight`.
   void AddLoss(double weight, double train_loss) { loss_sum_ += weight * train_loss; }
+  // The weighted sum of train losses folded so far, and one folded elsewhere (a partial
+  // from another process).
+  double loss_sum() const { return loss_sum_; }
+  void AddLossSum(double loss_sum) { loss_sum_ += loss_sum; }
 
   // Folds `other` (an aggregator's fold the caller found to be of its own type) into
   // this one and marks it consumed. InvalidArgument for itself or another round (or what

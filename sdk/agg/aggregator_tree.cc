@@ -38,8 +38,8 @@ Status AggregatorTree::AccumulateSerial(const std::function<Status(RoundAggregat
   return Status::Ok();
 }
 
-Status AggregatorTree::MergeIn(RoundAggregator&& partial) {
-  return LeafAt(0).MergeWith(std::move(partial));
+Status AggregatorTree::MergeIn(const std::function<Status(RoundAggregator&)>& merge) {
+  return merge(LeafAt(0));
 }
 
 uint64_t AggregatorTree::count() const {

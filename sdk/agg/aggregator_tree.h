@@ -62,9 +62,10 @@ class AggregatorTree {
   // since construction: serial folds (recovery refold) spread over the leaves as live
   // folds do, in a fixed way. Returns fold's status. REQUIRES: idle().
   Status AccumulateSerial(const std::function<Status(RoundAggregator&)>& fold);
-  // Merges `partial` (an aggregator of the same strategy and round, e.g. a remote
-  // rank's partial sums) into leaf 0, consuming it. REQUIRES: idle().
-  Status MergeIn(RoundAggregator&& partial);
+  // Runs `merge` on leaf 0 (created if needed): how partial sums made elsewhere (another
+  // process's, RoundAggregator::MergeSerializedPartial) join the fixed merge order.
+  // Returns merge's status. REQUIRES: idle().
+  Status MergeIn(const std::function<Status(RoundAggregator&)>& merge);
 
   // Updates folded in all leaves. REQUIRES: idle().
   uint64_t count() const;

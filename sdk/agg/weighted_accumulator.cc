@@ -72,12 +72,22 @@ Status WeightedAccumulator::MergeWith(WeightedAccumulator&& other) {
   if (other.layout_->hash() != layout_->hash() || other.sums_.size() != sums_.size()) {
     return Status::InvalidArgument("WeightedAccumulator::MergeWith: layouts differ");
   }
-  double* a = sums_.data();
-  const double* b = other.sums_.data();
-  for (size_t i = 0; i < sums_.size(); ++i) a[i] += b[i];
-  count_ += other.count_;
-  total_weight_ += other.total_weight_;
+  FL_RETURN_IF_ERROR(MergeSums(other.sums_, other.count_, other.total_weight_));
   other.Reset();
+  return Status::Ok();
+}
+
+Status WeightedAccumulator::MergeSums(std::span<const double> sums, uint64_t count,
+                                      double total_weight) {
+  if (sums.size() != sums_.size()) {
+    return Status::InvalidArgument(
+        "WeightedAccumulator::MergeSums: " + std::to_string(sums.size()) + " sums, expected " +
+        std::to_string(sums_.size()));
+  }
+  double* a = sums_.data();
+  for (size_t i = 0; i < sums_.size(); ++i) a[i] += sums[i];
+  count_ += count;
+  total_weight_ += total_weight;
   return Status::Ok();
 }
 

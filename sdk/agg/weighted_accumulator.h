@@ -53,6 +53,10 @@ class WeightedAccumulator {
   // Adds other's sums into this one and leaves `other` empty (count 0).
   // InvalidArgument (nothing changed) if the layouts differ.
   Status MergeWith(WeightedAccumulator&& other);
+  // Adds sums folded elsewhere (another process's partial state, already validated by
+  // the caller: finite, weight >= 0). InvalidArgument (nothing changed) unless
+  // sums.size() is the layout's number of values.
+  Status MergeSums(std::span<const double> sums, uint64_t count, double total_weight);
 
   uint64_t count() const { return count_; }
   double total_weight() const { return total_weight_; }

@@ -12,7 +12,8 @@
 namespace fl::internal {
 namespace {
 
-constexpr std::string_view kSpecForms = "expected iid, dirichlet:<alpha> or shards:<k>";
+constexpr std::string_view kSpecForms =
+    "expected iid, dirichlet:<alpha>, shards:<k> or sample:<m>";
 
 Status BadSpec(std::string_view spec, std::string_view why) {
   return Status::InvalidArgument("bad partition \"" + std::string(spec) + "\": " +
@@ -35,16 +36,36 @@ std::vector<std::vector<int64_t>> ShuffledClasses(std::span<const uint8_t> label
 // Start of part `i` when `n` items are cut into `parts` near-equal parts.
 size_t PartBegin(size_t i, size_t n, size_t parts) { return i * n / parts; }
 
-Partition Iid(size_t n, int num_clients, SeededRng& rng) {
+// Sorts each client's run of `indices` (the order the shards promise).
+void SortEachClient(std::vector<int64_t>& indices, const std::vector<uint64_t>& offsets) {
+  for (size_t c = 0; c + 1 < offsets.size(); ++c) {
+    std::sort(indices.begin() + static_cast<std::ptrdiff_t>(offsets[c]),
+              indices.begin() + static_cast<std::ptrdiff_t>(offsets[c + 1]));
+  }
+}
+
+ClientShards Iid(size_t n, int num_clients, SeededRng& rng) {
   std::vector<int64_t> all(n);
   for (size_t i = 0; i < n; ++i) all[i] = static_cast<int64_t>(i);
   rng.Shuffle(all);
-  Partition out(num_clients);
-  for (int c = 0; c < num_clients; ++c) {
-    out[c].assign(all.begin() + PartBegin(c, n, num_clients),
-                  all.begin() + PartBegin(c + 1, n, num_clients));
+  std::vector<uint64_t> offsets(static_cast<size_t>(num_clients) + 1);
+  for (size_t c = 0; c < offsets.size(); ++c) offsets[c] = PartBegin(c, n, num_clients);
+  SortEachClient(all, offsets);
+  return ClientShards::Stored(std::move(all), std::move(offsets));
+}
+
+// The lists of `p`, one after the other, each sorted.
+ClientShards Flatten(Partition p) {
+  std::vector<uint64_t> offsets(p.size() + 1, 0);
+  for (size_t c = 0; c < p.size(); ++c) offsets[c + 1] = offsets[c] + p[c].size();
+  std::vector<int64_t> indices;
+  indices.reserve(offsets.back());
+  for (std::vector<int64_t>& client : p) {
+    indices.insert(indices.end(), client.begin(), client.end());
+    std::vector<int64_t>().swap(client);
   }
-  return out;
+  SortEachClient(indices, offsets);
+  return ClientShards::Stored(std::move(indices), std::move(offsets));
 }
 
 Partition Dirichlet(std::span<const uint8_t> labels, int num_clients, double alpha,
@@ -82,8 +103,8 @@ Partition Dirichlet(std::span<const uint8_t> labels, int num_clients, double alp
   return out;
 }
 
-Result<Partition> Shards(std::span<const uint8_t> labels, int num_clients, int k,
-                         SeededRng& rng) {
+Result<ClientShards> Shards(std::span<const uint8_t> labels, int num_clients, int k,
+                            SeededRng& rng) {
   std::vector<std::vector<int64_t>> classes = ShuffledClasses(labels, rng);
   const size_t num_shards = static_cast<size_t>(num_clients) * static_cast<size_t>(k);
   if (num_shards < classes.size()) {
@@ -123,12 +144,27 @@ Result<Partition> Shards(std::span<const uint8_t> labels, int num_clients, int k
     }
   }
   rng.Shuffle(pieces);
-  Partition out(num_clients);
+  // Client c holds pieces c*k .. c*k+k-1.
+  std::vector<uint64_t> offsets(static_cast<size_t>(num_clients) + 1, 0);
+  std::vector<int64_t> indices;
+  indices.reserve(labels.size());
   for (size_t s = 0; s < pieces.size(); ++s) {
-    std::vector<int64_t>& client = out[s / static_cast<size_t>(k)];
-    client.insert(client.end(), pieces[s].begin(), pieces[s].end());
+    indices.insert(indices.end(), pieces[s].begin(), pieces[s].end());
+    offsets[s / static_cast<size_t>(k) + 1] = indices.size();
   }
-  return out;
+  SortEachClient(indices, offsets);
+  return ClientShards::Stored(std::move(indices), std::move(offsets));
+}
+
+// sample:m: nothing to compute beyond the checks.
+Result<ClientShards> Sample(size_t n, int num_clients, int64_t m, uint64_t seed) {
+  if (m < 1) return Status::InvalidArgument("sample m must be >= 1");
+  if (static_cast<uint64_t>(m) > n) {
+    return Status::InvalidArgument("sample:" + std::to_string(m) + " draws " + std::to_string(m) +
+                                   " distinct examples per client but there are " +
+                                   std::to_string(n));
+  }
+  return ClientShards::Drawn(static_cast<size_t>(num_clients), n, static_cast<uint64_t>(m), seed);
 }
 
 }  // namespace
@@ -164,6 +200,15 @@ Result<PartitionSpec> ParsePartitionSpec(std::string_view spec) {
     out.shards_per_client = static_cast<int>(k);
     return out;
   }
+  if (kind == "sample") {
+    long long m = std::strtoll(arg.c_str(), &end, 10);
+    if (errno != 0 || end != arg.c_str() + arg.size() || m < 1 || m > 10000000) {
+      return BadSpec(spec, "m must be an integer in [1, 10000000]");
+    }
+    out.kind = PartitionSpec::Kind::kSample;
+    out.examples_per_client = static_cast<int64_t>(m);
+    return out;
+  }
   return BadSpec(spec, "unknown partition");
 }
 
@@ -178,39 +223,50 @@ std::string PartitionSpecToString(const PartitionSpec& spec) {
     }
     case PartitionSpec::Kind::kShards:
       return "shards:" + std::to_string(spec.shards_per_client);
+    case PartitionSpec::Kind::kSample:
+      return "sample:" + std::to_string(spec.examples_per_client);
   }
   return "iid";
 }
 
-Result<Partition> PartitionExamples(const PartitionSpec& spec, std::span<const uint8_t> labels,
-                                    int num_clients, uint64_t seed) {
+Result<ClientShards> ShardExamples(const PartitionSpec& spec, std::span<const uint8_t> labels,
+                                   int num_clients, uint64_t seed) {
   if (num_clients < 1) {
     return Status::InvalidArgument("num_clients must be >= 1, got " + std::to_string(num_clients));
+  }
+  if (spec.kind == PartitionSpec::Kind::kSample) {
+    return Sample(labels.size(), num_clients, spec.examples_per_client, seed);
   }
   if (labels.size() < static_cast<size_t>(num_clients)) {
     return Status::InvalidArgument("cannot give " + std::to_string(num_clients) +
                                    " clients at least one example each from " +
-                                   std::to_string(labels.size()) + " examples");
+                                   std::to_string(labels.size()) +
+                                   " examples (sample:<m> draws from the whole dataset for any "
+                                   "number of clients)");
   }
   SeededRng rng(seed);
-  Partition out;
   switch (spec.kind) {
     case PartitionSpec::Kind::kIid:
-      out = Iid(labels.size(), num_clients, rng);
-      break;
+      return Iid(labels.size(), num_clients, rng);
     case PartitionSpec::Kind::kDirichlet:
       if (!(spec.alpha > 0) || !std::isfinite(spec.alpha)) {
         return Status::InvalidArgument("dirichlet alpha must be positive");
       }
-      out = Dirichlet(labels, num_clients, spec.alpha, rng);
-      break;
-    case PartitionSpec::Kind::kShards: {
+      return Flatten(Dirichlet(labels, num_clients, spec.alpha, rng));
+    case PartitionSpec::Kind::kShards:
       if (spec.shards_per_client < 1) return Status::InvalidArgument("shards k must be >= 1");
-      FL_ASSIGN_OR_RETURN(out, Shards(labels, num_clients, spec.shards_per_client, rng));
+      return Shards(labels, num_clients, spec.shards_per_client, rng);
+    case PartitionSpec::Kind::kSample:
       break;
-    }
   }
-  for (std::vector<int64_t>& client : out) std::sort(client.begin(), client.end());
+  return Status::Internal("unknown partition kind");
+}
+
+Result<Partition> PartitionExamples(const PartitionSpec& spec, std::span<const uint8_t> labels,
+                                    int num_clients, uint64_t seed) {
+  FL_ASSIGN_OR_RETURN(ClientShards shards, ShardExamples(spec, labels, num_clients, seed));
+  Partition out(shards.num_clients());
+  for (size_t c = 0; c < out.size(); ++c) out[c] = shards.Indices(c);
   return out;
 }
 

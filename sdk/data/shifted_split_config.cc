@@ -18,6 +18,12 @@ Result<ShiftedSplitOptions> ShiftedSplitOptionsFromConfig(const Config& config, 
   FL_ASSIGN_OR_RETURN(o.domains, DomainsFromConfig(config));
   Result<PartitionSpec> skew = ParsePartitionSpec(config.GetString("data.partition"));
   if (!skew.ok()) return skew.status().WithContext("data.partition");
+  // Each image is shown under one domain of the client holding it: clients must not share.
+  if (skew->kind == PartitionSpec::Kind::kSample) {
+    return Status::InvalidArgument(
+        "data.partition: sample:<m> gives clients overlapping images; the shifted split "
+        "needs iid, dirichlet:<alpha> or shards:<k>");
+  }
   o.label_skew = *skew;
   const int64_t clients = config.GetInt(keys.num_clients);
   const int64_t per_client = config.GetInt("data.domains_per_client");

@@ -516,29 +516,56 @@ class SqliteStore final : public Store {
                                             : "PRAGMA synchronous = OFF",
                             op));
     FL_RETURN_IF_ERROR(Exec(db_.get(), "PRAGMA foreign_keys = ON", op));
+    sqlite3_commit_hook(db_.get(), &SqliteStore::CountCommit, this);
     return Migrate(op);
   }
 
   Result<ClientRecord> UpsertClient(const std::string& name, int64_t now) override {
-    constexpr std::string_view kOp = "Store::UpsertClient";
-    if (name.empty()) return Status::InvalidArgument("Store::UpsertClient: empty client name");
-    FL_ASSIGN_OR_RETURN(Query q, Prepare(
-        "INSERT INTO clients (name, joined_at, last_seen) VALUES (?1, ?2, ?2) "
-        "ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen "
-        "RETURNING " FL_CLIENT_COLUMNS, kOp));
-    q.BindText(1, name);
-    q.BindInt(2, now);
-    FL_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return Status::Internal("Store::UpsertClient: upsert returned no row");
-    ClientRecord record = ReadClient(q);
-    FL_RETURN_IF_ERROR(q.Run());
-    return record;
+    return UpsertClientRow(name, now, "Store::UpsertClient");
   }
+
+  Result<std::vector<ClientRecord>> UpsertClients(const std::vector<std::string>& names,
+                                                  int64_t now) override {
+    constexpr std::string_view kOp = "Store::UpsertClients";
+    Transaction txn(db_.get(), kOp);
+    FL_RETURN_IF_ERROR(txn.Begin());
+    std::vector<ClientRecord> records;
+    records.reserve(names.size());
+    for (const std::string& name : names) {
+      if (name.empty()) return Status::InvalidArgument("Store::UpsertClients: empty client name");
+      // A new name is a plain insert, half the cost of an upsert returning its row.
+      FL_ASSIGN_OR_RETURN(Query q, Prepare(
+          "INSERT OR IGNORE INTO clients (name, joined_at, last_seen) VALUES (?1, ?2, ?2)", kOp));
+      q.BindText(1, name);
+      q.BindInt(2, now);
+      FL_RETURN_IF_ERROR(q.Run());
+      if (sqlite3_changes(db_.get()) == 1) {
+        records.push_back(ClientRecord{static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.get())),
+                                       name, now, now});
+        continue;
+      }
+      FL_ASSIGN_OR_RETURN(ClientRecord record, UpsertClientRow(name, now, kOp));
+      records.push_back(std::move(record));
+    }
+    FL_RETURN_IF_ERROR(txn.Commit());
+    return records;
+  }
+
+  uint64_t committed_transactions() const override { return commits_; }
 
   Result<std::optional<ClientRecord>> GetClient(uint64_t id) override {
     FL_ASSIGN_OR_RETURN(Query q, Prepare(
         "SELECT " FL_CLIENT_COLUMNS " FROM clients WHERE id = ?1", "Store::GetClient"));
     q.BindU64(1, id);
+    FL_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<ClientRecord>();
+    return std::optional<ClientRecord>(ReadClient(q));
+  }
+
+  Result<std::optional<ClientRecord>> FindClient(const std::string& name) override {
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "SELECT " FL_CLIENT_COLUMNS " FROM clients WHERE name = ?1", "Store::FindClient"));
+    q.BindText(1, name);
     FL_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<ClientRecord>();
     return std::optional<ClientRecord>(ReadClient(q));
@@ -941,6 +968,28 @@ class SqliteStore final : public Store {
   // Statements are prepared once and kept for the life of the connection. REQUIRES:
   // `sql` is a string literal (it keys the cache), and no two live Query objects use
   // the same statement.
+  // sqlite3_commit_hook's callback; 0 lets the commit proceed.
+  static int CountCommit(void* store) {
+    ++static_cast<SqliteStore*>(store)->commits_;
+    return 0;
+  }
+
+  Result<ClientRecord> UpsertClientRow(const std::string& name, int64_t now,
+                                       std::string_view op) {
+    if (name.empty()) return Status::InvalidArgument(std::string(op) + ": empty client name");
+    FL_ASSIGN_OR_RETURN(Query q, Prepare(
+        "INSERT INTO clients (name, joined_at, last_seen) VALUES (?1, ?2, ?2) "
+        "ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen "
+        "RETURNING " FL_CLIENT_COLUMNS, op));
+    q.BindText(1, name);
+    q.BindInt(2, now);
+    FL_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return Status::Internal(std::string(op) + ": upsert returned no row");
+    ClientRecord record = ReadClient(q);
+    FL_RETURN_IF_ERROR(q.Run());
+    return record;
+  }
+
   Result<Query> Prepare(const char* sql, std::string_view op) {
     auto it = statements_.find(sql);
     if (it == statements_.end()) {
@@ -1054,6 +1103,7 @@ class SqliteStore final : public Store {
   DbPtr db_;
   std::string path_;
   std::unordered_map<std::string_view, StmtPtr> statements_;
+  uint64_t commits_ = 0;  // see committed_transactions()
 };
 
 }  // namespace

@@ -137,7 +137,12 @@ class Store {
 
   // Clients and sessions. Returns the existing record if `name` is known.
   virtual Result<ClientRecord> UpsertClient(const std::string& name, int64_t now) = 0;
+  // UpsertClient for every name, in one transaction (all or none); records in the
+  // order of `names`.
+  virtual Result<std::vector<ClientRecord>> UpsertClients(const std::vector<std::string>& names,
+                                                          int64_t now) = 0;
   virtual Result<std::optional<ClientRecord>> GetClient(uint64_t id) = 0;
+  virtual Result<std::optional<ClientRecord>> FindClient(const std::string& name) = 0;
   virtual Result<std::vector<ClientRecord>> ListClients() = 0;
   virtual Status TouchClient(uint64_t id, int64_t now) = 0;
   // Sessions are stored by the SHA-256 (hex) of their token, never the token itself.
@@ -202,6 +207,10 @@ class Store {
   virtual Result<std::optional<std::string>> GetMeta(const std::string& key) = 0;
   virtual Status AppendRoundMetrics(const RoundMetrics& metrics) = 0;
   virtual Result<std::vector<RoundMetrics>> ListRoundMetrics() = 0;
+
+  // Transactions committed through this store since it was opened, explicit ones and
+  // single statements alike (what each costs: a WAL commit, an fsync when durable).
+  virtual uint64_t committed_transactions() const = 0;
 };
 
 }  // namespace fl::internal

@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "algorithms/registry.h"
 #include "client/client_runtime.h"
@@ -414,6 +416,172 @@ TEST_F(CoordinatorTest, JoinChecksTheEnrollmentToken) {
   // A re-join revokes the name's earlier session.
   EXPECT_EQ((*c)->Authenticate(ok->session_token).status().code(), StatusCode::kUnauthenticated);
   EXPECT_TRUE((*c)->Authenticate(again->session_token).ok());
+}
+
+std::vector<std::string> ClientNames(size_t n) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < n; ++i) names.push_back("client-" + std::to_string(i));
+  return names;
+}
+
+TEST_F(CoordinatorTest, RegisteringManyClientsIsOneStoreTransaction) {
+  CoordinatorOptions o = Options(1);
+  constexpr size_t kClients = 20000;
+  o.min_clients = kClients + 1;  // no round opens, so only the registration writes
+  auto c = Coordinator::Create(o, FedAvg(), Initial());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  // The counter sees every commit: joining costs a transaction per statement.
+  const uint64_t before_joins = (*c)->StoreTransactions();
+  JoinedLinks(c->get(), 10);
+  EXPECT_GE((*c)->StoreTransactions() - before_joins, 10u);
+
+  const uint64_t before = (*c)->StoreTransactions();
+  Result<std::vector<uint64_t>> ids = (*c)->RegisterClients(ClientNames(kClients));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  EXPECT_EQ((*c)->StoreTransactions() - before, 1u);
+  ASSERT_EQ(ids->size(), kClients);
+  EXPECT_EQ((*c)->GetStatus().clients_known, kClients);
+
+  // The store holds every client under its returned id; the ten that joined first
+  // keep theirs.
+  StoreOptions so;
+  so.path = (dir_ / "state.db").string();
+  auto store = Store::Open(so);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Result<std::vector<ClientRecord>> rows = (*store)->ListClients();
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), kClients);
+  std::map<std::string, uint64_t> stored;
+  for (const ClientRecord& r : *rows) stored[r.name] = r.id;
+  for (size_t i = 0; i < kClients; ++i) {
+    ASSERT_EQ(stored.at("client-" + std::to_string(i)), (*ids)[i]) << i;
+  }
+  // A network Join of a registered name is the same client.
+  Result<JoinReply> joined = (*c)->Join("", "client-12345");
+  ASSERT_TRUE(joined.ok());
+  EXPECT_EQ(joined->client_id, (*ids)[12345]);
+  // One bad name registers nothing.
+  std::vector<std::string> bad = {"fine-1", "not fine"};
+  EXPECT_EQ((*c)->RegisterClients(bad).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->GetStatus().clients_known, kClients);
+}
+
+TEST_F(CoordinatorTest, RegisteredClientsAreSelectedAndTrainLikeJoinedOnes) {
+  constexpr size_t kClients = 300;
+  auto selected_names = [&](bool registered) {
+    std::filesystem::remove_all(dir_);
+    CoordinatorOptions o = Options(1);
+    o.min_clients = kClients;
+    o.clients_per_round = 7;
+    auto c = Coordinator::Create(o, FedAvg(), Initial());
+    EXPECT_TRUE(c.ok());
+    std::vector<std::unique_ptr<InProcessLink>> links;
+    if (registered) {
+      EXPECT_TRUE((*c)->RegisterClients(ClientNames(kClients)).ok());
+    } else {
+      links = JoinedLinks(c->get(), static_cast<int>(kClients));
+    }
+    std::vector<uint64_t> ids = (*c)->SelectedClients();
+    EXPECT_EQ(ids.size(), 7u);
+    std::set<std::string> names;
+    for (uint64_t id : ids) names.insert("client-" + std::to_string(id - 1));
+    if (registered) {
+      // A registered client's link needs no token: it pulls, trains and pushes.
+      InProcessLink link(c->get(), nullptr, Session{ids.front()});
+      Result<JoinReply> join = link.Join("", "ignored");
+      EXPECT_TRUE(join.ok());
+      EXPECT_EQ(join->client_id, ids.front());
+      std::unique_ptr<examples::LinearTrainer> trainer = MakeTrainer(1);
+      Payload update = TrainUpdate(link, *trainer);
+      update.meta.client_id = ids.front();
+      EXPECT_TRUE(link.PushUpdate(update).ok());
+      EXPECT_EQ((*c)->GetStatus().updates_in_round, 1u);
+      // Not selected: told to wait, as a joined client would be.
+      uint64_t other = 1;
+      while (std::count(ids.begin(), ids.end(), other) > 0) ++other;
+      InProcessLink idle(c->get(), nullptr, Session{other});
+      Result<Task> wait = idle.PullTask(std::chrono::milliseconds(0));
+      EXPECT_TRUE(wait.ok());
+      EXPECT_EQ(wait->kind, TaskKind::kWait);
+    }
+    return names;
+  };
+  const std::set<std::string> joined = selected_names(false);
+  const std::set<std::string> registered = selected_names(true);
+  EXPECT_EQ(joined.size(), 7u);
+  EXPECT_EQ(joined, registered);
+}
+
+// fl-sim under mpirun: updates folded into a partial aggregate elsewhere, merged into the
+// open round, give the round every client pushing would; a bad merge changes nothing.
+TEST_F(CoordinatorTest, RemotePartialMergesLikePushedUpdates) {
+  CoordinatorOptions pushed_options = Options(1);
+  pushed_options.durable = false;
+  pushed_options.state_dir = (dir_ / "pushed").string();
+  CoordinatorOptions merged_options = pushed_options;
+  merged_options.state_dir = (dir_ / "merged").string();
+  auto pushed = Coordinator::Create(pushed_options, FedAvg(), Initial());
+  auto merged = Coordinator::Create(merged_options, FedAvg(), Initial());
+  ASSERT_TRUE(pushed.ok() && merged.ok());
+  auto pushed_links = JoinedLinks(pushed->get(), 3);
+  auto merged_links = JoinedLinks(merged->get(), 3);
+  std::vector<Payload> updates;
+  for (int i = 0; i < 3; ++i)
+    updates.push_back(TrainUpdate(*pushed_links[i], *MakeTrainer(50 + i)));
+  std::vector<RoundSummary> summaries;
+  for (Coordinator* c : {pushed->get(), merged->get()}) {
+    c->SetRoundCallback(
+        [&](const RoundSummary& s, const ModelSnapshot&) { summaries.push_back(s); });
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(pushed_links[i]->PushUpdate(updates[i]).ok());
+
+  // Clients 1 and 2 fold on "another rank"; client 0 pushes as usual.
+  ASSERT_TRUE(merged_links[0]->PushUpdate(updates[0]).ok());
+  std::unique_ptr<RoundAggregator> rank = FedAvg()->NewRoundAggregator(Initial(), 1);
+  std::vector<Coordinator::RemoteUpdate> remote;
+  for (int i = 1; i < 3; ++i) {
+    ASSERT_TRUE(rank->Accumulate(updates[i]).ok());
+    Coordinator::RemoteUpdate u;
+    u.client_name = "client-" + std::to_string(i);
+    u.bytes = updates[i].bytes.size();
+    u.weight = updates[i].meta.weight;
+    u.sha256 = updates[i].meta.sha256;
+    remote.push_back(u);
+  }
+  Result<std::string> partial = rank->SerializePartial();
+  ASSERT_TRUE(partial.ok());
+  Coordinator& c = **merged;
+  EXPECT_EQ(c.MergeRemotePartial(2, remote, *partial).code(), StatusCode::kFailedPrecondition);
+  std::vector<Coordinator::RemoteUpdate> twice = {remote[0], remote[0]};
+  EXPECT_EQ(c.MergeRemotePartial(1, twice, *partial).code(), StatusCode::kFailedPrecondition);
+  std::vector<Coordinator::RemoteUpdate> again = {remote[0]};
+  again[0].client_name = "client-0";  // already pushed
+  EXPECT_EQ(c.MergeRemotePartial(1, again, *partial).code(), StatusCode::kFailedPrecondition);
+  again[0].client_name = "client-9";  // never joined
+  EXPECT_EQ(c.MergeRemotePartial(1, again, *partial).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.MergeRemotePartial(1, remote, partial->substr(1)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.GetStatus().updates_in_round, 1u);
+  EXPECT_TRUE(summaries.size() == 1) << "only the pushed coordinator closed its round";
+
+  ASSERT_TRUE(c.MergeRemotePartial(1, remote, *partial).ok());
+  ASSERT_EQ(summaries.size(), 2u);
+  EXPECT_EQ(summaries[1].num_updates, summaries[0].num_updates);
+  EXPECT_EQ(summaries[1].bytes_up, summaries[0].bytes_up);
+  EXPECT_EQ(summaries[1].total_weight, summaries[0].total_weight);
+  const ModelSnapshot a = (*pushed)->CurrentModel(), b = c.CurrentModel();
+  ASSERT_EQ(a.version, 1u);
+  ASSERT_EQ(b.version, 1u);
+  EXPECT_EQ(std::memcmp(a.params->data(), b.params->data(), a.params->size() * sizeof(float)), 0);
+}
+
+TEST_F(CoordinatorTest, RemotePartialNeedsANonDurableCoordinator) {
+  auto c = Coordinator::Create(Options(1), FedAvg(), Initial());  // durable
+  ASSERT_TRUE(c.ok());
+  auto links = JoinedLinks(c->get(), 3);
+  Result<std::string> partial = FedAvg()->NewRoundAggregator(Initial(), 1)->SerializePartial();
+  ASSERT_TRUE(partial.ok());
+  EXPECT_EQ((*c)->MergeRemotePartial(1, {}, *partial).code(), StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

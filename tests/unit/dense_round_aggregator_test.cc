@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "codec/dense_codec.h"
@@ -182,6 +184,109 @@ TEST(DenseRoundAggregatorTest, SubclassHookScalesWeight) {
   Result<AggregateReport> r = std::move(agg).Report();
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->total_weight, 2.0);
+}
+
+// The mean of two aggregators' partials merged across a byte boundary (one process's
+// SerializePartial into another's MergeSerializedPartial) is the one aggregator's mean.
+TEST(DenseRoundAggregatorTest, SerializedPartialMergesLikeOneAggregator) {
+  DenseRoundAggregator whole(TestLayout(), kRound);
+  ASSERT_TRUE(whole.Accumulate(MakePayload(kA, 1.5, 2.0)).ok());
+  ASSERT_TRUE(whole.Accumulate(MakePayload(kB, 3.0, 4.0)).ok());
+
+  DenseRoundAggregator left(TestLayout(), kRound), right(TestLayout(), kRound);
+  ASSERT_TRUE(left.Accumulate(MakePayload(kA, 1.5, 2.0)).ok());
+  ASSERT_TRUE(right.Accumulate(MakePayload(kB, 3.0, 4.0)).ok());
+  Result<std::string> partial = right.SerializePartial();
+  ASSERT_TRUE(partial.ok()) << partial.status().ToString();
+  EXPECT_EQ(right.count(), 1u);  // serializing leaves the aggregator as it was
+  ASSERT_TRUE(left.MergeSerializedPartial(*partial).ok());
+  EXPECT_EQ(left.count(), 2u);
+
+  Result<AggregateReport> merged = std::move(left).Report();
+  Result<AggregateReport> single = std::move(whole).Report();
+  ASSERT_TRUE(merged.ok() && single.ok());
+  EXPECT_EQ(merged->count, 2u);
+  EXPECT_EQ(merged->total_weight, single->total_weight);
+  EXPECT_EQ(merged->mean_train_loss, single->mean_train_loss);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(merged->mean_delta.data()[i], single->mean_delta.data()[i]) << i;
+  }
+}
+
+TEST(DenseRoundAggregatorTest, EmptyPartialMergesNothing) {
+  DenseRoundAggregator empty(TestLayout(), kRound), agg(TestLayout(), kRound);
+  ASSERT_TRUE(agg.Accumulate(MakePayload(kA, 2.0)).ok());
+  Result<std::string> partial = empty.SerializePartial();
+  ASSERT_TRUE(partial.ok());
+  ASSERT_TRUE(agg.MergeSerializedPartial(*partial).ok());
+  EXPECT_EQ(agg.count(), 1u);
+  Result<AggregateReport> r = std::move(agg).Report();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->total_weight, 2.0);
+  EXPECT_EQ(r->mean_delta.data()[0], 1.0f);
+}
+
+// Offsets in the partial format (dense_round_aggregator.cc): magic 0, format 4, round 8,
+// layout hash 16, count 24, weight 32, loss sum 40, number of sums 48, sums from 56.
+constexpr size_t kRoundAt = 8, kHashAt = 16, kCountAt = 24, kWeightAt = 32, kSumsAt = 56;
+
+void PutDouble(std::string* bytes, size_t at, double v) { std::memcpy(bytes->data() + at, &v, 8); }
+
+TEST(DenseRoundAggregatorTest, HostilePartialsAreRefusedAndChangeNothing) {
+  DenseRoundAggregator source(TestLayout(), kRound);
+  ASSERT_TRUE(source.Accumulate(MakePayload(kA, 2.0)).ok());
+  Result<std::string> good = source.SerializePartial();
+  ASSERT_TRUE(good.ok());
+  ASSERT_EQ(good->size(), kSumsAt + 6 * sizeof(double));
+
+  std::vector<std::pair<std::string, std::string>> bad;  // what, bytes
+  bad.emplace_back("empty", "");
+  bad.emplace_back("truncated header", good->substr(0, 30));
+  bad.emplace_back("truncated sums", good->substr(0, good->size() - 1));
+  bad.emplace_back("trailing bytes", *good + "x");
+  std::string magic = *good;
+  magic[0] = 'X';
+  bad.emplace_back("magic", magic);
+  std::string round = *good;
+  round[kRoundAt] ^= 1;
+  bad.emplace_back("round", round);
+  std::string layout = *good;
+  layout[kHashAt] ^= 1;
+  bad.emplace_back("layout hash", layout);
+  std::string nan = *good;
+  PutDouble(&nan, kSumsAt + 8 * 3, std::numeric_limits<double>::quiet_NaN());
+  bad.emplace_back("NaN sum", nan);
+  std::string inf_weight = *good;
+  PutDouble(&inf_weight, kWeightAt, std::numeric_limits<double>::infinity());
+  bad.emplace_back("infinite weight", inf_weight);
+  std::string negative = *good;
+  PutDouble(&negative, kWeightAt, -2.0);
+  bad.emplace_back("negative weight", negative);
+  std::string no_count = *good;
+  no_count[kCountAt] = 0;
+  bad.emplace_back("weight without updates", no_count);
+
+  DenseRoundAggregator target(TestLayout(), kRound);
+  ASSERT_TRUE(target.Accumulate(MakePayload(kB, 1.0)).ok());
+  for (const auto& [what, bytes] : bad) {
+    Status s = target.MergeSerializedPartial(bytes);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << what << ": " << s.ToString();
+  }
+  EXPECT_EQ(target.count(), 1u);
+  Result<AggregateReport> r = std::move(target).Report();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->total_weight, 1.0);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(r->mean_delta.data()[i], kB[i]) << i;
+}
+
+TEST(DenseRoundAggregatorTest, ConsumedAggregatorHasNoPartial) {
+  DenseRoundAggregator agg(TestLayout(), kRound);
+  ASSERT_TRUE(agg.Accumulate(MakePayload(kA, 1.0)).ok());
+  Result<std::string> partial = agg.SerializePartial();
+  ASSERT_TRUE(partial.ok());
+  ASSERT_TRUE(std::move(agg).Report().ok());
+  EXPECT_EQ(agg.SerializePartial().status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(agg.MergeSerializedPartial(*partial).code(), StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

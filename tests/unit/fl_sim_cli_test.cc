@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "codec/param_io.h"
+#include "data/client_shards.h"
 #include "fl/env.h"
 #include "torch/torch_trainer.h"
 
@@ -128,6 +131,30 @@ TEST(FlSimCliTest, ExportModelWritesALoadableModel) {
   EXPECT_NE(o.output.find("215370"), std::string::npos);
   Outcome unknown = RunFlSim("export-model --model vgg --out " + path.string());
   EXPECT_EQ(unknown.exit_code, 2) << unknown.output;
+  std::filesystem::remove(path);
+}
+
+TEST(FlSimCliTest, ExportPartitionWritesDrawnShardsForMoreClientsThanImages) {
+  const auto path = Temp("fl_sim_partition") += ".json";
+  Outcome o = RunFlSim("export-partition --clients 70000 --partition sample:4 --seed 3 --out " +
+                       path.string());
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  Result<std::string> text = Env::Default()->ReadFile(path.string());
+  ASSERT_TRUE(text.ok());
+  const nlohmann::json doc = nlohmann::json::parse(*text);
+  EXPECT_EQ(doc["partition"], "sample:4");
+  EXPECT_EQ(doc["num_clients"], 70000);
+  ASSERT_EQ(doc["clients"].size(), 70000u);
+  const uint64_t images = doc["num_examples"].get<uint64_t>();
+  EXPECT_EQ(images, 60000u);
+  // The shards `fl-sim run` and fl-client (--partition-index) train on.
+  for (size_t c : {size_t{0}, size_t{1}, size_t{69999}}) {
+    EXPECT_EQ(doc["clients"][c].get<std::vector<int64_t>>(), DrawShard(images, 4, 3, c)) << c;
+  }
+  Outcome too_many = RunFlSim("export-partition --clients 70000 --partition iid --out " +
+                              path.string());
+  EXPECT_EQ(too_many.exit_code, 2) << too_many.output;
+  EXPECT_NE(too_many.output.find("sample:<m>"), std::string::npos) << too_many.output;
   std::filesystem::remove(path);
 }
 

@@ -181,5 +181,82 @@ TEST(PartitionTest, RejectsImpossibleRequests) {
             StatusCode::kInvalidArgument);
 }
 
+TEST(PartitionTest, CompactShardsHoldTheListsInEightBytesPerExampleAndClient) {
+  const auto& labels = FashionMnistLabels();
+  constexpr int kClients = 1000;
+  for (const char* s : {"iid", "dirichlet:0.5", "shards:2"}) {
+    SCOPED_TRACE(s);
+    Result<ClientShards> shards = ShardExamples(Spec(s), labels, kClients, 13);
+    Result<Partition> lists = PartitionExamples(Spec(s), labels, kClients, 13);
+    ASSERT_TRUE(shards.ok() && lists.ok());
+    ASSERT_EQ(shards->num_clients(), static_cast<size_t>(kClients));
+    for (size_t c = 0; c < shards->num_clients(); ++c) {
+      ASSERT_EQ(shards->size(c), (*lists)[c].size());
+      ASSERT_EQ(shards->Indices(c), (*lists)[c]);
+    }
+    EXPECT_LE(shards->resident_bytes(), 8 * (labels.size() + kClients + 1));
+  }
+}
+
+TEST(PartitionTest, SampleDrawsMDistinctExamplesForMoreClientsThanExamples) {
+  const auto& labels = FashionMnistLabels();
+  const PartitionSpec spec = Spec("sample:32");
+  EXPECT_EQ(spec.kind, PartitionSpec::Kind::kSample);
+  EXPECT_EQ(spec.examples_per_client, 32);
+  EXPECT_EQ(PartitionSpecToString(spec), "sample:32");
+  constexpr int kClients = 100000;  // more clients than the 60,000 images
+  Result<ClientShards> shards = ShardExamples(spec, labels, kClients, 9);
+  ASSERT_TRUE(shards.ok()) << shards.status().ToString();
+  ASSERT_EQ(shards->num_clients(), static_cast<size_t>(kClients));
+  EXPECT_EQ(shards->resident_bytes(), 0u);  // nothing stored per client
+  Result<ClientShards> again = ShardExamples(spec, labels, kClients, 9);
+  Result<ClientShards> other_seed = ShardExamples(spec, labels, kClients, 10);
+  // fl-client builds its shard with ShardExamples for num_partitions clients; a client's
+  // examples do not even depend on that count.
+  Result<ClientShards> fewer = ShardExamples(spec, labels, 10, 9);
+  ASSERT_TRUE(again.ok() && other_seed.ok() && fewer.ok());
+  std::vector<int> drawn(labels.size(), 0);
+  size_t differ_by_seed = 0;
+  const size_t kChecked = 10000;
+  for (size_t c = 0; c < kChecked; ++c) {
+    const std::vector<int64_t> mine = shards->Indices(c);
+    ASSERT_EQ(mine.size(), 32u);
+    ASSERT_EQ(shards->size(c), 32u);
+    ASSERT_TRUE(std::adjacent_find(mine.begin(), mine.end(), std::greater_equal<int64_t>()) ==
+                mine.end())
+        << "client " << c << ": not strictly ascending";
+    ASSERT_GE(mine.front(), 0);
+    ASSERT_LT(static_cast<size_t>(mine.back()), labels.size());
+    ASSERT_EQ(mine, again->Indices(c));
+    ASSERT_EQ(mine, DrawShard(labels.size(), 32, 9, c));
+    if (c < fewer->num_clients()) ASSERT_EQ(mine, fewer->Indices(c));
+    differ_by_seed += mine != other_seed->Indices(c) ? 1 : 0;
+    for (int64_t i : mine) ++drawn[static_cast<size_t>(i)];
+  }
+  EXPECT_EQ(differ_by_seed, kChecked);
+  EXPECT_NE(shards->Indices(0), shards->Indices(1));
+  EXPECT_EQ(shards->Indices(kClients - 1).size(), 32u);
+  // 320,000 uniform draws over 60,000 images miss an image with probability e^-5.3.
+  const size_t never = static_cast<size_t>(std::count(drawn.begin(), drawn.end(), 0));
+  EXPECT_LT(never, labels.size() / 100);
+}
+
+TEST(PartitionTest, SampleRejectsBadSizes) {
+  for (const char* bad : {"sample", "sample:", "sample:0", "sample:-1", "sample:1.5",
+                          "sample:x", "sample:10000001"}) {
+    EXPECT_EQ(ParsePartitionSpec(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  std::vector<uint8_t> labels(50, 0);
+  EXPECT_EQ(ShardExamples(Spec("sample:51"), labels, 10, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ShardExamples(Spec("sample:5"), labels, 0, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  // m = all examples: every client holds the whole dataset.
+  Result<ClientShards> all = ShardExamples(Spec("sample:50"), labels, 3, 1);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->Indices(2).size(), 50u);
+  EXPECT_EQ(all->Indices(2).back(), 49);
+}
+
 }  // namespace
 }  // namespace fl::internal

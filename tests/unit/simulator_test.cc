@@ -68,6 +68,17 @@ TEST(SimulatorTest, TinyFederationLearnsAndWritesEveryOutput) {
   // Three rounds on Fashion-MNIST are far above chance (10%).
   EXPECT_GT(result->final_accuracy, 0.35);
   EXPECT_GT(result->train_samples_per_sec, 0.0);
+  // Every task's phases were timed inside its round's train_seconds, one task at a time
+  // per worker, so together they fit in workers x train_seconds.
+  const TaskTimes& times = result->task_times;
+  EXPECT_GT(times.train, 0.0);
+  EXPECT_GT(times.set_params, 0.0);
+  EXPECT_GT(times.get_params, 0.0);
+  EXPECT_GT(times.push, 0.0);
+  EXPECT_GE(times.encode, 0.0);
+  double train_seconds = 0;
+  for (const SimRoundRecord& r : result->rounds) train_seconds += r.train_seconds;
+  EXPECT_LE(times.total(), 2 * train_seconds);
 
   // CSV: header plus one row per round.
   std::string csv = ReadText(dir / "metrics.csv");
@@ -103,6 +114,38 @@ TEST(SimulatorTest, TinyFederationLearnsAndWritesEveryOutput) {
   Result<std::vector<RoundRecord>> rounds = (*store)->ListRounds();
   ASSERT_TRUE(rounds.ok());
   EXPECT_EQ(rounds->size(), 3u);  // the coordinator's own rounds, same file
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SimulatorTest, MoreVirtualClientsThanImagesWithSampledShards) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("fl_sim_sample_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  Result<Config> config = TinyConfig(dir.string());
+  ASSERT_TRUE(config.ok());
+  // 100,000 clients of 8 images each, drawn from 3,000.
+  for (const char* o : {"run.rounds=1", "data.num_clients=100000", "data.partition=sample:8",
+                        "data.test_examples=500", "coordinator.clients_per_round=5"}) {
+    ASSERT_TRUE(config->ApplyOverride(o).ok());
+  }
+  Result<SimulationResult> r = RunSimulation(*config, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->rounds.size(), 1u);
+  EXPECT_EQ(r->rounds[0].metrics.clients, 5u);
+  EXPECT_EQ(r->train_samples, 5u * 8u);  // one epoch over each client's 8 images
+  // Every client is registered in the run record; the round selected 5 of them.
+  StoreOptions so;
+  so.path = (dir / "run.db").string();
+  auto store = Store::Open(so);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Result<std::vector<ClientRecord>> clients = (*store)->ListClients();
+  ASSERT_TRUE(clients.ok());
+  EXPECT_EQ(clients->size(), 100000u);
+  Result<std::vector<RoundRecord>> rounds = (*store)->ListRounds();
+  ASSERT_TRUE(rounds.ok());
+  ASSERT_EQ(rounds->size(), 1u);
+  EXPECT_EQ(rounds->front().selected.size(), 5u);
   store->reset();
   std::filesystem::remove_all(dir);
 }

@@ -148,6 +148,34 @@ TEST_F(StoreTest, InMemoryStoreWorks) {
   EXPECT_EQ(*(*store)->GetMeta("k").value(), "v");
 }
 
+TEST_F(StoreTest, UpsertClientsIsOneTransactionAndKeepsKnownIds) {
+  Open();
+  Result<ClientRecord> bob = store_->UpsertClient("bob", 100);
+  ASSERT_TRUE(bob.ok());
+  const uint64_t before = store_->committed_transactions();
+  Result<std::vector<ClientRecord>> batch =
+      store_->UpsertClients({"alice", "bob", "carol"}, 200);
+  ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+  EXPECT_EQ(store_->committed_transactions() - before, 1u);
+  ASSERT_EQ(batch->size(), 3u);
+  EXPECT_EQ((*batch)[0].name, "alice");
+  EXPECT_EQ((*batch)[0].joined_at, 200);
+  EXPECT_EQ((*batch)[1].id, bob->id);  // known: same id, first join kept
+  EXPECT_EQ((*batch)[1].joined_at, 100);
+  EXPECT_EQ((*batch)[1].last_seen, 200);
+  EXPECT_NE((*batch)[2].id, (*batch)[0].id);
+  for (const ClientRecord& r : *batch) {
+    Result<std::optional<ClientRecord>> found = store_->FindClient(r.name);
+    ASSERT_TRUE(found.ok() && found->has_value()) << r.name;
+    EXPECT_EQ((*found)->id, r.id);
+  }
+  EXPECT_FALSE(store_->FindClient("dave").value().has_value());
+  // All or none: an empty name rolls the whole batch back.
+  EXPECT_EQ(store_->UpsertClients({"erin", ""}, 300).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store_->FindClient("erin").value().has_value());
+}
+
 TEST_F(StoreTest, UpsertClientKeepsIdsStableByName) {
   Open();
   Result<ClientRecord> a = store_->UpsertClient("alice", 100);

@@ -52,6 +52,23 @@ class FL_EXPORT RoundAggregator {
   virtual bool CanReport() const = 0;
   // Consumes the aggregator. FailedPrecondition if !CanReport().
   virtual Result<AggregateReport> Report() && = 0;
+
+  // Partial state, for aggregating one round across processes (fl-sim under mpirun):
+  // what was folded so far (sums, total weight, count, loss) as bytes that
+  // MergeSerializedPartial of an aggregator of the same round and layout folds in, so
+  // that merging partials is MergeWith across an address space. The aggregator is
+  // unchanged and stays usable. Unimplemented (the default) when the algorithm's
+  // aggregator cannot be split; FailedPrecondition once consumed.
+  virtual Result<std::string> SerializePartial() const {
+    return Status::Unimplemented("this aggregator has no serializable partial state");
+  }
+  // Folds a SerializePartial() of another aggregator of the same round. The bytes are
+  // hostile: InvalidArgument, with the aggregator unchanged, for a truncated or
+  // oversized partial, another format, round or layout hash, or a non-finite or
+  // negative sum or weight. Unimplemented by default; FailedPrecondition once consumed.
+  virtual Status MergeSerializedPartial(std::string_view /*partial*/) {
+    return Status::Unimplemented("this aggregator cannot merge serialized partial state");
+  }
 };
 
 // The server half of an algorithm. Long-lived; the coordinator owns it and calls it
