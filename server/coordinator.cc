@@ -7,8 +7,10 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <utility>
 
+#include "agg/aggregator_tree.h"
 #include "codec/dense_codec.h"
 #include "codec/param_io.h"
 #include "core/client_name.h"
@@ -85,8 +87,13 @@ std::vector<double> StepNorms(const ParamSet& before, const ParamSet& after) {
 
 // An update as the update policy turned it into what the aggregator folds.
 struct PreparedUpdate {
-  // The modified copy (weight replaced, delta scaled), if modified: the coordinator's
-  // scratch payload, valid until the next update is prepared.
+  // The metadata it is folded with (the server's weight; in asynchronous mode the
+  // buffer's number as its round): RoundAggregator::AccumulateWithMeta reads the values
+  // in place, so rewriting the metadata copies nothing.
+  UpdateMeta meta;
+  bool meta_rewritten = false;  // meta differs from the update's own
+  // A copy with scaled values (norm bound, gap penalty), if scaled: the scratch payload
+  // given to PrepareForFold, valid until it is reused.
   Payload* owned = nullptr;
   double weight = 0;                 // the weight folded
   bool weight_clipped = false;       // the claim was over the cap and clipped
@@ -95,6 +102,76 @@ struct PreparedUpdate {
   const Payload& Get(const Payload& original) const { return owned != nullptr ? *owned : original; }
 };
 
+// What the server does to an update before folding it, decided under the coordinator's
+// lock from the round's state; PrepareForFold carries it out (the O(d) part: the norm,
+// the copy and the scaling) without the lock.
+struct FoldPlan {
+  double weight = 0;            // the update policy's weight
+  bool weight_clipped = false;
+  bool measure_norm = false;    // norm bounding is on: measure the dense delta's L2 norm
+  double norm_bound = 0;        // scale the delta down to this norm; 0: no bound
+  // Asynchronous mode: the buffer the update is folded into (its number replaces the
+  // task number as meta.round), the staleness weight factor and, with a gap penalty,
+  // each tensor's scale 1/Lambda_l (empty: none).
+  bool async = false;
+  uint64_t buffer = 0;
+  double staleness_factor = 1;
+  std::vector<double> tensor_scales;
+  std::shared_ptr<const ParamSet> global;  // the layout the tensor scales refer to
+};
+
+// Makes p's payload a modifiable copy of `in` in *scratch (once), to scale its values.
+void Own(const Payload& in, Payload* scratch, PreparedUpdate* p) {
+  if (p->owned != nullptr) return;
+  scratch->meta = in.meta;
+  scratch->bytes.assign(in.bytes);
+  p->owned = scratch;
+}
+
+// Carries out `plan` on `in`: the policy's weight, the norm bound on a dense delta and,
+// in asynchronous mode, weight x s(staleness), the buffer's number and the gap penalty.
+// The metadata is rewritten in p.meta; a copy is made into *scratch only if the values
+// must be scaled (norm bound, gap penalty). Malformed content passes
+// through unchanged for the aggregator to refuse. Thread-safe (touches only its
+// arguments).
+Result<PreparedUpdate> PrepareForFold(const Payload& in, const FoldPlan& plan, Payload* scratch) {
+  PreparedUpdate p;
+  p.meta = in.meta;
+  p.weight = plan.weight;
+  p.weight_clipped = plan.weight_clipped;
+  if (plan.measure_norm) {
+    Result<std::optional<double>> norm = UpdateNorm(in);
+    if (norm.ok() && norm->has_value() && std::isfinite(**norm)) {
+      p.norm = **norm;
+      if (plan.norm_bound > 0 && *p.norm > plan.norm_bound) {
+        Own(in, scratch, &p);
+        if (ScaleUpdate(plan.norm_bound / *p.norm, p.owned).ok()) p.norm_clipped = true;
+      }
+    }
+  }
+  if (plan.async) {
+    p.weight *= plan.staleness_factor;
+    p.meta.round = plan.buffer;
+  }
+  p.meta_rewritten = plan.async || !(p.weight == in.meta.weight);
+  p.meta.weight = p.weight;
+  if (plan.tensor_scales.empty()) return p;
+  const Layout& layout = plan.global->layout();
+  // A payload that does not fit the layout is left for the aggregator to refuse.
+  if (in.meta.layout_hash != layout.hash()) return p;
+  Own(in, scratch, &p);
+  Status scaled = ScaleDenseUpdateTensors(layout, plan.tensor_scales, p.owned);
+  if (!scaled.ok() && scaled.code() != StatusCode::kInvalidArgument) return scaled;
+  return p;
+}
+
+// Folds a prepared update into `agg`: its values (scaled copy or as received) with the
+// metadata the server gave it.
+Status FoldPrepared(RoundAggregator& agg, const Payload& in, const PreparedUpdate& p) {
+  if (!p.meta_rewritten) return agg.Accumulate(p.Get(in));
+  return agg.AccumulateWithMeta(p.meta, p.Get(in));
+}
+
 }  // namespace
 
 Result<CoordinatorMode> ParseCoordinatorMode(std::string_view name) {
@@ -102,6 +179,15 @@ Result<CoordinatorMode> ParseCoordinatorMode(std::string_view name) {
   if (name == "async") return CoordinatorMode::kAsync;
   return Status::InvalidArgument("unknown coordinator mode '" + std::string(name) +
                                  "' (expected sync or async)");
+}
+
+uint32_t AggregationLeaves(const CoordinatorOptions& options) {
+  if (options.aggregation_leaves > 0) return std::min(options.aggregation_leaves, kMaxAggregationLeaves);
+  // Leaves pay off only with cores to spare beside the pushes' own hashing and decoding:
+  // on 2 cores, 10 concurrent 10M-parameter pushes ran slower with 2 or 4 leaves than
+  // with 1 (fold_bench BM_FoldConcurrent), each extra leaf costing an fp64 buffer and a
+  // merge per round.
+  return std::clamp<uint32_t>(std::thread::hardware_concurrency() / 2, 1, 4);
 }
 
 std::string_view CoordinatorModeName(CoordinatorMode mode) {
@@ -150,10 +236,23 @@ struct Coordinator::Impl {
   RoundRecord round;
   std::set<uint64_t> selected;
   std::map<uint64_t, std::string> accepted_sha;  // client -> sha256 of its accepted update
-  std::unique_ptr<RoundAggregator> aggregator;
-  // Where PrepareLocked copies an update it must modify (OwnLocked); holds one update's
-  // bytes between updates.
-  mutable Payload scratch_payload;
+  // The open round's (or buffer's) aggregation: leaves that fold concurrent updates in
+  // parallel, merged in a fixed order at close (agg/aggregator_tree.h).
+  std::unique_ptr<AggregatorTree> tree;
+  // Updates acknowledged into the open round or buffer.
+  uint64_t acked = 0;
+  // Folds admitted and not yet finished: folding into a leaf without the lock, then
+  // writing their ledger row. The tree is replaced, merged or refolded only when there
+  // are none (QuiesceFoldsLocked), so a round never closes under a fold in flight.
+  uint64_t folds_in_flight = 0;
+  std::set<uint64_t> folding_clients;  // one fold per client at a time
+  // Threads waiting for the folds in flight to finish; no fold starts meanwhile.
+  uint32_t quiescing = 0;
+  // A fold landed in a leaf but its update could not be made durable: the tree must be
+  // rebuilt from the ledger before anything else reads it.
+  bool refold_needed = false;
+  // Where refolds under the lock copy an update they must modify (PrepareForFold).
+  Payload scratch_payload;
   uint64_t round_deadline_us = 0;
   uint64_t round_opened_us = 0;
   uint64_t rejected = 0;
@@ -415,38 +514,37 @@ struct Coordinator::Impl {
     dropped_updates = 0;
   }
 
-  // Applies the update policy to `in`: the server's weight, and the round's norm bound
-  // for a dense delta. InvalidArgument if the weight is refused (weight_over_cap =
-  // refuse). Malformed content passes through unchanged for the aggregator to refuse.
-  // Makes p's payload a modifiable copy of `in` (once). The copy lives in
-  // scratch_payload, whose buffer is reused: re-weighting an update then costs a memcpy
-  // of its bytes, not a fresh allocation of them.
-  void OwnLocked(const Payload& in, PreparedUpdate* p) const {
-    if (p->owned != nullptr) return;
-    scratch_payload.meta = in.meta;
-    scratch_payload.bytes.assign(in.bytes);
-    p->owned = &scratch_payload;
+  // The update policy for `in` (the server's weight; InvalidArgument if refused with
+  // weight_over_cap = refuse) and the round's norm bound, as a plan for PrepareForFold.
+  Result<FoldPlan> PlanLocked(const Payload& in) const {
+    FoldPlan plan;
+    FL_ASSIGN_OR_RETURN(plan.weight,
+                        PolicyWeight(opt.update_policy, in.meta.weight, &plan.weight_clipped));
+    plan.measure_norm = NormBoundingOn();
+    plan.norm_bound = round_norm_bound;
+    return plan;
   }
 
-  Result<PreparedUpdate> PrepareLocked(const Payload& in) const {
-    PreparedUpdate p;
-    FL_ASSIGN_OR_RETURN(p.weight, PolicyWeight(opt.update_policy, in.meta.weight, &p.weight_clipped));
-    auto own = [&] { OwnLocked(in, &p); };
-    if (!(p.weight == in.meta.weight)) {
-      own();
-      p.owned->meta.weight = p.weight;
+  // The plan for an update of the open buffer with `staleness` (asynchronous mode).
+  Result<FoldPlan> PlanAsyncLocked(const Payload& in, uint64_t staleness) const {
+    FL_ASSIGN_OR_RETURN(FoldPlan plan, PlanLocked(in));
+    plan.async = true;
+    plan.buffer = round.round;
+    plan.staleness_factor = StalenessFactor(opt.async, staleness);
+    plan.global = global;
+    if (opt.async.gap_penalty > 0 && staleness > 0) {
+      plan.tensor_scales = step_norms.GapPenalty(opt.async.gap_penalty, version - staleness,
+                                                 version, global->layout().num_tensors());
+      for (double& f : plan.tensor_scales) f = 1.0 / f;
     }
-    if (NormBoundingOn()) {
-      Result<std::optional<double>> norm = UpdateNorm(in);
-      if (norm.ok() && norm->has_value() && std::isfinite(**norm)) {
-        p.norm = **norm;
-        if (round_norm_bound > 0 && *p.norm > round_norm_bound) {
-          own();
-          if (ScaleUpdate(round_norm_bound / *p.norm, p.owned).ok()) p.norm_clipped = true;
-        }
-      }
-    }
-    return p;
+    return plan;
+  }
+
+  // An acknowledged update read back from the spool, prepared under the lock as it was
+  // folded when acknowledged (in asynchronous mode with its recorded staleness).
+  Result<PreparedUpdate> PrepareSpooledLocked(const LedgerEntry& e, const Payload& p) {
+    FL_ASSIGN_OR_RETURN(FoldPlan plan, Async() ? PlanAsyncLocked(p, e.staleness) : PlanLocked(p));
+    return PrepareForFold(p, plan, &scratch_payload);
   }
 
   // Counts what the policy did to an update the round accepted.
@@ -476,7 +574,7 @@ struct Coordinator::Impl {
     round_open = true;
     selected = std::set<uint64_t>(r.selected.begin(), r.selected.end());
     accepted_sha.clear();
-    aggregator = strategy->NewRoundAggregator(*global, r.round);
+    NewTreeLocked();
     round_opened_us = NowUs();
     round_deadline_us = round_opened_us + static_cast<uint64_t>(opt.round_deadline.count()) * 1000;
     rejected = 0;
@@ -494,22 +592,37 @@ struct Coordinator::Impl {
   // since), which is logged and skipped.
   Result<bool> RefoldSpooledLocked(const LedgerEntry& e, Payload* p) {
     FL_ASSIGN_OR_RETURN(*p, ReadSpooledLocked(e));
-    Result<PreparedUpdate> prepared = PrepareLocked(*p);
-    if (!prepared.ok()) {
+    Result<FoldPlan> plan = PlanLocked(*p);
+    if (!plan.ok()) {
       FL_LOG(WARNING) << "refolding " << e.spool_path << ": skipped by the update policy: "
-                      << prepared.status().ToString();
+                      << plan.status().ToString();
       return false;
     }
-    if (Async()) FL_RETURN_IF_ERROR(AdjustForStalenessLocked(*p, e.staleness, &*prepared));
+    if (Async()) plan = PlanAsyncLocked(*p, e.staleness);
+    if (!plan.ok()) return plan.status();
+    FL_ASSIGN_OR_RETURN(PreparedUpdate prepared, PrepareForFold(*p, *plan, &scratch_payload));
     FL_RETURN_IF_ERROR(
-        aggregator->Accumulate(prepared->Get(*p)).WithContext("refolding " + e.spool_path));
-    CountPreparedLocked(*prepared);
+        tree->AccumulateSerial([&](RoundAggregator& leaf) {
+              return FoldPrepared(leaf, *p, prepared);
+            }).WithContext("refolding " + e.spool_path));
+    CountPreparedLocked(prepared);
     return true;
   }
 
+  // A fresh, empty tree for the open round (or buffer), computed against the current
+  // global model.
+  void NewTreeLocked() {
+    std::shared_ptr<const ParamSet> base = global;
+    const uint64_t r = round.round;
+    tree = std::make_unique<AggregatorTree>(
+        AggregationLeaves(opt), [this, base, r] { return strategy->NewRoundAggregator(*base, r); });
+    acked = 0;
+  }
+
+  // REQUIRES: no fold in flight (QuiesceFoldsLocked, or at startup).
   Status RefoldRoundLocked() {
     if (Async()) return RefoldBufferLocked();
-    aggregator = strategy->NewRoundAggregator(*global, round.round);
+    NewTreeLocked();
     accepted_sha.clear();
     bytes_up = 0;
     ResetRoundPolicyLocked();
@@ -518,6 +631,7 @@ struct Coordinator::Impl {
       Payload p;
       FL_ASSIGN_OR_RETURN(bool folded, RefoldSpooledLocked(e, &p));
       if (!folded) continue;
+      ++acked;
       accepted_sha[e.client_id] = p.meta.sha256;
       bytes_up += p.bytes.size();
     }
@@ -584,7 +698,7 @@ struct Coordinator::Impl {
         Result<Payload> p = ReadSpooledLocked(entries[i]);
         if (!p.ok()) return p.status();
         Result<PreparedUpdate> prepared = PrepareSpooledLocked(entries[i], *p);
-        if (!prepared.ok() || !agg->Accumulate(prepared->Get(*p)).ok()) drop[i] = true;
+        if (!prepared.ok() || !FoldPrepared(*agg, *p, *prepared).ok()) drop[i] = true;
       }
       if (!agg->CanReport()) break;
       Result<AggregateReport> report = std::move(*agg).Report();
@@ -624,14 +738,6 @@ struct Coordinator::Impl {
     UpdateMeta meta = payload.meta;
     meta.client_id = id;
     return env->WriteFileAtomic(path, EncodeSpooledUpdate(meta, payload.bytes), true);
-  }
-
-  // An acknowledged update read back from the spool, prepared as it was folded: the
-  // update policy, and in asynchronous mode its recorded staleness.
-  Result<PreparedUpdate> PrepareSpooledLocked(const LedgerEntry& e, const Payload& p) {
-    FL_ASSIGN_OR_RETURN(PreparedUpdate prepared, PrepareLocked(p));
-    if (Async()) FL_RETURN_IF_ERROR(AdjustForStalenessLocked(p, e.staleness, &prepared));
-    return prepared;
   }
 
   Status WriteModelLocked(const ParamSet& params, uint64_t v, ModelRecord* record) {
@@ -700,10 +806,19 @@ struct Coordinator::Impl {
     }
   }
 
+  // The merged leaves' report; consumes the tree. REQUIRES: no fold in flight.
+  Result<AggregateReport> TakeReportLocked() {
+    Result<std::unique_ptr<RoundAggregator>> root = tree->TakeMerged();
+    tree.reset();
+    if (!root.ok()) return root.status();
+    if (*root == nullptr) return Status::FailedPrecondition("no update was folded");
+    return std::move(**root).Report();
+  }
+
+  // REQUIRES: no fold in flight (QuiesceFoldsLocked).
   void FinishRoundLocked() {
     const uint64_t r = round.round;
-    Result<AggregateReport> report = std::move(*aggregator).Report();
-    aggregator.reset();
+    Result<AggregateReport> report = TakeReportLocked();
     auto next = std::make_shared<ParamSet>(*global);
     RoundSummary summary;
     summary.round = r;
@@ -869,24 +984,65 @@ struct Coordinator::Impl {
         std::to_string(opt.async.max_staleness));
   }
 
-  // The policy's update turned into what the buffer folds: weight x s(staleness), the
-  // gap penalty on each dense tensor, and the buffer's number as its round (the
-  // aggregator checks it).
-  Status AdjustForStalenessLocked(const Payload& in, uint64_t staleness, PreparedUpdate* p) {
-    OwnLocked(in, p);
-    p->weight *= StalenessFactor(opt.async, staleness);
-    p->owned->meta.weight = p->weight;
-    p->owned->meta.round = round.round;
-    if (opt.async.gap_penalty <= 0 || staleness == 0) return Status::Ok();
-    const Layout& layout = global->layout();
-    std::vector<double> factors = step_norms.GapPenalty(
-        opt.async.gap_penalty, version - staleness, version, layout.num_tensors());
-    for (double& f : factors) f = 1.0 / f;
-    // A payload that does not fit the layout is left for the aggregator to refuse.
-    if (p->owned->meta.layout_hash != layout.hash()) return Status::Ok();
-    Status scaled = ScaleDenseUpdateTensors(layout, factors, p->owned);
-    if (!scaled.ok() && scaled.code() != StatusCode::kInvalidArgument) return scaled;
-    return Status::Ok();
+  // Whether client `id` may start a fold now: not while the folds are being drained
+  // (QuiesceFoldsLocked), not while its own previous update is folding (a retry then
+  // finds it acknowledged), and only onto a free leaf. In asynchronous mode folds in
+  // flight count towards the buffer's buffer_size, so parallel folds do not overfill it
+  // (pushes arriving while its flush waits for the previous version's model file still
+  // fold into it, as they always did).
+  bool MayStartFoldLocked(uint64_t id) const {
+    if (quiescing > 0 || folding_clients.count(id) > 0) return false;
+    if (!round_open || tree == nullptr) return true;  // refused by the checks that follow
+    if (!tree->HasFreeLeaf()) return false;
+    return !(Async() && folds_in_flight > 0 &&
+             acked + folds_in_flight >= opt.async.buffer_size);
+  }
+
+  // Prepares (PrepareForFold) and folds an admitted update into a free leaf, without the
+  // lock, so folds of concurrent uploads run in parallel; returns with the lock held.
+  // The fold stays in flight until the caller has recorded or refused it (EndFoldLocked):
+  // the round cannot close under it. On error the leaf is unchanged.
+  // REQUIRES: MayStartFoldLocked(id), a round is open and `lock` holds mu.
+  Result<PreparedUpdate> FoldUnlocked(uint64_t id, const Payload& payload, const FoldPlan& plan,
+                                      std::unique_lock<std::mutex>* lock) {
+    AggregatorTree* t = tree.get();
+    const size_t leaf = *t->Acquire();
+    ++folds_in_flight;
+    folding_clients.insert(id);
+    lock->unlock();
+    Payload scratch;  // filled only if the policy changes the update
+    Result<PreparedUpdate> prepared = PrepareForFold(payload, plan, &scratch);
+    Status folded =
+        prepared.ok() ? FoldPrepared(t->leaf(leaf), payload, *prepared) : prepared.status();
+    lock->lock();
+    t->Release(leaf);
+    if (!folded.ok()) return folded;
+    prepared->owned = nullptr;  // the scratch copy ends here
+    return prepared;
+  }
+
+  void EndFoldLocked(uint64_t id) {
+    --folds_in_flight;
+    folding_clients.erase(id);
+    changed.notify_all();
+  }
+
+  // Waits until no fold is in flight (new ones wait meanwhile), then rebuilds the tree
+  // from the ledger if a folded update could not be made durable. Called before the
+  // tree is merged, replaced or counted for a decision. With a null lock (startup) there
+  // is nothing in flight.
+  void QuiesceFoldsLocked(std::unique_lock<std::mutex>* lock) {
+    if (folds_in_flight > 0 && lock != nullptr) {
+      ++quiescing;
+      changed.wait(*lock, [&] { return folds_in_flight == 0; });
+      --quiescing;
+      changed.notify_all();
+    }
+    if (refold_needed) {
+      refold_needed = false;
+      Status refold = RefoldRoundLocked();
+      if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
+    }
   }
 
   // Was this exact update already acknowledged for `task_number`? (a retry)
@@ -942,13 +1098,16 @@ struct Coordinator::Impl {
       CloseTaskLocked(task_number);
       return s;
     }
-    Result<PreparedUpdate> prepared = PrepareLocked(payload);
-    Status adjusted = prepared.ok() ? AdjustForStalenessLocked(payload, staleness, &*prepared)
-                                    : prepared.status();
-    Status folded = adjusted.ok() ? aggregator->Accumulate(prepared->Get(payload)) : adjusted;
-    if (!folded.ok()) {
-      RecordRejectionLocked(id, meta, bytes, folded, staleness);
-      return folded;
+    Result<FoldPlan> plan = PlanAsyncLocked(payload, staleness);
+    if (!plan.ok()) {
+      RecordRejectionLocked(id, meta, bytes, plan.status(), staleness);
+      return plan.status();
+    }
+    Result<PreparedUpdate> prepared = FoldUnlocked(id, payload, *plan, lock);
+    if (!prepared.ok()) {
+      EndFoldLocked(id);
+      RecordRejectionLocked(id, meta, bytes, prepared.status(), staleness);
+      return prepared.status();
     }
     LedgerEntry entry;
     entry.round = task_number;
@@ -968,18 +1127,22 @@ struct Coordinator::Impl {
     if (durable.ok()) durable = store->AppendLedger(entry).status();
     if (!durable.ok()) {
       FL_LOG(ERROR) << "cannot make update of client " << id << " durable: " << durable.ToString();
-      Status refold = RefoldBufferLocked();
-      if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
+      // The fold cannot be undone in place; rebuild the buffer from what is durable.
+      refold_needed = true;
+      EndFoldLocked(id);
+      QuiesceFoldsLocked(lock);
       return Status::Unavailable("update not stored, retry: " + durable.message());
     }
     CloseTaskLocked(task_number);
     NoteFoldedLocked(entry, bytes);
     CountPreparedLocked(*prepared);
-    if (aggregator->count() >= opt.async.buffer_size) FlushBufferLocked(lock);
+    EndFoldLocked(id);
+    if (acked >= opt.async.buffer_size) FlushBufferLocked(lock);
     return PushAck{task_number, false};
   }
 
   void NoteFoldedLocked(const LedgerEntry& e, uint64_t bytes) {
+    ++acked;
     ++buffer_staleness[e.staleness];
     if (!e.spool_path.empty()) buffer_spool.push_back(e.spool_path);
     bytes_up += bytes;
@@ -988,8 +1151,9 @@ struct Coordinator::Impl {
   // Rebuilds the open buffer from the durable ledger, in acknowledgement order and with
   // each update's recorded staleness: the version does not move while a buffer is open,
   // so staleness, weight and gap penalty come out as they did at the first fold.
+  // REQUIRES: no fold in flight (QuiesceFoldsLocked, or at startup).
   Status RefoldBufferLocked() {
-    aggregator = strategy->NewRoundAggregator(*global, round.round);
+    NewTreeLocked();
     bytes_up = 0;
     buffer_staleness.clear();
     buffer_spool.clear();
@@ -1030,13 +1194,13 @@ struct Coordinator::Impl {
   void FlushBufferLocked(std::unique_lock<std::mutex>* lock) {
     CompletePendingFlushLocked(lock);
     if (pending_flush.has_value()) return;  // its commit failed; retried at the next push
-    // Waiting for the pending flush let other pushes in: one may have flushed this buffer.
-    if (!round_open || aggregator == nullptr || aggregator->count() < opt.async.buffer_size) {
-      return;
-    }
+    QuiesceFoldsLocked(lock);
+    if (pending_flush.has_value()) return;  // flushed by another thread meanwhile
+    // Waiting for the pending flush or the folds let other pushes in: one may have
+    // flushed this buffer.
+    if (!round_open || tree == nullptr || acked < opt.async.buffer_size) return;
     const uint64_t b = round.round;
-    Result<AggregateReport> report = std::move(*aggregator).Report();
-    aggregator.reset();
+    Result<AggregateReport> report = TakeReportLocked();
     auto next = std::make_shared<ParamSet>(*global);
     PendingFlush p;
     RoundSummary& summary = p.summary;
@@ -1151,7 +1315,7 @@ struct Coordinator::Impl {
   // At startup: a buffer may be full (killed between acknowledging its last update and
   // committing its flush), and the next one may hold updates acknowledged meanwhile.
   Status FlushFullBuffersLocked() {
-    while (round_open && aggregator->count() >= opt.async.buffer_size) {
+    while (round_open && acked >= opt.async.buffer_size) {
       FlushBufferLocked(nullptr);
       if (pending_flush.has_value()) {
         return Status::Unavailable("cannot persist the flush of a full buffer at startup");
@@ -1332,7 +1496,7 @@ struct Coordinator::Impl {
       if (stored_bound.has_value()) round_norm_bound = *stored_bound;
       next_round = open->round;
       FL_RETURN_IF_ERROR(RefoldRoundLocked());
-      FL_LOG(INFO) << "resumed round " << round.round << " with " << aggregator->count()
+      FL_LOG(INFO) << "resumed round " << round.round << " with " << acked
                    << " acknowledged updates refolded";
       if (Async()) FL_RETURN_IF_ERROR(FlushFullBuffersLocked());
     }
@@ -1634,6 +1798,8 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
     d.RecordRejectionLocked(id, meta, payload.bytes.size(), early);
     return early;
   }
+  // The checks below and the start of the fold happen in one hold of the lock.
+  d.changed.wait(lock, [&] { return d.MayStartFoldLocked(id); });
   if (d.Async()) {
     if (!d.round_open) {
       if (d.AcknowledgedLocked(meta.round, id, meta.sha256)) return PushAck{meta.round, true};
@@ -1689,15 +1855,16 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
   // Fold first: the aggregator validates (layout, length, finiteness) and leaves itself
   // unchanged on error. Only then make the update durable and acknowledge it.
   // The update policy first: the server decides the weight and the norm it is folded with.
-  Result<PreparedUpdate> prepared = d.PrepareLocked(payload);
+  Result<FoldPlan> plan = d.PlanLocked(payload);
+  if (!plan.ok()) {
+    d.RecordRejectionLocked(id, meta, payload.bytes.size(), plan.status());
+    return plan.status();
+  }
+  Result<PreparedUpdate> prepared = d.FoldUnlocked(id, payload, *plan, &lock);
   if (!prepared.ok()) {
+    d.EndFoldLocked(id);
     d.RecordRejectionLocked(id, meta, payload.bytes.size(), prepared.status());
     return prepared.status();
-  }
-  Status folded = d.aggregator->Accumulate(prepared->Get(payload));
-  if (!folded.ok()) {
-    d.RecordRejectionLocked(id, meta, payload.bytes.size(), folded);
-    return folded;
   }
   LedgerEntry entry;
   entry.round = meta.round;
@@ -1715,17 +1882,25 @@ Result<PushAck> Coordinator::PushUpdate(const Session& session, const Payload& p
   }
   if (durable.ok()) durable = d.store->AppendLedger(entry).status();
   if (!durable.ok()) {
-    // The fold cannot be undone in place; rebuild the aggregator from what is durable.
+    // The fold cannot be undone in place; rebuild the tree from what is durable.
     FL_LOG(ERROR) << "cannot make update of client " << id << " durable: " << durable.ToString();
-    Status refold = d.RefoldRoundLocked();
-    if (!refold.ok()) FL_LOG(ERROR) << "refold failed: " << refold.ToString();
+    d.refold_needed = true;
+    d.EndFoldLocked(id);
+    d.QuiesceFoldsLocked(&lock);
     return Status::Unavailable("update not stored, retry: " + durable.message());
   }
   d.accepted_sha[id] = meta.sha256;
+  ++d.acked;
   d.bytes_up += payload.bytes.size();
   d.CountPreparedLocked(*prepared);
+  d.EndFoldLocked(id);
   const uint64_t r = meta.round;
-  if (d.accepted_sha.size() == d.selected.size()) d.FinishRoundLocked();
+  if (d.accepted_sha.size() == d.selected.size()) {
+    d.QuiesceFoldsLocked(&lock);
+    if (d.round_open && d.round.round == r && d.accepted_sha.size() == d.selected.size()) {
+      d.FinishRoundLocked();
+    }
+  }
   d.DeliverCallbacks(lock);
   return PushAck{r, false};
 }
@@ -1803,7 +1978,7 @@ ServerStatusInfo Coordinator::GetStatus() {
   info.round = d.round_open ? d.round.round : d.next_round - 1;
   info.model_version = d.version;
   if (d.Async()) {
-    info.updates_in_round = d.round_open && d.aggregator ? d.aggregator->count() : 0;
+    info.updates_in_round = d.round_open ? d.acked : 0;
     info.clients_selected = d.SlotsHeldLocked();  // tasks holding a concurrency slot
   } else {
     info.updates_in_round = d.round_open ? d.accepted_sha.size() : 0;
@@ -1824,13 +1999,15 @@ void Coordinator::Poll() {
     d.CompletePendingFlushLocked(&lock);
   }
   if (d.Async() && d.round_open && !d.pending_flush.has_value() &&
-      d.aggregator->count() >= d.opt.async.buffer_size) {
+      d.acked >= d.opt.async.buffer_size) {
     d.FlushBufferLocked(&lock);
   }
+  // The round closes (or grows) by what is acknowledged once nothing is in flight.
+  if (d.round_open && !d.Async() && d.NowUs() >= d.round_deadline_us) d.QuiesceFoldsLocked(&lock);
   if (d.round_open && !d.Async() && d.NowUs() >= d.round_deadline_us) {
-    if (d.aggregator->count() >= std::max<uint32_t>(d.opt.min_updates, 1)) {
+    if (d.acked >= std::max<uint32_t>(d.opt.min_updates, 1)) {
       FL_LOG(INFO) << "round " << d.round.round << " deadline: closing with "
-                   << d.aggregator->count() << " of " << d.selected.size() << " updates";
+                   << d.acked << " of " << d.selected.size() << " updates";
       d.FinishRoundLocked();
     } else {
       // Too few updates: add clients that were not selected yet and extend the deadline.
@@ -1840,14 +2017,14 @@ void Coordinator::Poll() {
         if (d.selected.count(id) == 0) extra.push_back(id);
       }
       // Replace the silent clients: as many newcomers as updates are still missing.
-      const size_t missing = std::max<uint32_t>(d.opt.min_updates, 1) - d.aggregator->count();
+      const size_t missing = std::max<uint32_t>(d.opt.min_updates, 1) - d.acked;
       extra = d.FirstForRound(extra, d.round.round, missing);
       d.selected.insert(extra.begin(), extra.end());
       d.round.selected.assign(d.selected.begin(), d.selected.end());
       Status s = d.store->UpdateRoundSelection(d.round.round, d.round.selected);
       if (!s.ok()) FL_LOG(ERROR) << "cannot record the new selection: " << s.ToString();
       d.round_deadline_us = d.NowUs() + static_cast<uint64_t>(d.opt.round_deadline.count()) * 1000;
-      FL_LOG(WARNING) << "round " << d.round.round << " deadline: only " << d.aggregator->count()
+      FL_LOG(WARNING) << "round " << d.round.round << " deadline: only " << d.acked
                       << " updates; " << d.selected.size() << " clients now selected, deadline extended";
       d.changed.notify_all();
     }
@@ -1890,6 +2067,8 @@ Status Coordinator::MergeRemotePartial(uint64_t round, const std::vector<RemoteU
                                        std::string_view partial) {
   Impl& d = *impl_;
   std::unique_lock<std::mutex> lock(d.mu);
+  // The lock is then held to the end: no fold starts while the partial merges.
+  d.QuiesceFoldsLocked(&lock);
   if (d.opt.durable || d.Async() || d.NormBoundingOn()) {
     return Status::FailedPrecondition(
         "remote partial aggregates need a non-durable synchronous coordinator without norm "
@@ -1911,7 +2090,8 @@ Status Coordinator::MergeRemotePartial(uint64_t round, const std::vector<RemoteU
     }
     ids.push_back(id);
   }
-  FL_RETURN_IF_ERROR(d.aggregator->MergeSerializedPartial(partial));
+  FL_RETURN_IF_ERROR(d.tree->MergeIn(
+      [&](RoundAggregator& leaf) { return leaf.MergeSerializedPartial(partial); }));
   for (size_t i = 0; i < updates.size(); ++i) {
     const RemoteUpdate& u = updates[i];
     const uint64_t id = ids[i];
@@ -1929,6 +2109,7 @@ Status Coordinator::MergeRemotePartial(uint64_t round, const std::vector<RemoteU
       FL_LOG(ERROR) << "ledger row of " << u.client_name << ": " << stored.ToString();
     }
     d.accepted_sha[id] = u.sha256;
+    ++d.acked;
     d.bytes_up += u.bytes;
     d.bytes_down += u.bytes_down;
     if (u.weight_clipped) ++d.clipped_weight;

@@ -98,6 +98,13 @@ struct CoordinatorOptions {
   double norm_bound = 0;
   double norm_bound_quantile = 0;
   uint32_t norm_bound_warmup = 10;
+  // Leaf aggregators of a round (agg/aggregator_tree.h): concurrent uploads fold into
+  // up to this many leaves in parallel, outside the coordinator's lock; at round close
+  // (or buffer flush) the leaves merge in a fixed order. Each leaf is one aggregator of
+  // the strategy (FedAvg: 8 bytes per parameter, fp64 sums), created on first use, so
+  // memory is O(d * leaves), never O(d * clients). 1 folds every update into one
+  // aggregator, in acknowledgement order. 0: min(4, hardware threads / 2), at least 1.
+  uint32_t aggregation_leaves = 0;
   // Seed for client selection and per-client training seeds.
   uint64_t seed = 1;
   // Token a client must present to Join. Empty disables enrollment checks (simulations).
@@ -130,6 +137,11 @@ struct CoordinatorOptions {
   // Optional, not owned: the OS seam. Default Env::Default().
   Env* env = nullptr;
 };
+
+// Upper bound of CoordinatorOptions::aggregation_leaves.
+inline constexpr uint32_t kMaxAggregationLeaves = 256;
+// The leaves a coordinator with `options` uses: aggregation_leaves, or the default for 0.
+uint32_t AggregationLeaves(const CoordinatorOptions& options);
 
 // What the coordinator tells observers after each round.
 struct RoundSummary {

@@ -100,6 +100,7 @@ nlohmann::json CoordinatorConfigDefaults() {
            {"norm_bound", d.norm_bound},                    // 0: off
            {"norm_bound_quantile", d.norm_bound_quantile},  // 0: off
            {"norm_bound_warmup", d.norm_bound_warmup},
+           {"aggregation_leaves", d.aggregation_leaves},  // 0: min(4, hardware threads / 2)
        }},
       // Asynchronous mode only (coordinator.mode = async; server/staleness.h).
       {"async",
@@ -192,6 +193,10 @@ Result<CoordinatorOptions> CoordinatorOptionsFromConfig(const Config& config) {
                         IntAtLeast(config, "coordinator.norm_bound_warmup", 1, kU32));
     o.norm_bound_warmup = static_cast<uint32_t>(warmup);
   }
+
+  FL_ASSIGN_OR_RETURN(int64_t leaves,
+                      IntAtLeast(config, "coordinator.aggregation_leaves", 0, kMaxAggregationLeaves));
+  o.aggregation_leaves = static_cast<uint32_t>(leaves);
 
   FL_RETURN_IF_ERROR(ReadAsyncOptions(config, &o));
 

@@ -30,7 +30,13 @@ DenseRoundAggregator::DenseRoundAggregator(std::shared_ptr<const Layout> layout,
     : fold_("DenseRoundAggregator", round, WeightedAccumulator(std::move(layout))) {}
 
 Status DenseRoundAggregator::Accumulate(const Payload& payload) {
-  const UpdateMeta& meta = payload.meta;
+  return AccumulateWithMeta(payload.meta, payload);
+}
+
+Status DenseRoundAggregator::AccumulateWithMeta(const UpdateMeta& meta, const Payload& payload) {
+  if (meta.encoding != payload.meta.encoding) {
+    return Status::InvalidArgument("AccumulateWithMeta: the metadata names another encoding");
+  }
   FL_RETURN_IF_ERROR(fold_.CheckUpdate(meta));
   FL_RETURN_IF_ERROR(CheckDenseUpdateMeta(meta, fold_.acc().layout()));
   FL_ASSIGN_OR_RETURN(double weight, FoldWeight(meta));

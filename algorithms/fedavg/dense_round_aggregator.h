@@ -36,6 +36,8 @@ class DenseRoundAggregator : public RoundAggregator {
   // train loss is not finite, or Fold() refuses the content (encoding, length,
   // non-finite values).
   Status Accumulate(const Payload& payload) final;
+  // Folds payload.bytes in place, with `meta`'s round, layout, weight and loss.
+  Status AccumulateWithMeta(const UpdateMeta& meta, const Payload& payload) final;
   // Consumes `other`, which must be a DenseRoundAggregator of the same round and
   // layout (InvalidArgument otherwise); FailedPrecondition if either is consumed.
   Status MergeWith(RoundAggregator&& other) final;
@@ -55,7 +57,9 @@ class DenseRoundAggregator : public RoundAggregator {
 
  protected:
   // Decodes payload.bytes and folds weight * delta into *acc. Must leave *acc unchanged
-  // on error. The default accepts the dense encodings (f32/f16/bf16).
+  // on error. The default accepts the dense encodings (f32/f16/bf16). Reads only the
+  // values and payload.meta.encoding (the rest of the metadata may have been replaced,
+  // AccumulateWithMeta).
   virtual Status Fold(const Payload& payload, double weight, WeightedAccumulator* acc);
   // The weight an update is folded with; the default is meta.weight. Checked to be
   // finite and > 0 after this returns.

@@ -68,9 +68,14 @@ std::unique_ptr<RoundAggregator> FedAvgStrategy::NewRoundAggregator(const ParamS
   if (options_.aggregation.rule == AggregationRule::kMean) {
     return std::make_unique<DenseRoundAggregator>(global.shared_layout(), round);
   }
-  // The options were validated with the strategy's (ValidateFedAvgOptions).
+  // The options were validated with the strategy's (ValidateFedAvgOptions). The round's
+  // leaf aggregators share one count of held updates, so max_updates caps the round.
+  if (robust_held_ == nullptr || robust_round_ != round) {
+    robust_round_ = round;
+    robust_held_ = std::make_shared<RobustRoundAggregator::HeldCount>(0);
+  }
   return std::make_unique<RobustRoundAggregator>(options_.aggregation, global.shared_layout(),
-                                                 round);
+                                                 round, robust_held_);
 }
 
 bool FedAvgStrategy::HasMoments() const {

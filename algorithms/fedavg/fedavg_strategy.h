@@ -15,6 +15,7 @@
 // over earlier steps (the smaller if both). With plain sgd and no momentum, m is the mean
 // delta itself, so the step is clipped.
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -95,6 +96,10 @@ class FedAvgStrategy : public Strategy {
                         std::vector<double>* means) const;
 
   FedAvgOptions options_;
+  // Robust rules: updates held by the aggregators of robust_round_ together
+  // (RobustRoundAggregator::HeldCount), shared by the round's leaf aggregators.
+  std::shared_ptr<std::atomic<uint64_t>> robust_held_;
+  uint64_t robust_round_ = 0;
   uint64_t steps_ = 0;         // rounds applied
   std::vector<float> m_;       // first moment / momentum buffer (empty until needed)
   std::vector<float> v_;       // second moment (adam/yogi)

@@ -120,8 +120,19 @@ std::vector<size_t> MultiKrumSelect(std::span<const float* const> updates, size_
 }
 
 RobustRoundAggregator::RobustRoundAggregator(AggregationOptions options,
-                                             std::shared_ptr<const Layout> layout, uint64_t round)
-    : options_(options), layout_(std::move(layout)), round_(round) {}
+                                             std::shared_ptr<const Layout> layout, uint64_t round,
+                                             std::shared_ptr<HeldCount> held)
+    : options_(options),
+      layout_(std::move(layout)),
+      round_(round),
+      held_(held != nullptr ? std::move(held) : std::make_shared<HeldCount>(0)) {}
+
+RobustRoundAggregator::~RobustRoundAggregator() { ReleaseDeltas(); }
+
+void RobustRoundAggregator::ReleaseDeltas() {
+  held_->fetch_sub(deltas_.size());
+  deltas_.clear();
+}
 
 Status RobustRoundAggregator::CheckUsable(const char* op) const {
   if (consumed_) {
@@ -140,14 +151,22 @@ Status RobustRoundAggregator::Accumulate(const Payload& payload) {
   }
   // The cheap checks first, so a refused update never costs a model-sized decode.
   FL_RETURN_IF_ERROR(CheckDenseUpdateMeta(meta, *layout_));
-  if (deltas_.size() >= static_cast<uint64_t>(options_.max_updates)) {
+  // Reserve a place under the round's cap before the model-sized decode.
+  const uint64_t max = static_cast<uint64_t>(options_.max_updates);
+  const uint64_t before = held_->fetch_add(1);
+  if (before >= max) {
+    held_->fetch_sub(1);
     return Status::ResourceExhausted(
         "aggregator " + std::string(AggregationRuleName(options_.rule)) + " already holds " +
-        std::to_string(deltas_.size()) + " updates of " + std::to_string(layout_->total_numel()) +
+        std::to_string(before) + " updates of " + std::to_string(layout_->total_numel()) +
         " values (algorithm.robust_max_updates); update refused");
   }
-  FL_ASSIGN_OR_RETURN(ParamSet delta, DecodeDenseDelta(payload, *layout_));
-  deltas_.push_back(std::move(delta));
+  Result<ParamSet> delta = DecodeDenseDelta(payload, *layout_);
+  if (!delta.ok()) {
+    held_->fetch_sub(1);
+    return delta.status();
+  }
+  deltas_.push_back(std::move(delta).value());
   weight_sum_ += meta.weight;
   loss_sum_ += meta.train_loss;
   return Status::Ok();
@@ -163,15 +182,21 @@ Status RobustRoundAggregator::MergeWith(RoundAggregator&& other) {
       o->layout_->hash() != layout_->hash()) {
     return Status::InvalidArgument("MergeWith: round, rule or layout differ");
   }
-  if (deltas_.size() + o->deltas_.size() > static_cast<uint64_t>(options_.max_updates)) {
+  if (o->held_ != held_ &&
+      deltas_.size() + o->deltas_.size() > static_cast<uint64_t>(options_.max_updates)) {
     return Status::ResourceExhausted("MergeWith: together the aggregators hold more than "
                                      "algorithm.robust_max_updates = " +
                                      std::to_string(options_.max_updates) + " updates");
   }
+  const uint64_t moved = o->deltas_.size();
   for (ParamSet& d : o->deltas_) deltas_.push_back(std::move(d));
   weight_sum_ += o->weight_sum_;
   loss_sum_ += o->loss_sum_;
   o->deltas_.clear();
+  if (o->held_ != held_) {  // the count moves with the updates
+    held_->fetch_add(moved);
+    o->held_->fetch_sub(moved);
+  }
   o->weight_sum_ = 0;
   o->loss_sum_ = 0;
   o->consumed_ = true;
@@ -209,7 +234,7 @@ Result<AggregateReport> RobustRoundAggregator::Report() && {
   report.total_weight = weight_sum_;
   report.count = n;
   report.mean_train_loss = loss_sum_ / static_cast<double>(n);
-  deltas_.clear();
+  ReleaseDeltas();
   consumed_ = true;
   return report;
 }

@@ -4,12 +4,19 @@
 // Byzantine-tolerant aggregation rules for dense deltas (fl/algorithm.h:
 // AggregationRule): coordinate-wise median, trimmed mean and multi-Krum. Unlike the
 // streaming DenseRoundAggregator they hold every decoded update of the round until
-// Report() (n * d * 4 bytes for n updates of d parameters), bounded by
-// AggregationOptions::max_updates.
+// Report(): n * d * 4 bytes for n updates of d parameters, O(d * clients). n is capped by
+// AggregationOptions::max_updates (algorithm.robust_max_updates, default 100) for the
+// whole round: the coordinator's leaf aggregators of one round (agg/aggregator_tree.h)
+// share one count of held updates, so the cap is the round's, not each leaf's, and an
+// update beyond it is refused with ResourceExhausted (the round goes on without it).
+// Report() adds d * 4 bytes for the result and, for multi-Krum, n * n doubles.
+// Held updates do not depend on the leaf split: median and trimmed mean sort each
+// coordinate; multi-Krum breaks exact score ties by the order the leaves merged in.
 //
 // The kernels are free functions over n pointers to d floats, so they are tested on
 // known inputs without payloads.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -55,15 +62,24 @@ std::vector<size_t> MultiKrumSelect(std::span<const float* const> updates, size_
 // unchanged.
 class RobustRoundAggregator final : public RoundAggregator {
  public:
+  // Updates held by all aggregators of one round together (the cap's count).
+  using HeldCount = std::atomic<uint64_t>;
+
   // REQUIRES: ValidateAggregationOptions(options).ok() and options.rule != kMean.
+  // Aggregators of one round given the same `held` share the max_updates cap; null: a
+  // count of its own.
   RobustRoundAggregator(AggregationOptions options, std::shared_ptr<const Layout> layout,
-                        uint64_t round);
+                        uint64_t round, std::shared_ptr<HeldCount> held = nullptr);
+  ~RobustRoundAggregator() override;
+  RobustRoundAggregator(const RobustRoundAggregator&) = delete;
+  RobustRoundAggregator& operator=(const RobustRoundAggregator&) = delete;
 
   // FailedPrecondition once consumed or for another round; InvalidArgument for what
   // DecodeDenseDelta refuses; ResourceExhausted once max_updates updates are held.
   Status Accumulate(const Payload& payload) override;
   // Appends `other`'s updates (same rule, round and layout; InvalidArgument otherwise),
-  // consuming it. ResourceExhausted if together they exceed max_updates.
+  // consuming it. ResourceExhausted if together they exceed max_updates (never when
+  // they share one count: it already holds both).
   Status MergeWith(RoundAggregator&& other) override;
   uint64_t count() const override { return deltas_.size(); }
   bool CanReport() const override { return !consumed_ && !deltas_.empty(); }
@@ -73,10 +89,13 @@ class RobustRoundAggregator final : public RoundAggregator {
 
  private:
   Status CheckUsable(const char* op) const;
+  // Drops the held deltas and their share of the count.
+  void ReleaseDeltas();
 
   AggregationOptions options_;
   std::shared_ptr<const Layout> layout_;
   uint64_t round_;
+  std::shared_ptr<HeldCount> held_;
   std::vector<ParamSet> deltas_;
   double weight_sum_ = 0;
   double loss_sum_ = 0;  // unweighted

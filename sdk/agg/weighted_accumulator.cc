@@ -27,6 +27,28 @@ Status WeightedAccumulator::Accumulate(std::string_view bytes, Encoding encoding
   return Status::Ok();
 }
 
+void WeightedAccumulator::AccumulateBatch(std::span<const DenseTerm> terms,
+                                          std::span<Status> results) {
+  // Weights are checked first so that a refused weight never reaches the sums.
+  std::vector<DenseTerm> valid;
+  std::vector<size_t> index;
+  for (size_t t = 0; t < terms.size(); ++t) {
+    results[t] = CheckWeight(terms[t].weight);
+    if (results[t].ok()) {
+      valid.push_back(terms[t]);
+      index.push_back(t);
+    }
+  }
+  std::vector<Status> folded(valid.size());
+  AccumulateDenseBatch(valid, sums_, folded);
+  for (size_t v = 0; v < valid.size(); ++v) {
+    results[index[v]] = folded[v];
+    if (!folded[v].ok()) continue;
+    ++count_;
+    total_weight_ += valid[v].weight;
+  }
+}
+
 Status WeightedAccumulator::AccumulateValues(std::span<const float> values, double weight) {
   FL_RETURN_IF_ERROR(CheckWeight(weight));
   if (values.size() != sums_.size()) {

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "agg/aligned_allocator.h"
+#include "codec/dense_codec.h"
 #include "fl/param_set.h"
 #include "fl/status.h"
 #include "fl/update.h"
@@ -38,6 +40,12 @@ class WeightedAccumulator {
   // not finite and > 0, the encoding is not dense, the length is wrong or a value is
   // not finite.
   Status Accumulate(std::string_view bytes, Encoding encoding, double weight);
+  // Folds several dense updates in one sweep over the sums (AccumulateDenseBatch): the
+  // sums are read and written once per batch, not once per update, and the result is
+  // bitwise that of Accumulate on each term in turn. results[t] is what Accumulate
+  // would have returned for terms[t]; a refused term changes nothing.
+  // REQUIRES: results.size() == terms.size().
+  void AccumulateBatch(std::span<const DenseTerm> terms, std::span<Status> results);
   // Folds float values directly (in-process callers that hold a ParamSet).
   // Same errors as Accumulate.
   Status AccumulateValues(std::span<const float> values, double weight);
@@ -68,7 +76,7 @@ class WeightedAccumulator {
   static Status CheckWeight(double weight);
 
   std::shared_ptr<const Layout> layout_;
-  std::vector<double> sums_;
+  std::vector<double, CacheAlignedAllocator<double>> sums_;  // 8 bytes per parameter
   uint64_t count_ = 0;
   double total_weight_ = 0;
 };

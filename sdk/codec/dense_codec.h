@@ -41,6 +41,22 @@ Status DecodeDense(std::string_view bytes, Encoding encoding, std::span<float> o
 Status AccumulateDense(std::string_view bytes, Encoding encoding, double weight,
                        std::span<double> acc);
 
+// One update of a batch for AccumulateDenseBatch: its encoded values and weight.
+struct DenseTerm {
+  std::string_view bytes;
+  Encoding encoding = Encoding::kDenseF32;
+  double weight = 0;
+};
+
+// AccumulateDense for several updates in one sweep over acc: each term is validated
+// first (results[t] says why one is refused; a refused term changes nothing), then for
+// each L1-sized block of acc every valid term's block is added in term order, so acc is
+// read and written once per batch instead of once per update. Per element the additions
+// happen in the same order as AccumulateDense of each term in turn: the result is
+// bitwise the same. REQUIRES: results.size() == terms.size().
+void AccumulateDenseBatch(std::span<const DenseTerm> terms, std::span<double> acc,
+                          std::span<Status> results);
+
 // Index of the first inf or NaN in `values`, or values.size() if all are finite.
 size_t FindNonFinite(std::span<const float> values);
 

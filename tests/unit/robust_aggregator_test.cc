@@ -170,6 +170,35 @@ TEST(RobustAggregatorTest, RefusesBeyondMaxUpdatesAndBadInput) {
   EXPECT_EQ(a.Accumulate(MakePayload({1, 2, 3, 4})).code(), StatusCode::kFailedPrecondition);
 }
 
+// The leaf aggregators of one round share the cap: max_updates bounds what the round
+// holds, whichever leaf an update lands in; held updates leave the count when they are
+// reported or destroyed.
+TEST(RobustAggregatorTest, LeavesOfARoundShareMaxUpdates) {
+  AggregationOptions o = Rule(AggregationRule::kMedian);
+  o.max_updates = 3;
+  std::shared_ptr<const Layout> shared_layout = TestLayout();
+  auto held = std::make_shared<RobustRoundAggregator::HeldCount>(0);
+  auto a = std::make_unique<RobustRoundAggregator>(o, shared_layout, kRound, held);
+  auto b = std::make_unique<RobustRoundAggregator>(o, shared_layout, kRound, held);
+  EXPECT_TRUE(a->Accumulate(MakePayload({1, 2, 3, 4})).ok());
+  EXPECT_TRUE(b->Accumulate(MakePayload({5, 6, 7, 8})).ok());
+  EXPECT_TRUE(a->Accumulate(MakePayload({9, 9, 9, 9})).ok());
+  EXPECT_EQ(b->Accumulate(MakePayload({0, 0, 0, 0})).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(a->Accumulate(MakePayload({0, 0, 0, 0})).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(held->load(), 3u);
+  ASSERT_TRUE(a->MergeWith(std::move(*b)).ok());  // the round holds 3 either way
+  EXPECT_EQ(a->count(), 3u);
+  EXPECT_EQ(held->load(), 3u);
+  Result<AggregateReport> r = std::move(*a).Report();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->mean_delta.data()[0], 5.0f);
+  EXPECT_EQ(held->load(), 0u);
+  auto c = std::make_unique<RobustRoundAggregator>(o, shared_layout, kRound, held);
+  EXPECT_TRUE(c->Accumulate(MakePayload({1, 2, 3, 4})).ok());
+  c.reset();  // a refold drops the old leaves before it folds again
+  EXPECT_EQ(held->load(), 0u);
+}
+
 TEST(RobustAggregatorTest, MergeAppendsUpdates) {
   auto a = NewDenseRoundAggregator(Rule(AggregationRule::kMedian), TestLayout(), kRound);
   auto b = NewDenseRoundAggregator(Rule(AggregationRule::kMedian), TestLayout(), kRound);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -149,6 +151,43 @@ TEST(WeightedAccumulatorTest, MeanOfIdenticalInputsIsExact) {
   for (double w : {3.0, 7.0, 11.0}) ASSERT_TRUE(acc.Accumulate(one[0].bytes, Encoding::kDenseF32, w).ok());
   ParamSet mean = *acc.Mean();
   for (size_t i = 0; i < 1000; ++i) ASSERT_EQ(mean.data()[i], one[0].values[i]);
+}
+
+// One sweep for a batch gives bitwise the sums of folding each update in turn, in every
+// encoding (float32 takes the in-place path, f16/bf16 the decoding one); a refused term
+// (a NaN, a bad weight) is reported and changes nothing.
+TEST(WeightedAccumulatorTest, BatchFoldEqualsOneUpdateAtATime) {
+  const size_t n = 5000;  // not a multiple of the block
+  std::vector<Update> updates = RandomUpdates(6, n, 11);
+  for (Encoding e : {Encoding::kDenseF32, Encoding::kDenseF16, Encoding::kDenseBF16}) {
+    SCOPED_TRACE(EncodingName(e));
+    std::vector<std::string> bytes(updates.size());
+    for (size_t u = 0; u < updates.size(); ++u) {
+      ASSERT_TRUE(EncodeDense(updates[u].values, e, &bytes[u]).ok());
+    }
+    std::vector<float> with_nan = updates[2].values;
+    with_nan[4321] = std::nanf("");
+    ASSERT_TRUE(EncodeDense(with_nan, e, &bytes[2]).ok());
+    WeightedAccumulator one(TestLayout(n)), batch(TestLayout(n));
+    std::vector<DenseTerm> terms;
+    for (size_t u = 0; u < updates.size(); ++u) {
+      const double weight = u == 4 ? -1.0 : updates[u].weight;
+      const Status s = one.Accumulate(bytes[u], e, weight);
+      EXPECT_EQ(s.ok(), u != 2 && u != 4);
+      terms.push_back({bytes[u], e, weight});
+    }
+    std::vector<Status> results(terms.size());
+    batch.AccumulateBatch(terms, results);
+    for (size_t u = 0; u < terms.size(); ++u) EXPECT_EQ(results[u].ok(), u != 2 && u != 4) << u;
+    EXPECT_EQ(batch.count(), 4u);
+    EXPECT_EQ(batch.total_weight(), one.total_weight());
+    ASSERT_EQ(batch.sums().size(), one.sums().size());
+    EXPECT_TRUE(std::equal(batch.sums().begin(), batch.sums().end(), one.sums().begin(),
+                           [](double a, double b) {
+                             return std::bit_cast<uint64_t>(a) == std::bit_cast<uint64_t>(b);
+                           }));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(batch.sums().data()) % 64, 0u);
+  }
 }
 
 }  // namespace

@@ -38,6 +38,13 @@ class FL_EXPORT RoundAggregator {
   // On any error the aggregator is unchanged. InvalidArgument for malformed or
   // non-finite content; FailedPrecondition once consumed by Report().
   virtual Status Accumulate(const Payload& payload) = 0;
+  // Folds payload's values with `meta` in place of payload.meta: how a server folds an
+  // update whose metadata it rewrote (its own weight, an asynchronous buffer's round)
+  // without copying the values. Same checks and errors as Accumulate. The default copies
+  // the payload; aggregators that can read the values in place override it.
+  virtual Status AccumulateWithMeta(const UpdateMeta& meta, const Payload& payload) {
+    return Accumulate(Payload{meta, payload.bytes});
+  }
   // Folds another aggregator of the same round into this one, consuming it.
   virtual Status MergeWith(RoundAggregator&& other) = 0;
   virtual uint64_t count() const = 0;
