@@ -70,6 +70,26 @@ grpc::ByteBuffer SerializeRaw(const google::protobuf::MessageLite& message) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
+// The ModelChunk {data: blob[offset, offset + n)} without copying the data: the bytes go
+// out as a slice of the shared blob, which the slice keeps alive until gRPC has sent it,
+// so concurrent downloads of one model share its memory.
+grpc::ByteBuffer DataChunk(const std::shared_ptr<const std::string>& blob, size_t offset,
+                           size_t n) {
+  char prefix[11];
+  size_t len = 0;
+  prefix[len++] = static_cast<char>((2 << 3) | 2);  // ModelChunk.data: field 2, bytes
+  uint64_t v = n;  // its length, a varint
+  for (; v >= 0x80; v >>= 7) prefix[len++] = static_cast<char>((v & 0x7f) | 0x80);
+  prefix[len++] = static_cast<char>(v);
+  auto* keep = new std::shared_ptr<const std::string>(blob);
+  grpc::Slice slices[2] = {
+      grpc::Slice(prefix, len),
+      grpc::Slice(const_cast<char*>(blob->data() + offset), n,
+                  [](void* p) { delete static_cast<std::shared_ptr<const std::string>*>(p); },
+                  keep)};
+  return grpc::ByteBuffer(slices, 2);
+}
+
 // SplitStep stays on the synchronous API (see FederatedLearningService) but, like the
 // callback calls, receives raw bytes and parses them with ParseRaw. Installed the way
 // gRPC's generated "streamed" variants are: on the wire nothing changes (every HTTP/2
@@ -911,10 +931,8 @@ class FederatedLearningService final : public ServiceBase {
       watch_.Touch();
       if (offset_ >= blob_->size()) return Finish(grpc::Status::OK);
       const size_t n = std::min(kMaxChunkBytes, blob_->size() - offset_);
-      v1::ModelChunk chunk;
-      chunk.set_data(blob_->data() + offset_, n);
+      out_ = DataChunk(blob_, offset_, n);
       offset_ += n;
-      out_ = SerializeRaw(chunk);
       StartWrite(&out_);
     }
 
