@@ -371,7 +371,7 @@ class FederatedLearningService final : public ServiceBase {
       service_->streams_[context_].last_us = now;
     }
     // While the server itself holds the call back (an upload waiting for room in the
-    // budget), the idle clock stops; Resume restarts it from now.
+    // budget, or for its fold and fsync), the idle clock stops; Resume restarts it.
     void Pause() {
       std::lock_guard<std::mutex> lock(service_->streams_mu_);
       service_->streams_[context_].paused = true;
@@ -843,6 +843,9 @@ class FederatedLearningService final : public ServiceBase {
       if (cancelled_.load() || watch_.timed_out() || payload_.bytes.size() < declared_) {
         return EndedEarly("before its end", Truncated());
       }
+      // Complete: from here on the server is the one taking time (its fold and fsync
+      // queue), so the idle clock stops and the answer is never cut off by it.
+      watch_.Pause();
       service_->work_.Post([this] {
         Result<PushAck> ack = service_->coordinator_->PushUpdate(session_, payload_);
         DropPayload();

@@ -51,8 +51,8 @@ struct GrpcServerOptions {
   // upload can always complete); one that does not fit waits, in arrival order, without
   // reading, so HTTP/2 flow control holds its client back, and is admitted when others
   // end. Buffers still grow only as bytes arrive. So uploads in flight never hold more
-  // memory than this, however many there are. The idle timeout does not run while an
-  // upload waits for room. Must be at least max_update_bytes.
+  // memory than this, however many there are. The idle timeout (stream_idle_timeout) does not
+  // run while an upload waits for room or for its fold. Must be >= max_update_bytes.
   uint64_t max_inflight_upload_bytes = 2ull << 30;
   // Threads that run the blocking part of uploads (Coordinator::PushUpdate, which
   // waits for fsync, and the ledger rows of refused uploads), off gRPC's callback

@@ -100,6 +100,10 @@ struct Shared {
   std::atomic<uint64_t> duplicates{0};
   std::atomic<uint64_t> refused{0};
   std::atomic<uint64_t> failed{0};
+  // Calls cut off because the server stopped after the federation finished (some
+  // session was already told "done"): uploads still queued then, polls in flight.
+  std::atomic<bool> done_seen{false};
+  std::atomic<uint64_t> cut_at_end{0};
   std::atomic<uint64_t> polls{0};
   std::mutex mu;
   std::condition_variable done_cv;
@@ -202,7 +206,10 @@ class Session {
     if (shared_->hold_polls) return End();
     Result<Task> task = FromProto(poll_response_.task());
     if (!task.ok()) return Fail("PullTask", ToGrpcStatus(task.status()));
-    if (task->kind == TaskKind::kDone) return End();
+    if (task->kind == TaskKind::kDone) {
+      shared_->done_seen.store(true);
+      return End();
+    }
     if (task->kind != TaskKind::kTrain) return Poll();
     task_ = *task;
     auto* download = new Download(this);
@@ -270,6 +277,10 @@ class Session {
                               shared_->deadline - Clock::now()));
   }
   void Fail(const char* what, const grpc::Status& status) {
+    if (shared_->done_seen.load()) {
+      shared_->cut_at_end.fetch_add(1);
+      return End();
+    }
     shared_->failed.fetch_add(1);
     {
       std::lock_guard<std::mutex> lock(shared_->mu);
@@ -477,11 +488,12 @@ int Run(const Flags& f) {
               f.sessions, f.channels, f.hold_polls ? "hold-polls" : f.mode.c_str(),
               static_cast<unsigned long long>(f.model_params), shared.delta.size());
   std::printf("  %.2f s; %llu updates acknowledged (%.1f/s), %llu duplicates, %llu refused, "
-              "%llu sessions failed, %llu polls\n",
+              "%llu sessions failed, %llu cut off by the server's stop, %llu polls\n",
               seconds, static_cast<unsigned long long>(acked), acked / seconds,
               static_cast<unsigned long long>(shared.duplicates.load()),
               static_cast<unsigned long long>(shared.refused.load()),
               static_cast<unsigned long long>(shared.failed.load()),
+              static_cast<unsigned long long>(shared.cut_at_end.load()),
               static_cast<unsigned long long>(shared.polls.load()));
   std::printf("  PushUpdate latency: p50 %.1f ms, p99 %.1f ms\n", Percentile(latencies, 0.5),
               Percentile(latencies, 0.99));
