@@ -553,13 +553,20 @@ class FederatedLearningService final : public ServiceBase {
       Finish(grpc::Status::OK);
     }
 
-    void OnCancel() override { service_->polls_.Cancel(this); }
+    void OnCancel() override {
+      cancelled_.store(true);
+      service_->polls_.Cancel(this);
+    }
     void OnDone() override { delete this; }
+    // Set before OnCancel looks for the poll, so one cancelled before it was parked is
+    // still answered at once (ParkedPolls::Park checks it).
+    bool cancelled() const { return cancelled_.load(); }
 
    private:
     FederatedLearningService* const service_;
     grpc::CallbackServerContext* const context_;
     grpc::ByteBuffer* const out_;
+    std::atomic<bool> cancelled_{false};
     CallGuard guard_;
     Session session_;
     std::optional<ClientSlot> slot_;
@@ -585,6 +592,7 @@ class FederatedLearningService final : public ServiceBase {
     void Park(LongPoll* poll, std::chrono::steady_clock::time_point until) {
       std::lock_guard<std::mutex> lock(mu_);
       parked_[poll] = until;
+      if (poll->cancelled()) cancelled_.insert(poll);
       wake_.notify_all();
     }
     // From the poll's OnCancel; nothing if it is not parked (already answered).
