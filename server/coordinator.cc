@@ -203,7 +203,22 @@ struct Coordinator::Impl {
   std::unique_ptr<Store> store;
 
   std::mutex mu;
-  std::condition_variable changed;  // round opened/closed, shutdown
+  // Round opened/closed, a task slot freed, a version published, shutdown: wakes the
+  // threads blocked in PullTask and tells the transport's listener (SetTaskListener).
+  // Notified with mu held.
+  struct ChangeSignal {
+    std::condition_variable cv;
+    std::function<void()> listener;
+    void notify_all() {
+      cv.notify_all();
+      if (listener) listener();
+    }
+    template <class... Args>
+    auto wait_until(Args&&... args) { return cv.wait_until(std::forward<Args>(args)...); }
+    template <class... Args>
+    auto wait_for(Args&&... args) { return cv.wait_for(std::forward<Args>(args)...); }
+    void wait(std::unique_lock<std::mutex>& lock) { cv.wait(lock); }
+  } changed;
 
   // Global model.
   std::shared_ptr<const ParamSet> global;
@@ -2036,6 +2051,12 @@ bool Coordinator::WaitUntilFinished(std::chrono::milliseconds timeout) {
   Impl& d = *impl_;
   std::unique_lock<std::mutex> lock(d.mu);
   return d.changed.wait_for(lock, timeout, [&] { return d.finished || d.shutdown; }) && d.finished;
+}
+
+void Coordinator::SetTaskListener(std::function<void()> listener) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  d.changed.listener = std::move(listener);
 }
 
 void Coordinator::Shutdown() {

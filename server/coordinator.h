@@ -251,6 +251,14 @@ class Coordinator {
   bool WaitUntilFinished(std::chrono::milliseconds timeout);
   // Wakes every long poll and makes further PullTask calls answer kDone.
   void Shutdown();
+  // For transports that park long polls without a thread: `listener` is called whenever
+  // PullTask's answer may have changed for someone (a round opened or closed, a task
+  // slot freed, a version was published, the run finished or shut down), then waiting
+  // polls ask again with PullTask(session, 0). Called with the coordinator's lock held:
+  // it must return quickly and must not call into the Coordinator (wake a thread
+  // instead). Changes by the clock alone (async.task_timeout, client_timeout) are not
+  // signalled. Replaces any earlier listener; an empty function removes it.
+  void SetTaskListener(std::function<void()> listener);
 
   // The current global model and its version.
   ModelSnapshot CurrentModel();

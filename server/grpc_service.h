@@ -46,19 +46,26 @@ struct GrpcServerOptions {
   // a stalled upload gets a DEADLINE_EXCEEDED ledger row. Checked every poll_interval,
   // so a stream is cancelled between this and this + poll_interval.
   std::chrono::milliseconds stream_idle_timeout{std::chrono::seconds(60)};
-  // Upload bytes buffered across all PushUpdate streams at once. Buffers grow as bytes
-  // arrive (nothing is reserved from a header's declared size); a chunk that would take
-  // the total beyond this budget ends its stream with RESOURCE_EXHAUSTED (and a ledger
-  // row), so uploads in flight never hold more memory than this. Must be at least
-  // max_update_bytes.
+  // Upload bytes that PushUpdate streams may hold at once. After its header an upload
+  // is admitted with its declared size counted against this budget (so an admitted
+  // upload can always complete); one that does not fit waits, in arrival order, without
+  // reading, so HTTP/2 flow control holds its client back, and is admitted when others
+  // end. Buffers still grow only as bytes arrive. So uploads in flight never hold more
+  // memory than this, however many there are. The idle timeout (stream_idle_timeout) does not
+  // run while an upload waits for room or for its fold. Must be >= max_update_bytes.
   uint64_t max_inflight_upload_bytes = 2ull << 30;
-  // Cap on the threads gRPC's synchronous server runs calls on (grpc::ResourceQuota::
-  // SetMaxThreads); a call arriving when all are busy is answered RESOURCE_EXHAUSTED
-  // by gRPC. 0: no cap.
+  // Threads that run the blocking part of uploads (Coordinator::PushUpdate, which
+  // waits for fsync, and the ledger rows of refused uploads), off gRPC's callback
+  // threads. At least 1.
+  int upload_threads = 4;
+  // Cap on the threads gRPC's synchronous server runs SplitStep calls on (grpc::
+  // ResourceQuota::SetMaxThreads; every other call runs on the callback API and holds
+  // no thread while it waits); a call arriving when all are busy is answered
+  // RESOURCE_EXHAUSTED by gRPC. 0: no cap.
   int max_threads = 1024;
-  // Blocking calls (PullTask, FetchModel, PushUpdate) one client may have in flight at
-  // once; more are answered RESOURCE_EXHAUSTED (a refused upload gets a ledger row), so
-  // one client cannot hold the threads that max_threads shares among all. 0: no cap.
+  // PullTask, FetchModel and PushUpdate calls one client may have in flight at once;
+  // more are answered RESOURCE_EXHAUSTED (a refused upload gets a ledger row), so one
+  // client cannot hold the call state and upload budget that all share. 0: no cap.
   int max_calls_per_client = 8;
   // Model versions kept serialized for downloads. Synchronous rounds serve one version
   // at a time; in asynchronous mode clients fetch any version of the servable window, so
@@ -73,7 +80,9 @@ struct GrpcServerOptions {
 
 // What the server holds right now, for logs, load checks and tests.
 struct GrpcServerStats {
-  uint64_t inflight_upload_bytes = 0;  // upload bytes buffered across streams
+  uint64_t inflight_upload_bytes = 0;  // upload budget taken by admitted uploads
+  uint64_t uploads_waiting = 0;        // uploads waiting for room in the budget
+  uint64_t parked_polls = 0;           // long polls waiting for a task (no thread each)
   uint64_t open_streams = 0;           // FetchModel and PushUpdate calls running
   uint64_t idle_streams_cancelled = 0; // since start, by stream_idle_timeout
   uint64_t calls_in_flight = 0;        // handlers running, of every method
@@ -98,7 +107,8 @@ class GrpcServer {
 
 // Checks the options for consistency without touching files: InvalidArgument for an
 // empty address, non-positive intervals or idle timeout, an upload budget below
-// max_update_bytes, a negative max_threads or max_calls_per_client, no cert/key without `insecure`, TLS settings
+// max_update_bytes, upload_threads < 1, a negative max_threads or max_calls_per_client,
+// no cert/key without `insecure`, TLS settings
 // together with `insecure`, or require_client_cert without a CA. StartGrpcServer calls
 // it too; binaries call it early to refuse a bad config before doing any work.
 Status ValidateGrpcServerOptions(const GrpcServerOptions& options);

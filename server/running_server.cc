@@ -22,6 +22,7 @@ nlohmann::json ServerConfigDefaults() {
       {"max_poll_wait_s", static_cast<double>(d.max_poll_wait.count()) / 1000.0},
       {"stream_idle_timeout_s", static_cast<double>(d.stream_idle_timeout.count()) / 1000.0},
       {"max_inflight_upload_mb", d.max_inflight_upload_bytes >> 20},
+      {"upload_threads", d.upload_threads},
       {"max_threads", d.max_threads},
       {"max_calls_per_client", d.max_calls_per_client},
       // After the last round, keep answering for this long so polling clients learn
@@ -65,6 +66,12 @@ Result<GrpcServerOptions> GrpcServerOptionsFromConfig(const Config& config,
         std::to_string(inflight_mb) + ")");
   }
   o.max_inflight_upload_bytes = static_cast<uint64_t>(inflight_mb) << 20;
+  const int64_t upload_threads = config.GetInt("server.upload_threads");
+  if (upload_threads < 1 || upload_threads > 1024) {
+    return Status::InvalidArgument("config key server.upload_threads must be in [1, 1024] (got " +
+                                   std::to_string(upload_threads) + ")");
+  }
+  o.upload_threads = static_cast<int>(upload_threads);
   const int64_t threads = config.GetInt("server.max_threads");
   if (threads < 0 || threads > 1000000) {
     return Status::InvalidArgument("config key server.max_threads must be in [0, 1000000] (got " +

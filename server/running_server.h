@@ -24,8 +24,8 @@ namespace fl::internal {
 
 // Every key fl-server accepts, with its default: the registered algorithms' sections,
 // "coordinator", "run", "model" and "server" (listen, tls, require_client_cert,
-// insecure, max_poll_wait_s, stream_idle_timeout_s, max_inflight_upload_mb, max_threads,
-// max_calls_per_client, drain_s).
+// insecure, max_poll_wait_s, stream_idle_timeout_s, max_inflight_upload_mb,
+// upload_threads, max_threads, max_calls_per_client, drain_s).
 nlohmann::json ServerConfigDefaults();
 
 // Reads the "server" section. InvalidArgument naming the key for an out-of-range value.

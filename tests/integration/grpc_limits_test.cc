@@ -196,8 +196,9 @@ TEST_F(GrpcLimitsTest, StalledUploadIsCancelledAndRecordedAsDeadlineExceeded) {
   RawUpload stalled(stub.get(), session, std::chrono::seconds(600));
   ASSERT_TRUE(stalled.Header(good_.meta, good_.bytes.size()));
   ASSERT_TRUE(stalled.Data(std::string_view(good_.bytes).substr(0, 100)));
-  // The server has the stream and its first 100 bytes; nothing was reserved beyond them.
-  ASSERT_TRUE(Eventually([&] { return server_->Stats().inflight_upload_bytes == 100; }));
+  // The server has the stream and its first 100 bytes; the upload was admitted with its
+  // declared size.
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().inflight_upload_bytes == good_.bytes.size(); }));
   EXPECT_EQ(server_->Stats().open_streams, 1u);
   clock_.Advance(milliseconds(29000));
   EXPECT_EQ(server_->Stats().idle_streams_cancelled, 0u);
@@ -220,40 +221,43 @@ TEST_F(GrpcLimitsTest, StalledUploadIsCancelledAndRecordedAsDeadlineExceeded) {
 }
 
 // Finding: 4 stalled uploads took the server from 47 MB to 401 MB (declared sizes were
-// reserved up front, and nothing bounded the total).
-TEST_F(GrpcLimitsTest, UploadsBeyondTheInflightBudgetAreResourceExhausted) {
+// reserved up front, and nothing bounded the total). Uploads beyond the budget are now
+// held back by flow control instead of refused: one waits, unread, until another ends.
+TEST_F(GrpcLimitsTest, UploadsBeyondTheInflightBudgetWaitForRoom) {
   CoordinatorOptions o = LimitedOptions();
   o.num_rounds = 1;
   GrpcServerOptions s = ServerOptions(o);
   s.max_inflight_upload_bytes = o.max_update_bytes;  // room for exactly one update
   ASSERT_NO_FATAL_FAILURE(StartWithClientInRound1(o, s));
+  const uint64_t size = good_.bytes.size();
 
   auto stub = RawStub();
   const std::string session = JoinRaw(stub.get(), "client-a");
-  // A header declaring the full size holds nothing by itself.
-  RawUpload declared_only(stub.get(), session, std::chrono::seconds(600));
-  ASSERT_TRUE(declared_only.Header(good_.meta, good_.bytes.size()));
+  // Admitted with its declared size, then silent.
   RawUpload holder(stub.get(), session, std::chrono::seconds(600));
-  ASSERT_TRUE(holder.Header(good_.meta, good_.bytes.size()));
+  ASSERT_TRUE(holder.Header(good_.meta, o.max_update_bytes));
   ASSERT_TRUE(holder.Data(std::string_view(good_.bytes).substr(0, 3000)));
-  ASSERT_TRUE(Eventually([&] {
-    return server_->Stats().inflight_upload_bytes == 3000 && server_->Stats().open_streams == 2;
-  }));
-  RawUpload over(stub.get(), session);
-  over.Header(good_.meta, good_.bytes.size());
-  over.Data(std::string_view(good_.bytes).substr(0, 2000));
-  grpc::Status status = over.Finish();
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
-  EXPECT_THAT(status.error_message(), HasSubstr("budget"));
-  EXPECT_EQ(Rows(task_.round, StatusCode::kResourceExhausted), 1u);
-  EXPECT_EQ(server_->Stats().inflight_upload_bytes, 3000u);
-  // Once the holder goes away, its bytes are free again and the honest update fits.
-  holder.Cancel();
-  declared_only.Cancel();
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().inflight_upload_bytes == o.max_update_bytes; }));
+  // The whole honest update is sent, but the server does not read it yet.
+  RawUpload waiter(stub.get(), session, std::chrono::seconds(600));
+  ASSERT_TRUE(waiter.Header(good_.meta, size));
+  ASSERT_TRUE(waiter.Data(good_.bytes));
+  std::future<grpc::Status> waited = std::async(std::launch::async, [&] { return waiter.Finish(); });
+  ASSERT_TRUE(Eventually([&] { return server_->Stats().uploads_waiting == 1; }));
+  EXPECT_EQ(server_->Stats().inflight_upload_bytes, o.max_update_bytes);
+  EXPECT_EQ(Rows(task_.round, StatusCode::kResourceExhausted), 0u) << "nothing is refused";
+
+  // The idle clock runs for the admitted upload only: the holder is cut off, which
+  // frees its room, and the waiter is admitted, read and acknowledged.
+  clock_.Advance(s.stream_idle_timeout);
+  EXPECT_FALSE(holder.Await().ok());
+  grpc::Status status = waited.get();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(Rows(task_.round, StatusCode::kDeadlineExceeded), 1u);
+  EXPECT_EQ(Rows(task_.round, StatusCode::kOk), 1u) << "the waiting update is accepted";
   ASSERT_TRUE(Eventually([&] { return server_->Stats().open_streams == 0; }));
   EXPECT_EQ(server_->Stats().inflight_upload_bytes, 0u);
-  EXPECT_EQ(Rows(task_.round, StatusCode::kCancelled), 2u) << "client cancels are recorded too";
-  FinishRound();
+  EXPECT_EQ(server_->Stats().uploads_waiting, 0u);
 }
 
 // One client cannot hold more than max_calls_per_client of the server's threads.
@@ -433,16 +437,20 @@ TEST(GrpcLimitsConfigTest, ServerKeysHaveDefaultsAndRefuseBadValues) {
   EXPECT_EQ(d->stream_idle_timeout, defaults.stream_idle_timeout);
   EXPECT_EQ(d->max_inflight_upload_bytes, defaults.max_inflight_upload_bytes);
   EXPECT_EQ(d->max_threads, defaults.max_threads);
+  EXPECT_EQ(d->upload_threads, defaults.upload_threads);
   EXPECT_EQ(d->max_calls_per_client, defaults.max_calls_per_client);
   Result<GrpcServerOptions> set = options({"server.stream_idle_timeout_s=2.5",
                                            "server.max_inflight_upload_mb=4096",
-                                           "server.max_threads=0", "server.max_calls_per_client=2"});
+                                           "server.max_threads=0", "server.max_calls_per_client=2",
+                                           "server.upload_threads=2"});
   ASSERT_TRUE(set.ok()) << set.status().ToString();
   EXPECT_EQ(set->stream_idle_timeout, milliseconds(2500));
   EXPECT_EQ(set->max_inflight_upload_bytes, 4096ull << 20);
   EXPECT_EQ(set->max_threads, 0);
   EXPECT_EQ(set->max_calls_per_client, 2);
+  EXPECT_EQ(set->upload_threads, 2);
   for (const char* bad : {"server.stream_idle_timeout_s=0", "server.max_threads=-1",
+                          "server.upload_threads=0",
                           "server.max_calls_per_client=-1", "server.max_inflight_upload_mb=0"}) {
     Result<GrpcServerOptions> o = options({bad});
     EXPECT_EQ(o.status().code(), StatusCode::kInvalidArgument) << bad;
