@@ -217,7 +217,8 @@ struct Coordinator::Impl {
     auto wait_until(Args&&... args) { return cv.wait_until(std::forward<Args>(args)...); }
     template <class... Args>
     auto wait_for(Args&&... args) { return cv.wait_for(std::forward<Args>(args)...); }
-    void wait(std::unique_lock<std::mutex>& lock) { cv.wait(lock); }
+    template <class... Args>
+    void wait(Args&&... args) { cv.wait(std::forward<Args>(args)...); }
   } changed;
 
   // Global model.
