@@ -172,6 +172,37 @@ void FoldF32(const unsigned char* in, size_t n, double weight, double* acc) {
   }
 }
 
+// Four doubles and four floats, as GCC vector extensions: one AVX2 register each in the
+// AVX2 version, two or one SSE2 registers in the default one.
+typedef double Double4 __attribute__((vector_size(32)));
+typedef float Float4 __attribute__((vector_size(16)));
+
+// FoldF32 of k updates at once: acc is loaded and stored once per chunk of 16 values,
+// which stay in registers while the k products are added in term order, the same
+// additions in the same order as k calls of FoldF32, so the sums are bitwise the same.
+// Reading the k updates side by side also keeps k streams in flight from memory.
+__attribute__((target_clones("avx2", "default")))
+void FoldF32Terms(const unsigned char* const* in, const double* weight, size_t k, size_t n,
+                  double* acc) {
+  constexpr size_t kLanes = 4, kVectors = 4, kChunk = kLanes * kVectors;
+  size_t i = 0;
+  for (; i + kChunk <= n; i += kChunk) {
+    Double4 sum[kVectors];
+    std::memcpy(sum, acc + i, sizeof(sum));
+    for (size_t t = 0; t < k; ++t) {
+      const unsigned char* p = in[t] + 4 * i;
+      const Double4 w = {weight[t], weight[t], weight[t], weight[t]};
+      for (size_t j = 0; j < kVectors; ++j) {
+        Float4 v;
+        std::memcpy(&v, p + sizeof(Float4) * j, sizeof(Float4));
+        sum[j] += w * __builtin_convertvector(v, Double4);
+      }
+    }
+    std::memcpy(acc + i, sum, sizeof(sum));
+  }
+  for (size_t t = 0; t < k; ++t) FoldF32(in[t] + 4 * i, n - i, weight[t], acc + i);
+}
+
 constexpr bool kLittleEndian = std::endian::native == std::endian::little;
 
 // Length and finiteness of every value of a dense update of n values, block by block
@@ -232,6 +263,19 @@ void AccumulateDenseBatch(std::span<const DenseTerm> terms, std::span<double> ac
     if (results[t].ok()) valid.push_back(&terms[t]);
   }
   const size_t n = acc.size();
+  const bool all_f32 = std::all_of(valid.begin(), valid.end(), [](const DenseTerm* t) {
+    return t->encoding == Encoding::kDenseF32;
+  });
+  if (kLittleEndian && all_f32) {
+    std::vector<const unsigned char*> in;
+    std::vector<double> weight;
+    for (const DenseTerm* t : valid) {
+      in.push_back(reinterpret_cast<const unsigned char*>(t->bytes.data()));
+      weight.push_back(t->weight);
+    }
+    FoldF32Terms(in.data(), weight.data(), valid.size(), n, acc.data());
+    return;
+  }
   for (size_t start = 0; start < n; start += kBlock) {
     const size_t len = std::min(kBlock, n - start);
     for (const DenseTerm* t : valid) FoldBlock(t->bytes, t->encoding, t->weight, start, len, acc.data());
