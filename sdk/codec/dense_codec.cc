@@ -172,33 +172,26 @@ void FoldF32(const unsigned char* in, size_t n, double weight, double* acc) {
   }
 }
 
-// Four doubles and four floats, as GCC vector extensions: one AVX2 register each in the
-// AVX2 version, two or one SSE2 registers in the default one.
-typedef double Double4 __attribute__((vector_size(32)));
-typedef float Float4 __attribute__((vector_size(16)));
-
-// FoldF32 of k updates at once: acc is loaded and stored once per chunk of 16 values,
-// which stay in registers while the k products are added in term order, the same
-// additions in the same order as k calls of FoldF32, so the sums are bitwise the same.
-// Reading the k updates side by side also keeps k streams in flight from memory.
+// FoldF32 of k updates at once, chunk by chunk of acc: a chunk (one cache line of each
+// update) stays in L1 while the k products are added in term order, the same additions
+// in the same order as k calls of FoldF32, so the sums are bitwise the same; acc comes
+// from memory once per batch, and the k updates stream from memory side by side.
 __attribute__((target_clones("avx2", "default")))
 void FoldF32Terms(const unsigned char* const* in, const double* weight, size_t k, size_t n,
-                  double* acc) {
-  constexpr size_t kLanes = 4, kVectors = 4, kChunk = kLanes * kVectors;
+                  double* __restrict acc) {
+  constexpr size_t kChunk = 16;
   size_t i = 0;
   for (; i + kChunk <= n; i += kChunk) {
-    Double4 sum[kVectors];
-    std::memcpy(sum, acc + i, sizeof(sum));
+    double* __restrict sum = acc + i;
     for (size_t t = 0; t < k; ++t) {
-      const unsigned char* p = in[t] + 4 * i;
-      const Double4 w = {weight[t], weight[t], weight[t], weight[t]};
-      for (size_t j = 0; j < kVectors; ++j) {
-        Float4 v;
-        std::memcpy(&v, p + sizeof(Float4) * j, sizeof(Float4));
-        sum[j] += w * __builtin_convertvector(v, Double4);
+      const unsigned char* __restrict p = in[t] + 4 * i;
+      const double w = weight[t];
+      for (size_t j = 0; j < kChunk; ++j) {
+        float v;
+        std::memcpy(&v, p + 4 * j, 4);
+        sum[j] += w * static_cast<double>(v);
       }
     }
-    std::memcpy(acc + i, sum, sizeof(sum));
   }
   for (size_t t = 0; t < k; ++t) FoldF32(in[t] + 4 * i, n - i, weight[t], acc + i);
 }
