@@ -172,8 +172,8 @@ void FoldF32(const unsigned char* in, size_t n, double weight, double* acc) {
   }
 }
 
-// FoldF32 of k updates at once, chunk by chunk of acc: a chunk (one cache line of each
-// update) stays in L1 while the k products are added in term order, the same additions
+// FoldF32 of k updates at once, chunk by chunk of acc: a chunk of 16 sums (one cache line
+// of each update) stays in registers while the k products are added in term order, the same additions
 // in the same order as k calls of FoldF32, so the sums are bitwise the same; acc comes
 // from memory once per batch, and the k updates stream from memory side by side.
 __attribute__((target_clones("avx2", "default")))
