@@ -50,8 +50,9 @@ struct DenseTerm {
 
 // AccumulateDense for several updates in one sweep over acc: each term is validated
 // first (results[t] says why one is refused; a refused term changes nothing), then for
-// each L1-sized block of acc every valid term's block is added in term order, so acc is
-// read and written once per batch instead of once per update. Per element the additions
+// each chunk of acc (16 values in registers for float32 terms, an L1-sized block
+// otherwise) every valid term's values are added in term order, so acc is read and
+// written once per batch instead of once per update. Per element the additions
 // happen in the same order as AccumulateDense of each term in turn: the result is
 // bitwise the same. REQUIRES: results.size() == terms.size().
 void AccumulateDenseBatch(std::span<const DenseTerm> terms, std::span<double> acc,

@@ -33,8 +33,9 @@
 // moving the update. A fold of one update reads it twice (validate, then fold, so a bad
 // value leaves the sums unchanged) and reads and writes the 8d-byte fp64 sums: 24
 // bytes per parameter against the copy's 8. Folding `batch` updates per sweep over
-// the sums (AccumulateBatch: for each L1 block of the sums, every update's block)
-// amortises the sums to 16/batch bytes. Threads fold into their own leaf (one
+// the sums (AccumulateBatch: for each chunk of the sums, held in registers, every
+// update's values in turn) amortises the sums to 16/batch bytes; the batch holds
+// batch received updates (4d bytes each), which the server holds anyway while they wait. Threads fold into their own leaf (one
 // accumulator each, as the coordinator's leaves) and split the copy's array.
 //
 //   fold_bench --benchmark_filter=BM_FoldVsCopy
@@ -267,7 +268,7 @@ void BM_FoldVsCopy(benchmark::State& state) {
                  std::to_string(batch));
 }
 BENCHMARK(BM_FoldVsCopy)
-    ->ArgsProduct({{1, 2}, {1, 4, 10}})
+    ->ArgsProduct({{1, 2}, {1, 4, 10, 20}})
     ->ArgNames({"threads", "batch"})
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond)
