@@ -19,6 +19,7 @@ PACKAGES=(
   dataset-fashion-mnist
   fortunes fortunes-de fortunes-es fortunes-it
   python3 python3-numpy python3-torch
+  time  # /usr/bin/time -v: peak RSS in tests/bench/registry_scale.sh
   clang libfuzzer-14-dev  # opt-in fuzz targets (tests/fuzz, -DFL_BUILD_FUZZERS=ON)
 )
 

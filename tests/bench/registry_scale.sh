@@ -28,7 +28,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do sizes+=("$1"); shift; done
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000 100000 1000000)
 fl_sim="$build/simulations/fl-sim"
 [ -x "$fl_sim" ] || { echo "no fl-sim at $fl_sim (build it first)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt install time)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "needs /usr/bin/time (scripts/install-deps.sh installs it)" >&2; exit 1; }
 rounds="${ROUNDS:-3}"
 
 work="$(mktemp -d)"
