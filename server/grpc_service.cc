@@ -21,6 +21,7 @@
 #include "fl/env.h"
 #include "fl/v1/fl.grpc.pb.h"
 #include "proto/wire.h"
+#include "server/reaction_order.h"
 #include "server/work_queue.h"
 
 namespace fl::internal {
@@ -523,6 +524,7 @@ class FederatedLearningService final : public ServiceBase {
         : service_(service), context_(context), out_(out), guard_(&service->active_calls_) {}
 
     void Start(const grpc::ByteBuffer& raw) {
+      ReactionScope reaction(this);
       Result<v1::PullTaskRequest> request = ParseRaw<v1::PullTaskRequest>(raw, "PullTaskRequest");
       if (!request.ok()) return Finish(ToGrpcStatus(request.status()));
       Result<Session> session = service_->Authenticate(*context_);
@@ -554,13 +556,23 @@ class FederatedLearningService final : public ServiceBase {
     }
 
     void OnCancel() override {
+      ReactionScope reaction(this);
       cancelled_.store(true);
       service_->polls_.Cancel(this);
     }
-    void OnDone() override { delete this; }
+    void OnDone() override {
+      ReactionBegins(this);
+      delete this;
+    }
     // Set before OnCancel looks for the poll, so one cancelled before it was parked is
     // still answered at once (ParkedPolls::Park checks it).
     bool cancelled() const { return cancelled_.load(); }
+
+    // Finish hands the call to gRPC, which may run OnDone on another thread at once.
+    void Finish(grpc::Status status) {
+      ReactionEnds(this);
+      grpc::ServerUnaryReactor::Finish(std::move(status));
+    }
 
    private:
     FederatedLearningService* const service_;
@@ -768,6 +780,7 @@ class FederatedLearningService final : public ServiceBase {
     ~Upload() override { DropPayload(); }
 
     void Start() {
+      ReactionScope reaction(this);
       Result<Session> session = service_->Authenticate(*context_);
       if (!session.ok()) return Finish(ToGrpcStatus(session.status()));
       session_ = *session;
@@ -777,6 +790,7 @@ class FederatedLearningService final : public ServiceBase {
     }
 
     void OnReadDone(bool ok) override {
+      ReactionScope reaction(this);
       if (!ok) return Ended();
       watch_.Touch();
       Result<v1::UpdateChunk> chunk = ParseRaw<v1::UpdateChunk>(raw_, "UpdateChunk");
@@ -795,13 +809,27 @@ class FederatedLearningService final : public ServiceBase {
     }
 
     void OnCancel() override {
+      ReactionScope reaction(this);
       cancelled_.store(true);
       // Waiting for admission there is no read to fail, so the end is recorded here.
       if (service_->uploads_.Withdraw(this)) EndedEarly("before its data", Truncated());
     }
-    void OnDone() override { delete this; }
+    void OnDone() override {
+      ReactionBegins(this);
+      delete this;
+    }
 
    private:
+    // Each hands the call to gRPC, which may run the next reaction on another thread at once.
+    void Finish(grpc::Status status) {
+      ReactionEnds(this);
+      grpc::ServerReadReactor<grpc::ByteBuffer>::Finish(std::move(status));
+    }
+    void StartRead(grpc::ByteBuffer* into) {
+      ReactionEnds(this);
+      grpc::ServerReadReactor<grpc::ByteBuffer>::StartRead(into);
+    }
+
     void OnHeader(const v1::UpdateChunk& chunk) {
       if (!chunk.has_header()) {
         return Reject(
@@ -931,6 +959,7 @@ class FederatedLearningService final : public ServiceBase {
           watch_(service, context, "model download") {}
 
     void Start(const grpc::ByteBuffer& raw) {
+      ReactionScope reaction(this);
       Result<v1::ModelChunk> header = Header(raw);
       if (!header.ok()) return Finish(ToGrpcStatus(header.status()));
       out_ = SerializeRaw(*header);
@@ -938,6 +967,7 @@ class FederatedLearningService final : public ServiceBase {
     }
 
     void OnWriteDone(bool ok) override {
+      ReactionScope reaction(this);
       if (!ok || cancelled_.load()) return Finish(Cancelled("model download"));
       watch_.Touch();
       if (offset_ >= blob_->size()) return Finish(grpc::Status::OK);
@@ -947,10 +977,26 @@ class FederatedLearningService final : public ServiceBase {
       StartWrite(&out_);
     }
 
-    void OnCancel() override { cancelled_.store(true); }
-    void OnDone() override { delete this; }
+    void OnCancel() override {
+      ReactionScope reaction(this);
+      cancelled_.store(true);
+    }
+    void OnDone() override {
+      ReactionBegins(this);
+      delete this;
+    }
 
    private:
+    // Each hands the call to gRPC, which may run the next reaction on another thread at once.
+    void Finish(grpc::Status status) {
+      ReactionEnds(this);
+      grpc::ServerWriteReactor<grpc::ByteBuffer>::Finish(std::move(status));
+    }
+    void StartWrite(const grpc::ByteBuffer* chunk) {
+      ReactionEnds(this);
+      grpc::ServerWriteReactor<grpc::ByteBuffer>::StartWrite(chunk);
+    }
+
     // Checks the request and picks what to send (blob_); returns the header chunk.
     Result<v1::ModelChunk> Header(const grpc::ByteBuffer& raw) {
       FL_ASSIGN_OR_RETURN(v1::FetchModelRequest request,

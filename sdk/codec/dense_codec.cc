@@ -148,11 +148,25 @@ size_t FindNonFinite(std::span<const float> values) {
 
 namespace {
 
+// The AVX2 clones are chosen by an ifunc resolver that runs while the dynamic loader
+// relocates the program, before a sanitizer's runtime is initialised; an instrumented
+// resolver crashes there, so sanitized builds keep the default version only.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FL_SANITIZED_BUILD 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(FL_SANITIZED_BUILD)
+#define FL_WITH_AVX2_CLONE
+#else
+#define FL_WITH_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#endif
+
 // The float32 hot loops of the fold, reading the received bytes in place (no decode
 // copy). Also compiled for AVX2, picked at load time where the CPU has it; the build's
 // -ffp-contract=off keeps a multiply and an add as two roundings in every version, so
 // the sums are bitwise the same whichever runs.
-__attribute__((target_clones("avx2", "default")))
+FL_WITH_AVX2_CLONE
 bool AllFiniteF32(const unsigned char* in, size_t n) {
   uint32_t bad = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -163,7 +177,7 @@ bool AllFiniteF32(const unsigned char* in, size_t n) {
   return bad == 0;
 }
 
-__attribute__((target_clones("avx2", "default")))
+FL_WITH_AVX2_CLONE
 void FoldF32(const unsigned char* in, size_t n, double weight, double* acc) {
   for (size_t i = 0; i < n; ++i) {
     float v;
@@ -176,7 +190,7 @@ void FoldF32(const unsigned char* in, size_t n, double weight, double* acc) {
 // of each update) stays in registers while the k products are added in term order, the same additions
 // in the same order as k calls of FoldF32, so the sums are bitwise the same; acc comes
 // from memory once per batch, and the k updates stream from memory side by side.
-__attribute__((target_clones("avx2", "default")))
+FL_WITH_AVX2_CLONE
 void FoldF32Terms(const unsigned char* const* in, const double* weight, size_t k, size_t n,
                   double* __restrict acc) {
   constexpr size_t kChunk = 16;
