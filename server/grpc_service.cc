@@ -44,6 +44,35 @@ struct SerializedModel {
   std::string sha256;
 };
 
+// A callback reactor whose reactions are ordered for ThreadSanitizer
+// (server/reaction_order.h): handing the call back to gRPC (Finish, StartRead,
+// StartWrite) ends a reaction, since gRPC may run the next one on another thread at
+// once; OnDone begins the last one and deletes the reactor.
+template <class Base>
+class OrderedReactor : public Base {
+ public:
+  void Finish(grpc::Status status) {
+    ReactionEnds(this);
+    Base::Finish(std::move(status));
+  }
+  void OnDone() override {
+    ReactionBegins(this);
+    delete this;
+  }
+
+ protected:
+  template <class Message>
+  void StartRead(Message* into) {
+    ReactionEnds(this);
+    Base::StartRead(into);
+  }
+  template <class Message>
+  void StartWrite(const Message* chunk) {
+    ReactionEnds(this);
+    Base::StartWrite(chunk);
+  }
+};
+
 // Parses a message received as raw bytes, so malformed input (not protobuf, or a
 // string field that is not valid UTF-8) is INVALID_ARGUMENT with a message instead of
 // gRPC's INTERNAL with none.
@@ -517,7 +546,7 @@ class FederatedLearningService final : public ServiceBase {
 
   // One PullTask call: answered at once when the Coordinator has an answer, otherwise
   // parked in polls_, which alone answers it from then on.
-  class LongPoll final : public grpc::ServerUnaryReactor {
+  class LongPoll final : public OrderedReactor<grpc::ServerUnaryReactor> {
    public:
     LongPoll(FederatedLearningService* service, grpc::CallbackServerContext* context,
              grpc::ByteBuffer* out)
@@ -560,19 +589,9 @@ class FederatedLearningService final : public ServiceBase {
       cancelled_.store(true);
       service_->polls_.Cancel(this);
     }
-    void OnDone() override {
-      ReactionBegins(this);
-      delete this;
-    }
     // Set before OnCancel looks for the poll, so one cancelled before it was parked is
     // still answered at once (ParkedPolls::Park checks it).
     bool cancelled() const { return cancelled_.load(); }
-
-    // Finish hands the call to gRPC, which may run OnDone on another thread at once.
-    void Finish(grpc::Status status) {
-      ReactionEnds(this);
-      grpc::ServerUnaryReactor::Finish(std::move(status));
-    }
 
    private:
     FederatedLearningService* const service_;
@@ -768,7 +787,7 @@ class FederatedLearningService final : public ServiceBase {
 
   // One PushUpdate call: reads the header, waits for admission (uploads_), reads the
   // data chunks as they come, then hands the blocking parts to work_.
-  class Upload final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
+  class Upload final : public OrderedReactor<grpc::ServerReadReactor<grpc::ByteBuffer>> {
    public:
     Upload(FederatedLearningService* service, grpc::CallbackServerContext* context,
            grpc::ByteBuffer* out)
@@ -814,22 +833,8 @@ class FederatedLearningService final : public ServiceBase {
       // Waiting for admission there is no read to fail, so the end is recorded here.
       if (service_->uploads_.Withdraw(this)) EndedEarly("before its data", Truncated());
     }
-    void OnDone() override {
-      ReactionBegins(this);
-      delete this;
-    }
 
    private:
-    // Each hands the call to gRPC, which may run the next reaction on another thread at once.
-    void Finish(grpc::Status status) {
-      ReactionEnds(this);
-      grpc::ServerReadReactor<grpc::ByteBuffer>::Finish(std::move(status));
-    }
-    void StartRead(grpc::ByteBuffer* into) {
-      ReactionEnds(this);
-      grpc::ServerReadReactor<grpc::ByteBuffer>::StartRead(into);
-    }
-
     void OnHeader(const v1::UpdateChunk& chunk) {
       if (!chunk.has_header()) {
         return Reject(
@@ -950,7 +955,7 @@ class FederatedLearningService final : public ServiceBase {
 
   // One FetchModel call: the header, then the model (or replay records) in chunks of
   // at most kMaxChunkBytes, each written once the previous one is taken.
-  class Download final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+  class Download final : public OrderedReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
    public:
     Download(FederatedLearningService* service, grpc::CallbackServerContext* context)
         : service_(service),
@@ -981,22 +986,8 @@ class FederatedLearningService final : public ServiceBase {
       ReactionScope reaction(this);
       cancelled_.store(true);
     }
-    void OnDone() override {
-      ReactionBegins(this);
-      delete this;
-    }
 
    private:
-    // Each hands the call to gRPC, which may run the next reaction on another thread at once.
-    void Finish(grpc::Status status) {
-      ReactionEnds(this);
-      grpc::ServerWriteReactor<grpc::ByteBuffer>::Finish(std::move(status));
-    }
-    void StartWrite(const grpc::ByteBuffer* chunk) {
-      ReactionEnds(this);
-      grpc::ServerWriteReactor<grpc::ByteBuffer>::StartWrite(chunk);
-    }
-
     // Checks the request and picks what to send (blob_); returns the header chunk.
     Result<v1::ModelChunk> Header(const grpc::ByteBuffer& raw) {
       FL_ASSIGN_OR_RETURN(v1::FetchModelRequest request,
