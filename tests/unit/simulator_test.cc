@@ -68,17 +68,14 @@ TEST(SimulatorTest, TinyFederationLearnsAndWritesEveryOutput) {
   // Three rounds on Fashion-MNIST are far above chance (10%).
   EXPECT_GT(result->final_accuracy, 0.35);
   EXPECT_GT(result->train_samples_per_sec, 0.0);
-  // Every task's phases were timed inside its round's train_seconds, one task at a time
-  // per worker, so together they fit in workers x train_seconds.
+  // Every phase of the tasks was timed and reported (the figures themselves belong to
+  // tests/bench/sim_efficiency_bench).
   const TaskTimes& times = result->task_times;
   EXPECT_GT(times.train, 0.0);
   EXPECT_GT(times.set_params, 0.0);
   EXPECT_GT(times.get_params, 0.0);
   EXPECT_GT(times.push, 0.0);
-  EXPECT_GE(times.encode, 0.0);
-  double train_seconds = 0;
-  for (const SimRoundRecord& r : result->rounds) train_seconds += r.train_seconds;
-  EXPECT_LE(times.total(), 2 * train_seconds);
+  EXPECT_GT(times.encode, 0.0);
 
   // CSV: header plus one row per round.
   std::string csv = ReadText(dir / "metrics.csv");
