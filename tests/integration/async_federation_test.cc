@@ -100,11 +100,8 @@ class AsyncFederationTest : public ProcessTest {
   std::vector<Subprocess*> StartClients(int port, const AsyncSetup& setup) {
     std::vector<Subprocess*> clients;
     for (int i = 0; i < kClients; ++i) {
-      std::vector<std::string> args = {
-          Binary("client/fl-client"),
-          "--server", "127.0.0.1:" + std::to_string(port),
-          "--tls-ca", Path("certs/ca.pem"),
-          "--enrollment-token", kToken,
+      std::vector<std::string> args = FlClientArgs(port, kToken);
+      args.insert(args.end(), {
           "--data-dir", FL_FASHION_MNIST_DIR,
           "--partition", "dirichlet:0.5",
           "--num-partitions", std::to_string(kClients),
@@ -116,7 +113,7 @@ class AsyncFederationTest : public ProcessTest {
           "--threads", "1",
           "--set", "client.poll_wait_s=2",
           "--set", "client.slowdown_s=" + std::to_string(setup.slowdown_s[i]),
-      };
+      });
       if (i == setup.overlap_client) args.push_back("--overlap");
       clients.push_back(Spawn("client-" + std::to_string(i), args));
     }

@@ -115,10 +115,8 @@ class FederationE2eTest : public ProcessTest {
 
   std::vector<std::string> ClientArgs(int port, int index, const std::string& model,
                                       const std::string& token = kToken) {
-    return {Binary("client/fl-client"),
-            "--server", "127.0.0.1:" + std::to_string(port),
-            "--tls-ca", Path("certs/ca.pem"),
-            "--enrollment-token", token,
+    std::vector<std::string> args = FlClientArgs(port, token);
+    args.insert(args.end(), {
             "--data-dir", FL_FASHION_MNIST_DIR,
             "--partition", kPartition,
             "--num-partitions", std::to_string(kClients),
@@ -128,7 +126,8 @@ class FederationE2eTest : public ProcessTest {
             "--model", model,
             "--device", "cpu",
             "--threads", "1",
-            "--set", "client.poll_wait_s=2"};
+            "--set", "client.poll_wait_s=2"});
+    return args;
   }
 
   std::vector<Subprocess*> StartClients(int port, const std::string& model,

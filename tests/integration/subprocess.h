@@ -160,6 +160,13 @@ class ProcessTest : public ::testing::Test {
 
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 
+  // fl-client's first arguments for a client of the fl-server on `port`: TLS against the
+  // test's certs/ca.pem, enrolled with `token`. Callers append the rest.
+  std::vector<std::string> FlClientArgs(int port, const std::string& token) const {
+    return {Binary("client/fl-client"), "--server", "127.0.0.1:" + std::to_string(port),
+            "--tls-ca", Path("certs/ca.pem"), "--enrollment-token", token};
+  }
+
   Subprocess* Spawn(const std::string& name, const std::vector<std::string>& argv) {
     std::unique_ptr<Subprocess> p = Subprocess::Start(argv, Path(name + ".log"));
     EXPECT_NE(p, nullptr) << "cannot start " << argv[0];

@@ -174,11 +174,8 @@ class W3ClientTest : public ProcessTest {
     std::vector<Subprocess*> clients;
     for (int i = 0; i < kClients; ++i) {
       // clang-format off
-      std::vector<std::string> args = {
-          Binary("client/fl-client"),
-          "--server", "127.0.0.1:" + std::to_string(port),
-          "--tls-ca", Path("certs/ca.pem"),
-          "--enrollment-token", kToken,
+      std::vector<std::string> args = FlClientArgs(port, kToken);
+      args.insert(args.end(), {
           "--dataset", "fashion-mnist-shift",
           "--model", model,
           "--tuning", tuning,
@@ -190,7 +187,7 @@ class W3ClientTest : public ProcessTest {
           "--train-examples", kTrainExamples,
           "--device", "cpu",
           "--threads", "1",
-          "--set", "client.poll_wait_s=2"};
+          "--set", "client.poll_wait_s=2"});
       // clang-format on
       args.insert(args.end(), extra.begin(), extra.end());
       clients.push_back(Spawn("client-" + std::to_string(i), args));
